@@ -1,0 +1,87 @@
+"""The backbone contract every architecture follows, and layer groups derived from it.
+
+A backbone is an `nn.Module` that turns a prepared batch into one feature vector per input. It names its layer
+groups, ordered from input to output, as lists of parameter-name prefixes; `layer_groups` turns those into
+parameters and modules, and checks that every parameter belongs to exactly one group.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from headstart.errors import HeadstartError
+
+
+class Backbone(nn.Module):
+    """Subclass this to plug a new architecture in (see README, "Your own backbone").
+
+    Implement `group_prefixes`, `prepare`, `forward`, and set `modality` and `feature_size`.
+    """
+
+    modality: ClassVar[str]  # "text" or "image"
+    feature_size: int
+
+    def group_prefixes(self) -> list[tuple[str, list[str]]]:
+        """Ordered layer groups, input to output: (name, parameter-name prefixes)."""
+        raise NotImplementedError
+
+    def prepare(self, inputs: list) -> dict[str, torch.Tensor]:
+        """Raw inputs (texts, or image paths / PIL images / arrays) -> the batch `forward` takes."""
+        raise NotImplementedError
+
+    def forward(self, **batch: torch.Tensor) -> torch.Tensor:
+        """Prepared batch -> features of shape (batch, feature_size)."""
+        raise NotImplementedError
+
+    factory: str | None = None  # set by the registry for `module:<package.module>:<factory>` backbones
+
+    def spec(self) -> dict[str, Any]:
+        """What `headstart.backbones.registry.rebuild` needs to build this backbone again (JSON-able)."""
+        return {"type": "module", "factory": self.factory}
+
+    def save_assets(self, folder: Path) -> None:
+        """Write files besides the weights that the backbone needs to be rebuilt (e.g. a tokenizer)."""
+
+
+@dataclass
+class LayerGroup:
+    name: str
+    params: list[nn.Parameter] = field(default_factory=list)
+    modules: list[nn.Module] = field(default_factory=list)
+
+
+def _owner(name: str, prefixes: list[tuple[str, list[str]]]) -> list[str]:
+    return [group for group, pres in prefixes if any(name == p or name.startswith(p + ".") for p in pres)]
+
+
+def layer_groups(backbone: Backbone) -> list[LayerGroup]:
+    """Parameters and modules of each layer group; raises if a parameter is in no group or in two."""
+    prefixes = backbone.group_prefixes()
+    groups = {name: LayerGroup(name) for name, _ in prefixes}
+    for name, param in backbone.named_parameters():
+        owners = _owner(name, prefixes)
+        if len(owners) != 1:
+            where = "no layer group" if not owners else f"layer groups {owners}"
+            raise HeadstartError(f"Parameter '{name}' of backbone {type(backbone).__name__} is in {where}. "
+                                 "Every parameter must belong to exactly one group: fix group_prefixes().")
+        groups[owners[0]].params.append(param)
+    _assign_modules(backbone, "", prefixes, groups)
+    return list(groups.values())
+
+
+def _assign_modules(module: nn.Module, prefix: str, prefixes, groups: dict[str, LayerGroup]) -> None:
+    """Give each group the largest submodules whose parameters all lie in it, so `.eval()` on them also covers
+    their dropout and BatchNorm buffers. Parameterless modules outside any such submodule hold no state."""
+    for child_name, child in module.named_children():
+        name = f"{prefix}{child_name}"
+        owners = {o for p, _ in child.named_parameters(prefix=name) for o in _owner(p, prefixes)}
+        named = _owner(name, prefixes)
+        if len(named) == 1 or len(owners) == 1:
+            groups[(named or list(owners))[0]].modules.append(child)
+        elif owners:
+            _assign_modules(child, name + ".", prefixes, groups)

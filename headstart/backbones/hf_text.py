@@ -1,0 +1,90 @@
+"""Hugging Face text encoders (BERT-like): mean-pooled token states, one layer group per transformer block."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from headstart.backbones.base import Backbone
+from headstart.errors import HeadstartError
+
+
+def _blocks_prefix(model: nn.Module) -> str:
+    """Name of the ModuleList holding the transformer blocks: the one with the most parameters."""
+    lists = [(sum(p.numel() for p in m.parameters()), name) for name, m in model.named_modules()
+             if isinstance(m, nn.ModuleList) and len(m) > 0]
+    if not lists:
+        raise HeadstartError(f"{type(model).__name__} has no list of blocks headstart can group into layers.")
+    return max(lists)[1]
+
+
+class HFTextEncoder(Backbone):
+    """An encoder from `transformers` (AutoModel) and its tokenizer, loaded from a local folder."""
+
+    modality = "text"
+
+    def __init__(self, model: nn.Module, tokenizer, max_length: int, source: str):
+        super().__init__()
+        if getattr(model, "pooler", None) is not None:
+            model.pooler = None  # features are mean-pooled token states; the pooler would be dead weight
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.source = source
+        self.feature_size = model.config.hidden_size
+
+    @classmethod
+    def from_pretrained(cls, source: str, max_length: int) -> HFTextEncoder:
+        """Load weights and tokenizer from a local folder (or the local Hugging Face cache for a hub name)."""
+        from transformers import AutoModel, AutoTokenizer
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source)
+            model = AutoModel.from_pretrained(source)
+        except (OSError, ValueError) as exc:
+            raise HeadstartError(f"Could not load a Hugging Face encoder from '{source}': {exc}\nGive a local folder "
+                                 "holding config.json, the weights and the tokenizer files (backbone: hf:<folder>).") from None
+        return cls(model, tokenizer, min(max_length, tokenizer.model_max_length), source)
+
+    @classmethod
+    def rebuild(cls, spec: dict[str, Any], folder: Path) -> HFTextEncoder:
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        assets = folder / spec["assets"]
+        model = AutoModel.from_config(AutoConfig.from_pretrained(assets))
+        return cls(model, AutoTokenizer.from_pretrained(assets), spec["max_length"], spec["source"])
+
+    def group_prefixes(self) -> list[tuple[str, list[str]]]:
+        blocks = _blocks_prefix(self.model)
+        names = [name for name, _ in self.named_parameters()]
+        block_param = f"model.{blocks}."
+        first = next(i for i, name in enumerate(names) if name.startswith(block_param))
+        last = max(i for i, name in enumerate(names) if name.startswith(block_param))
+        groups = [("embeddings", names[:first])]
+        groups += [(f"block{i}", [f"model.{blocks}.{i}"]) for i in range(len(self.model.get_submodule(blocks)))]
+        if names[last + 1:]:
+            groups.append(("final", names[last + 1:]))
+        return groups
+
+    def prepare(self, inputs: list[str]) -> dict[str, torch.Tensor]:
+        # pad to the longest text of the batch, not to max_length: short batches cost less
+        encoded = self.tokenizer(list(inputs), padding=True, truncation=True, max_length=self.max_length,
+                                 return_tensors="pt")
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def spec(self) -> dict[str, Any]:
+        return {"type": "hf_text", "source": self.source, "max_length": self.max_length, "assets": "backbone"}
+
+    def save_assets(self, folder: Path) -> None:
+        self.model.config.save_pretrained(folder / "backbone")
+        self.tokenizer.save_pretrained(folder / "backbone")

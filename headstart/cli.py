@@ -1,0 +1,88 @@
+"""The `headstart` command line. Heavy libraries are imported inside commands, so help and config errors are fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from headstart.errors import HeadstartError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Fine-tune pretrained models on small labelled datasets, the way the best practitioners do.")
+console = Console()
+
+
+@app.command()
+def fit(
+    config: Optional[Path] = typer.Argument(None, help="YAML run config (see README, 'The run config')."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config field: --set train.max_epochs=3 (repeatable)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last checkpoint."),
+    overwrite: bool = typer.Option(False, help="Replace an existing run folder of the same name."),
+) -> None:
+    """Train a model: head first, then gradual unfreezing; writes runs/<name>/ with the best model."""
+    from headstart.train.fit import fit as run_fit
+
+    run = run_fit(config, set_, resume=resume, overwrite=overwrite)
+    results = run.results
+    table = Table(title=f"{run.config.name}: test metrics (best epoch {results['best_epoch']})")
+    for key in ("test_acc", "test_f1", "test_loss"):
+        table.add_column(key)
+    table.add_row(*(f"{results['test'][k]:.4f}" for k in ("test_acc", "test_f1", "test_loss")))
+    console.print(table)
+    console.print(f"Run folder: {run.path}   model: {run.model_dir}")
+
+
+@app.command()
+def predict(
+    model_dir: Path = typer.Argument(..., help="A model folder (runs/<name>/model) or a run folder."),
+    inputs: List[str] = typer.Argument(..., help="Image files or folders; or texts, .txt files, CSV / JSONL tables."),
+    text_column: str = typer.Option("text", help="Column holding the texts in CSV / JSONL inputs."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per input."),
+    top: int = typer.Option(3, help="How many classes to show per input."),
+) -> None:
+    """Predict labels with probabilities for images or texts."""
+    from headstart.predict import check_images, gather_inputs, load
+
+    if (model_dir / "model" / "config.json").is_file():
+        model_dir = model_dir / "model"
+    predictor = load(model_dir)
+    items, names = gather_inputs(inputs, predictor.modality, text_column)
+    if predictor.modality == "image":
+        check_images(items)
+    if not items:
+        raise HeadstartError("No inputs found: give image files, a folder of images, or texts.")
+    results = predictor.predict(items)
+    if as_json:
+        for name, result in zip(names, results):
+            print(json.dumps({"input": name, **result}))
+        return
+    table = Table(show_header=True)
+    table.add_column("input")
+    table.add_column("label")
+    table.add_column("probabilities")
+    for name, result in zip(names, results):
+        ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:top]
+        table.add_row(name, result["label"], "  ".join(f"{k} {v:.3f}" for k, v in ranked))
+    console.print(table)
+
+
+def main() -> None:
+    try:
+        app()
+    except HeadstartError as exc:
+        Console(stderr=True).print(f"[bold red]Error:[/] {exc}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        Console(stderr=True).print("Interrupted. A run continues from its last checkpoint with "
+                                   "`headstart fit --resume runs/<name>`.")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""The run config: the single, validated source of a run (see README, "The run config")."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from headstart.errors import HeadstartError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SplitConfig(_Section):
+    train: float = Field(0.7, gt=0, lt=1)
+    val: float = Field(0.15, gt=0, lt=1)
+    test: float = Field(0.15, gt=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _sums_to_one(self):
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must add up to 1, got {total:g}")
+        return self
+
+
+class DataConfig(_Section):
+    source: str
+    text_column: str | None = "text"
+    image_column: str | None = None
+    label_column: str = "label"
+    labels: list[str] | None = None
+    group_column: str | None = None
+    metadata_columns: list[str] = []
+    split: SplitConfig = SplitConfig()
+    balance: Literal["none", "class_weights", "oversample"] = "none"
+    augment: Literal["default", "none"] = "default"
+    bad_inputs: Literal["skip", "refuse"] = "skip"
+    leakage: Literal["drop", "report", "refuse"] = "drop"
+    max_length: int = Field(256, ge=8, le=8192)
+    image_size: int | None = Field(None, ge=32, le=1024)
+
+
+class HeadConfig(_Section):
+    hidden: list[int] = [256]
+    dropout: float = Field(0.4, ge=0, lt=1)
+
+    @field_validator("hidden")
+    @classmethod
+    def _one_to_three_layers(cls, hidden: list[int]) -> list[int]:
+        if len(hidden) > 2:
+            raise ValueError("a head has 1 to 3 dense layers: give at most 2 hidden sizes")
+        if any(h < 1 for h in hidden):
+            raise ValueError("hidden sizes must be positive")
+        return hidden
+
+
+class StrategyConfig(_Section):
+    name: Literal["feature_extraction", "gradual", "full"] = "gradual"
+    unfreeze: Union[Literal["plateau"], list[int]] = "plateau"
+    unfreeze_patience: int = Field(1, ge=1)
+    discriminative_factor: float = Field(2.6, ge=1)
+    backbone_lr_ratio: float = Field(0.1, gt=0, le=1)
+
+    @field_validator("unfreeze")
+    @classmethod
+    def _increasing_epochs(cls, unfreeze):
+        if isinstance(unfreeze, list) and (any(e < 1 for e in unfreeze) or unfreeze != sorted(unfreeze)):
+            raise ValueError("unfreeze epochs must be positive and increasing, e.g. [2, 4, 6]")
+        return unfreeze
+
+
+class TrainConfig(_Section):
+    max_epochs: int = Field(20, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1.0e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    patience: int = Field(5, ge=1)
+    reduce_lr_factor: float = Field(0.5, gt=0, lt=1)
+    reduce_lr_patience: int = Field(3, ge=1)
+    monitor: Literal["val_loss", "val_acc", "val_f1"] = "val_loss"
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: Union[int, str] = 1
+    num_workers: int = Field(0, ge=0)
+    eval_batch_size: int = Field(64, ge=1)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, value):
+        return str(value)
+
+
+class RunConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    data: DataConfig
+    backbone: str = "minilm"
+    head: HeadConfig = HeadConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    train: TrainConfig = TrainConfig()
+    output: str = "runs"
+
+    def run_dir(self) -> Path:
+        return Path(self.output) / self.name
+
+
+def _fields_of(model: type[BaseModel], path: list[str]) -> list[str]:
+    for key in path:
+        annotation = model.model_fields[key].annotation
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def _explain(error: ValidationError, where: str) -> HeadstartError:
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item["loc"]]
+        field = ".".join(loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            known = _fields_of(RunConfig, loc[:-1])
+            guess = difflib.get_close_matches(loc[-1], known, n=1)
+            hint = f" Did you mean '{'.'.join(loc[:-1] + guess)}'?" if guess else ""
+            lines.append(f"- {field}: unknown field.{hint} Known fields here: {', '.join(known)}.")
+        elif item["type"] == "missing":
+            lines.append(f"- {field}: required, but missing.")
+        else:
+            lines.append(f"- {field}: {item['msg']} (got {item.get('input')!r}).")
+    return HeadstartError(f"The run config {where} is not valid:\n" + "\n".join(lines)
+                          + "\nFix these fields (every field is documented in the README) and run again.")
+
+
+def _apply_override(raw: dict, override: str) -> None:
+    if "=" not in override:
+        raise HeadstartError(f"--set '{override}' must look like key.sub=value, e.g. --set train.max_epochs=3")
+    key, value = override.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise HeadstartError(f"--set {key}: '{part}' is not a section of the config")
+    node[parts[-1]] = yaml.safe_load(value)
+
+
+def load_config(source: Union[str, Path, dict, RunConfig], overrides: list[str] = ()) -> RunConfig:
+    """Read a run config from a YAML file, a dict or a RunConfig, apply `key.sub=value` overrides, validate."""
+    if isinstance(source, RunConfig):
+        source = source.model_dump()
+        where = "given"
+    if isinstance(source, dict):
+        raw = yaml.safe_load(yaml.safe_dump(source))
+        where = "given"
+    else:
+        path = Path(source)
+        where = f"in {path}"
+        if not path.is_file():
+            raise HeadstartError(f"Config file {path} does not exist. Give the path of a YAML run config, "
+                                 "e.g. configs/bbc.yaml.")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise HeadstartError(f"Config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise HeadstartError(f"Config file {path} must hold a mapping of fields (name:, data:, ...).")
+    for override in overrides:
+        _apply_override(raw, override)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(exc, where) from None
+
+
+def save_config(config: RunConfig, path: Path) -> None:
+    """Write the resolved config (every default filled in) as YAML."""
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+
+
+def config_dict(config: RunConfig) -> dict[str, Any]:
+    return config.model_dump(mode="json")

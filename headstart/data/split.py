@@ -1,0 +1,55 @@
+"""Train / validation / test split: stratified by label, or grouped so no group straddles two splits."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import GroupShuffleSplit, train_test_split
+
+from headstart.config import SplitConfig
+from headstart.errors import HeadstartError
+
+SPLITS = ("train", "val", "test")
+
+
+def _stratified(labels: pd.Series, config: SplitConfig) -> np.ndarray:
+    index = np.arange(len(labels))
+    rest, test = train_test_split(index, test_size=config.test, stratify=labels, random_state=config.seed)
+    val_share = config.val / (config.train + config.val)
+    train, val = train_test_split(rest, test_size=val_share, stratify=labels.iloc[rest], random_state=config.seed)
+    return _assign(len(labels), train, val, test)
+
+
+def _grouped(groups: pd.Series, config: SplitConfig) -> np.ndarray:
+    index = np.arange(len(groups))
+    outer = GroupShuffleSplit(n_splits=1, test_size=config.test, random_state=config.seed)
+    rest, test = next(outer.split(index, groups=groups))
+    inner = GroupShuffleSplit(n_splits=1, test_size=config.val / (config.train + config.val), random_state=config.seed)
+    train, val = next(inner.split(rest, groups=groups.iloc[rest]))
+    return _assign(len(groups), rest[train], rest[val], test)
+
+
+def _assign(n: int, train, val, test) -> np.ndarray:
+    split = np.empty(n, dtype=object)
+    split[train], split[val], split[test] = "train", "val", "test"
+    return split
+
+
+def split_frame(frame: pd.DataFrame, config: SplitConfig, grouped: bool) -> pd.DataFrame:
+    """A copy of `frame` with a `split` column (train / val / test)."""
+    try:
+        split = _grouped(frame["group"], config) if grouped else _stratified(frame["label"], config)
+    except ValueError as exc:
+        raise HeadstartError(f"Could not split the data with {config.model_dump()}: {exc}. Use more examples per "
+                             "class or group, or change data.split.") from None
+    out = frame.assign(split=split)
+    missing = [name for name in SPLITS if not (out["split"] == name).any()]
+    if missing:
+        raise HeadstartError(f"The split left {', '.join(missing)} empty: the data has too few examples or groups "
+                             f"for data.split {config.model_dump()}.")
+    return out
+
+
+def manifest(frame: pd.DataFrame) -> pd.DataFrame:
+    """Which file or row went to which split: the table saved as split.csv in the run."""
+    return frame[["origin", "label", "group", "split"]]

@@ -1,0 +1,91 @@
+"""Check every example before training: unreadable images, empty texts, missing or unknown labels.
+
+Each problem names the file or row. Problem rows are skipped or the run is refused (`data.bad_inputs`).
+Fingerprints for the leakage check are computed here too, so every image is decoded once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from headstart.config import DataConfig
+from headstart.data.images import DECODE_ERRORS, fingerprint
+from headstart.data.sources import Examples
+from headstart.errors import HeadstartError
+
+MIN_PER_CLASS = 3  # one example in each of train, val and test
+
+
+def normalise_text(text: str) -> str:
+    """Lower case, letters and digits only, single spaces: two texts equal after this are near duplicates."""
+    return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split())
+
+
+def _sha1(text: str) -> str:
+    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _image_fingerprints(paths: list[str]) -> list:
+    def one(path: str):
+        if not path:
+            return "no image path given"
+        try:
+            return fingerprint(path)
+        except FileNotFoundError:
+            return "image file not found"
+        except DECODE_ERRORS as exc:
+            return f"unreadable image ({type(exc).__name__}: {exc})"
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        return list(tqdm(pool.map(one, paths), total=len(paths), desc="checking images", unit="img"))
+
+
+def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd.DataFrame]:
+    """Return the usable examples (with `exact` and `near` fingerprint columns) and a table of problems."""
+    frame = examples.frame.copy()
+    problems: dict[int, str] = {}
+    for i, label in enumerate(frame["label"]):
+        if label is None or str(label).strip() == "":
+            problems[i] = "missing label"
+        elif config.labels is not None and label not in config.labels:
+            problems[i] = f"unknown label '{label}' (data.labels allows: {', '.join(config.labels)})"
+    if examples.modality == "text":
+        for i, text in enumerate(frame["input"]):
+            if not text.strip():
+                problems.setdefault(i, "empty text")
+        frame["exact"] = [_sha1(t) for t in frame["input"]]
+        frame["near"] = [_sha1(normalise_text(t)) for t in frame["input"]]
+    else:
+        results = _image_fingerprints(frame["input"].tolist())
+        for i, result in enumerate(results):
+            if isinstance(result, str):
+                problems.setdefault(i, f"{result}: {frame['input'].iat[i]}")
+        frame["exact"] = [r[0] if isinstance(r, tuple) else None for r in results]
+        frame["near"] = [r[1] if isinstance(r, tuple) else None for r in results]
+    report = pd.DataFrame({"origin": [frame["origin"].iat[i] for i in problems], "problem": list(problems.values())})
+    if problems and config.bad_inputs == "refuse":
+        shown = "\n".join(f"- {o}: {p}" for o, p in report.head(10).itertuples(index=False))
+        more = f"\n(and {len(report) - 10} more)" if len(report) > 10 else ""
+        raise HeadstartError(f"{len(report)} of {len(frame)} examples in {config.source} cannot be used:\n{shown}{more}\n"
+                             "Fix or remove them, or set data.bad_inputs: skip to train without them.")
+    frame = frame.drop(index=list(problems)).reset_index(drop=True)
+    _check_classes(frame, config)
+    return Examples(examples.modality, frame, examples.metadata_columns), report
+
+
+def _check_classes(frame: pd.DataFrame, config: DataConfig) -> None:
+    counts = frame["label"].value_counts()
+    if len(counts) < 2:
+        only = f"only '{counts.index[0]}'" if len(counts) else "no labelled example"
+        raise HeadstartError(f"Column '{config.label_column}' of {config.source} holds {only}: a classifier needs "
+                             "at least two classes. Check data.label_column and the labels in the data.")
+    small = counts[counts < MIN_PER_CLASS]
+    if len(small):
+        listed = ", ".join(f"'{label}' ({n})" for label, n in small.items())
+        raise HeadstartError(f"Classes {listed} in {config.source} have fewer than {MIN_PER_CLASS} usable examples, "
+                             "too few to appear in train, validation and test. Add examples or remove the class.")

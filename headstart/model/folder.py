@@ -1,0 +1,77 @@
+"""The self-contained model folder: config.json + model.safetensors (+ backbone assets such as a tokenizer).
+
+It opens without the run that made it; loading reads only JSON and safetensors, never pickles.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from safetensors.torch import load_file, save_file
+
+from headstart.backbones.registry import rebuild
+from headstart.errors import HeadstartError
+from headstart.model.classifier import Classifier
+
+FORMAT = "headstart-model"
+VERSION = 1
+
+
+def save_model(model: Classifier, folder: Path, head: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
+    """Write the model folder atomically: a half-written folder never replaces a good one."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    config = {
+        "format": FORMAT,
+        "version": VERSION,
+        "task": "classification",
+        "modality": model.backbone.modality,
+        "labels": model.labels,
+        "backbone": model.backbone.spec(),
+        "head": head,
+        "layer_groups": [group.name for group in model.groups],
+        **(extra or {}),
+    }
+    (staging / "config.json").write_text(json.dumps(config, indent=2))
+    state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
+    save_file(state, str(staging / "model.safetensors"), metadata={"format": FORMAT})
+    model.backbone.save_assets(staging)
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.rename(folder)
+    return folder
+
+
+def read_model_config(folder: Path) -> dict[str, Any]:
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise HeadstartError(f"{folder} is not a headstart model folder: it has no config.json. Give the folder "
+                             "written by `headstart fit` (runs/<name>/model).")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise HeadstartError(f"{path} is not valid JSON ({exc}); the model folder is damaged.") from None
+    if config.get("format") != FORMAT:
+        raise HeadstartError(f"{path} is not a headstart model config (format is {config.get('format')!r}).")
+    return config
+
+
+def load_model(folder: Path) -> Classifier:
+    """Rebuild the classifier from a model folder, in eval mode."""
+    folder = Path(folder)
+    config = read_model_config(folder)
+    backbone = rebuild(config["backbone"], folder)
+    model = Classifier(backbone, config["labels"], config["head"]["hidden"], config["head"]["dropout"])
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        raise HeadstartError(f"{folder} has no model.safetensors: the model folder is incomplete.")
+    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    if missing or unexpected:
+        raise HeadstartError(f"{weights} does not match the architecture in config.json (missing: {missing[:3]}, "
+                             f"unexpected: {unexpected[:3]}).")
+    return model.eval()

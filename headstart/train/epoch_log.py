@@ -1,0 +1,49 @@
+"""Per-epoch metrics in the run folder (metrics.csv): losses, validation metrics, learning rate, trainable groups."""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+FIELDS = ["epoch", "train_loss", "val_loss", "val_acc", "val_f1", "lr_head", "trainable_groups", "unfrozen",
+          "seconds"]
+
+
+class EpochLog(Callback):
+    def __init__(self, path: Path, unfreezing: Callback):
+        self.path = Path(path)
+        self.unfreezing = unfreezing
+        self._started = 0.0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # drop rows of epochs that a resumed run is about to train again
+        rows = self.read(self.path) if self.path.exists() else []
+        with self.path.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, FIELDS)
+            writer.writeheader()
+            writer.writerows(row for row in rows if int(row["epoch"]) < trainer.current_epoch)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        row = {
+            "epoch": trainer.current_epoch,
+            **{k: round(metrics[k], 6) for k in FIELDS[1:5] if k in metrics},
+            "lr_head": trainer.optimizers[0].param_groups[-1]["lr"],
+            "trainable_groups": pl_module.model.trainable_groups,
+            "unfrozen": " ".join(e["group"] for e in self.unfreezing.events if e["epoch"] == trainer.current_epoch),
+            "seconds": round(time.perf_counter() - self._started, 2),
+        }
+        with self.path.open("a", newline="") as handle:
+            csv.DictWriter(handle, FIELDS).writerow(row)
+
+    @staticmethod
+    def read(path: Path) -> list[dict]:
+        with Path(path).open(newline="") as handle:
+            return list(csv.DictReader(handle))

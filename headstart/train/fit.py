@@ -1,0 +1,128 @@
+"""`headstart fit`: one run from config to best model, test metrics and a self-contained model folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Union
+
+
+
+from headstart.config import RunConfig, load_config, save_config
+from headstart.errors import HeadstartError
+from headstart.run import Run
+
+PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
+
+
+def _run_config(config, overrides, resume) -> RunConfig:
+    if resume is None:
+        return load_config(config, overrides)
+    saved_path = Path(resume) / "config.yaml"
+    if not saved_path.is_file():
+        raise HeadstartError(f"--resume {resume}: no config.yaml there, so it is not a run folder.")
+    saved = load_config(saved_path)
+    if config is not None or overrides:
+        asked = load_config(config if config is not None else saved, overrides)
+        if asked != saved.model_copy(update={"output": asked.output}):
+            raise HeadstartError(f"The config given differs from the one {resume} was started with. A resumed run "
+                                 "continues with its saved config.yaml: drop the config changes, or start a new run.")
+    return saved.model_copy(update={"output": str(Path(resume).parent)})
+
+
+def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    if run_dir.exists() and not resume:
+        if not overwrite:
+            raise HeadstartError(f"Run folder {run_dir} already exists. Continue it with --resume {run_dir}, give "
+                                 "the run another name (--set name=...), or replace it with --overwrite.")
+        shutil.rmtree(run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+
+def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[str] = (),
+        resume: Union[str, Path, None] = None, overwrite: bool = False) -> Run:
+    """Train a model from a run config (a YAML path, a dict or a RunConfig) and return the finished `Run`.
+
+    `overrides` are `key.sub=value` strings; `resume` is a run folder to continue from its last checkpoint.
+    """
+    if config is None and resume is None:
+        raise HeadstartError("Give a run config (a YAML file) or --resume RUN_DIR.")
+    config = _run_config(config, overrides, resume)
+    run_dir = config.run_dir()
+    _start_folder(run_dir, resume is not None, overwrite)
+    save_config(config, run_dir / "config.yaml")
+
+    import lightning as L  # lazily: importing it takes seconds
+    import torch
+
+    from headstart.backbones.registry import build
+    from headstart.data.prepare import prepare_data
+    from headstart.model.classifier import Classifier
+    from headstart.model.folder import save_model
+    from headstart.train.callbacks import make_callbacks
+    from headstart.train.loaders import class_weights, make_loader
+    from headstart.train.module import FineTuner
+
+    data = prepare_data(config.data, run_dir)
+    L.seed_everything(config.train.seed, verbose=False)
+    backbone = build(config.backbone, config.data)
+    if backbone.modality != data.modality:
+        raise HeadstartError(f"Backbone '{config.backbone}' reads {backbone.modality}s, but data.source "
+                             f"{config.data.source} holds {data.modality}s. Pick a {data.modality} backbone.")
+    model = Classifier(backbone, data.labels, config.head.hidden, config.head.dropout)
+
+    train, batch = config.train, config.train.batch_size
+    train_frame = data.part("train")
+    targets = [data.labels.index(label) for label in train_frame["label"]]
+    weights = class_weights(targets, len(data.labels)) if config.data.balance == "class_weights" else None
+    loaders = {
+        "train": make_loader(train_frame, data.labels, backbone, batch, train=True, seed=train.seed,
+                             oversample=config.data.balance == "oversample", num_workers=train.num_workers),
+        **{name: make_loader(data.part(name), data.labels, backbone, train.eval_batch_size, train=False,
+                             num_workers=train.num_workers) for name in ("val", "test")},
+    }
+    module = FineTuner(model, config, weights)
+    callbacks = make_callbacks(config, run_dir, len(model.groups))
+    if train.precision == "16-mixed" and not torch.cuda.is_available():
+        raise HeadstartError("train.precision 16-mixed needs a CUDA GPU; on CPU use bf16-mixed or 32.")
+    trainer = L.Trainer(max_epochs=train.max_epochs, precision=PRECISION[train.precision],
+                        accelerator=train.accelerator, devices=train.devices, callbacks=callbacks, logger=False,
+                        default_root_dir=run_dir, num_sanity_val_steps=0, enable_model_summary=False)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=last if resume and last.exists() else None,
+                    weights_only=True)
+        best = run_dir / "checkpoints" / "best.ckpt"
+        if best.exists():
+            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+            module.load_state_dict(state)
+        test = trainer.test(module, loaders["test"], verbose=False)[0]
+
+    unfreezing = callbacks[0]
+    save_model(model, run_dir / "model", {"hidden": config.head.hidden, "dropout": config.head.dropout},
+               {"run": config.name, "preprocessing": _preprocessing(backbone), "test_metrics": test})
+    summary = {"test": test, "best_epoch": _best_epoch(callbacks), "epochs_trained": trainer.current_epoch,
+               "unfreeze_events": unfreezing.events, "labels": data.labels,
+               "examples": {name: int((data.frame["split"] == name).sum()) for name in ("train", "val", "test")}}
+    (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    return Run(run_dir)
+
+
+def _best_epoch(callbacks) -> int | None:
+    import torch
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
+    if not checkpoint.best_model_path:
+        return None
+    return int(torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["epoch"])
+
+
+def _preprocessing(backbone) -> dict:
+    if backbone.modality == "text":
+        return {"tokenizer": "backbone/", "max_length": backbone.max_length, "padding": "longest"}
+    return {"image_size": backbone.image_size, "resize": "bilinear", "scale": "1/255",
+            "mean": backbone.mean.flatten().tolist(), "std": backbone.std.flatten().tolist()}

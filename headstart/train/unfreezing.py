@@ -1,0 +1,67 @@
+"""Gradual unfreezing: train the head first, then unfreeze one layer group at a time from the top, at given
+epochs or when the validation metric stops improving. `feature_extraction` never unfreezes; `full` starts with
+everything trainable."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, EarlyStopping
+
+from headstart.config import StrategyConfig
+from headstart.train.module import MODES
+
+
+class GradualUnfreezing(Callback):
+    def __init__(self, strategy: StrategyConfig, monitor: str, n_groups: int):
+        self.strategy = strategy
+        self.monitor = monitor
+        self.n_groups = n_groups
+        self.trainable = n_groups if strategy.name == "full" else 1
+        self.events: list[dict[str, Any]] = []  # {"epoch": e, "group": name}
+        self.best = math.inf if MODES[monitor] == "min" else -math.inf
+        self.wait = 0
+
+    @property
+    def state_key(self) -> str:
+        return "GradualUnfreezing"
+
+    def _unfreeze_one(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
+        """Count one more trainable group from `epoch` on; `on_train_epoch_start` applies it."""
+        self.trainable += 1
+        group = pl_module.model.groups[self.n_groups - self.trainable].name
+        self.events.append({"epoch": epoch, "group": group})
+        self.wait = 0
+        # a model with a new trainable group starts a new plateau: reset early stopping's and the LR scheduler's waits
+        for callback in trainer.callbacks:
+            if isinstance(callback, EarlyStopping):
+                callback.wait_count = 0
+        for config in trainer.lr_scheduler_configs:
+            config.scheduler.num_bad_epochs = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.strategy.name == "gradual" and self.strategy.unfreeze != "plateau":
+            due = 1 + sum(1 for epoch in self.strategy.unfreeze if epoch <= trainer.current_epoch)
+            while self.trainable < min(due, self.n_groups):
+                self._unfreeze_one(trainer, pl_module, trainer.current_epoch)
+        # applied every epoch: it also puts frozen groups back in eval mode after validation
+        pl_module.model.set_trainable(self.trainable)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
+            return
+        score = float(trainer.callback_metrics[self.monitor])
+        improved = score < self.best if MODES[self.monitor] == "min" else score > self.best
+        self.best, self.wait = (score, 0) if improved else (self.best, self.wait + 1)
+        if (self.strategy.name == "gradual" and self.strategy.unfreeze == "plateau"
+                and self.wait >= self.strategy.unfreeze_patience and self.trainable < self.n_groups):
+            self._unfreeze_one(trainer, pl_module, trainer.current_epoch + 1)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"trainable": self.trainable, "events": self.events, "best": self.best, "wait": self.wait}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.trainable, self.events, self.best, self.wait = (state["trainable"], state["events"], state["best"],
+                                                             state["wait"])
