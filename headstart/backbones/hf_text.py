@@ -41,8 +41,10 @@ class HFTextEncoder(Backbone):
     def from_pretrained(cls, source: str, max_length: int) -> HFTextEncoder:
         """Load weights and tokenizer from a local folder (or the local Hugging Face cache for a hub name)."""
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        hf_logging.disable_progress_bar()
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModel.from_pretrained(source)

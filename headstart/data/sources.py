@@ -104,6 +104,13 @@ def _require_column(table: pd.DataFrame, column: str, field: str, path: Path) ->
                              f"{', '.join(map(str, table.columns))}. Set data.{field} to one of them.")
 
 
+def _as_text(column: pd.Series) -> list:
+    """Values as strings, blanks as None; whole floats (an integer column with a blank cell) without '.0'."""
+    if pd.api.types.is_float_dtype(column) and (column.dropna() % 1 == 0).all():
+        column = column.astype("Int64")
+    return [None if pd.isna(v) else str(v) for v in column]
+
+
 def _table_examples(path: Path, config: DataConfig) -> Examples:
     table = _read_table(path)
     image_mode = config.image_column is not None
@@ -124,10 +131,10 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
         inputs = ["" if pd.isna(t) else str(t) for t in inputs]
     frame = pd.DataFrame({
         "input": inputs,
-        "label": [None if pd.isna(v) else str(v) for v in table[config.label_column]],
+        "label": _as_text(table[config.label_column]),
         # row numbers as a person sees them in the file: CSV counts its header line, JSONL and Parquet from 1
         "origin": [f"{path.name} row {i + (2 if path.suffix.lower() == '.csv' else 1)}" for i in range(len(table))],
-        "group": table[config.group_column].astype(str).tolist() if config.group_column else None,
+        "group": _as_text(table[config.group_column]) if config.group_column else None,
     })
     for column in config.metadata_columns:
         frame[column] = table[column].tolist()

@@ -10,6 +10,7 @@ import hashlib
 import re
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
@@ -50,7 +51,7 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
     frame = examples.frame.copy()
     problems: dict[int, str] = {}
     for i, label in enumerate(frame["label"]):
-        if label is None or str(label).strip() == "":
+        if label is None or pd.isna(label) or str(label).strip() == "":
             problems[i] = "missing label"
         elif config.labels is not None and label not in config.labels:
             problems[i] = f"unknown label '{label}' (data.labels allows: {', '.join(config.labels)})"
@@ -67,7 +68,11 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
                 problems.setdefault(i, f"{result}: {frame['input'].iat[i]}")
         frame["exact"] = [r[0] if isinstance(r, tuple) else None for r in results]
         frame["near"] = [r[1] if isinstance(r, tuple) else None for r in results]
-    report = pd.DataFrame({"origin": [frame["origin"].iat[i] for i in problems], "problem": list(problems.values())})
+    if frame["group"].notna().any():
+        for i in np.flatnonzero(frame["group"].isna()):
+            problems.setdefault(int(i), f"no value in the group column '{config.group_column}'")
+    rows = sorted(problems)
+    report = pd.DataFrame({"origin": [frame["origin"].iat[i] for i in rows], "problem": [problems[i] for i in rows]})
     if problems and config.bad_inputs == "refuse":
         shown = "\n".join(f"- {o}: {p}" for o, p in report.head(10).itertuples(index=False))
         more = f"\n(and {len(report) - 10} more)" if len(report) > 10 else ""

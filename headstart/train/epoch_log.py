@@ -19,8 +19,8 @@ class EpochLog(Callback):
         self.unfreezing = unfreezing
         self._started = 0.0
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # drop rows of epochs that a resumed run is about to train again
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # drop rows of epochs that a resumed run is about to train again (the epoch is restored by now)
         rows = self.read(self.path) if self.path.exists() else []
         with self.path.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, FIELDS)

@@ -87,12 +87,15 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     callbacks = make_callbacks(config, run_dir, len(model.groups))
     if train.precision == "16-mixed" and not torch.cuda.is_available():
         raise HeadstartError("train.precision 16-mixed needs a CUDA GPU; on CPU use bf16-mixed or 32.")
+    _quiet_lightning()
     trainer = L.Trainer(max_epochs=train.max_epochs, precision=PRECISION[train.precision],
                         accelerator=train.accelerator, devices=train.devices, callbacks=callbacks, logger=False,
                         default_root_dir=run_dir, num_sanity_val_steps=0, enable_model_summary=False)
     last = run_dir / "checkpoints" / "last.ckpt"
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        for message in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*"):
+            # frozen groups are in eval mode on purpose; workers are a choice (train.num_workers)
+            warnings.filterwarnings("ignore", message=message)
         trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=last if resume and last.exists() else None,
                     weights_only=True)
         best = run_dir / "checkpoints" / "best.ckpt"
@@ -109,6 +112,14 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
                "examples": {name: int((data.frame["split"] == name).sum()) for name in ("train", "val", "test")}}
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
     return Run(run_dir)
+
+
+def _quiet_lightning() -> None:
+    """Keep Lightning's start-up chatter (accelerator lines, tips) out of the run's output."""
+    import logging
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _best_epoch(callbacks) -> int | None:

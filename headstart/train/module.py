@@ -37,8 +37,17 @@ class FineTuner(L.LightningModule):
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
 
     def on_train_epoch_start(self) -> None:
-        # dropout and augmentation draw from the global generator: seed it per epoch so a resumed run matches
-        torch.manual_seed(self.config.train.seed * 100_003 + self.current_epoch)
+        # Shuffling follows the epoch number alone, so a resumed run replays it. Lightning's own set_epoch counts
+        # finished epochs, which lags by one after resuming from an end-of-epoch checkpoint.
+        sampler = getattr(self.trainer.train_dataloader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.current_epoch)
+
+    def on_train_batch_start(self, batch, batch_index: int) -> None:
+        # Dropout and augmentation draw from the global generator. Seed it at the first batch, after the data
+        # loader has drawn its own seed (which a resumed run does at another moment), so every epoch replays exactly.
+        if batch_index == 0:
+            torch.manual_seed(self.config.train.seed * 100_003 + self.current_epoch)
 
     def training_step(self, batch, batch_index):
         inputs, targets = batch

@@ -1,0 +1,38 @@
+"""Shared fixtures: small real datasets written to disk, and a tiny-model run config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory):
+    """scikit-learn's handwritten digits 0, 1 and 2 as 16x16 PNGs in class folders (about 540 images)."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    root = tmp_path_factory.mktemp("digits")
+    for i, (image, target) in enumerate(zip(digits.images, digits.target)):
+        if target > 2:
+            continue
+        folder = root / f"digit{target}"
+        folder.mkdir(exist_ok=True)
+        pixels = (image * 255 / 16).astype(np.uint8)
+        Image.fromarray(pixels).resize((16, 16), Image.NEAREST).save(folder / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture
+def tiny_config(digits_folder, tmp_path):
+    """A run config for the tiny CNN on the digits folder: trains in seconds."""
+    return {
+        "name": "tiny",
+        "data": {"source": str(digits_folder), "augment": "none"},
+        "backbone": "module:tests.tiny:tiny_cnn",
+        "head": {"hidden": [16], "dropout": 0.3},
+        "strategy": {"name": "gradual", "unfreeze": [1, 2, 3]},
+        "train": {"max_epochs": 4, "batch_size": 32, "lr": 0.01, "seed": 0},
+        "output": str(tmp_path / "runs"),
+    }

@@ -1,0 +1,103 @@
+"""The run config (headstart/config.py): defaults, helpful errors, `--set` overrides, save / load round trip."""
+
+import pytest
+import yaml
+
+from headstart.config import RunConfig, load_config, save_config
+from headstart.errors import HeadstartError
+
+MINIMAL = "name: demo\ndata:\n  source: bbc\n"
+
+
+def write_config(tmp_path, text=MINIMAL, name="run.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_defaults_match_the_documented_contract(tmp_path):
+    config = load_config(write_config(tmp_path))
+    data, head, strategy, train = config.data, config.head, config.strategy, config.train
+    assert (data.split.train, data.split.val, data.split.test, data.split.seed) == (0.7, 0.15, 0.15, 0)
+    assert (data.balance, data.augment) == ("none", "default")
+    assert config.backbone == "minilm"
+    assert (head.hidden, head.dropout) == ([256], 0.4)
+    assert (strategy.name, strategy.unfreeze, strategy.discriminative_factor) == ("gradual", "plateau", 2.6)
+    assert (train.max_epochs, train.batch_size, train.lr, train.patience) == (20, 32, 1e-3, 5)
+    assert (train.reduce_lr_factor, train.reduce_lr_patience) == (0.5, 3)
+    assert train.precision == "32" and train.seed == 0
+    assert config.output == "runs"
+
+
+@pytest.mark.parametrize("text, typo, suggestion", [
+    (MINIMAL + "train:\n  max_epoch: 3\n", "train.max_epoch", "train.max_epochs"),
+    (MINIMAL + "bakcbone: minilm\n", "bakcbone", "backbone"),
+    (MINIMAL + "  split: {train: 0.7, val: 0.15, test: 0.15, sed: 1}\n", "data.split.sed", "data.split.seed"),
+])
+def test_a_typo_is_named_and_the_right_field_suggested(tmp_path, text, typo, suggestion):
+    with pytest.raises(HeadstartError) as caught:
+        load_config(write_config(tmp_path, text))
+    message = str(caught.value)
+    assert f"{typo}: unknown field" in message
+    assert f"Did you mean '{suggestion}'?" in message
+
+
+def test_set_overrides_are_applied_and_typed(tmp_path):
+    config = load_config(write_config(tmp_path), ["train.max_epochs=3", "strategy.unfreeze=[1,2]",
+                                                  "train.precision=bf16-mixed", "data.split.seed=7"])
+    assert config.train.max_epochs == 3 and isinstance(config.train.max_epochs, int)
+    assert config.strategy.unfreeze == [1, 2]
+    assert config.train.precision == "bf16-mixed"
+    assert config.data.split.seed == 7
+    assert config.data.source == "bbc"  # the rest of the file is kept
+
+
+def test_bad_overrides_are_refused(tmp_path):
+    with pytest.raises(HeadstartError, match="key.sub=value"):
+        load_config(write_config(tmp_path), ["train.max_epochs"])
+    with pytest.raises(HeadstartError, match="Did you mean 'train.max_epochs'"):
+        load_config(write_config(tmp_path), ["train.max_epoch=3"])
+
+
+@pytest.mark.parametrize("override, field, detail", [
+    ("data.split={train: 0.7, val: 0.2, test: 0.2}", "data.split", "must add up to 1"),
+    ("head.hidden=[512, 256, 128]", "head.hidden", "at most 2 hidden sizes"),
+    ("train.precision=64", "train.precision", "'64'"),
+    ("strategy.unfreeze=[4, 2]", "strategy.unfreeze", "increasing"),
+])
+def test_invalid_values_name_the_field(tmp_path, override, field, detail):
+    with pytest.raises(HeadstartError) as caught:
+        load_config(write_config(tmp_path), [override])
+    message = str(caught.value)
+    assert f"- {field}:" in message and detail in message
+    assert str(tmp_path / "run.yaml") in message
+
+
+def test_a_missing_file_is_named(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(HeadstartError, match="does not exist") as caught:
+        load_config(missing)
+    assert str(missing) in str(caught.value)
+
+
+@pytest.mark.parametrize("text, detail", [
+    ("name: demo\ndata: [unclosed\n", "is not valid YAML"),
+    ("just some words, not a mapping\n", "must hold a mapping"),
+])
+def test_a_file_that_is_not_a_yaml_mapping_is_named(tmp_path, text, detail):
+    path = write_config(tmp_path, text, name="notes.yaml")
+    with pytest.raises(HeadstartError, match=detail) as caught:
+        load_config(path)
+    assert str(path) in str(caught.value)
+
+
+def test_save_then_load_round_trips(tmp_path):
+    config = load_config(write_config(tmp_path), ["strategy.unfreeze=[2,4]", "head.hidden=[128, 64]",
+                                                  "data.labels=[business, tech]", "train.lr=3e-4"])
+    saved = tmp_path / "resolved.yaml"
+    save_config(config, saved)
+    assert yaml.safe_load(saved.read_text())["train"]["reduce_lr_patience"] == 3  # every default is written out
+    again = load_config(saved)
+    assert isinstance(again, RunConfig)
+    assert again == config
+    assert again.train.precision == "32"

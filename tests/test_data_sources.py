@@ -1,0 +1,200 @@
+"""Reading data sources (bundled datasets, class folders, CSV / JSONL / Parquet tables) and checking every example
+before training (headstart/data/sources.py, headstart/data/validate.py)."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from headstart.config import DataConfig
+from headstart.data.sources import read_source
+from headstart.data.validate import check_examples
+from headstart.errors import HeadstartError
+
+
+def read_and_check(source, **fields):
+    config = DataConfig(source=str(source), **fields)
+    return check_examples(read_source(config), config)
+
+
+def write_png(path, seed=0):
+    """A small noise image: every seed gives a different picture."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def write_table(frame, path):
+    if path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif path.suffix == ".jsonl":
+        frame.to_json(path, orient="records", lines=True)
+    else:
+        frame.to_parquet(path, index=False)
+    return path
+
+
+TEXTS = pd.DataFrame({"text": ["goal in the last minute", "shares fell", "a new striker", "profits rose",
+                               "the cup final", "the bank cut rates"],
+                      "label": ["sport", "business"] * 3})
+
+
+@pytest.fixture(scope="module")
+def elpv_checked():
+    """The whole bundled ELPV set, read and checked once (decodes all 2624 images)."""
+    return read_and_check("elpv")
+
+
+def test_bbc_is_2225_texts_in_5_topics():
+    examples, problems = read_and_check("bbc")
+    frame = examples.frame
+    assert examples.modality == "text" and len(frame) == 2225 and problems.empty
+    assert sorted(frame["label"].unique()) == ["business", "entertainment", "politics", "sports", "tech"]
+    assert all(isinstance(t, str) and t.strip() for t in frame["input"])
+    assert frame["origin"].is_unique
+
+
+def test_elpv_is_2624_solar_cells_labelled_by_defect_probability(elpv_checked):
+    examples, problems = elpv_checked
+    frame = examples.frame
+    assert examples.modality == "image" and len(frame) == 2624 and problems.empty
+    assert examples.metadata_columns == ["cell_type", "defect_probability"]
+    assert set(frame["cell_type"]) == {"mono", "poly"}
+    assert ((frame["label"] == "defect") == (frame["defect_probability"] >= 0.5)).all()
+    assert set(frame["label"]) == {"defect", "ok"}
+    assert frame["exact"].notna().all() and frame["exact"].is_unique  # every image decoded and fingerprinted
+
+
+def test_a_folder_of_image_class_folders(tmp_path):
+    for i in range(6):
+        write_png(tmp_path / ("cat" if i < 3 else "dog") / f"{i}.png", seed=i)
+    (tmp_path / "cat" / ".DS_Store").write_bytes(b"junk")  # hidden files are not examples
+    examples, problems = read_and_check(tmp_path)
+    frame = examples.frame
+    assert examples.modality == "image" and problems.empty
+    assert sorted(zip(frame["origin"], frame["label"])) == [
+        (str(tmp_path / label / f"{i}.png"), label) for i, label in enumerate(["cat"] * 3 + ["dog"] * 3)]
+    assert frame["exact"].is_unique and frame["near"].notna().all()
+
+
+def test_a_folder_of_text_class_folders(tmp_path):
+    for i, (text, label) in enumerate(TEXTS.itertuples(index=False)):
+        (tmp_path / label).mkdir(exist_ok=True)
+        (tmp_path / label / f"{i}.txt").write_text(text)
+    examples, problems = read_and_check(tmp_path)
+    assert examples.modality == "text" and problems.empty
+    assert sorted(zip(examples.frame["input"], examples.frame["label"])) == sorted(TEXTS.itertuples(index=False))
+
+
+@pytest.mark.parametrize("suffix, first_row", [(".csv", 2), (".jsonl", 1), (".parquet", 1)])
+def test_a_table_of_texts(tmp_path, suffix, first_row):
+    path = write_table(TEXTS, tmp_path / f"news{suffix}")
+    examples, problems = read_and_check(path)
+    frame = examples.frame
+    assert examples.modality == "text" and problems.empty
+    assert frame["input"].tolist() == TEXTS["text"].tolist() and frame["label"].tolist() == TEXTS["label"].tolist()
+    assert frame["origin"].tolist() == [f"news{suffix} row {first_row + i}" for i in range(len(TEXTS))]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_a_table_of_image_paths_relative_to_the_table(tmp_path, suffix):
+    folder = tmp_path / "dataset"  # not the working directory: paths must resolve against the table's folder
+    names = [f"images/{i}.png" for i in range(6)]
+    for i, name in enumerate(names):
+        write_png(folder / name, seed=i)
+    table = pd.DataFrame({"file": names, "label": ["cat", "dog"] * 3, "site": list("abcdef")})
+    path = write_table(table, folder / f"cells{suffix}")
+    examples, problems = read_and_check(path, image_column="file", metadata_columns=["site"])
+    assert examples.modality == "image" and problems.empty
+    assert examples.frame["input"].tolist() == [str((folder / name).resolve()) for name in names]
+    assert examples.frame["site"].tolist() == list("abcdef") and examples.metadata_columns == ["site"]
+
+
+def test_a_missing_column_is_named_with_the_available_ones(tmp_path):
+    path = write_table(TEXTS, tmp_path / "news.csv")
+    with pytest.raises(HeadstartError) as caught:
+        read_source(DataConfig(source=str(path), text_column="body"))
+    message = str(caught.value)
+    assert "'body'" in message and "data.text_column" in message and "text, label" in message
+
+
+def test_a_corrupt_image_is_skipped_or_refused_by_its_path(tmp_path):
+    for i in range(6):
+        write_png(tmp_path / ("cat" if i < 3 else "dog") / f"{i}.png", seed=i)
+    broken = tmp_path / "dog" / "broken.png"
+    broken.write_bytes(b"these bytes are not an image")
+    examples, problems = read_and_check(tmp_path, bad_inputs="skip")
+    assert problems["origin"].tolist() == [str(broken)]
+    assert problems["problem"].iat[0].startswith("unreadable image")
+    assert len(examples.frame) == 6 and str(broken) not in examples.frame["origin"].tolist()
+    with pytest.raises(HeadstartError, match="cannot be used") as caught:
+        read_and_check(tmp_path, bad_inputs="refuse")
+    assert str(broken) in str(caught.value)
+
+
+def bad_rows_csv(tmp_path):
+    """Rows 2-7 are fine; row 8 has an empty text, row 9 a label that data.labels does not allow, row 10 a blank
+    label."""
+    bad = pd.DataFrame({"text": ["", "a weather report", "who knows"], "label": ["sport", "weather", "  "]})
+    return write_table(pd.concat([TEXTS, bad]), tmp_path / "news.csv")
+
+
+def test_empty_texts_and_bad_labels_are_skipped_and_listed_by_row(tmp_path):
+    examples, problems = read_and_check(bad_rows_csv(tmp_path), labels=["sport", "business"])
+    listed = dict(zip(problems["origin"], problems["problem"]))
+    assert sorted(listed) == ["news.csv row 10", "news.csv row 8", "news.csv row 9"]
+    assert listed["news.csv row 10"] == "missing label"
+    assert listed["news.csv row 8"] == "empty text"
+    assert listed["news.csv row 9"].startswith("unknown label 'weather'")
+    assert examples.frame["input"].tolist() == TEXTS["text"].tolist()
+
+
+def test_bad_rows_are_refused_by_row(tmp_path):
+    with pytest.raises(HeadstartError) as caught:
+        read_and_check(bad_rows_csv(tmp_path), labels=["sport", "business"], bad_inputs="refuse")
+    message = str(caught.value)
+    assert message.startswith("3 of 9 examples in")
+    assert "news.csv row 8: empty text" in message and "news.csv row 9: unknown label 'weather'" in message
+    assert "news.csv row 10: missing label" in message
+
+
+@pytest.mark.parametrize("bad_inputs", ["skip", "refuse"])
+def test_a_missing_label_is_skipped_or_refused_by_row(tmp_path, bad_inputs):
+    path = write_table(pd.concat([TEXTS, pd.DataFrame({"text": ["no label here"], "label": [None]})]),
+                       tmp_path / "news.csv")
+    if bad_inputs == "refuse":
+        with pytest.raises(HeadstartError, match="news.csv row 8: missing label"):
+            read_and_check(path, bad_inputs="refuse")
+    else:
+        examples, problems = read_and_check(path)
+        assert problems.values.tolist() == [["news.csv row 8", "missing label"]]
+        assert len(examples.frame) == len(TEXTS)
+
+
+def test_a_single_class_is_refused(tmp_path):
+    path = write_table(TEXTS.assign(label="sport"), tmp_path / "news.csv")
+    with pytest.raises(HeadstartError, match="only 'sport'.*at least two classes"):
+        read_and_check(path)
+
+
+def test_a_class_with_fewer_than_three_examples_is_named(tmp_path):
+    path = write_table(TEXTS.iloc[:5], tmp_path / "news.csv")  # 3 sport, 2 business
+    with pytest.raises(HeadstartError, match=r"'business' \(2\).*fewer than 3"):
+        read_and_check(path)
+
+
+def test_a_blank_group_is_reported_by_row(tmp_path):
+    table = pd.concat([TEXTS, TEXTS], ignore_index=True)
+    groups = [f"g{i}" if i != 3 else None for i in range(len(table))]
+    path = write_table(table.assign(group=groups), tmp_path / "news.csv")
+    examples, problems = read_and_check(path, group_column="group")
+    assert problems.values.tolist() == [["news.csv row 5", "no value in the group column 'group'"]]
+    assert None not in examples.frame["group"].tolist()
+
+
+def test_integer_labels_with_a_blank_stay_integers(tmp_path):
+    table = pd.DataFrame({"text": [f"text {i}" for i in range(7)], "label": [0, 1, 0, 1, 0, 1, None]})
+    examples, problems = read_and_check(write_table(table, tmp_path / "news.csv"))
+    assert sorted(set(examples.frame["label"])) == ["0", "1"]
+    assert problems.values.tolist() == [["news.csv row 8", "missing label"]]

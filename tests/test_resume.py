@@ -1,0 +1,61 @@
+"""A run killed with SIGKILL mid-training continues with --resume and ends exactly like an unbroken run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _fit(config: Path, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "headstart.cli", "fit", *extra], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) if not config else \
+        subprocess.Popen([sys.executable, "-m", "headstart.cli", "fit", str(config), *extra], cwd=ROOT, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _epochs_done(run_dir: Path) -> int:
+    path = run_dir / "metrics.csv"
+    return max(0, len(path.read_text().splitlines()) - 1) if path.exists() else 0
+
+
+def test_killed_run_resumes_to_the_same_result(tiny_config, tmp_path):
+    tiny_config["train"].update(max_epochs=10, patience=20)
+    tiny_config["strategy"]["unfreeze"] = [2, 4, 6]
+    tiny_config["data"]["augment"] = "default"  # augmentation and dropout draw random numbers: they must replay
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config))
+
+    whole = _fit(config, "--set", "name=whole")
+    assert whole.wait(timeout=600) == 0, whole.stderr.read()
+
+    broken_dir = Path(tiny_config["output"]) / "broken"
+    broken = _fit(config, "--set", "name=broken")
+    deadline = time.time() + 300
+    while _epochs_done(broken_dir) < 3 and broken.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    broken.send_signal(signal.SIGKILL)
+    broken.wait()
+    assert broken.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (broken_dir / "results.json").exists() and _epochs_done(broken_dir) < 10
+
+    resumed = _fit(None, "--resume", str(broken_dir))
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+
+    whole_dir = Path(tiny_config["output"]) / "whole"
+    expected = json.loads((whole_dir / "results.json").read_text())
+    got = json.loads((broken_dir / "results.json").read_text())
+    assert got["test"] == expected["test"]
+    assert got["best_epoch"] == expected["best_epoch"]
+    assert got["unfreeze_events"] == expected["unfreeze_events"]
+    history = lambda d: [line.rsplit(",", 1)[0] for line in (d / "metrics.csv").read_text().splitlines()]  # noqa: E731
+    assert history(broken_dir) == history(whole_dir)  # every epoch's metrics, bar the timing column

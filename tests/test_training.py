@@ -1,0 +1,136 @@
+"""The training strategy on a tiny CNN with BatchNorm: freezing, learning rates per group, unfreeze order,
+best-epoch restore, class weights and oversampling, bf16 on CPU."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import headstart
+from headstart.config import StrategyConfig, TrainConfig
+from headstart.model.classifier import Classifier
+from headstart.train.loaders import EpochSampler, class_weights
+from headstart.train.optim import build_optimizer, group_learning_rates
+from headstart.train.unfreezing import GradualUnfreezing
+from tests.tiny import tiny_cnn
+
+
+def _backbone_state(prefix: str, state: dict) -> dict:
+    return {k[len("backbone."):]: v for k, v in state.items() if k.startswith(f"backbone.{prefix}")}
+
+
+def test_frozen_groups_keep_weights_and_batchnorm_statistics(tiny_config):
+    # epochs 0-1: head, then the top group; stem and block stay frozen throughout
+    tiny_config["train"]["max_epochs"] = 2
+    run = headstart.fit(tiny_config)
+    trained = load_file(str(run.model_dir / "model.safetensors"))
+    initial = {f"backbone.{k}": v for k, v in tiny_cnn().state_dict().items()}
+    for prefix in ("stem", "block"):
+        for name, value in _backbone_state(prefix, trained).items():
+            assert torch.equal(value, initial[f"backbone.{name}"]), f"frozen {name} changed"
+    top_changed = [n for n, v in _backbone_state("top", trained).items() if not torch.equal(v, initial[f"backbone.{n}"])]
+    assert "top.1.running_mean" in top_changed and "top.0.weight" in top_changed
+
+
+def test_frozen_modules_stay_in_eval_mode_when_training():
+    model = Classifier(tiny_cnn(), ["a", "b"], [8], 0.3)
+    model.set_trainable(2)  # head + top
+    model.train()
+    assert not model.backbone.stem[1].training and not model.backbone.block[3].training
+    assert model.backbone.top[1].training and model.head.training
+    assert not any(p.requires_grad for p in model.backbone.stem.parameters())
+    assert all(p.requires_grad for p in model.backbone.top.parameters())
+
+
+def test_learning_rates_per_group():
+    train, strategy = TrainConfig(lr=0.01), StrategyConfig(discriminative_factor=2.0, backbone_lr_ratio=0.1)
+    assert group_learning_rates(4, train, strategy) == pytest.approx([0.00025, 0.0005, 0.001, 0.01])
+    model = Classifier(tiny_cnn(), ["a", "b"], [8], 0.3)
+    model.set_trainable(1)
+    optimizer = build_optimizer(model, train, strategy)
+    # every layer group is in the optimizer from the start, frozen or not
+    assert [g["name"] for g in optimizer.param_groups] == ["stem", "block", "top", "head"]
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.00025, 0.0005, 0.001, 0.01])
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+def test_unfreezes_from_the_top_on_milestones(tiny_config):
+    run = headstart.fit(tiny_config)
+    history = run.history
+    assert history["trainable_groups"].tolist() == [1, 2, 3, 4]
+    assert history["unfrozen"].fillna("").tolist() == ["", "top", "block", "stem"]
+    assert [e["group"] for e in run.results["unfreeze_events"]] == ["top", "block", "stem"]
+
+
+def _fake_trainer(loss: float, epoch: int):
+    return SimpleNamespace(sanity_checking=False, callback_metrics={"val_loss": torch.tensor(loss)},
+                           current_epoch=epoch, callbacks=[], lr_scheduler_configs=[])
+
+
+def test_unfreezes_when_validation_plateaus():
+    callback = GradualUnfreezing(StrategyConfig(unfreeze="plateau", unfreeze_patience=2), "val_loss", n_groups=4)
+    module = SimpleNamespace(model=Classifier(tiny_cnn(), ["a", "b"], [8], 0.3))
+    trainable = []
+    for epoch, loss in enumerate([1.0, 0.9, 0.95, 0.92, 0.8, 0.85, 0.81, 0.7]):
+        callback.on_validation_end(_fake_trainer(loss, epoch), module)
+        trainable.append(callback.trainable)
+    # two epochs without a new best -> one more group, counted again from zero
+    assert trainable == [1, 1, 1, 2, 2, 2, 3, 3]
+    assert callback.events == [{"epoch": 4, "group": "top"}, {"epoch": 7, "group": "block"}]
+
+
+def test_best_epoch_is_restored(tiny_config):
+    tiny_config["train"].update(max_epochs=5, lr=0.05)
+    run = headstart.fit(tiny_config)
+    history = run.history
+    best_epoch = int(history.loc[history["val_loss"].idxmin(), "epoch"])
+    assert run.results["best_epoch"] == best_epoch
+    best = torch.load(run.path / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["epoch"] == best_epoch
+    saved = load_file(str(run.model_dir / "model.safetensors"))
+    for name, value in best["state_dict"].items():
+        assert torch.equal(saved[name[len("model."):]], value), name
+    # the test metrics are those of the restored model
+    probabilities = headstart.load(run.model_dir).probabilities(
+        run.split.query("split == 'test'")["origin"].tolist())
+    labels = run.results["labels"]
+    truth = torch.tensor([labels.index(l) for l in run.split.query("split == 'test'")["label"]])
+    accuracy = float((probabilities.argmax(1) == truth).float().mean())
+    assert accuracy == pytest.approx(run.test_metrics["test_acc"], abs=1e-6)
+
+
+def test_class_weights_and_oversampling():
+    targets = [0] * 90 + [1] * 10
+    weights = class_weights(targets, 2)
+    assert weights.tolist() == pytest.approx([100 / 180, 100 / 20])
+    drawn = list(EpochSampler(100, seed=0, weights=weights[targets]))
+    minority = sum(1 for i in drawn if i >= 90)
+    assert 35 <= minority <= 65  # about half, against 10 of 100 without oversampling
+    plain = EpochSampler(100, seed=0)
+    plain.set_epoch(1)
+    first = list(plain)
+    plain.set_epoch(2)
+    assert sorted(first) == list(range(100)) and first != list(plain)
+
+
+def test_bf16_mixed_precision_on_cpu(tiny_config):
+    tiny_config["train"].update(max_epochs=3, precision="bf16-mixed")
+    tiny_config["strategy"] = {"name": "full"}
+    tiny_config["data"]["balance"] = "class_weights"
+    run = headstart.fit(tiny_config)
+    assert run.history["val_loss"].iloc[-1] < run.history["val_loss"].iloc[0]
+    assert run.test_metrics["test_acc"] > 0.6
+    assert json.loads((run.model_dir / "config.json").read_text())["labels"] == ["digit0", "digit1", "digit2"]
+
+
+def test_refuses_to_overwrite_a_run(tiny_config):
+    tiny_config["train"]["max_epochs"] = 1
+    headstart.fit(tiny_config)
+    with pytest.raises(headstart.HeadstartError, match="already exists"):
+        headstart.fit(tiny_config)
+    assert pd.read_csv(f"{tiny_config['output']}/tiny/metrics.csv").shape[0] == 1

@@ -1,0 +1,29 @@
+"""A tiny CNN backbone with BatchNorm, plugged in as `backbone: module:tests.tiny:tiny_cnn`, for fast tests."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from headstart.backbones.image import ImageBackbone
+
+
+class TinyCNN(ImageBackbone):
+    def __init__(self, image_size: int = 16):
+        super().__init__(image_size, (0.5,) * 3, (0.25,) * 3)
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.block = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                                   nn.Dropout(0.1))
+        self.top = nn.Sequential(nn.Conv2d(16, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.feature_size = 16
+
+    def group_prefixes(self):
+        return [("stem", ["stem"]), ("block", ["block"]), ("top", ["top"])]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.top(self.block(self.stem(x))).mean(dim=(2, 3))
+
+
+def tiny_cnn() -> TinyCNN:
+    torch.manual_seed(1234)  # "pretrained" weights: the same every time the factory is called
+    return TinyCNN()
