@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Literal, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -65,6 +65,7 @@ class StrategyConfig(_Section):
     name: Literal["feature_extraction", "gradual", "full"] = "gradual"
     unfreeze: Union[Literal["plateau"], list[int]] = "plateau"
     unfreeze_patience: int = Field(1, ge=1)
+    unfreeze_min_improvement: float = Field(0.01, ge=0, lt=1)
     discriminative_factor: float = Field(2.6, ge=1)
     backbone_lr_ratio: float = Field(0.1, gt=0, le=1)
 
@@ -183,6 +184,3 @@ def save_config(config: RunConfig, path: Path) -> None:
     """Write the resolved config (every default filled in) as YAML."""
     path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 
-
-def config_dict(config: RunConfig) -> dict[str, Any]:
-    return config.model_dump(mode="json")

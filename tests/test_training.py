@@ -134,3 +134,15 @@ def test_refuses_to_overwrite_a_run(tiny_config):
     with pytest.raises(headstart.HeadstartError, match="already exists"):
         headstart.fit(tiny_config)
     assert pd.read_csv(f"{tiny_config['output']}/tiny/metrics.csv").shape[0] == 1
+
+
+def test_a_tiny_improvement_still_counts_as_a_plateau():
+    strategy = StrategyConfig(unfreeze="plateau", unfreeze_patience=1, unfreeze_min_improvement=0.01)
+    callback = GradualUnfreezing(strategy, "val_acc", n_groups=4)
+    module = SimpleNamespace(model=Classifier(tiny_cnn(), ["a", "b"], [8], 0.3))
+    for epoch, accuracy in enumerate([0.80, 0.805, 0.90]):
+        trainer = _fake_trainer(0.0, epoch)
+        trainer.callback_metrics = {"val_acc": torch.tensor(accuracy)}
+        callback.on_validation_end(trainer, module)
+    # 0.805 is under 1% better than 0.80: plateau, unfreeze; 0.90 is a real gain: no unfreeze
+    assert callback.events == [{"epoch": 2, "group": "top"}]

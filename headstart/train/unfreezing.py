@@ -53,7 +53,9 @@ class GradualUnfreezing(Callback):
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return
         score = float(trainer.callback_metrics[self.monitor])
-        improved = score < self.best if MODES[self.monitor] == "min" else score > self.best
+        # a new best by less than unfreeze_min_improvement (relative) still counts as a plateau
+        margin = self.strategy.unfreeze_min_improvement * abs(self.best) if math.isfinite(self.best) else 0.0
+        improved = score < self.best - margin if MODES[self.monitor] == "min" else score > self.best + margin
         self.best, self.wait = (score, 0) if improved else (self.best, self.wait + 1)
         if (self.strategy.name == "gradual" and self.strategy.unfreeze == "plateau"
                 and self.wait >= self.strategy.unfreeze_patience and self.trainable < self.n_groups):

