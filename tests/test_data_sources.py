@@ -126,7 +126,7 @@ def test_a_corrupt_image_is_skipped_or_refused_by_its_path(tmp_path):
     broken.write_bytes(b"these bytes are not an image")
     examples, problems = read_and_check(tmp_path, bad_inputs="skip")
     assert problems["origin"].tolist() == [str(broken)]
-    assert problems["problem"].iat[0].startswith("unreadable image")
+    assert problems["problem"].iat[0] == "not an image file that can be decoded"
     assert len(examples.frame) == 6 and str(broken) not in examples.frame["origin"].tolist()
     with pytest.raises(HeadstartError, match="cannot be used") as caught:
         read_and_check(tmp_path, bad_inputs="refuse")

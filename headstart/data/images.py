@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Union
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
@@ -26,8 +25,10 @@ def open_rgb(image: ImageInput) -> Image.Image:
         return img.convert("RGB")
 
 
-def to_tensor(image: ImageInput, size: int) -> torch.Tensor:
+def to_tensor(image: ImageInput, size: int) -> "torch.Tensor":  # noqa: F821
     """uint8 tensor (3, size, size), resized with bilinear antialiasing."""
+    import torch  # lazily: data checks run before any model is needed
+
     pil = open_rgb(image).resize((size, size), Image.BILINEAR)
     return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).contiguous()
 

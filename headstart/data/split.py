@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupShuffleSplit, train_test_split
 
 from headstart.config import SplitConfig
 from headstart.errors import HeadstartError
@@ -13,6 +12,8 @@ SPLITS = ("train", "val", "test")
 
 
 def _stratified(labels: pd.Series, config: SplitConfig) -> np.ndarray:
+    from sklearn.model_selection import train_test_split  # lazily: scikit-learn takes a second to import
+
     index = np.arange(len(labels))
     rest, test = train_test_split(index, test_size=config.test, stratify=labels, random_state=config.seed)
     val_share = config.val / (config.train + config.val)
@@ -21,6 +22,8 @@ def _stratified(labels: pd.Series, config: SplitConfig) -> np.ndarray:
 
 
 def _grouped(groups: pd.Series, config: SplitConfig) -> np.ndarray:
+    from sklearn.model_selection import GroupShuffleSplit
+
     index = np.arange(len(groups))
     outer = GroupShuffleSplit(n_splits=1, test_size=config.test, random_state=config.seed)
     rest, test = next(outer.split(index, groups=groups))

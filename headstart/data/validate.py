@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
+from PIL import UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from headstart.config import DataConfig
@@ -39,6 +40,8 @@ def _image_fingerprints(paths: list[str]) -> list:
             return fingerprint(path)
         except FileNotFoundError:
             return "image file not found"
+        except UnidentifiedImageError:
+            return "not an image file that can be decoded"
         except DECODE_ERRORS as exc:
             return f"unreadable image ({type(exc).__name__}: {exc})"
 
@@ -65,7 +68,8 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
         results = _image_fingerprints(frame["input"].tolist())
         for i, result in enumerate(results):
             if isinstance(result, str):
-                problems.setdefault(i, f"{result}: {frame['input'].iat[i]}")
+                path = frame["input"].iat[i]
+                problems.setdefault(i, result if path == frame["origin"].iat[i] else f"{result}: {path}")
         frame["exact"] = [r[0] if isinstance(r, tuple) else None for r in results]
         frame["near"] = [r[1] if isinstance(r, tuple) else None for r in results]
     if frame["group"].notna().any():

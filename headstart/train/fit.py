@@ -54,23 +54,30 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     _start_folder(run_dir, resume is not None, overwrite)
     save_config(config, run_dir / "config.yaml")
 
-    import lightning as L  # lazily: importing it takes seconds
-    import torch
-
-    from headstart.backbones.registry import build
     from headstart.data.prepare import prepare_data
+
+    try:
+        data = prepare_data(config.data, run_dir)  # before importing lightning, so data errors answer quickly
+        import lightning as L  # lazily: importing it takes seconds
+        import torch
+
+        from headstart.backbones.registry import build
+
+        L.seed_everything(config.train.seed, verbose=False)
+        backbone = build(config.backbone, config.data)
+        if backbone.modality != data.modality:
+            raise HeadstartError(f"Backbone '{config.backbone}' reads {backbone.modality}s, but data.source "
+                                 f"{config.data.source} holds {data.modality}s. Pick a {data.modality} backbone.")
+    except HeadstartError:
+        if resume is None:  # a run that never started leaves no folder behind to block the next try
+            shutil.rmtree(run_dir)
+        raise
     from headstart.model.classifier import Classifier
     from headstart.model.folder import save_model
     from headstart.train.callbacks import make_callbacks
     from headstart.train.loaders import class_weights, make_loader
     from headstart.train.module import FineTuner
 
-    data = prepare_data(config.data, run_dir)
-    L.seed_everything(config.train.seed, verbose=False)
-    backbone = build(config.backbone, config.data)
-    if backbone.modality != data.modality:
-        raise HeadstartError(f"Backbone '{config.backbone}' reads {backbone.modality}s, but data.source "
-                             f"{config.data.source} holds {data.modality}s. Pick a {data.modality} backbone.")
     model = Classifier(backbone, data.labels, config.head.hidden, config.head.dropout)
 
     train, batch = config.train, config.train.batch_size
