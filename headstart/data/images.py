@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    import torch
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray]
 
@@ -25,7 +28,7 @@ def open_rgb(image: ImageInput) -> Image.Image:
         return img.convert("RGB")
 
 
-def to_tensor(image: ImageInput, size: int) -> "torch.Tensor":  # noqa: F821
+def to_tensor(image: ImageInput, size: int) -> torch.Tensor:
     """uint8 tensor (3, size, size), resized with bilinear antialiasing."""
     import torch  # lazily: data checks run before any model is needed
 
