@@ -91,6 +91,9 @@ class TrainConfig(_Section):
     accelerator: str = "auto"
     devices: Union[int, str] = 1
     num_workers: int = Field(0, ge=0)
+    cache: Literal["auto", "off"] = "auto"
+    cache_views: int = Field(4, ge=1, le=64)
+    cache_memory_gb: float = Field(4.0, gt=0)
     eval_batch_size: int = Field(64, ge=1)
 
     @field_validator("precision", mode="before")

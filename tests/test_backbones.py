@@ -97,3 +97,16 @@ def test_unknown_backbone_lists_the_known_ones():
         build("resnet", DataConfig(source="unused"))
     with pytest.raises(HeadstartError, match="Could not import the backbone factory"):
         build("module:no_such_module:factory", DataConfig(source="unused"))
+
+
+def test_staged_forward_matches_the_whole_forward(backbone):
+    batch = backbone.prepare(_inputs(backbone))
+    with torch.no_grad():
+        whole = backbone(**batch)
+        for stop in range(backbone.n_groups + 1) if backbone.staged else [backbone.n_groups]:
+            state = backbone.forward_until(batch, stop)
+            # per-example states, trimmed of padding, padded again, give the same features
+            from headstart.cache.store import collate_states
+
+            again = collate_states(backbone.split_state(state))
+            assert torch.allclose(backbone.forward_from(again, stop), whole, atol=1e-4), stop

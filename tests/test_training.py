@@ -108,14 +108,12 @@ def test_class_weights_and_oversampling():
     targets = [0] * 90 + [1] * 10
     weights = class_weights(targets, 2)
     assert weights.tolist() == pytest.approx([100 / 180, 100 / 20])
-    drawn = list(EpochSampler(100, seed=0, weights=weights[targets]))
+    drawn = list(EpochSampler(100, seed=0, epoch=0, weights=weights[targets]))
     minority = sum(1 for i in drawn if i >= 90)
     assert 35 <= minority <= 65  # about half, against 10 of 100 without oversampling
-    plain = EpochSampler(100, seed=0)
-    plain.set_epoch(1)
-    first = list(plain)
-    plain.set_epoch(2)
-    assert sorted(first) == list(range(100)) and first != list(plain)
+    first = list(EpochSampler(100, seed=0, epoch=1))
+    assert sorted(first) == list(range(100)) and first != list(EpochSampler(100, seed=0, epoch=2))
+    assert first == list(EpochSampler(100, seed=0, epoch=1))
 
 
 def test_bf16_mixed_precision_on_cpu(tiny_config):

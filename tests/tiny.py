@@ -1,4 +1,5 @@
-"""A tiny CNN backbone with BatchNorm, plugged in as `backbone: module:tests.tiny:tiny_cnn`, for fast tests."""
+"""A tiny CNN backbone with BatchNorm, plugged in as `backbone: module:tests.tiny:tiny_cnn`, for fast tests.
+It is staged (group by group), like the built-in backbones, so its frozen prefix can be cached."""
 
 from __future__ import annotations
 
@@ -20,8 +21,11 @@ class TinyCNN(ImageBackbone):
     def group_prefixes(self):
         return [("stem", ["stem"]), ("block", ["block"]), ("top", ["top"])]
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.top(self.block(self.stem(x))).mean(dim=(2, 3))
+    def run_group(self, index: int, state):
+        return {"x": (self.stem, self.block, self.top)[index](state["x"])}
+
+    def finish(self, state) -> torch.Tensor:
+        return state["x"].mean(dim=(2, 3))
 
 
 def tiny_cnn() -> TinyCNN:

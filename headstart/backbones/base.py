@@ -3,11 +3,16 @@
 A backbone is an `nn.Module` that turns a prepared batch into one feature vector per input. It names its layer
 groups, ordered from input to output, as lists of parameter-name prefixes; `layer_groups` turns those into
 parameters and modules, and checks that every parameter belongs to exactly one group.
+
+A *staged* backbone also splits its forward at the group boundaries (`begin`, `run_group`, `finish`), so training
+can compute the frozen groups once and cache their output (see headstart/cache). An unstaged one can still be
+cached when every group is frozen: its features are the cached state then.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,6 +20,8 @@ import torch
 from torch import nn
 
 from headstart.errors import HeadstartError
+
+State = dict[str, torch.Tensor]  # tensors with the batch as first dimension, passed from one layer group to the next
 
 
 class Backbone(nn.Module):
@@ -35,8 +42,56 @@ class Backbone(nn.Module):
         raise NotImplementedError
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
-        """Prepared batch -> features of shape (batch, feature_size)."""
+        """Prepared batch -> features of shape (batch, feature_size). Staged backbones need not override it."""
+        if not self.staged:
+            raise NotImplementedError
+        return self.forward_from(self.begin(**batch), 0)
+
+    # --- the staged forward (optional) ---
+
+    def begin(self, **batch: torch.Tensor) -> State:
+        """Prepared batch -> the state the first layer group takes."""
+        return dict(batch)
+
+    def run_group(self, index: int, state: State) -> State:
+        """Run layer group `index` on a state."""
         raise NotImplementedError
+
+    def finish(self, state: State) -> torch.Tensor:
+        """The state after the last group -> features."""
+        raise NotImplementedError
+
+    @property
+    def staged(self) -> bool:
+        return type(self).run_group is not Backbone.run_group
+
+    @cached_property
+    def n_groups(self) -> int:
+        return len(self.group_prefixes())
+
+    def forward_until(self, batch: dict[str, torch.Tensor], stop: int) -> State:
+        """The state after the first `stop` layer groups; after all of them it is {"features": ...}."""
+        if stop == self.n_groups:
+            return {"features": self(**batch)}
+        if not self.staged:
+            raise HeadstartError(f"{type(self).__name__} is not staged: only its features can be cached.")
+        state = self.begin(**batch)
+        for index in range(stop):
+            state = self.run_group(index, state)
+        return state
+
+    def forward_from(self, state: State, start: int) -> torch.Tensor:
+        """Features from the state after the first `start` groups (as `forward_until` gives it)."""
+        if "features" in state:
+            return state["features"]
+        for index in range(start, self.n_groups):
+            state = self.run_group(index, state)
+        return self.finish(state)
+
+    def split_state(self, state: State) -> list[State]:
+        """A batch state -> one state per example (trimmed of padding, where there is any)."""
+        size = next(iter(state.values())).shape[0]
+        return [{key: value[i] for key, value in state.items()} for i in range(size)]
 
     factory: str | None = None  # set by the registry for `module:<package.module>:<factory>` backbones
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from headstart.backbones.base import State
 from headstart.backbones.image import ImageBackbone
 from headstart.errors import HeadstartError
 
@@ -55,8 +57,25 @@ class EfficientNetLite0(ImageBackbone):
         groups.append(("top", ["net._conv_head", "net._bn1"]))
         return groups
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(x).mean(dim=(2, 3))
+    def run_group(self, index: int, state: State) -> State:
+        net, x = self.net, state["x"]
+        if index == 0:
+            return {"x": net._swish(net._bn0(net._conv_stem(x)))}
+        if index == self.n_groups - 1:
+            return {"x": net._swish(net._bn1(net._conv_head(x)))}
+        rate = net._global_params.drop_connect_rate
+        for block_index in self._stage_blocks[index]:
+            # the drop-connect schedule of EfficientNet.extract_features: deeper blocks drop more
+            x = net._blocks[block_index](x, drop_connect_rate=rate * block_index / len(net._blocks) if rate else rate)
+        return {"x": x}
+
+    def finish(self, state: State) -> torch.Tensor:
+        return state["x"].mean(dim=(2, 3))
+
+    @cached_property
+    def _stage_blocks(self) -> dict[int, list[int]]:
+        return {index: [int(p.rsplit(".", 1)[1]) for p in prefixes]
+                for index, (_, prefixes) in enumerate(self.group_prefixes()) if prefixes[0].startswith("net._blocks")}
 
     def spec(self) -> dict[str, Any]:
         return {"type": "efficientnet_lite0", "image_size": self.image_size}

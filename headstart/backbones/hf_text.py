@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from headstart.backbones.base import Backbone
+from headstart.backbones.base import Backbone, State
 from headstart.errors import HeadstartError
 
 
@@ -61,8 +62,12 @@ class HFTextEncoder(Backbone):
         model = AutoModel.from_config(AutoConfig.from_pretrained(assets))
         return cls(model, AutoTokenizer.from_pretrained(assets), spec["max_length"], spec["source"])
 
+    @cached_property
+    def _blocks(self) -> str:
+        return _blocks_prefix(self.model)
+
     def group_prefixes(self) -> list[tuple[str, list[str]]]:
-        blocks = _blocks_prefix(self.model)
+        blocks = self._blocks
         names = [name for name, _ in self.named_parameters()]
         block_param = f"model.{blocks}."
         first = next(i for i, name in enumerate(names) if name.startswith(block_param))
@@ -79,10 +84,39 @@ class HFTextEncoder(Backbone):
                                  return_tensors="pt")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
+    @cached_property
+    def staged(self) -> bool:
+        """BERT-like encoders (embeddings, then a list of blocks, nothing after) run group by group."""
+        groups = self.group_prefixes()
+        return hasattr(self.model, "embeddings") and groups[0][0] == "embeddings" and groups[-1][0] != "final"
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.staged:
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask)
         states = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(states.dtype)
+        return self.finish({"hidden": states, "attention_mask": attention_mask})
+
+    def run_group(self, index: int, state: State) -> State:
+        mask = state["attention_mask"]
+        if index == 0:
+            return {"hidden": self.model.embeddings(input_ids=state["input_ids"]), "attention_mask": mask}
+        from transformers.masking_utils import create_bidirectional_mask
+
+        hidden = state["hidden"]
+        block_mask = create_bidirectional_mask(config=self.model.config, inputs_embeds=hidden, attention_mask=mask)
+        block = self.model.get_submodule(self._blocks)[index - 1]
+        return {"hidden": block(hidden, block_mask), "attention_mask": mask}
+
+    def finish(self, state: State) -> torch.Tensor:
+        states, mask = state["hidden"], state["attention_mask"].unsqueeze(-1).to(state["hidden"].dtype)
         return (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+    def split_state(self, state: State) -> list[State]:
+        """Per text, without its padding tokens."""
+        if "attention_mask" not in state:
+            return super().split_state(state)
+        lengths = state["attention_mask"].sum(1).tolist()
+        return [{key: value[i, :length] for key, value in state.items()} for i, length in enumerate(lengths)]
 
     def spec(self) -> dict[str, Any]:
         return {"type": "hf_text", "source": self.source, "max_length": self.max_length, "assets": "backbone"}

@@ -6,15 +6,16 @@ from typing import Sequence
 
 import torch
 
-from headstart.backbones.base import Backbone
+from headstart.backbones.base import Backbone, State
 from headstart.data.images import ImageInput, to_tensor
 
 
 class ImageBackbone(Backbone):
     """Base for image backbones. Batches hold `pixels`: uint8 (B, 3, S, S), or float in [0, 1] once augmented.
 
-    Normalisation happens in `forward`, so an exported model takes the same pixels as `prepare` gives.
-    Subclasses implement `features(x)` on normalised float input.
+    Normalisation happens in the model (`begin`), so an exported model takes the same pixels as `prepare` gives.
+    Subclasses implement `features(x)` on normalised float input, or the staged `run_group` and `finish` on
+    the state {"x": normalised images}.
     """
 
     modality = "image"
@@ -28,10 +29,14 @@ class ImageBackbone(Backbone):
     def prepare(self, inputs: list[ImageInput]) -> dict[str, torch.Tensor]:
         return {"pixels": torch.stack([to_tensor(image, self.image_size) for image in inputs])}
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def begin(self, pixels: torch.Tensor) -> State:
         x = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels
-        x = ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
-        return self.features(x)
+        return {"x": ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)}
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if self.staged:
+            return super().forward(pixels=pixels)
+        return self.features(self.begin(pixels)["x"])
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

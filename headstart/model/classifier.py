@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from headstart.backbones.base import Backbone, LayerGroup, layer_groups
+from headstart.backbones.base import Backbone, LayerGroup, State, layer_groups
 from headstart.model.head import build_head
 
 
@@ -47,3 +47,7 @@ class Classifier(nn.Module):
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(**batch))
+
+    def forward_from(self, state: State, start: int) -> torch.Tensor:
+        """Logits from the state after the first `start` backbone groups (a cached frozen prefix)."""
+        return self.head(self.backbone.forward_from(state, start))

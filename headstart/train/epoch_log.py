@@ -10,7 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 FIELDS = ["epoch", "train_loss", "val_loss", "val_acc", "val_f1", "lr_head", "trainable_groups", "unfrozen",
-          "seconds"]
+          "cache", "seconds"]
 
 
 class EpochLog(Callback):
@@ -38,6 +38,7 @@ class EpochLog(Callback):
             "lr_head": trainer.optimizers[0].param_groups[-1]["lr"],
             "trainable_groups": pl_module.model.trainable_groups,
             "unfrozen": " ".join(e["group"] for e in self.unfreezing.events if e["epoch"] == trainer.current_epoch),
+            "cache": pl_module.cache.mode,
             "seconds": round(time.perf_counter() - self._started, 2),
         }
         with self.path.open("a", newline="") as handle:

@@ -75,43 +75,45 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     from headstart.model.classifier import Classifier
     from headstart.model.folder import save_model
     from headstart.train.callbacks import make_callbacks
-    from headstart.train.loaders import class_weights, make_loader
+    from headstart.cache.prefix import PrefixCache
+    from headstart.train.epoch_data import EpochData
+    from headstart.train.loaders import class_weights
     from headstart.train.module import FineTuner
 
     model = Classifier(backbone, data.labels, config.head.hidden, config.head.dropout)
-
-    train, batch = config.train, config.train.batch_size
-    train_frame = data.part("train")
-    targets = [data.labels.index(label) for label in train_frame["label"]]
-    weights = class_weights(targets, len(data.labels)) if config.data.balance == "class_weights" else None
-    loaders = {
-        "train": make_loader(train_frame, data.labels, backbone, batch, train=True, seed=train.seed,
-                             oversample=config.data.balance == "oversample", num_workers=train.num_workers),
-        **{name: make_loader(data.part(name), data.labels, backbone, train.eval_batch_size, train=False,
-                             num_workers=train.num_workers) for name in ("val", "test")},
-    }
-    module = FineTuner(model, config, weights)
+    train = config.train
     callbacks = make_callbacks(config, run_dir, len(model.groups))
+    unfreezing = callbacks[0]
+    augment = backbone.modality == "image" and config.data.augment == "default"
+    sizes = {split: int((data.frame["split"] == split).sum()) for split in ("train", "val")}
+    cache = PrefixCache(model, train, augment, sizes, run_dir / "cache")
+    epoch_data = EpochData(data, backbone, config, cache, unfreezing)
+    weights = None
+    if config.data.balance == "class_weights":
+        weights = class_weights(epoch_data.targets["train"], len(data.labels))
+    module = FineTuner(model, config, cache, epoch_data, weights)
     if train.precision == "16-mixed" and not torch.cuda.is_available():
         raise HeadstartError("train.precision 16-mixed needs a CUDA GPU; on CPU use bf16-mixed or 32.")
     _quiet_lightning()
     trainer = L.Trainer(max_epochs=train.max_epochs, precision=PRECISION[train.precision],
                         accelerator=train.accelerator, devices=train.devices, callbacks=callbacks, logger=False,
-                        default_root_dir=run_dir, num_sanity_val_steps=0, enable_model_summary=False)
+                        default_root_dir=run_dir, num_sanity_val_steps=0, enable_model_summary=False,
+                        reload_dataloaders_every_n_epochs=1)
     last = run_dir / "checkpoints" / "last.ckpt"
     with warnings.catch_warnings():
         for message in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*"):
             # frozen groups are in eval mode on purpose; workers are a choice (train.num_workers)
             warnings.filterwarnings("ignore", message=message)
-        trainer.fit(module, loaders["train"], loaders["val"], ckpt_path=last if resume and last.exists() else None,
-                    weights_only=True)
+        try:
+            trainer.fit(module, ckpt_path=last if resume and last.exists() else None, weights_only=True)
+        finally:
+            cache.close()
         best = run_dir / "checkpoints" / "best.ckpt"
         if best.exists():
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             module.load_state_dict(state)
-        test = trainer.test(module, loaders["test"], verbose=False)[0]
+        test = trainer.test(module, verbose=False)[0]
 
-    unfreezing = callbacks[0]
     save_model(model, run_dir / "model", {"hidden": config.head.hidden, "dropout": config.head.dropout},
                {"run": config.name, "preprocessing": _preprocessing(backbone), "test_metrics": test})
     summary = {"test": test, "best_epoch": _best_epoch(callbacks), "epochs_trained": trainer.current_epoch,

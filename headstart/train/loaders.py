@@ -1,13 +1,15 @@
-"""Datasets and loaders: raw inputs are turned into batches by the backbone's own `prepare`."""
+"""Datasets and loaders. Raw inputs become batches through the backbone's own `prepare`; cached states of the
+frozen prefix become batches through `collate_states`. Batches are dicts: inputs or state, targets, index."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from headstart.backbones.base import Backbone
+from headstart.cache.prefix import PrefixCache
+from headstart.cache.store import collate_states
 
 
 class ExampleDataset(Dataset):
@@ -18,29 +20,45 @@ class ExampleDataset(Dataset):
         return len(self.inputs)
 
     def __getitem__(self, index: int):
-        return self.inputs[index], self.targets[index]
+        return self.inputs[index], self.targets[index], index
 
 
 class Collate:
-    """Batches of (raw input, target) -> (prepared batch, target tensor)."""
+    """Items of (raw input, target, index) -> {"inputs": prepared batch, "targets", "index"}."""
 
     def __init__(self, backbone: Backbone):
         self.backbone = backbone
 
     def __call__(self, items):
-        inputs, targets = zip(*items)
-        return self.backbone.prepare(list(inputs)), torch.tensor(targets)
+        inputs, targets, indices = zip(*items)
+        return {"inputs": self.backbone.prepare(list(inputs)), "targets": torch.tensor(targets),
+                "index": torch.tensor(indices)}
+
+
+class CachedDataset(Dataset):
+    """The stored prefix states of one split, for the views chosen this epoch."""
+
+    def __init__(self, cache: PrefixCache, split: str, targets: list[int]):
+        self.cache, self.split, self.targets = cache, split, targets
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int):
+        return self.cache.state(self.split, index), self.targets[index], index
+
+
+def collate_cached(items):
+    states, targets, indices = zip(*items)
+    return {"state": collate_states(list(states)), "targets": torch.tensor(targets), "index": torch.tensor(indices)}
 
 
 class EpochSampler(Sampler[int]):
     """Shuffles with a generator seeded by (seed, epoch), so a resumed run sees the same order as an unbroken one.
-    With `weights`, draws with replacement in proportion to them (oversampling)."""
+    With `weights`, draws with replacement in proportion to them (oversampling). A loader is built per epoch."""
 
-    def __init__(self, size: int, seed: int, weights: torch.Tensor | None = None):
-        self.size, self.seed, self.weights, self.epoch = size, seed, weights, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self, size: int, seed: int, epoch: int, weights: torch.Tensor | None = None):
+        self.size, self.seed, self.epoch, self.weights = size, seed, epoch, weights
 
     def __len__(self) -> int:
         return self.size
@@ -58,15 +76,7 @@ def class_weights(targets: list[int], n_classes: int) -> torch.Tensor:
     return torch.tensor(len(targets) / (n_classes * np.maximum(counts, 1)), dtype=torch.float32)
 
 
-def make_loader(frame: pd.DataFrame, labels: list[str], backbone: Backbone, batch_size: int, *, train: bool,
-                seed: int = 0, oversample: bool = False, num_workers: int = 0) -> DataLoader:
-    """A loader over the rows of `frame`; shuffled per epoch (and oversampled if asked) when `train`."""
-    index = {label: i for i, label in enumerate(labels)}
-    targets = [index[label] for label in frame["label"]]
-    dataset = ExampleDataset(frame["input"].tolist(), targets)
-    sampler = None
-    if train:
-        weights = class_weights(targets, len(labels))[targets] if oversample else None
-        sampler = EpochSampler(len(dataset), seed, weights)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=Collate(backbone),
-                      num_workers=num_workers, persistent_workers=num_workers > 0)
+def make_loader(dataset: Dataset, collate, batch_size: int, sampler: Sampler | None = None,
+                num_workers: int = 0) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers,
+                      persistent_workers=False)

@@ -1,6 +1,8 @@
-"""The LightningModule: training, validation and test steps of a Classifier."""
+"""The LightningModule: training, validation and test steps of a Classifier, on raw inputs or cached states."""
 
 from __future__ import annotations
+
+import time
 
 import lightning as L
 import numpy as np
@@ -8,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 
+from headstart.cache.prefix import PrefixCache
 from headstart.config import RunConfig
 from headstart.data.augment import augment_batch
 from headstart.model.classifier import Classifier
@@ -28,44 +31,69 @@ def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, prefix: 
 
 
 class FineTuner(L.LightningModule):
-    def __init__(self, model: Classifier, config: RunConfig, class_weights: torch.Tensor | None = None):
+    def __init__(self, model: Classifier, config: RunConfig, cache: PrefixCache, data,
+                 class_weights: torch.Tensor | None = None):
         super().__init__()
         self.model = model
         self.config = config
+        self.cache = cache
+        self.data = data  # EpochData: the loaders of each epoch
         self.augment = model.backbone.modality == "image" and config.data.augment == "default"
         self.register_buffer("class_weights", class_weights, persistent=False)
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._epoch_started = 0.0
+
+    def train_dataloader(self):
+        return self.data.train(self.trainer, self)
+
+    def val_dataloader(self):
+        return self.data.evaluation("val")
+
+    def test_dataloader(self):
+        return self.data.evaluation("test")
 
     def on_train_epoch_start(self) -> None:
-        # Shuffling follows the epoch number alone, so a resumed run replays it. Lightning's own set_epoch counts
-        # finished epochs, which lags by one after resuming from an end-of-epoch checkpoint.
-        sampler = getattr(self.trainer.train_dataloader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(self.current_epoch)
+        self._epoch_started = time.perf_counter()
 
     def on_train_batch_start(self, batch, batch_index: int) -> None:
-        # Dropout and augmentation draw from the global generator. Seed it at the first batch, after the data
-        # loader has drawn its own seed (which a resumed run does at another moment), so every epoch replays exactly.
+        # Dropout draws from the global generator. Seed it at the first batch, after the data loader has drawn its
+        # own seed (which a resumed run does at another moment), so every epoch replays exactly.
         if batch_index == 0:
             torch.manual_seed(self.config.train.seed * 100_003 + self.current_epoch)
 
+    def on_train_epoch_end(self) -> None:
+        self.cache.end_epoch(time.perf_counter() - self._epoch_started)
+
+    def _logits(self, batch, split: str) -> torch.Tensor:
+        """Logits of a batch: from cached states, or from raw inputs (recording the frozen prefix's output when
+        this stage caches it)."""
+        start = self.cache.boundary
+        if "state" in batch:
+            return self.model.forward_from(batch["state"], start)
+        inputs = batch["inputs"]
+        if split == "train" and self.augment:
+            seeds = [self.cache.augment_seed(i) for i in batch["index"].tolist()]
+            inputs = {**inputs, "pixels": augment_batch(inputs["pixels"].float() / 255, seeds)}
+        if not start or split == "test":
+            return self.model(**inputs)
+        started = time.perf_counter()
+        with torch.no_grad():
+            state = self.model.backbone.forward_until(inputs, start)
+        self.cache.record(split, self.model.backbone.split_state(state), batch["index"].tolist())
+        self.cache.prefix_seconds += time.perf_counter() - started
+        return self.model.forward_from(state, start)
+
     def training_step(self, batch, batch_index):
-        inputs, targets = batch
-        if self.augment:
-            inputs = {**inputs, "pixels": augment_batch(inputs["pixels"].float() / 255)}
-        loss = F.cross_entropy(self.model(**inputs), targets, weight=self.class_weights)
+        targets = batch["targets"]
+        loss = F.cross_entropy(self._logits(batch, "train"), targets, weight=self.class_weights)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(targets))
         return loss
 
-    def _collect(self, batch) -> None:
-        inputs, targets = batch
-        self._outputs.append((self.model(**inputs).float().cpu(), targets.cpu()))
-
     def validation_step(self, batch, batch_index):
-        self._collect(batch)
+        self._outputs.append((self._logits(batch, "val").float().cpu(), batch["targets"].cpu()))
 
     def test_step(self, batch, batch_index):
-        self._collect(batch)
+        self._outputs.append((self._logits(batch, "test").float().cpu(), batch["targets"].cpu()))
 
     def _log_epoch(self, prefix: str) -> None:
         logits = torch.cat([o[0] for o in self._outputs])

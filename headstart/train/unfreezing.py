@@ -41,13 +41,21 @@ class GradualUnfreezing(Callback):
         for config in trainer.lr_scheduler_configs:
             config.scheduler.num_bad_epochs = 0
 
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def apply(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Unfreeze what the milestones ask for at this epoch and set the model's trainable groups (idempotent).
+        It also puts frozen groups back in eval mode after validation."""
         if self.strategy.name == "gradual" and self.strategy.unfreeze != "plateau":
             due = 1 + sum(1 for epoch in self.strategy.unfreeze if epoch <= trainer.current_epoch)
             while self.trainable < min(due, self.n_groups):
                 self._unfreeze_one(trainer, pl_module, trainer.current_epoch)
-        # applied every epoch: it also puts frozen groups back in eval mode after validation
         pl_module.model.set_trainable(self.trainable)
+
+    on_train_epoch_start = apply
+
+    @property
+    def stage_start(self) -> int:
+        """The epoch from which the current trainable groups apply."""
+        return self.events[-1]["epoch"] if self.events else 0
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:

@@ -1,0 +1,93 @@
+"""Per epoch: is the frozen prefix computed (and recorded), replayed from the store, or not cached at all?
+
+The boundary is the number of frozen backbone groups. In the first epoch of a stage the prefix runs as usual and
+its output is recorded; from the next epoch on, training and validation replay the stored states and only the
+trainable suffix runs. With augmentation, `views` augmented views of each training example are recorded over the
+first epochs of a stage, then each epoch draws one of them per example. A view's augmentation is seeded by
+(seed, boundary, view, example), so a resumed run recomputes exactly the views it lost.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from headstart.backbones.base import State
+from headstart.cache.store import StateStore
+from headstart.config import TrainConfig
+from headstart.data.augment import example_seed
+from headstart.model.classifier import Classifier
+
+# a stage whose frozen prefix costs less than this share of an epoch is not worth the memory: it is not cached
+MIN_PREFIX_SHARE = 0.05
+
+
+class PrefixCache:
+    def __init__(self, model: Classifier, train: TrainConfig, augment: bool, sizes: dict[str, int], spill_dir: Path):
+        self.model = model
+        self.enabled = train.cache == "auto"
+        self.views = train.cache_views if augment else 1
+        self.seed = train.seed
+        self.sizes = sizes
+        self.budget = int(train.cache_memory_gb * 2**30)
+        self.spill_dir = Path(spill_dir)
+        self.dtype = torch.bfloat16 if train.precision == "bf16-mixed" else None
+        self.boundary = 0
+        self.epoch = 0
+        self.not_worth: set[int] = set()
+        self.stores: dict[str, StateStore] = {}
+        self.epoch_views: dict[str, list[int]] = {}
+        self.prefix_seconds = 0.0
+        self.mode = "off"  # this epoch's training data: "off" (no cache), "record" or "replay"
+
+    def start_epoch(self, epoch: int, stage_start: int) -> None:
+        """Choose the boundary and each example's view for `epoch` (the model's trainable groups are set)."""
+        model, backbone = self.model, self.model.backbone
+        frozen = len(model.groups) - model.trainable_groups
+        cacheable = frozen > 0 and (backbone.staged or frozen == backbone.n_groups) and frozen not in self.not_worth
+        boundary = frozen if self.enabled and cacheable else 0
+        if boundary != self.boundary:
+            self.close()
+            self.boundary = boundary
+            self.stores = {split: StateStore(self.budget // 2, self.spill_dir / split, self.dtype)
+                           for split in self.sizes} if boundary else {}
+        self.epoch, self.prefix_seconds = epoch, 0.0
+        into_stage = epoch - stage_start
+        if into_stage < self.views:
+            train_views = [into_stage] * self.sizes["train"]
+        else:
+            generator = torch.Generator().manual_seed(example_seed(self.seed, epoch))
+            train_views = torch.randint(self.views, (self.sizes["train"],), generator=generator).tolist()
+        self.epoch_views = {"train": train_views, "val": [0] * self.sizes["val"]}
+        self.mode = "replay" if self.replaying("train") else "record" if self.boundary else "off"
+
+    def replaying(self, split: str) -> bool:
+        """True when every state `split` needs this epoch is stored."""
+        store = self.stores.get(split)
+        return store is not None and all((v, i) in store for i, v in enumerate(self.epoch_views[split]))
+
+    def augment_seed(self, index: int) -> int:
+        if self.boundary:
+            return example_seed(self.seed, 1, self.boundary, self.epoch_views["train"][index], index)
+        return example_seed(self.seed, 0, self.epoch, index)
+
+    def record(self, split: str, states: list[State], indices: list[int]) -> None:
+        views = self.epoch_views[split]
+        for state, index in zip(states, indices):
+            self.stores[split].put((views[index], index), state)
+
+    def state(self, split: str, index: int) -> State:
+        return self.stores[split].get((self.epoch_views[split][index], index))
+
+    def end_epoch(self, epoch_seconds: float) -> None:
+        """The cost model: drop a stage's cache when its prefix turned out cheap next to the whole epoch."""
+        if self.boundary and self.prefix_seconds and self.prefix_seconds < MIN_PREFIX_SHARE * epoch_seconds:
+            self.not_worth.add(self.boundary)
+            self.close()
+            self.boundary = 0
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            store.close()
+        self.stores = {}

@@ -1,0 +1,47 @@
+"""Each epoch's loaders: raw inputs, or the frozen prefix's stored states once a stage has recorded them."""
+
+from __future__ import annotations
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from headstart.backbones.base import Backbone
+from headstart.cache.prefix import PrefixCache
+from headstart.config import RunConfig
+from headstart.data.prepare import PreparedData
+from headstart.train.loaders import (CachedDataset, Collate, EpochSampler, ExampleDataset, class_weights,
+                                     collate_cached, make_loader)
+from headstart.train.unfreezing import GradualUnfreezing
+
+
+class EpochData:
+    def __init__(self, data: PreparedData, backbone: Backbone, config: RunConfig, cache: PrefixCache,
+                 unfreezing: GradualUnfreezing):
+        self.config, self.cache, self.unfreezing = config, cache, unfreezing
+        self.collate = Collate(backbone)
+        self.targets, self.raw = {}, {}
+        for split in ("train", "val", "test"):
+            frame = data.part(split)
+            self.targets[split] = [data.labels.index(label) for label in frame["label"]]
+            self.raw[split] = ExampleDataset(frame["input"].tolist(), self.targets[split])
+        self.weights = None
+        if config.data.balance == "oversample":
+            self.weights = class_weights(self.targets["train"], len(data.labels))[self.targets["train"]]
+
+    def train(self, trainer: L.Trainer, module: L.LightningModule) -> DataLoader:
+        """Called by Lightning before each training epoch: settles the stage, then picks raw or cached data."""
+        self.unfreezing.apply(trainer, module)
+        self.cache.start_epoch(trainer.current_epoch, self.unfreezing.stage_start)
+        train = self.config.train
+        sampler = EpochSampler(len(self.targets["train"]), train.seed, trainer.current_epoch, self.weights)
+        if self.cache.replaying("train"):
+            return make_loader(CachedDataset(self.cache, "train", self.targets["train"]), collate_cached,
+                               train.batch_size, sampler)
+        return make_loader(self.raw["train"], self.collate, train.batch_size, sampler, train.num_workers)
+
+    def evaluation(self, split: str) -> DataLoader:
+        train = self.config.train
+        if split == "val" and self.cache.replaying("val"):
+            return make_loader(CachedDataset(self.cache, "val", self.targets["val"]), collate_cached,
+                               train.eval_batch_size)
+        return make_loader(self.raw[split], self.collate, train.eval_batch_size, num_workers=train.num_workers)

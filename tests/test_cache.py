@@ -1,0 +1,77 @@
+"""Frozen-prefix caching: the same gradients and metrics as recomputing the frozen groups, storage in memory and
+spilled to disk, and the cost model."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import headstart
+from headstart.cache.store import StateStore, collate_states
+from headstart.model.classifier import Classifier
+from tests.tiny import tiny_cnn
+
+
+def test_suffix_gradients_match_on_the_first_step():
+    torch.manual_seed(0)
+    pixels = torch.rand(8, 3, 16, 16)
+    targets = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    grads = []
+    for cached in (False, True):
+        model = Classifier(tiny_cnn(), ["a", "b", "c"], [8], 0.0)
+        model.head.load_state_dict(Classifier(tiny_cnn(), ["a", "b", "c"], [8], 0.0).head.state_dict())
+        model.set_trainable(2)  # head + top: stem and block are the frozen prefix
+        model.train()
+        if cached:
+            with torch.no_grad():
+                state = model.backbone.forward_until({"pixels": pixels}, 2)
+            stored = collate_states(model.backbone.split_state(state))
+            logits = model.forward_from(stored, 2)
+        else:
+            logits = model(pixels=pixels)
+        F.cross_entropy(logits, targets).backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and any(k.startswith("backbone.top") for k in grads[0])
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
+
+
+def test_caching_on_and_off_give_the_same_run(tiny_config):
+    tiny_config["train"]["max_epochs"] = 5
+    tiny_config["strategy"]["unfreeze"] = [2, 4]  # stages of two epochs: one records, one replays
+    runs = {}
+    for cache in ("auto", "off"):
+        runs[cache] = headstart.fit({**tiny_config, "name": f"cache-{cache}",
+                                     "train": {**tiny_config["train"], "cache": cache}})
+    on, off = runs["auto"].history, runs["off"].history
+    assert on["cache"].tolist() == ["record", "replay", "record", "replay", "record"]
+    assert off["cache"].tolist() == ["off"] * 5
+    for column in ("train_loss", "val_loss", "val_acc"):
+        assert on[column].tolist() == pytest.approx(off[column].tolist(), abs=1e-4), column
+    assert runs["auto"].test_metrics == pytest.approx(runs["off"].test_metrics, abs=1e-4)
+
+
+def test_store_spills_to_disk_beyond_its_budget(tmp_path):
+    store = StateStore(budget_bytes=3 * 64 * 4, spill_dir=tmp_path)
+    states = {(0, i): {"x": torch.full((64,), float(i)), "mask": torch.ones(i + 1, dtype=torch.long)}
+              for i in range(10)}
+    for key, state in states.items():
+        store.put(key, state)
+    assert store.spilled and (tmp_path / "states.bin").exists()
+    for key, state in states.items():
+        got = store.get(key)
+        assert torch.equal(got["x"], state["x"]) and torch.equal(got["mask"], state["mask"])
+    store.close()
+    assert not (tmp_path / "states.bin").exists() and len(store) == 0
+
+
+def test_store_keeps_bf16_states_in_bf16(tmp_path):
+    store = StateStore(budget_bytes=1 << 20, spill_dir=tmp_path, dtype=torch.bfloat16)
+    store.put((0, 0), {"x": torch.rand(4), "mask": torch.ones(4, dtype=torch.long)})
+    assert store.get((0, 0))["x"].dtype == torch.bfloat16 and store.get((0, 0))["mask"].dtype == torch.long
+
+
+def test_collate_pads_ragged_states():
+    batch = collate_states([{"h": torch.ones(2, 3), "m": torch.ones(2)}, {"h": torch.ones(4, 3), "m": torch.ones(4)}])
+    assert batch["h"].shape == (2, 4, 3) and batch["m"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
