@@ -16,8 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # The demo caps the default configs so that both runs finish in about 10 minutes on 2 cores.
-DEMO_ELPV ?= --set train.max_epochs=6 --set 'strategy.unfreeze=[1,2,3,4,5]'
-DEMO_BBC ?= --set train.max_epochs=4 --set 'strategy.unfreeze=[1,2,3]' --set data.max_length=128
+DEMO_ELPV ?= --set train.max_epochs=8 --set 'strategy.unfreeze=[4,6]' --set train.cache_views=2
+DEMO_BBC ?= --set train.max_epochs=6 --set 'strategy.unfreeze=[3,5]' --set data.max_length=128
 
 # Fine-tunes EfficientNet-Lite0 on ELPV solar cells and MiniLM on BBC News, then prints their test metrics.
 demo: install

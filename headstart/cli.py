@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -29,6 +30,8 @@ def fit(
     from headstart.train.fit import fit as run_fit
 
     run = run_fit(config, set_, resume=resume, overwrite=overwrite)
+    if int(os.environ.get("LOCAL_RANK", "0")) > 0:
+        return  # a DDP worker process: the first process reports
     results = run.results
     table = Table(title=f"{run.config.name}: test metrics (best epoch {results['best_epoch']})")
     for key in ("test_acc", "test_f1", "test_loss"):
@@ -70,6 +73,36 @@ def predict(
         ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:top]
         table.add_row(name, result["label"], "  ".join(f"{k} {v:.3f}" for k, v in ranked))
     console.print(table)
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `headstart fit` (runs/<name>)."),
+    data: Optional[str] = typer.Option(None, help="Evaluate on another data source (bundled name, folder or table, "
+                                                  "read with the run's column settings) instead of the test split."),
+    slice_by: List[str] = typer.Option([], "--slice-by", help="A metadata column to report metrics per value of "
+                                                             "(repeatable), besides evaluate.slice_by."),
+    out: Optional[Path] = typer.Option(None, help="Folder for report.html and metrics.json. Default: the run folder, "
+                                                  "or <run>/evaluations/<source name> with --data."),
+    set_: List[str] = typer.Option([], "--set", help="Override an evaluate setting (--set evaluate.bootstrap=200), or "
+                                                     "say how to read --data (--set data.image_column=path). Repeatable."),
+) -> None:
+    """Evaluate a run's best model: report.html and metrics.json with metrics, slices, baselines, robustness, latency."""
+    from headstart.evaluate import evaluate_run, output_dir, summary_rows
+
+    if not (run_dir / "config.yaml").is_file():
+        raise HeadstartError(f"{run_dir} is not a run folder (no config.yaml in it). Give the folder written by "
+                             "`headstart fit`, e.g. runs/<name>.")
+    metrics = evaluate_run(run_dir, data=data, slice_by=slice_by, output=out, overrides=set_)
+    table = Table(title=f"{metrics['run']}: {metrics['data']['scope']} of {metrics['data']['source']} "
+                        f"({metrics['data']['examples']} examples)")
+    for column in ("metric", "value", "95% CI"):
+        table.add_column(column)
+    for row in summary_rows(metrics):
+        table.add_row(*row)
+    console.print(table)
+    folder = output_dir(run_dir, data, out)
+    console.print(f"Report: {folder / 'report.html'}   metrics: {folder / 'metrics.json'}")
 
 
 def main() -> None:

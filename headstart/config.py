@@ -44,6 +44,7 @@ class DataConfig(_Section):
     bad_inputs: Literal["skip", "refuse"] = "skip"
     leakage: Literal["drop", "report", "refuse"] = "drop"
     max_length: int = Field(256, ge=8, le=8192)
+    bucket_by_length: bool = True
     image_size: int | None = Field(None, ge=32, le=1024)
 
 
@@ -90,6 +91,8 @@ class TrainConfig(_Section):
     seed: int = 0
     accelerator: str = "auto"
     devices: Union[int, str] = 1
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
     num_workers: int = Field(0, ge=0)
     cache: Literal["auto", "off"] = "auto"
     cache_views: int = Field(4, ge=1, le=64)
@@ -101,6 +104,40 @@ class TrainConfig(_Section):
     def _precision_as_text(cls, value):
         return str(value)
 
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _yaml_off(cls, value):
+        # YAML reads a bare `off` as false
+        return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
+
+
+class CostConfig(_Section):
+    false_positive: float | None = Field(None, ge=0)
+    false_negative: float | None = Field(None, ge=0)
+    per_class: dict[str, float] = {}
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if self.per_class and (self.false_positive is not None or self.false_negative is not None):
+            raise ValueError("give either per_class costs or false_positive / false_negative costs, not both")
+        if any(cost < 0 for cost in self.per_class.values()):
+            raise ValueError("per_class costs must not be negative")
+        return self
+
+
+class EvaluateConfig(_Section):
+    after_fit: bool = True
+    slice_by: list[str] = []
+    min_slice_size: int = Field(10, ge=1)
+    positive_label: str | None = None
+    costs: CostConfig = CostConfig()
+    bootstrap: int = Field(1000, ge=0)
+    seed: int = 0
+    baselines: bool = True
+    robustness: bool = True
+    robustness_examples: int = Field(500, ge=10)
+    latency: bool = True
+
 
 class RunConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -109,6 +146,7 @@ class RunConfig(_Section):
     head: HeadConfig = HeadConfig()
     strategy: StrategyConfig = StrategyConfig()
     train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
     output: str = "runs"
 
     def run_dir(self) -> Path:

@@ -57,3 +57,23 @@ class Run:
         from headstart.predict import load
 
         return load(self.model_dir)
+
+    def evaluate(self, data: str | None = None, slice_by: list[str] = (), output: str | Path | None = None,
+                 **settings) -> dict:
+        """Evaluate the best model (see `headstart.evaluate.evaluate_run`): writes report.html and metrics.json
+        into the run folder (or <run>/evaluations/<source> for `data`) and returns the metrics.
+
+        settings: evaluate.* fields to override, e.g. `run.evaluate(bootstrap=200, latency=False)`.
+        """
+        from headstart.evaluate import evaluate_run
+
+        return evaluate_run(self.path, data=data, slice_by=slice_by, output=output, overrides=settings or None)
+
+    @property
+    def evaluation(self) -> dict:
+        """The metrics of the last evaluation on the test split (metrics.json)."""
+        path = self.path / "metrics.json"
+        if not path.is_file():
+            raise HeadstartError(f"Run {self.path} has not been evaluated: no metrics.json. Run "
+                                 f"`headstart evaluate {self.path}`.")
+        return json.loads(path.read_text())

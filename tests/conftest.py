@@ -34,5 +34,6 @@ def tiny_config(digits_folder, tmp_path):
         "head": {"hidden": [16], "dropout": 0.3},
         "strategy": {"name": "gradual", "unfreeze": [1, 2, 3]},
         "train": {"max_epochs": 4, "batch_size": 32, "lr": 0.01, "seed": 0},
+        "evaluate": {"after_fit": False},  # tests of the report evaluate explicitly
         "output": str(tmp_path / "runs"),
     }

@@ -27,6 +27,7 @@ def tiny_run(digits_folder, tmp_path_factory):
     return headstart.fit({"name": "tiny", "data": {"source": str(digits_folder), "augment": "none"},
                           "backbone": "module:tests.tiny:tiny_cnn", "head": {"hidden": [16]},
                           "strategy": {"name": "full"}, "train": {"max_epochs": 3, "lr": 0.02},
+                          "evaluate": {"after_fit": False},
                           "output": str(output)})
 
 

@@ -101,3 +101,9 @@ def test_save_then_load_round_trips(tmp_path):
     assert isinstance(again, RunConfig)
     assert again == config
     assert again.train.precision == "32"
+
+
+def test_a_bare_off_in_yaml_turns_the_cache_off():
+    # YAML reads `off` as false; the cache setting still means "off"
+    config = load_config({"name": "x", "data": {"source": "bbc"}}, ["train.cache=off"])
+    assert config.train.cache == "off"

@@ -31,16 +31,22 @@ def bbc_run(tmp_path_factory):
     _subset("bbc", 24).rename(columns={"input": "text"})[["text", "label"]].to_csv(folder / "news.csv", index=False)
     return headstart.fit({
         "name": "bbc-small", "data": {"source": str(folder / "news.csv"), "max_length": 64},
-        "backbone": "minilm", "strategy": {"unfreeze": [1]},
-        "train": {"max_epochs": 2, "batch_size": 16, "precision": "bf16-mixed"}, "output": str(folder / "runs")})
+        "backbone": "minilm", "strategy": {"unfreeze": [4]},
+        "train": {"max_epochs": 5, "batch_size": 16, "lr": 3e-3, "precision": "bf16-mixed"},
+        "evaluate": {"bootstrap": 100, "latency": False}, "output": str(folder / "runs")})
 
 
 def test_bbc_run_folder_and_metrics(bbc_run):
     names = {p.name for p in bbc_run.path.iterdir()}
     assert {"config.yaml", "split.csv", "leakage.csv", "data_problems.csv", "metrics.csv", "checkpoints", "model",
-            "results.json"} <= names
-    assert bbc_run.history["trainable_groups"].tolist() == [1, 2]
-    assert bbc_run.test_metrics["test_acc"] > 0.7  # 5 topics, 84 training texts, 2 short epochs
+            "results.json", "report.html", "metrics.json"} <= names  # fit evaluates the test split at the end
+    assert bbc_run.evaluation["overall"]["accuracy"] == pytest.approx(bbc_run.test_metrics["test_acc"], abs=1e-6)
+    history = bbc_run.history
+    assert history["trainable_groups"].tolist() == [1, 1, 1, 1, 2]
+    # the head-only stage records the frozen features once, then replays them
+    assert history["cache"].tolist() == ["record", "replay", "replay", "replay", "record"]
+    assert history["padding"].dropna().between(0, 0.5).all()  # blank where replayed features have no tokens
+    assert bbc_run.test_metrics["test_acc"] > 0.8  # 5 topics, 84 training texts
     config = json.loads((bbc_run.model_dir / "config.json").read_text())
     assert config["labels"] == ["business", "entertainment", "politics", "sports", "tech"]
     assert config["preprocessing"]["max_length"] == 64
@@ -72,7 +78,7 @@ def elpv_run(tmp_path_factory):
         "name": "elpv-small",
         "data": {"source": str(folder / "cells.parquet"), "image_column": "path", "label_column": "defect",
                  "metadata_columns": ["cell"], "image_size": 96},
-        "backbone": "efficientnet_lite0", "strategy": {"unfreeze": [1]},
+        "backbone": "efficientnet_lite0", "strategy": {"unfreeze": [1]}, "evaluate": {"after_fit": False},
         "train": {"max_epochs": 2, "batch_size": 16, "precision": "bf16-mixed"}, "output": str(folder / "runs")})
 
 

@@ -29,20 +29,23 @@ class PreparedData:
         return self.frame[self.frame["split"] == name].reset_index(drop=True)
 
 
-def prepare_data(config: DataConfig, run_dir: Path) -> PreparedData:
-    """Writes data_problems.csv, leakage.csv and split.csv into `run_dir`. On a resumed run (split.csv already
-    there) the split must come out the same, or the data changed under the run."""
+def prepare_data(config: DataConfig, run_dir: Path, write: bool = True) -> PreparedData:
+    """Writes data_problems.csv, leakage.csv and split.csv into `run_dir` (unless `write` is false: another process
+    of the run does it). On a resumed run (split.csv already there) the split must come out the same, or the data
+    changed under the run."""
     examples = read_source(config)
     examples, problems = check_examples(examples, config)
-    problems.to_csv(run_dir / "data_problems.csv", index=False)
-    if len(problems):
+    if write:
+        problems.to_csv(run_dir / "data_problems.csv", index=False)
+    if write and len(problems):
         console.print(f"[yellow]Skipped {len(problems)} unusable examples[/] (listed in {run_dir / 'data_problems.csv'}): "
                       + "; ".join(f"{o}: {p}" for o, p in problems.head(3).itertuples(index=False)))
     frame = split_frame(examples.frame, config.split, grouped=config.group_column is not None)
     leaks = find_leaks(frame, examples.modality)
-    leaks.to_csv(run_dir / "leakage.csv", index=False)
     frame = handle_leaks(frame, leaks, config.leakage)
-    if len(leaks):
+    if write:
+        leaks.to_csv(run_dir / "leakage.csv", index=False)
+    if write and len(leaks):
         action = {"drop": "dropped the later copies", "report": "kept them (test scores may be optimistic)"}
         console.print(f"[yellow]Leakage check:[/] {len(leaks)} examples duplicate one in an earlier split "
                       f"({', '.join(f'{n} {k}' for k, n in leaks['kind'].value_counts().items())}); "
@@ -54,7 +57,7 @@ def prepare_data(config: DataConfig, run_dir: Path) -> PreparedData:
         if saved[["origin", "split"]].values.tolist() != table[["origin", "split"]].values.tolist():
             raise HeadstartError(f"The data of {config.source} no longer gives the split saved in {split_path}: the "
                                  "data changed since the run started. Resume needs the same data; start a new run.")
-    else:
+    elif write:
         table.to_csv(split_path, index=False)
     labels = sorted(frame["label"].unique())
     return PreparedData(examples.modality, frame, labels, examples.metadata_columns)

@@ -9,8 +9,8 @@ from headstart.backbones.base import Backbone
 from headstart.cache.prefix import PrefixCache
 from headstart.config import RunConfig
 from headstart.data.prepare import PreparedData
-from headstart.train.loaders import (CachedDataset, Collate, EpochSampler, ExampleDataset, class_weights,
-                                     collate_cached, make_loader)
+from headstart.train.loaders import (CachedDataset, Collate, EpochSampler, ExampleDataset, LengthBuckets,
+                                     class_weights, collate_cached, make_loader)
 from headstart.train.unfreezing import GradualUnfreezing
 
 
@@ -24,6 +24,7 @@ class EpochData:
             frame = data.part(split)
             self.targets[split] = [data.labels.index(label) for label in frame["label"]]
             self.raw[split] = ExampleDataset(frame["input"].tolist(), self.targets[split])
+        self.lengths = [len(text) for text in data.part("train")["input"]] if data.modality == "text" else None
         self.weights = None
         if config.data.balance == "oversample":
             self.weights = class_weights(self.targets["train"], len(data.labels))[self.targets["train"]]
@@ -34,6 +35,9 @@ class EpochData:
         self.cache.start_epoch(trainer.current_epoch, self.unfreezing.stage_start)
         train = self.config.train
         sampler = EpochSampler(len(self.targets["train"]), train.seed, trainer.current_epoch, self.weights)
+        if self.lengths and self.config.data.bucket_by_length and trainer.world_size == 1:
+            # (with several processes Lightning shards a plain sampler; batches of similar length are per process)
+            sampler = LengthBuckets(sampler, self.lengths, train.batch_size)
         if self.cache.replaying("train"):
             return make_loader(CachedDataset(self.cache, "train", self.targets["train"]), collate_cached,
                                train.batch_size, sampler)

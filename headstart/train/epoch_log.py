@@ -10,7 +10,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 
 FIELDS = ["epoch", "train_loss", "val_loss", "val_acc", "val_f1", "lr_head", "trainable_groups", "unfrozen",
-          "cache", "seconds"]
+          "cache", "padding", "step_seconds", "seconds"]
 
 
 class EpochLog(Callback):
@@ -18,9 +18,13 @@ class EpochLog(Callback):
         self.path = Path(path)
         self.unfreezing = unfreezing
         self._started = 0.0
+        self._step_started = 0.0
+        self._steps: list[float] = []
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # drop rows of epochs that a resumed run is about to train again (the epoch is restored by now)
+        if not trainer.is_global_zero:
+            return
         rows = self.read(self.path) if self.path.exists() else []
         with self.path.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, FIELDS)
@@ -29,8 +33,17 @@ class EpochLog(Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = time.perf_counter()
+        self._steps = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_index) -> None:
+        self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_index) -> None:
+        self._steps.append(time.perf_counter() - self._step_started)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         row = {
             "epoch": trainer.current_epoch,
@@ -39,6 +52,9 @@ class EpochLog(Callback):
             "trainable_groups": pl_module.model.trainable_groups,
             "unfrozen": " ".join(e["group"] for e in self.unfreezing.events if e["epoch"] == trainer.current_epoch),
             "cache": pl_module.cache.mode,
+            "padding": "" if pl_module.padding_share is None else round(pl_module.padding_share, 4),
+            # median time of a training step (forward, backward, optimizer), without data loading and validation
+            "step_seconds": round(sorted(self._steps)[len(self._steps) // 2], 5) if self._steps else "",
             "seconds": round(time.perf_counter() - self._started, 2),
         }
         with self.path.open("a", newline="") as handle:

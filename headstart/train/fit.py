@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import warnings
 from pathlib import Path
@@ -51,13 +52,16 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
         raise HeadstartError("Give a run config (a YAML file) or --resume RUN_DIR.")
     config = _run_config(config, overrides, resume)
     run_dir = config.run_dir()
-    _start_folder(run_dir, resume is not None, overwrite)
-    save_config(config, run_dir / "config.yaml")
+    # a DDP process that Lightning started (LOCAL_RANK > 0) finds the run folder set up by the first process
+    worker = int(os.environ.get("LOCAL_RANK", "0")) > 0
+    if not worker:
+        _start_folder(run_dir, resume is not None, overwrite)
+        save_config(config, run_dir / "config.yaml")
 
     from headstart.data.prepare import prepare_data
 
     try:
-        data = prepare_data(config.data, run_dir)  # before importing lightning, so data errors answer quickly
+        data = prepare_data(config.data, run_dir, write=not worker)  # before lightning: data errors answer quickly
         import lightning as L  # lazily: importing it takes seconds
         import torch
 
@@ -69,7 +73,7 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
             raise HeadstartError(f"Backbone '{config.backbone}' reads {backbone.modality}s, but data.source "
                                  f"{config.data.source} holds {data.modality}s. Pick a {data.modality} backbone.")
     except HeadstartError:
-        if resume is None:  # a run that never started leaves no folder behind to block the next try
+        if resume is None and not worker:  # a run that never started leaves no folder behind to block the next try
             shutil.rmtree(run_dir)
         raise
     from headstart.model.classifier import Classifier
@@ -96,23 +100,34 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
         raise HeadstartError("train.precision 16-mixed needs a CUDA GPU; on CPU use bf16-mixed or 32.")
     _quiet_lightning()
     trainer = L.Trainer(max_epochs=train.max_epochs, precision=PRECISION[train.precision],
-                        accelerator=train.accelerator, devices=train.devices, callbacks=callbacks, logger=False,
+                        accelerator=train.accelerator, devices=train.devices, strategy=train.strategy,
+                        num_nodes=train.num_nodes, callbacks=callbacks, logger=False,
                         default_root_dir=run_dir, num_sanity_val_steps=0, enable_model_summary=False,
                         reload_dataloaders_every_n_epochs=1)
+    # each DDP process would need every example's states while it sees a different shard each epoch: no cache then
+    cache.enabled = cache.enabled and trainer.world_size == 1
     last = run_dir / "checkpoints" / "last.ckpt"
     with warnings.catch_warnings():
-        for message in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*"):
-            # frozen groups are in eval mode on purpose; workers are a choice (train.num_workers)
+        for message in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*",
+                        ".*all_gather is deprecated.*", ".*recommended to use `self.log\\(.*sync_dist.*"):
+            # frozen groups are in eval mode on purpose; workers are a choice (train.num_workers); metrics are
+            # gathered from every process by the module itself
             warnings.filterwarnings("ignore", message=message)
         try:
             trainer.fit(module, ckpt_path=last if resume and last.exists() else None, weights_only=True)
         finally:
             cache.close()
+        if not trainer.is_global_zero:
+            return Run(run_dir)
         best = run_dir / "checkpoints" / "best.ckpt"
         if best.exists():
             state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
             module.load_state_dict(state)
-        test = trainer.test(module, verbose=False)[0]
+        # the test split is scored once, by one process: a sharded test would count padded duplicates
+        tester = trainer if trainer.world_size == 1 else L.Trainer(
+            accelerator=train.accelerator, devices=1, precision=PRECISION[train.precision], logger=False,
+            enable_model_summary=False)
+        test = tester.test(module, verbose=False)[0]
 
     save_model(model, run_dir / "model", {"hidden": config.head.hidden, "dropout": config.head.dropout},
                {"run": config.name, "preprocessing": _preprocessing(backbone), "test_metrics": test})
@@ -120,7 +135,23 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
                "unfreeze_events": unfreezing.events, "labels": data.labels,
                "examples": {name: int((data.frame["split"] == name).sum()) for name in ("train", "val", "test")}}
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    if config.evaluate.after_fit:
+        _evaluate(run_dir)
     return Run(run_dir)
+
+
+def _evaluate(run_dir: Path) -> None:
+    """The report on the test split (report.html, metrics.json). The run is complete before it starts: a problem
+    here is reported and leaves the trained model as it is."""
+    from rich.console import Console
+
+    from headstart.evaluate import evaluate_run
+
+    try:
+        evaluate_run(run_dir)
+    except HeadstartError as exc:
+        Console(stderr=True).print(f"[yellow]The run finished, but its evaluation did not:[/] {exc}\n"
+                                   f"Run it again with `headstart evaluate {run_dir}`.")
 
 
 def _quiet_lightning() -> None:

@@ -70,6 +70,26 @@ class EpochSampler(Sampler[int]):
         return iter(torch.multinomial(self.weights, self.size, replacement=True, generator=generator).tolist())
 
 
+class LengthBuckets(Sampler[list[int]]):
+    """Batches of texts of similar length, so little of each batch is padding: the epoch's order is cut into
+    windows of `window` batches, each window sorted by length, and the batches shuffled (seeded by the epoch)."""
+
+    def __init__(self, order: EpochSampler, lengths: list[int], batch_size: int, window: int = 50):
+        self.order, self.lengths, self.batch_size, self.window = order, lengths, batch_size, window
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.batch_size)
+
+    def __iter__(self):
+        indices, span = list(self.order), self.batch_size * self.window
+        batches = []
+        for start in range(0, len(indices), span):
+            chunk = sorted(indices[start:start + span], key=self.lengths.__getitem__)
+            batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        generator = torch.Generator().manual_seed(self.order.seed * 100_003 + self.order.epoch + 1)
+        return iter([batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()])
+
+
 def class_weights(targets: list[int], n_classes: int) -> torch.Tensor:
     """Inverse-frequency weights, averaging 1 over the examples ('balanced' in scikit-learn's sense)."""
     counts = np.bincount(targets, minlength=n_classes).astype(float)
@@ -78,5 +98,7 @@ def class_weights(targets: list[int], n_classes: int) -> torch.Tensor:
 
 def make_loader(dataset: Dataset, collate, batch_size: int, sampler: Sampler | None = None,
                 num_workers: int = 0) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers,
-                      persistent_workers=False)
+    """A loader over `dataset`; `sampler` may also be a batch sampler such as LengthBuckets."""
+    if isinstance(sampler, LengthBuckets):
+        return DataLoader(dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, collate_fn=collate, num_workers=num_workers)

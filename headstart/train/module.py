@@ -42,6 +42,7 @@ class FineTuner(L.LightningModule):
         self.register_buffer("class_weights", class_weights, persistent=False)
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._epoch_started = 0.0
+        self._tokens = [0, 0]  # training tokens this epoch: [padding, all]
 
     def train_dataloader(self):
         return self.data.train(self.trainer, self)
@@ -54,6 +55,12 @@ class FineTuner(L.LightningModule):
 
     def on_train_epoch_start(self) -> None:
         self._epoch_started = time.perf_counter()
+        self._tokens = [0, 0]
+
+    @property
+    def padding_share(self) -> float | None:
+        """Share of this epoch's training tokens that were padding (texts only)."""
+        return self._tokens[0] / self._tokens[1] if self._tokens[1] else None
 
     def on_train_batch_start(self, batch, batch_index: int) -> None:
         # Dropout draws from the global generator. Seed it at the first batch, after the data loader has drawn its
@@ -85,8 +92,13 @@ class FineTuner(L.LightningModule):
 
     def training_step(self, batch, batch_index):
         targets = batch["targets"]
+        mask = batch.get("state", batch.get("inputs", {})).get("attention_mask")
+        if mask is not None:
+            self._tokens[0] += int((mask == 0).sum())
+            self._tokens[1] += mask.numel()
         loss = F.cross_entropy(self._logits(batch, "train"), targets, weight=self.class_weights)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(targets))
+        self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(targets),
+                 sync_dist=self.trainer.world_size > 1)
         return loss
 
     def validation_step(self, batch, batch_index):
@@ -99,6 +111,9 @@ class FineTuner(L.LightningModule):
         logits = torch.cat([o[0] for o in self._outputs])
         targets = torch.cat([o[1] for o in self._outputs])
         self._outputs.clear()
+        if self.trainer.world_size > 1:  # every process scores the whole split, so all agree on the monitor
+            logits = self.all_gather(logits).flatten(0, 1).cpu()
+            targets = self.all_gather(targets).flatten(0, 1).cpu()
         self.log_dict(classification_metrics(logits, targets, prefix), prog_bar=prefix == "val")
 
     def on_validation_epoch_end(self) -> None:

@@ -1,0 +1,117 @@
+"""Speed, side by side in one run, as ratios (results in bench/results/speed.json, a Markdown table on stdout):
+
+1. head-only stage: epoch time replaying cached features vs recomputing the frozen backbone (full BBC and ELPV);
+2. a training step with everything trainable: bf16-mixed vs fp32;
+3. headstart's training step vs a bare PyTorch loop on the same model, batches and precision.
+
+    python bench/speed.py
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+import headstart
+from headstart.backbones.registry import build
+from headstart.config import DataConfig, load_config
+from headstart.data.sources import read_source
+from headstart.model.classifier import Classifier
+from headstart.train.optim import build_optimizer
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "results"
+CONFIGS = {"bbc": ROOT / "configs" / "bbc.yaml", "elpv": ROOT / "configs" / "elpv.yaml"}
+
+
+def _fit(name: str, dataset: str, *overrides: str) -> pd.DataFrame:
+    run = headstart.fit(CONFIGS[dataset], [f"name={name}", f"output={OUT / 'runs'}", *overrides], overwrite=True)
+    return run.history
+
+
+def head_only(dataset: str) -> dict:
+    """Mean epoch seconds of the head-only stage after its recording epochs, cached vs recomputed."""
+    views = 2 if dataset == "elpv" else 1  # ELPV augments: 2 views are recorded, then replayed
+    cached = _fit(f"speed-{dataset}-cached", dataset, "strategy.name=feature_extraction",
+                  f"train.max_epochs={views + 2}", f"train.cache_views={views}")
+    recomputed = _fit(f"speed-{dataset}-recomputed", dataset, "strategy.name=feature_extraction",
+                      "train.max_epochs=2", "train.cache=off")
+    replay = cached[cached["cache"] == "replay"]["seconds"].mean()
+    return {"recomputed_epoch_s": recomputed["seconds"].mean(), "first_epochs_s": cached["seconds"][:views].mean(),
+            "replayed_epoch_s": replay, "speedup": recomputed["seconds"].mean() / replay}
+
+
+def _subset(dataset: str, size: int) -> str:
+    frame = read_source(DataConfig(source=dataset)).frame.sample(size, random_state=0)
+    path = OUT / f"{dataset}-{size}.csv"
+    column = "text" if dataset == "bbc" else "image"
+    pd.DataFrame({column: frame["input"], "label": frame["label"]}).to_csv(path, index=False)
+    return str(path)
+
+
+def step_seconds(dataset: str, precision: str, source: str) -> float:
+    """Median training-step seconds of headstart with everything trainable, on a 352-example subset."""
+    extra = ["data.image_column=image"] if dataset == "elpv" else []
+    history = _fit(f"speed-{dataset}-{precision}", dataset, f"data.source={source}", *extra, "strategy.name=full",
+                   "train.max_epochs=1", "train.cache=off", f"train.precision={precision}", "data.augment=none",
+                   "data.leakage=report")
+    return float(history["step_seconds"].iloc[0])
+
+
+def bare_step_seconds(dataset: str, precision: str, source: str, steps: int = 10) -> float:
+    """The same model, optimizer, batch size and precision in a plain PyTorch loop."""
+    config = load_config(CONFIGS[dataset], [f"data.source={source}"])
+    table = pd.read_csv(source)
+    inputs = table["text" if dataset == "bbc" else "image"].tolist()
+    labels = sorted(table["label"].unique())
+    targets = torch.tensor([labels.index(label) for label in table["label"]])
+    model = Classifier(build(config.backbone, config.data), labels, config.head.hidden, config.head.dropout)
+    model.set_trainable(len(model.groups))
+    model.train()
+    optimizer = build_optimizer(model, config.train, config.strategy)
+    size = config.train.batch_size
+    batches = [(model.backbone.prepare(inputs[i:i + size]), targets[i:i + size]) for i in range(0, steps * size, size)]
+    times = []
+    for batch, target in batches:
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+            loss = torch.nn.functional.cross_entropy(model(**batch), target)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    results = {"date": str(date.today()), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
+               f"torch {torch.__version__}", "head_only": {}, "steps": {}}
+    for dataset in ("bbc", "elpv"):
+        results["head_only"][dataset] = head_only(dataset)
+        source = _subset(dataset, 352)
+        steps = {precision: step_seconds(dataset, precision, source) for precision in ("32", "bf16-mixed")}
+        steps["bare_bf16-mixed"] = bare_step_seconds(dataset, "bf16-mixed", source)
+        results["steps"][dataset] = steps
+    (OUT / "speed.json").write_text(json.dumps(results, indent=2))
+    print(f"\n{results['date']}, {results['machine']}\n")
+    print("| dataset | head-only epoch, recomputed | replayed from cache | speedup |")
+    print("| --- | --- | --- | --- |")
+    for dataset, r in results["head_only"].items():
+        print(f"| {dataset} | {r['recomputed_epoch_s']:.1f} s | {r['replayed_epoch_s']:.2f} s | {r['speedup']:.0f}x |")
+    print("\n| dataset | fp32 step | bf16-mixed step | bf16 speedup | bare PyTorch bf16 step | headstart overhead |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for dataset, s in results["steps"].items():
+        overhead = 100 * (s["bf16-mixed"] / s["bare_bf16-mixed"] - 1)
+        print(f"| {dataset} | {s['32']:.3f} s | {s['bf16-mixed']:.3f} s | {s['32'] / s['bf16-mixed']:.2f}x | "
+              f"{s['bare_bf16-mixed']:.3f} s | {overhead:+.1f}% |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""The examples an evaluation scores: the run's own splits (split.csv joined with the data source), or every
+example of another data source; and the metadata columns it slices by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from headstart.config import DataConfig
+from headstart.data.sources import TABLE_SUFFIXES, Examples, read_source
+from headstart.errors import HeadstartError
+
+# metadata columns sliced by without being asked: the environment or domain an example comes from
+ENVIRONMENT_COLUMNS = ("environment", "domain", "env")
+
+
+@dataclass
+class EvalData:
+    """Frames with columns input, label, origin, y (class index), then metadata. `test` is what is evaluated."""
+
+    modality: str
+    labels: list[str]
+    train: pd.DataFrame
+    val: pd.DataFrame
+    test: pd.DataFrame
+    source: str
+    scope: str  # "test split" or "all examples"
+    slice_columns: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+
+def _is_table(source: str) -> bool:
+    path = Path(source).expanduser()
+    return path.is_file() and path.suffix.lower() in TABLE_SUFFIXES
+
+
+def _read(config: DataConfig, wanted: list[str]) -> Examples:
+    """Read the source; for a table, also load the wanted slice columns that are not metadata columns yet."""
+    examples = read_source(config)
+    missing = [c for c in wanted if c not in examples.frame.columns]
+    if missing and _is_table(config.source):
+        from headstart.data.sources import _read_table
+
+        present = [c for c in missing if c in _read_table(Path(config.source).expanduser()).columns]
+        if present:
+            examples = read_source(config.model_copy(update={"metadata_columns": config.metadata_columns + present}))
+    return examples
+
+
+def slice_columns(examples: Examples, requested: list[str], source: str) -> list[str]:
+    """The requested slice columns (checked) plus any environment / domain column the data has."""
+    available = list(examples.metadata_columns)
+    if examples.frame["group"].notna().any():
+        available.append("group")
+    for column in requested:
+        if column not in examples.frame.columns or column in ("input", "origin", "label"):
+            hint = f"Columns you can slice by: {', '.join(available)}." if available else \
+                "This data has no metadata columns to slice by."
+            if _is_table(source):
+                hint += " For a table, any of its columns works."
+            raise HeadstartError(f"--slice-by {column} (or evaluate.slice_by): the data of {source} has no column "
+                                 f"'{column}'. {hint}")
+    auto = [c for c in available if c.lower() in ENVIRONMENT_COLUMNS and c not in requested]
+    return list(dict.fromkeys(requested + auto))
+
+
+def _with_targets(frame: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    index = {label: i for i, label in enumerate(labels)}
+    return frame.assign(y=frame["label"].map(index).astype(int)).reset_index(drop=True)
+
+
+def run_parts(run_dir: Path, config: DataConfig, labels: list[str], requested: list[str]) -> tuple[Examples, dict]:
+    """The run's train, val and test examples, in split.csv order, with their inputs and metadata."""
+    split_path = run_dir / "split.csv"
+    if not split_path.is_file():
+        raise HeadstartError(f"{run_dir} has no split.csv, so its test split is unknown. Evaluate a run folder "
+                             "written by `headstart fit`.")
+    split = pd.read_csv(split_path, dtype=str, keep_default_na=False)
+    examples = _read(config, requested)
+    frame = examples.frame.drop_duplicates("origin").set_index("origin")
+    lost = split.loc[~split["origin"].isin(frame.index), "origin"]
+    if len(lost):
+        raise HeadstartError(f"{len(lost)} examples of {split_path} are no longer in data.source {config.source} "
+                             f"(first: {lost.iloc[0]}): the data changed since the run. Evaluate on the data the run "
+                             "was trained on, or give the new data with --data.")
+    unknown = sorted(set(split["label"]) - set(labels))
+    if unknown:
+        raise HeadstartError(f"split.csv holds labels the model does not know: {', '.join(unknown)}.")
+    columns = ["input"] + [c for c in frame.columns if c not in ("input", "label", "exact", "near")]
+    parts = {}
+    for name in ("train", "val", "test"):
+        rows = split[split["split"] == name]
+        part = frame.loc[rows["origin"], columns].reset_index().assign(label=rows["label"].to_numpy())
+        parts[name] = _with_targets(part, labels)
+    return examples, parts
+
+
+def other_source(config: DataConfig, source: str, labels: list[str], requested: list[str]) -> tuple[Examples, pd.DataFrame, int]:
+    """Every usable example of another source, read with the run's column settings; rows without a label or
+    text are skipped, unknown labels and unreadable images refused."""
+    examples = _read(config.model_copy(update={"source": source}), requested)
+    frame = examples.frame
+    usable = frame["label"].notna() & (frame["label"].astype(str).str.strip() != "")
+    if examples.modality == "text":
+        usable &= frame["input"].astype(str).str.strip() != ""
+    skipped = int((~usable).sum())
+    frame = frame[usable]
+    unknown = sorted(set(frame["label"]) - set(labels))
+    if unknown:
+        raise HeadstartError(f"{source} holds labels the model was not trained on: {', '.join(map(str, unknown[:10]))}. "
+                             f"The model knows: {', '.join(labels)}. Remove those rows or map their labels.")
+    if frame.empty:
+        raise HeadstartError(f"{source} has no labelled examples to evaluate on.")
+    if examples.modality == "image":
+        from headstart.predict import check_images
+
+        check_images(frame["input"].tolist())
+    frame = frame.drop(columns=[c for c in ("exact", "near") if c in frame.columns])
+    return examples, _with_targets(frame, labels), skipped
+
+
+def load(run_dir: Path, config: DataConfig, labels: list[str], requested: list[str], source: str | None = None,
+         source_config: DataConfig | None = None) -> EvalData:
+    """The evaluation data: the run's test split, or (with `source`) all of another data source, read with
+    `source_config` (the run's data settings by default)."""
+    examples, parts = run_parts(run_dir, config, labels, requested)
+    skipped, scope = 0, "test split"
+    if source is not None:
+        examples, parts["test"], skipped = other_source(source_config or config, source, labels, requested)
+        scope = "all examples"
+    columns = slice_columns(examples, requested, source or config.source)
+    if parts["test"].empty:
+        raise HeadstartError(f"The test split of {run_dir} is empty: nothing to evaluate.")
+    return EvalData(examples.modality, labels, parts["train"], parts["val"], parts["test"], source or config.source,
+                    scope, columns, skipped)
+
+
+def targets(frame: pd.DataFrame) -> np.ndarray:
+    return np.array(frame["y"], dtype=np.int64)  # a writable copy

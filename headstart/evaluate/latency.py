@@ -1,0 +1,115 @@
+"""Latency, throughput, size and memory of the model as it is served: a fresh process loads the model folder with
+`headstart.load` and times `Predictor.probabilities` (eval mode, inference mode, preprocessing included) on real
+evaluated inputs, at batch 1 (p50 / p95) and batch 32 (throughput); its peak resident memory is the serving cost.
+
+    python -m headstart.evaluate.latency MODEL_DIR INPUTS.json   # prints one JSON object
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from headstart.errors import HeadstartError
+
+WARMUP = 3
+RUNS = 50
+MIN_RUNS = 10
+BATCH = 32
+BATCH_RUNS = 5
+BUDGET_S = 20.0
+
+
+def _rss_mb() -> float:
+    """Resident memory now (Linux), else the peak so far."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return _peak_mb()
+
+
+def _peak_mb() -> float:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / (1024 if sys.platform == "darwin" else 1)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, q))
+
+
+def serve_and_time(model_dir: str, inputs: list) -> dict:
+    """Runs in the fresh process: load, warm up, time batch 1 and batch 32."""
+    import torch
+
+    from headstart.predict import load
+
+    before = _rss_mb()
+    started = time.perf_counter()
+    predictor = load(model_dir)
+    load_seconds = time.perf_counter() - started
+    after_load = _rss_mb()
+    for i in range(WARMUP):
+        predictor.probabilities([inputs[i % len(inputs)]], 1)
+    single, started = [], time.perf_counter()
+    for i in range(RUNS):
+        t = time.perf_counter()
+        predictor.probabilities([inputs[i % len(inputs)]], 1)
+        single.append(time.perf_counter() - t)
+        if i + 1 >= MIN_RUNS and time.perf_counter() - started > BUDGET_S:
+            break
+    batch = [inputs[i % len(inputs)] for i in range(BATCH)]
+    predictor.probabilities(batch, BATCH)
+    batched, started = [], time.perf_counter()
+    for i in range(BATCH_RUNS):
+        t = time.perf_counter()
+        predictor.probabilities(batch, BATCH)
+        batched.append(time.perf_counter() - t)
+        if i + 1 >= 2 and time.perf_counter() - started > BUDGET_S:
+            break
+    return {
+        "batch1_p50_ms": 1000 * _percentile(single, 50), "batch1_p95_ms": 1000 * _percentile(single, 95),
+        "batch1_runs": len(single), "batch32_seconds_median": _percentile(batched, 50),
+        "batch32_throughput_per_s": BATCH / _percentile(batched, 50), "batch32_runs": len(batched),
+        "load_seconds": load_seconds, "memory_before_load_mb": before, "memory_after_load_mb": after_load,
+        "memory_peak_mb": _peak_mb(), "threads": torch.get_num_threads(), "device": "cpu",
+        "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}", "torch": torch.__version__,
+    }
+
+
+def folder_size(folder: Path) -> int:
+    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+
+
+def measure(model_dir: Path, inputs: list) -> dict:
+    """Time the model in a fresh Python process (same interpreter and import path); add its size on disk."""
+    model_dir = Path(model_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "inputs.json"
+        path.write_text(json.dumps([str(i) for i in inputs[:BATCH]]))
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+        result = subprocess.run([sys.executable, "-m", "headstart.evaluate.latency", str(model_dir), str(path)],
+                                capture_output=True, text=True, env=env, timeout=900)
+    if result.returncode != 0:
+        raise HeadstartError(f"Timing the model in {model_dir} failed:\n{result.stderr[-2000:]}")
+    timings = json.loads(result.stdout.strip().splitlines()[-1])
+    weights = model_dir / "model.safetensors"
+    return {**timings, "model_size_mb": folder_size(model_dir) / 2**20,
+            "weights_size_mb": weights.stat().st_size / 2**20 if weights.exists() else None}
+
+
+if __name__ == "__main__":
+    model, inputs_file = sys.argv[1:3]
+    print(json.dumps(serve_and_time(model, json.loads(Path(inputs_file).read_text()))))

@@ -1,0 +1,243 @@
+"""`evaluate_run`: score a run's best model on its test split (or on another data source) and write metrics.json
+and report.html. Every number of the report comes from the dict written to metrics.json."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Callable, Iterable, Union
+
+import numpy as np
+
+from headstart.config import EvaluateConfig
+from headstart.errors import HeadstartError
+
+SCHEMA = "headstart-evaluation"
+VERSION = 1
+GAIN_METRICS = ("accuracy", "macro_f1", "weighted_f1", "roc_auc")
+
+
+def _settings(base: EvaluateConfig, overrides: Union[dict, Iterable[str], None]) -> tuple[EvaluateConfig, dict]:
+    """The run's `evaluate` section with overrides (a dict of evaluate fields, or `evaluate.key=value` strings),
+    and the `data.key=value` overrides that say how to read a --data source."""
+    import yaml
+    from pydantic import ValidationError
+
+    raw, data = base.model_dump(), {}
+    if isinstance(overrides, dict):
+        raw.update(overrides)
+    else:
+        for item in overrides or ():
+            if "=" not in item:
+                raise HeadstartError(f"--set '{item}' must look like evaluate.key=value or data.key=value, "
+                                     "e.g. --set evaluate.bootstrap=200")
+            key, value = item.split("=", 1)
+            parts = key.strip().split(".")
+            if parts[0] == "data" and len(parts) == 2:
+                data[parts[1]] = yaml.safe_load(value)
+                continue
+            node = raw
+            for part in parts[1:-1] if parts[0] == "evaluate" else parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = yaml.safe_load(value)
+    try:
+        return EvaluateConfig.model_validate(raw), data
+    except ValidationError as exc:
+        problems = "; ".join(f"evaluate.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise HeadstartError(f"Evaluation settings are not valid: {problems}. The fields are listed in the README "
+                             "(evaluate.*).") from None
+
+
+def _data_config(config, source: str | None, updates: dict, modality: str):
+    """The run's data settings, with `data.*` overrides for reading another source."""
+    from pydantic import ValidationError
+
+    from headstart.config import DataConfig
+
+    if updates and source is None:
+        raise HeadstartError("--set data.* settings say how to read a --data source; give --data too.")
+    if not updates:
+        data = config.data
+    else:
+        try:
+            data = DataConfig.model_validate({**config.data.model_dump(), **updates})
+        except ValidationError as exc:
+            problems = "; ".join(f"data.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise HeadstartError(f"--set data.* is not valid: {problems}.") from None
+    suffix = Path(source or "").suffix.lower()
+    if source and modality == "image" and data.image_column is None and suffix in {".csv", ".jsonl", ".json", ".parquet"}:
+        raise HeadstartError(f"{source} is a table and the model reads images: name its image-path column with "
+                             "--set data.image_column=COLUMN (and the label column with --set data.label_column=COLUMN "
+                             "if it is not 'label').")
+    return data
+
+
+def _clean(value):
+    """JSON-safe: numpy scalars to Python, NaN and infinities to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def _probabilities(predictor, inputs: list, batch_size: int) -> np.ndarray:
+    if not inputs:
+        return np.empty((0, len(predictor.labels)))
+    proba = predictor.probabilities(inputs, batch_size).double().numpy()
+    return proba / proba.sum(1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
+
+
+def _baselines(config, data, y, proba, samples, seed, positive, say) -> tuple[dict, dict]:
+    from headstart.evaluate import baselines
+    from headstart.evaluate.bootstrap import bootstrap, interval, metric_functions
+    from headstart.evaluate.metrics import HEADLINE, headline
+
+    say("baseline: frozen backbone + logistic regression")
+    frozen, frozen_ok = baselines.frozen_logreg(config, data)
+    say("baseline: classical model")
+    classical, classical_ok, described = baselines.classical(data)
+    probas = {"model": proba, "frozen_logreg": frozen, "classical": classical}
+    boot = bootstrap(y, probas, metric_functions(GAIN_METRICS, positive), samples, seed) if samples else {}
+    out, model_point = {}, headline(y, proba, GAIN_METRICS, positive)
+    for name, description, converged in (("frozen_logreg", baselines.DESCRIPTIONS["frozen_logreg"], frozen_ok),
+                                         ("classical", described, classical_ok)):
+        point = headline(y, probas[name], tuple(HEADLINE), positive)
+        row = {"description": description, "fit_on": "train split of the run", "converged": converged, **point}
+        for metric in GAIN_METRICS:
+            row[f"{metric}_ci"] = interval(boot[name][metric]) if boot and point[metric] is not None else None
+        row["gain"] = {}
+        for metric in GAIN_METRICS:
+            defined = model_point[metric] is not None and point[metric] is not None
+            row["gain"][metric] = model_point[metric] - point[metric] if defined else None
+            row["gain"][f"{metric}_ci"] = interval(boot["model"][metric] - boot[name][metric]) \
+                if boot and defined else None
+        out[name] = row
+    return out, boot.get("model", {})
+
+
+def output_dir(run_dir: Path, source: str | None, output: Path | None) -> Path:
+    if output is not None:
+        return Path(output)
+    if source is None:
+        return run_dir
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(source.rstrip("/")).stem or source).strip("-") or "data"
+    return run_dir / "evaluations" / name
+
+
+def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: Iterable[str] = (),
+                 output: Union[str, Path, None] = None, overrides: Union[dict, Iterable[str], None] = None,
+                 progress: Union[bool, Callable[[str], None]] = True) -> dict:
+    """Evaluate the best model of the run in `run_dir` and write metrics.json and report.html.
+
+    data: another data source (read with the run's column settings) to evaluate on instead of the test split;
+    its files go to <run_dir>/evaluations/<source name>/ unless `output` names a folder. slice_by: metadata
+    columns to slice by, besides evaluate.slice_by. overrides: evaluate.* settings (dict or "key=value").
+    Returns the metrics written to metrics.json.
+    """
+    from headstart.evaluate import examples
+    from headstart.evaluate.bootstrap import bootstrap, metric_functions, with_intervals
+    from headstart.evaluate.costs import cost_matrix, cost_report, positive_index
+    from headstart.evaluate.failures import confident_mistakes, confused_pairs
+    from headstart.evaluate.metrics import CALIBRATION_BINS, ece_by_chance, full_report, roc_points
+    from headstart.evaluate.report import write_report
+    from headstart.evaluate.slices import slice_report
+    from headstart.evaluate.training import training_history
+    from headstart.predict import load
+    from headstart.run import Run
+
+    say = progress if callable(progress) else (_printer() if progress else (lambda message: None))
+    run = Run(run_dir)
+    run_dir, config = run.path, run.config
+    settings, data_updates = _settings(config.evaluate, overrides)
+    if not (run.model_dir / "config.json").is_file():
+        raise HeadstartError(f"Run {run_dir} has no model folder yet: it has not finished. Continue it with "
+                             f"`headstart fit --resume {run_dir}`.")
+    predictor = load(run.model_dir)
+    labels = predictor.labels
+    requested = list(dict.fromkeys([*settings.slice_by, *slice_by]))
+    say(f"reading {data or config.data.source}")
+    evaluated = examples.load(run_dir, config.data, labels, requested, data,
+                              _data_config(config, data, data_updates, predictor.modality))
+    if evaluated.modality != predictor.modality:
+        raise HeadstartError(f"The model reads {predictor.modality}s, but {evaluated.source} holds {evaluated.modality}s.")
+    batch, samples, seed = config.train.eval_batch_size, settings.bootstrap, settings.seed
+    y, val_y = examples.targets(evaluated.test), examples.targets(evaluated.val)
+    positive = positive_index(labels, examples.targets(evaluated.train), settings.positive_label)
+    cost_matrix(settings.costs, labels, positive)  # a cost naming an unknown label stops here, before the work
+
+    say(f"predicting {len(y)} examples ({evaluated.scope})")
+    inputs = evaluated.test["input"].tolist()
+    proba = _probabilities(predictor, inputs, batch)
+    say(f"predicting {len(val_y)} validation examples (for the decision threshold)")
+    val_proba = _probabilities(predictor, evaluated.val["input"].tolist(), batch)
+
+    say(f"bootstrap: {samples} resamples")
+    point = full_report(y, proba, labels, positive)
+    point["calibration"]["ece_by_chance"] = ece_by_chance(proba, min(samples, 500), seed)
+    boot = {}
+    baselines = None
+    if settings.baselines:
+        baselines, model_boot = _baselines(config, evaluated, y, proba, samples, seed, positive, say)
+        boot.update(model_boot)
+    elif samples:
+        boot.update(bootstrap(y, {"model": proba}, metric_functions(GAIN_METRICS, positive), samples, seed)["model"])
+    overall = with_intervals(point, boot, GAIN_METRICS)
+
+    say("slices")
+    slices = slice_report(evaluated.test, y, proba, labels, evaluated.slice_columns, settings.min_slice_size,
+                          samples, seed)
+    robustness = None
+    if settings.robustness:
+        from headstart.evaluate.robustness import robustness_report
+
+        robustness = robustness_report(predictor, evaluated.modality, inputs, y, proba, settings.robustness_examples,
+                                       samples, seed, batch, say)
+    latency = None
+    if settings.latency:
+        from headstart.evaluate.latency import measure
+
+        say("latency: timing the served model in a fresh process")
+        latency = measure(run.model_dir, inputs)
+
+    metrics = _clean({
+        "schema": SCHEMA, "version": VERSION, "run": config.name,
+        "data": {"source": evaluated.source, "scope": evaluated.scope, "examples": int(len(y)),
+                 "skipped": evaluated.skipped, "modality": evaluated.modality, "labels": labels,
+                 "class_counts": {label: int((y == c).sum()) for c, label in enumerate(labels)},
+                 "positive_label": None if positive is None else labels[positive]},
+        "settings": {"bootstrap": samples, "confidence": 0.95, "seed": seed, "calibration_bins": CALIBRATION_BINS,
+                     "slice_by": evaluated.slice_columns, "min_slice_size": settings.min_slice_size,
+                     "robustness_examples": settings.robustness_examples},
+        "overall": overall,
+        "roc": roc_points(y, proba, labels, positive),
+        "costs": cost_report(settings.costs, labels, positive, y, proba, val_y, val_proba, samples, seed),
+        "slices": slices,
+        "baselines": baselines,
+        "robustness": robustness,
+        "failures": {"confused_pairs": confused_pairs(y, proba, labels),
+                     "confident_mistakes": confident_mistakes(evaluated.test, y, proba, labels, evaluated.modality)},
+        "latency": latency,
+        "training": training_history(run_dir),
+    })
+    out_dir = output_dir(run_dir, data, Path(output) if output else None)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
+    say("writing the report")
+    write_report(metrics, out_dir / "report.html")
+    return metrics
+
+
+def _printer() -> Callable[[str], None]:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return lambda message: console.print(f"[dim]evaluate:[/] {message}", highlight=False)

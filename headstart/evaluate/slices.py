@@ -1,0 +1,56 @@
+"""Metrics per slice: the examples sharing a value of a metadata column (numbers with many distinct values are cut
+into quartiles). Every slice is reported, however small, with its confidence intervals; the worst slice (lowest
+accuracy among those of at least `min_size` examples) is named, with its gap to the best one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from headstart.evaluate.bootstrap import bootstrap, interval, metric_functions, with_intervals
+from headstart.evaluate.metrics import CORE, headline
+
+MAX_DISTINCT_NUMBERS = 8
+
+
+def slice_values(column: pd.Series) -> pd.Series:
+    """The slice each example falls in, as text."""
+    if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+        return column.map(lambda v: "(missing)" if v is None or v != v else str(v))
+    if pd.api.types.is_numeric_dtype(column) and column.nunique() > MAX_DISTINCT_NUMBERS:
+        bins = pd.qcut(column, 4, duplicates="drop")
+        return bins.map(lambda b: f"{b.left:.4g} to {b.right:.4g}").astype(str).where(column.notna(), "(missing)")
+    return column.map(lambda v: "(missing)" if pd.isna(v) else f"{v:.4g}")
+
+
+def _slice(y: np.ndarray, proba: np.ndarray, labels: list[str], samples: int, seed) -> tuple[dict, dict]:
+    point = {"examples": int(len(y)), **headline(y, proba, CORE),
+             "class_counts": {label: int((y == c).sum()) for c, label in enumerate(labels)}}
+    values = bootstrap(y, {"model": proba}, metric_functions(CORE), samples, seed)["model"] if samples else {}
+    return with_intervals(point, values, CORE), values
+
+
+def slice_report(frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, labels: list[str], columns: list[str],
+                 min_size: int, samples: int, seed: int) -> dict:
+    """{column: {"slices": {value: metrics}, "worst": value, "best": value, "gap": {...}}}."""
+    overall = headline(y, proba, CORE)
+    report = {}
+    for number, column in enumerate(columns):
+        values = slice_values(frame[column]).to_numpy()
+        slices, boots = {}, {}
+        for i, value in enumerate(sorted(set(values))):
+            member = values == value
+            point, boot = _slice(y[member], proba[member], labels, samples, [seed, number, i])
+            point["accuracy_vs_overall"] = point["accuracy"] - overall["accuracy"]
+            point["small"] = point["examples"] < min_size
+            slices[value], boots[value] = point, boot
+        candidates = [v for v in slices if not slices[v]["small"]] or list(slices)
+        worst = min(candidates, key=lambda v: (slices[v]["accuracy"], slices[v]["macro_f1"]))
+        best = max(candidates, key=lambda v: (slices[v]["accuracy"], slices[v]["macro_f1"]))
+        gap = {"best": best, "worst": worst}
+        for name in CORE:
+            gap[name] = slices[best][name] - slices[worst][name]
+            # slices are disjoint and resampled independently: the difference of their resamples bootstraps the gap
+            gap[f"{name}_ci"] = interval(boots[best][name] - boots[worst][name]) if samples and best != worst else None
+        report[column] = {"slices": slices, "worst": worst, "best": best, "gap": gap}
+    return report

@@ -1,0 +1,39 @@
+"""The short summary table `headstart evaluate` prints: headline metrics, gains, worst slices, costs, latency."""
+
+from __future__ import annotations
+
+
+def summary_rows(metrics: dict) -> list[tuple[str, str, str]]:
+    """(what, value, 95% CI) rows for the short summary table the CLI prints."""
+
+    def f(value, signed=False):
+        return "n/a" if value is None else (f"{value:+.4f}" if signed else f"{value:.4f}")
+
+    def interval(value, signed=False):
+        return "" if not value else f"[{f(value[0], signed)}, {f(value[1], signed)}]"
+
+    o = metrics["overall"]
+    rows = [(name, f(o[name]), interval(o.get(f"{name}_ci"))) for name in ("accuracy", "macro_f1", "weighted_f1",
+                                                                          "roc_auc")]
+    rows.append(("ece (calibration error)", f(o["ece"]),
+                 f"calibrated: <= {f(o['calibration']['ece_by_chance'])} by chance"))
+    for name, b in (metrics["baselines"] or {}).items():
+        rows.append((f"gain over {name} (accuracy)", f(b["gain"]["accuracy"], True),
+                     interval(b["gain"]["accuracy_ci"], True)))
+    for column, s in metrics["slices"].items():
+        worst = s["slices"][s["worst"]]
+        rows.append((f"worst slice {column}={s['worst']} (accuracy)", f(worst["accuracy"]), interval(worst["accuracy_ci"])))
+    costs = metrics["costs"]
+    if "chosen" in costs:
+        rows.append((f"expected cost at threshold {costs['chosen']['threshold']:.3f} (0.5: "
+                     f"{f(costs['default']['expected_cost'])})", f(costs["chosen"]["expected_cost"]),
+                     interval(costs["chosen"]["expected_cost_ci"])))
+    if metrics["robustness"]:
+        name, row = max(metrics["robustness"]["perturbations"].items(), key=lambda kv: kv[1]["accuracy_drop"])
+        rows.append((f"costliest perturbation: {name} (accuracy drop)", f(row["accuracy_drop"], True),
+                     interval(row["accuracy_drop_ci"], True)))
+    if metrics["latency"]:
+        t = metrics["latency"]
+        rows.append(("latency batch 1 p50 / p95 (ms)", f"{t['batch1_p50_ms']:.1f} / {t['batch1_p95_ms']:.1f}", ""))
+        rows.append(("throughput batch 32 (examples/s)", f"{t['batch32_throughput_per_s']:.1f}", ""))
+    return rows

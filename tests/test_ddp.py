@@ -1,0 +1,34 @@
+"""DDP with 2 processes on CPU (gloo) trains to the accuracy of 1 process, and the run folder is written once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_two_processes_reach_the_accuracy_of_one(tiny_config, tmp_path):
+    tiny_config.update(strategy={"name": "full"})
+    tiny_config["train"].update(max_epochs=8, lr=0.02, accelerator="cpu")
+    results = {}
+    for devices in (1, 2):
+        config = tmp_path / f"ddp{devices}.yaml"
+        train = {**tiny_config["train"], "devices": devices, "strategy": "ddp" if devices > 1 else "auto"}
+        config.write_text(yaml.safe_dump({**tiny_config, "name": f"ddp{devices}", "train": train}))
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.pop("LOCAL_RANK", None)
+        done = subprocess.run([sys.executable, "-m", "headstart.cli", "fit", str(config)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        run_dir = Path(tiny_config["output"]) / f"ddp{devices}"
+        results[devices] = json.loads((run_dir / "results.json").read_text())["test"]["test_acc"]
+        lines = (run_dir / "metrics.csv").read_text().splitlines()
+        assert len(lines) == 1 + 8  # one row per epoch, written by the first process only
+    assert results[1] > 0.85 and results[2] > 0.85
+    assert abs(results[1] - results[2]) <= 0.08

@@ -1,0 +1,221 @@
+"""The evaluation maths on hand-made predictions: metrics against scikit-learn, calibration, bootstrap coverage,
+costs and thresholds, slices, perturbations and failures. No model is trained here."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from headstart.config import CostConfig
+from headstart.errors import HeadstartError
+from headstart.evaluate import costs, failures, metrics, perturb
+from headstart.evaluate.bootstrap import bootstrap, interval, metric_functions
+from headstart.evaluate.slices import slice_report, slice_values
+
+LABELS = ["cat", "dog", "fox"]
+
+
+def _predictions(n: int = 120, k: int = 3, seed: int = 0, skill: float = 2.0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n)
+    logits = rng.normal(size=(n, k))
+    logits[np.arange(n), y] += skill
+    proba = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return y, proba
+
+
+def test_headline_metrics_match_scikit_learn():
+    y, proba = _predictions()
+    predicted = proba.argmax(1)
+    report = metrics.full_report(y, proba, LABELS, positive=None)
+    assert report["accuracy"] == pytest.approx(skm.accuracy_score(y, predicted))
+    assert report["macro_f1"] == pytest.approx(skm.f1_score(y, predicted, average="macro"))
+    assert report["weighted_f1"] == pytest.approx(skm.f1_score(y, predicted, average="weighted"))
+    assert report["roc_auc"] == pytest.approx(skm.roc_auc_score(y, proba, multi_class="ovr"))
+    assert report["log_loss"] == pytest.approx(skm.log_loss(y, proba))
+    precision, recall, f1, support = skm.precision_recall_fscore_support(y, predicted)
+    for c, label in enumerate(LABELS):
+        row = report["per_class"][label]
+        assert (row["precision"], row["recall"], row["f1"], row["support"]) == pytest.approx(
+            (precision[c], recall[c], f1[c], support[c]))
+        assert row["roc_auc"] == pytest.approx(skm.roc_auc_score(y == c, proba[:, c]))
+    assert report["confusion_matrix"]["counts"] == skm.confusion_matrix(y, predicted).tolist()
+    assert np.allclose(report["confusion_matrix"]["normalized"], skm.confusion_matrix(y, predicted, normalize="true"))
+
+
+def test_binary_auc_uses_the_positive_class():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    p1 = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.9])
+    proba = np.stack([1 - p1, p1], 1)
+    assert metrics.roc_auc(y, proba, positive=1) == pytest.approx(skm.roc_auc_score(y, p1))
+    assert metrics.roc_auc(y, proba, positive=0) == pytest.approx(skm.roc_auc_score(y == 0, 1 - p1))
+    assert metrics.roc_auc(np.zeros(6, int), proba, positive=1) is None  # one class only: undefined, not an error
+
+
+def test_calibration_error_and_bins_agree_with_a_hand_computation():
+    y, proba = _predictions(n=400, seed=3, skill=1.0)
+    confidence, correct = proba.max(1), proba.argmax(1) == y
+    edges = np.linspace(0, 1, 11)
+    expected = 0.0
+    for low, high in zip(edges[:-1], edges[1:]):
+        member = (confidence >= low) & (confidence < high)
+        if member.any():
+            expected += member.mean() * abs(correct[member].mean() - confidence[member].mean())
+    assert metrics.expected_calibration_error(y, proba) == pytest.approx(expected, abs=1e-6)  # torchmetrics: float32 inside
+    bins = metrics.calibration_bins(y, proba)
+    assert sum(b["count"] for b in bins) == len(y)
+    from_bins = sum(b["count"] / len(y) * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"])
+    assert from_bins == pytest.approx(expected, abs=1e-9)
+
+
+def test_bootstrap_intervals_cover_a_known_accuracy():
+    """Accuracy of a model that is right with probability 0.8 on 200 examples: the 95% interval should hold 0.8
+    in about 95% of repeated experiments."""
+    accuracy = {"accuracy": lambda y, p: float((p.argmax(1) == y).mean())}  # cheap, so that 300 experiments run fast
+    rng = np.random.default_rng(0)
+    covered = 0
+    experiments = 300
+    for experiment in range(experiments):
+        y = np.zeros(200, int)
+        right = rng.random(200) < 0.8
+        proba = np.where(right[:, None], [[0.9, 0.1]], [[0.1, 0.9]])
+        values = bootstrap(y, {"m": proba}, accuracy, samples=500, seed=experiment)["m"]["accuracy"]
+        low, high = interval(values)
+        covered += low <= 0.8 <= high
+    assert 0.90 <= covered / experiments <= 0.985
+
+
+def test_paired_bootstrap_covers_a_known_gain():
+    rng = np.random.default_rng(1)
+    accuracy = {"accuracy": lambda y, p: float((p.argmax(1) == y).mean())}
+    covered, experiments = 0, 200
+    for experiment in range(experiments):
+        y = np.zeros(300, int)
+        a = np.where((rng.random(300) < 0.85)[:, None], [[0.9, 0.1]], [[0.1, 0.9]])
+        b = np.where((rng.random(300) < 0.75)[:, None], [[0.9, 0.1]], [[0.1, 0.9]])
+        values = bootstrap(y, {"a": a, "b": b}, accuracy, samples=400, seed=experiment)
+        low, high = interval(values["a"]["accuracy"] - values["b"]["accuracy"])
+        covered += low <= 0.10 <= high
+    assert 0.89 <= covered / experiments <= 0.99
+
+
+def test_bootstrap_is_seeded_and_equals_scikit_learn_on_every_resample():
+    y, proba = _predictions(n=12, k=4, seed=6, skill=0.5)  # small: classes go missing from resamples
+    functions = metric_functions(["accuracy", "macro_f1", "weighted_f1", "roc_auc"])
+    first = bootstrap(y, {"m": proba}, functions, samples=150, seed=4)["m"]
+    again = bootstrap(y, {"m": proba}, functions, samples=150, seed=4)["m"]
+    assert all(np.array_equal(first[k], again[k], equal_nan=True) for k in first)
+    for i, index in enumerate(np.random.default_rng(4).integers(0, 12, (150, 12))):
+        truth, predicted = y[index], proba[index].argmax(1)
+        assert first["accuracy"][i] == pytest.approx(skm.accuracy_score(truth, predicted), abs=1e-6)
+        assert first["macro_f1"][i] == pytest.approx(skm.f1_score(truth, predicted, average="macro"), abs=1e-6)
+        assert first["weighted_f1"][i] == pytest.approx(skm.f1_score(truth, predicted, average="weighted"), abs=1e-6)
+        if len(np.unique(truth)) == 4:
+            assert first["roc_auc"][i] == pytest.approx(skm.roc_auc_score(truth, proba[index], multi_class="ovr"))
+        else:
+            assert np.isnan(first["roc_auc"][i])
+    assert interval(np.full(10, np.nan)) is None
+
+
+def test_threshold_minimises_validation_cost_and_reports_test_cost():
+    rng = np.random.default_rng(2)
+    labels = ["defect", "ok"]
+    val_y, test_y = rng.integers(0, 2, 300), rng.integers(0, 2, 200)
+
+    def scores(y):  # P(defect): higher for defects
+        return np.clip(np.where(y == 0, rng.normal(0.65, 0.2, len(y)), rng.normal(0.35, 0.2, len(y))), 0, 1)
+
+    val_p, test_p = scores(val_y), scores(test_y)
+    val_proba, test_proba = np.stack([val_p, 1 - val_p], 1), np.stack([test_p, 1 - test_p], 1)
+    config = CostConfig(false_negative=10, false_positive=1)
+    report = costs.cost_report(config, labels, 0, test_y, test_proba, val_y, val_proba, samples=100, seed=0)
+    chosen = report["chosen"]["threshold"]
+
+    def cost(y, p, t):  # brute force with scikit-learn's confusion matrix; positive = defect (index 0)
+        tn, fp, fn, tp = skm.confusion_matrix(y == 0, p >= t, labels=[False, True]).ravel()
+        return (10 * fn + fp) / len(y)
+
+    grid = np.linspace(0, 1, 1001)
+    assert cost(val_y, val_p, chosen) <= min(cost(val_y, val_p, t) for t in grid) + 1e-12
+    assert report["chosen"]["expected_cost"] == pytest.approx(cost(test_y, test_p, chosen))
+    assert report["default"]["expected_cost"] == pytest.approx(cost(test_y, test_p, 0.5))
+    assert chosen < 0.5  # missing a defect costs 10x: flag defects more readily
+    assert report["calibrated_optimum"] == pytest.approx(1 / 11)
+    assert report["chosen"]["expected_cost_ci"][0] <= report["chosen"]["expected_cost"] <= report["chosen"]["expected_cost_ci"][1]
+
+
+def test_costs_are_checked_against_the_labels():
+    with pytest.raises(HeadstartError, match="per_class names wolf"):
+        costs.cost_matrix(CostConfig(per_class={"wolf": 3}), LABELS, None)
+    with pytest.raises(HeadstartError, match="binary tasks"):
+        costs.cost_matrix(CostConfig(false_positive=2), LABELS, None)
+    matrix, _ = costs.cost_matrix(CostConfig(per_class={"dog": 5}), LABELS, None)
+    assert matrix.tolist() == [[0, 1, 1], [5, 0, 5], [1, 1, 0]]
+    assert costs.positive_index(["defect", "ok"], np.array([0, 1, 1, 1]), None) == 0  # the rarer class
+    with pytest.raises(HeadstartError, match="not a label"):
+        costs.positive_index(["defect", "ok"], np.array([0, 1]), "broken")
+
+
+def test_every_slice_is_reported_and_the_worst_is_named():
+    y, proba = _predictions(n=200, seed=5)
+    proba[100:190] = proba[100:190][:, ::-1]  # the model fails on most of "poly"
+    frame = pd.DataFrame({"cell": ["mono"] * 100 + ["poly"] * 95 + ["rare"] * 5})
+    report = slice_report(frame, y, proba, LABELS, ["cell"], min_size=10, samples=200, seed=0)["cell"]
+    assert set(report["slices"]) == {"mono", "poly", "rare"}
+    assert report["worst"] == "poly" and report["best"] == "mono"  # "rare" is too small to be ranked, still shown
+    mono = report["slices"]["mono"]
+    assert mono["accuracy"] == pytest.approx(skm.accuracy_score(y[:100], proba[:100].argmax(1)))
+    assert report["slices"]["rare"]["small"] and report["slices"]["rare"]["examples"] == 5
+    gap = report["gap"]
+    assert gap["accuracy"] == pytest.approx(mono["accuracy"] - report["slices"]["poly"]["accuracy"])
+    assert gap["accuracy_ci"][0] > 0  # a real gap
+
+
+def test_numeric_slices_are_cut_into_quartiles():
+    values = slice_values(pd.Series(np.arange(100, dtype=float)))
+    assert values.nunique() == 4
+    assert slice_values(pd.Series([0.0, 1 / 3, 1.0, 1.0])).tolist() == ["0", "0.3333", "1", "1"]
+
+
+def test_perturbations_are_deterministic_and_change_the_input(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "cell.png"
+    Image.fromarray((np.random.default_rng(0).random((40, 40)) * 255).astype(np.uint8)).save(path)
+    for name in perturb.IMAGE:
+        first, again = perturb.apply(name, "image", [str(path)], seed=0), perturb.apply(name, "image", [str(path)], seed=0)
+        assert np.array_equal(np.asarray(first[0]), np.asarray(again[0])), name
+        original = np.asarray(Image.open(path).convert("RGB"))
+        assert first[0].size != original.shape[:2] or not np.array_equal(np.asarray(first[0]), original), name
+    text = "The quarterly results surprised analysts. Shares rose sharply in early trading today"
+    for name in perturb.TEXT:
+        assert perturb.apply(name, "text", [text], seed=1) == perturb.apply(name, "text", [text], seed=1)
+        assert perturb.apply(name, "text", [text], seed=1)[0] != text, name
+    assert perturb.first_sentence(text, random.Random(0)) == "The quarterly results surprised analysts."
+
+
+def test_confident_mistakes_come_first_with_their_origin():
+    y = np.array([0, 1, 2, 0])
+    proba = np.array([[0.1, 0.9, 0.0], [0.2, 0.7, 0.1], [0.6, 0.2, 0.2], [0.99, 0.005, 0.005]])
+    frame = pd.DataFrame({"origin": ["a.csv row 2", "a.csv row 3", "a.csv row 4", "a.csv row 5"],
+                          "input": ["w " * 200, "x", "y", "z"]})
+    mistakes = failures.confident_mistakes(frame, y, proba, LABELS, "text")
+    assert [m["origin"] for m in mistakes] == ["a.csv row 2", "a.csv row 4"]
+    assert mistakes[0]["confidence"] == 0.9 and mistakes[0]["predicted"] == "dog" and mistakes[0]["label"] == "cat"
+    assert len(mistakes[0]["snippet"]) <= failures.SNIPPET
+    pairs = failures.confused_pairs(y, proba, LABELS)
+    assert {(p["label"], p["predicted"], p["count"]) for p in pairs} == {("cat", "dog", 1), ("fox", "cat", 1)}
+
+
+def test_calibration_error_by_chance_separates_calibrated_from_overconfident_models():
+    rng = np.random.default_rng(8)
+    proba = rng.dirichlet(np.ones(3) * 0.7, 400)
+    calibrated_y = (rng.random((400, 1)) > proba.cumsum(1)).sum(1).clip(max=2)  # labels drawn from the probabilities
+    chance = metrics.ece_by_chance(proba, samples=200, seed=0)
+    assert metrics.expected_calibration_error(calibrated_y, proba) <= chance
+    sharpened = proba ** 3 / (proba ** 3).sum(1, keepdims=True)  # the same model, overconfident
+    assert metrics.expected_calibration_error(calibrated_y, sharpened) > metrics.ece_by_chance(sharpened, 200, 0)

@@ -1,0 +1,231 @@
+"""`headstart evaluate` on tiny runs: the files it writes, determinism, the report against metrics.json, baselines
+against an independent scikit-learn computation, costs, slices, latency, another data source, the CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import headstart
+from headstart.errors import HeadstartError
+from headstart.evaluate import evaluate_run
+from tests.test_cli import cli
+
+FAST = {"bootstrap": 200, "latency": False}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(digits_folder, tmp_path_factory):
+    output = tmp_path_factory.mktemp("evaluate-runs")
+    return headstart.fit({"name": "tiny", "data": {"source": str(digits_folder), "augment": "none"},
+                          "backbone": "module:tests.tiny:tiny_cnn", "head": {"hidden": [16]},
+                          "strategy": {"name": "full"}, "train": {"max_epochs": 3, "lr": 0.02},
+                          "evaluate": {"after_fit": False}, "output": str(output)})
+
+
+@pytest.fixture(scope="module")
+def tiny_metrics(tiny_run):
+    return tiny_run.evaluate(**FAST)
+
+
+@pytest.fixture(scope="module")
+def cells_table(digits_folder, tmp_path_factory):
+    """The digits as a table: binary label (zero / other) and a metadata column `pen`."""
+    folder = tmp_path_factory.mktemp("cells")
+    paths = sorted(digits_folder.rglob("*.png"))
+    table = pd.DataFrame({"path": [str(p) for p in paths],
+                          "label": ["zero" if p.parent.name == "digit0" else "other" for p in paths],
+                          "pen": ["A" if i % 2 else "B" for i in range(len(paths))]})
+    table.to_csv(folder / "cells.csv", index=False)
+    return folder / "cells.csv"
+
+
+@pytest.fixture(scope="module")
+def binary_run(cells_table, tmp_path_factory):
+    return headstart.fit({"name": "binary", "data": {"source": str(cells_table), "image_column": "path",
+                                                     "metadata_columns": ["pen"], "augment": "none"},
+                          "backbone": "module:tests.tiny:tiny_cnn", "head": {"hidden": [16]},
+                          "strategy": {"name": "full"}, "train": {"max_epochs": 2, "lr": 0.02},
+                          "evaluate": {"slice_by": ["pen"], "costs": {"false_negative": 5.0}, "bootstrap": 200,
+                                       "after_fit": False},
+                          "output": str(tmp_path_factory.mktemp("binary-runs"))})
+
+
+def test_report_and_metrics_are_written_with_stable_keys(tiny_run, tiny_metrics):
+    assert (tiny_run.path / "report.html").is_file()
+    saved = json.loads((tiny_run.path / "metrics.json").read_text())
+    assert saved == tiny_metrics == tiny_run.evaluation
+    assert {"schema", "version", "run", "data", "settings", "overall", "roc", "costs", "slices", "baselines",
+            "robustness", "failures", "latency", "training"} == set(saved)
+    overall = saved["overall"]
+    for name in ("accuracy", "macro_f1", "weighted_f1", "roc_auc"):
+        low, high = overall[f"{name}_ci"]
+        assert low <= overall[name] <= high, name
+    assert "ece_ci" not in overall and 0 < overall["calibration"]["ece_by_chance"] < 0.5
+    n = saved["data"]["examples"]
+    assert n == (tiny_run.split["split"] == "test").sum()
+    assert np.array(overall["confusion_matrix"]["counts"]).sum() == n
+    assert set(saved["robustness"]["perturbations"]) == {"darker", "brighter", "lower_contrast", "blur", "noise",
+                                                         "rotate", "crop", "jpeg"}
+    assert saved["baselines"]["classical"]["description"].startswith("32x32 grayscale pixels")
+    assert saved["training"]["epochs"] == tiny_run.history["epoch"].tolist()
+    assert saved["latency"] is None and saved["slices"] == {}
+    # the served model (headstart.load) gives exactly the run's own test accuracy
+    assert overall["accuracy"] == pytest.approx(tiny_run.test_metrics["test_acc"], abs=1e-6)
+
+
+def test_evaluating_twice_gives_identical_files(tiny_run, tiny_metrics, tmp_path):
+    again = evaluate_run(tiny_run.path, output=tmp_path, overrides=FAST, progress=False)
+    assert again == tiny_metrics
+    assert (tmp_path / "metrics.json").read_bytes() == (tiny_run.path / "metrics.json").read_bytes()
+    assert (tmp_path / "report.html").read_bytes() == (tiny_run.path / "report.html").read_bytes()
+
+
+class _Numbers(HTMLParser):
+    """(key path, shown text) of every number the report tags with data-key."""
+
+    def __init__(self):
+        super().__init__()
+        self.found, self._key = [], None
+
+    def handle_starttag(self, tag, attrs):
+        self._key = dict(attrs).get("data-key")
+
+    def handle_data(self, data):
+        if self._key is not None:
+            self.found.append((json.loads(self._key), data))
+            self._key = None
+
+
+def _check_report_against_metrics(report: Path, metrics: dict) -> int:
+    parser = _Numbers()
+    parser.feed(report.read_text())
+    for key, shown in parser.found:
+        value = metrics
+        for part in key:
+            value = value[part]
+        if shown == "n/a":
+            assert value is None, key
+            continue
+        numbers = [float(x) for x in re.findall(r"[-+]?\d+\.?\d*", shown)]
+        expected = value if isinstance(value, list) else [value]
+        decimals = len(shown.split(",")[0].split(".")[1].rstrip("]")) if "." in shown else 0
+        assert numbers == pytest.approx(expected, abs=0.5 * 10 ** -decimals + 1e-9), (key, shown, value)
+    return len(parser.found)
+
+
+def test_report_numbers_match_metrics_json(tiny_run, tiny_metrics):
+    checked = _check_report_against_metrics(tiny_run.path / "report.html", tiny_metrics)
+    assert checked > 80
+    html = (tiny_run.path / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 10  # plots and thumbnails are embedded
+    for section in ("Per class", "Confusion matrix", "ROC and calibration", "Costs", "Slices", "Baselines",
+                    "Robustness", "Failures", "Latency and size", "Training curves"):
+        assert f"<h2>{section}" in html
+
+
+def test_baselines_match_an_independent_scikit_learn_computation(tiny_run, tiny_metrics):
+    import torch
+    from PIL import Image
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from tests.tiny import tiny_cnn
+
+    split = tiny_run.split
+    parts = {name: split[split["split"] == name] for name in ("train", "test")}
+    pixels = {name: np.stack([np.asarray(Image.open(p).convert("L").resize((32, 32), Image.BILINEAR), float).ravel()
+                              / 255 for p in rows["origin"]]) for name, rows in parts.items()}
+    backbone = tiny_cnn().eval()
+    with torch.inference_mode():
+        features = {name: backbone(**backbone.prepare(rows["origin"].tolist())).numpy() for name, rows in parts.items()}
+    for name, x in (("classical", pixels), ("frozen_logreg", features)):
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000)).fit(x["train"], parts["train"]["label"])
+        accuracy = model.score(x["test"], parts["test"]["label"])
+        assert tiny_metrics["baselines"][name]["accuracy"] == pytest.approx(accuracy, abs=0.02), name
+        gain = tiny_metrics["baselines"][name]["gain"]
+        assert gain["accuracy"] == pytest.approx(tiny_metrics["overall"]["accuracy"] - tiny_metrics["baselines"][name]["accuracy"])
+        assert gain["accuracy_ci"][0] <= gain["accuracy"] <= gain["accuracy_ci"][1]
+
+
+def test_binary_run_costs_slices_and_latency(binary_run):
+    metrics = evaluate_run(binary_run.path, progress=False)
+    assert metrics["data"]["positive_label"] == "zero"  # the rarer class
+    costs = metrics["costs"]
+    assert costs["given"] == "false positive / false negative"
+    assert costs["chosen"]["chosen_on"] == "validation split" and 0 <= costs["chosen"]["threshold"] <= 1
+    assert costs["calibrated_optimum"] == pytest.approx(1 / 6)
+    pen = metrics["slices"]["pen"]
+    assert set(pen["slices"]) == {"A", "B"} and pen["worst"] in {"A", "B"}
+    assert sum(s["examples"] for s in pen["slices"].values()) == metrics["data"]["examples"]
+    latency = metrics["latency"]
+    assert 0 < latency["batch1_p50_ms"] <= latency["batch1_p95_ms"]
+    assert latency["batch32_throughput_per_s"] > 0 and latency["model_size_mb"] > 0
+    assert latency["memory_peak_mb"] >= latency["memory_before_load_mb"] > 0
+    _check_report_against_metrics(binary_run.path / "report.html", metrics)
+
+
+def test_unknown_slice_column_lists_the_available_ones(binary_run, tiny_run):
+    with pytest.raises(HeadstartError, match="no column 'nope'. Columns you can slice by: pen"):
+        evaluate_run(binary_run.path, slice_by=["nope"], progress=False)
+    with pytest.raises(HeadstartError, match="This data has no metadata columns"):
+        evaluate_run(tiny_run.path, slice_by=["cell_type"], progress=False)
+    with pytest.raises(HeadstartError, match="evaluate.bootstrap"):
+        evaluate_run(tiny_run.path, overrides=["evaluate.bootstrap=-1"], progress=False)
+
+
+def test_cli_evaluates_another_data_source(tiny_run, cells_table, tmp_path):
+    table = pd.read_csv(cells_table)
+    other = table.assign(label=table["path"].map(lambda p: Path(p).parent.name)).iloc[::7]
+    other.to_csv(tmp_path / "new_scans.csv", index=False)
+    result = cli("evaluate", str(tiny_run.path), "--data", str(tmp_path / "new_scans.csv"), "--slice-by", "pen",
+                 "--set", "data.image_column=path", "--set", "evaluate.bootstrap=100", "--set", "evaluate.latency=false",
+                 "--set", "evaluate.robustness=false", "--set", "evaluate.baselines=false")
+    assert result.returncode == 0, result.stderr
+    assert "accuracy" in result.stdout and "worst slice pen=" in result.stdout
+    folder = tiny_run.path / "evaluations" / "new_scans"
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert metrics["data"]["scope"] == "all examples" and metrics["data"]["examples"] == len(other)
+    assert set(metrics["slices"]["pen"]["slices"]) == {"A", "B"}
+    assert (folder / "report.html").is_file()
+
+
+def test_cli_explains_a_missing_image_column_and_a_folder_that_is_not_a_run(tiny_run, cells_table, tmp_path):
+    result = cli("evaluate", str(tiny_run.path), "--data", str(cells_table))
+    assert result.returncode == 2 and "--set data.image_column=COLUMN" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr
+    result = cli("evaluate", str(tmp_path))
+    assert result.returncode == 2 and "is not a run folder" in result.stderr
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed (Debian package: chromium)")
+def test_report_renders_in_a_browser(tiny_run, tiny_metrics, tmp_path):
+    page = tmp_path / "page.html"
+    # count, in the browser, the images that decoded: a broken embedded PNG has no natural width
+    page.write_text((tiny_run.path / "report.html").read_text().replace(
+        "</body>", "<script>addEventListener('load',()=>{document.title='images:'+[...document.images].filter("
+                   "i=>i.naturalWidth>0).length+'/'+document.images.length})</script></body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=10000",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    loaded, total = map(int, re.search(r"<title>images:(\d+)/(\d+)</title>", dom.stdout).groups())
+    assert total >= 10 and loaded == total
+    shot = tmp_path / "report.png"
+    subprocess.run([CHROMIUM, *flags, "--window-size=1280,3000", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=120)
+    from PIL import Image
+
+    image = np.asarray(Image.open(shot).convert("L"))
+    assert image.shape == (3000, 1280) and image.std() > 10  # a drawn page, not a blank one

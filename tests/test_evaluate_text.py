@@ -1,0 +1,67 @@
+"""`headstart evaluate` on a text run: MiniLM on 60 BBC News articles (feature extraction, one short epoch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import headstart
+from headstart.config import DataConfig
+from headstart.data.sources import read_source
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def news_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("news")
+    frame = read_source(DataConfig(source="bbc")).frame.groupby("label").sample(12, random_state=0)
+    table = pd.DataFrame({"text": frame["input"], "label": frame["label"],
+                          "outlet": ["wire" if i % 3 else "web" for i in range(len(frame))]})
+    table.to_csv(folder / "news.csv", index=False)
+    return headstart.fit({"name": "news", "data": {"source": str(folder / "news.csv"), "max_length": 32,
+                                                   "metadata_columns": ["outlet"]},
+                          "backbone": "minilm", "strategy": {"name": "feature_extraction"},
+                          "train": {"max_epochs": 1, "batch_size": 16, "lr": 0.01},
+                          "evaluate": {"after_fit": False}, "output": str(folder / "runs")})
+
+
+@pytest.fixture(scope="module")
+def news_metrics(news_run):
+    return news_run.evaluate(slice_by=["outlet"], bootstrap=200, latency=False)
+
+
+def test_text_report_has_text_perturbations_snippets_and_slices(news_run, news_metrics):
+    assert news_metrics["data"]["modality"] == "text"
+    assert set(news_metrics["robustness"]["perturbations"]) == {"typos", "lowercase", "uppercase", "truncate_half",
+                                                                "first_sentence"}
+    # all-MiniLM-L6-v2 lower-cases its input: changing the case cannot change a prediction
+    assert news_metrics["robustness"]["perturbations"]["lowercase"]["changed"] == 0
+    assert set(news_metrics["slices"]["outlet"]["slices"]) == {"web", "wire"}
+    for mistake in news_metrics["failures"]["confident_mistakes"]:
+        assert mistake["origin"].startswith("news.csv row ") and mistake["snippet"]
+    assert news_metrics["overall"]["accuracy"] == pytest.approx(news_run.test_metrics["test_acc"], abs=1e-6)
+    html = (news_run.path / "report.html").read_text()
+    assert "TF-IDF + logistic regression" in html and "<h3>outlet</h3>" in html
+
+
+def test_text_baselines_match_an_independent_scikit_learn_computation(news_run, news_metrics):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    table = pd.read_csv(news_run.config.data.source)
+    split = news_run.split
+    rows = {name: [int(o.rsplit(" ", 1)[1]) - 2 for o in split.loc[split["split"] == name, "origin"]]
+            for name in ("train", "test")}
+    model = make_pipeline(TfidfVectorizer(sublinear_tf=True), LogisticRegression(max_iter=5000))
+    model.fit(table["text"].iloc[rows["train"]], table["label"].iloc[rows["train"]])
+    accuracy = model.score(table["text"].iloc[rows["test"]], table["label"].iloc[rows["test"]])
+    classical = news_metrics["baselines"]["classical"]
+    assert classical["description"] == "TF-IDF + logistic regression"
+    assert classical["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    frozen = news_metrics["baselines"]["frozen_logreg"]
+    assert 0 <= frozen["accuracy"] <= 1 and frozen["gain"]["accuracy"] == pytest.approx(
+        news_metrics["overall"]["accuracy"] - frozen["accuracy"])
+    assert np.isfinite(frozen["gain"]["accuracy_ci"]).all()
