@@ -198,3 +198,12 @@ def test_integer_labels_with_a_blank_stay_integers(tmp_path):
     examples, problems = read_and_check(write_table(table, tmp_path / "news.csv"))
     assert sorted(set(examples.frame["label"])) == ["0", "1"]
     assert problems.values.tolist() == [["news.csv row 8", "missing label"]]
+
+
+def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
+    from headstart.data.images import open_rgb
+
+    gradient = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(gradient).save(tmp_path / "deep.png")
+    pixels = np.asarray(open_rgb(tmp_path / "deep.png"))
+    assert pixels.min() == 0 and pixels.max() == 255 and (pixels == 255).mean() < 0.01

@@ -29,7 +29,7 @@ def _epochs_done(run_dir: Path) -> int:
 
 
 def test_killed_run_resumes_to_the_same_result(tiny_config, tmp_path):
-    tiny_config["train"].update(max_epochs=10, patience=20)
+    tiny_config["train"].update(max_epochs=10, patience=20, reduce_lr_patience=1, monitor="val_acc")
     tiny_config["strategy"]["unfreeze"] = [2, 4, 6]
     tiny_config["data"]["augment"] = "default"  # augmentation and dropout draw random numbers: they must replay
     config = tmp_path / "tiny.yaml"
@@ -48,6 +48,9 @@ def test_killed_run_resumes_to_the_same_result(tiny_config, tmp_path):
     assert broken.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (broken_dir / "results.json").exists() and _epochs_done(broken_dir) < 10
 
+    renamed = broken_dir.with_name("broken renamed")  # the folder given is the run, whatever it is called now
+    broken_dir.rename(renamed)
+    broken_dir = renamed
     resumed = _fit(None, "--resume", str(broken_dir))
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
 
@@ -58,6 +61,8 @@ def test_killed_run_resumes_to_the_same_result(tiny_config, tmp_path):
     assert got["best_epoch"] == expected["best_epoch"]
     assert got["unfreeze_events"] == expected["unfreeze_events"]
     assert _history(broken_dir) == _history(whole_dir)
+    # the plateau scheduler cut the learning rate during the run, and the resumed run replayed those cuts
+    assert "0.005" in (whole_dir / "metrics.csv").read_text()
 
 
 def _history(run_dir: Path) -> list[str]:

@@ -74,7 +74,8 @@ def _fake_trainer(loss: float, epoch: int):
 
 def test_unfreezes_when_validation_plateaus():
     callback = GradualUnfreezing(StrategyConfig(unfreeze="plateau", unfreeze_patience=2), "val_loss", n_groups=4)
-    module = SimpleNamespace(model=Classifier(tiny_cnn(), ["a", "b"], [8], 0.3))
+    module = SimpleNamespace(model=Classifier(tiny_cnn(), ["a", "b"], [8], 0.3),
+                             scheduler=SimpleNamespace(num_bad_epochs=2))
     trainable = []
     for epoch, loss in enumerate([1.0, 0.9, 0.95, 0.92, 0.8, 0.85, 0.81, 0.7]):
         callback.on_validation_end(_fake_trainer(loss, epoch), module)
@@ -82,6 +83,7 @@ def test_unfreezes_when_validation_plateaus():
     # two epochs without a new best -> one more group, counted again from zero
     assert trainable == [1, 1, 1, 2, 2, 2, 3, 3]
     assert callback.events == [{"epoch": 4, "group": "top"}, {"epoch": 7, "group": "block"}]
+    assert module.scheduler.num_bad_epochs == 0  # an unfreeze starts a new plateau for the LR scheduler too
 
 
 def test_best_epoch_is_restored(tiny_config):
@@ -137,7 +139,8 @@ def test_refuses_to_overwrite_a_run(tiny_config):
 def test_a_tiny_improvement_still_counts_as_a_plateau():
     strategy = StrategyConfig(unfreeze="plateau", unfreeze_patience=1, unfreeze_min_improvement=0.01)
     callback = GradualUnfreezing(strategy, "val_acc", n_groups=4)
-    module = SimpleNamespace(model=Classifier(tiny_cnn(), ["a", "b"], [8], 0.3))
+    module = SimpleNamespace(model=Classifier(tiny_cnn(), ["a", "b"], [8], 0.3),
+                             scheduler=SimpleNamespace(num_bad_epochs=2))
     for epoch, accuracy in enumerate([0.80, 0.805, 0.90]):
         trainer = _fake_trainer(0.0, epoch)
         trainer.callback_metrics = {"val_acc": torch.tensor(accuracy)}

@@ -17,15 +17,29 @@ ImageInput = Union[str, Path, Image.Image, np.ndarray]
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, SyntaxError)
 
 
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit, 32-bit and float images scaled to 8 bits over their own range (PIL would clip them to white)."""
+    if image.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):
+        return image
+    values = np.asarray(image, dtype=np.float64)
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) * (255 / (high - low)) if high > low else np.zeros_like(values)
+    return Image.fromarray(scaled.round().astype(np.uint8))
+
+
 def open_rgb(image: ImageInput) -> Image.Image:
-    """An RGB PIL image from a path, a PIL image or an HxW / HxWxC uint8 array."""
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
+    """An RGB PIL image from a path, a PIL image or an HxW / HxWxC array (uint8, or any range if float)."""
     if isinstance(image, np.ndarray):
-        return Image.fromarray(image).convert("RGB")
+        if image.dtype != np.uint8:
+            image = image.astype(np.float64)
+            low, high = image.min(), image.max()
+            image = ((image - low) * (255 / (high - low)) if high > low else image * 0).round().astype(np.uint8)
+        image = Image.fromarray(image)
+    if isinstance(image, Image.Image):
+        return _eight_bit(image).convert("RGB")
     with Image.open(image) as img:
         img.load()
-        return img.convert("RGB")
+        return _eight_bit(img).convert("RGB")
 
 
 def to_tensor(image: ImageInput, size: int) -> torch.Tensor:

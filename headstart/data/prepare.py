@@ -11,7 +11,7 @@ from rich.console import Console
 from headstart.config import DataConfig
 from headstart.data.leakage import find_leaks, handle_leaks
 from headstart.data.sources import read_source
-from headstart.data.split import manifest, split_frame
+from headstart.data.split import check_splits, manifest, split_frame
 from headstart.data.validate import check_examples
 from headstart.errors import HeadstartError
 
@@ -43,6 +43,8 @@ def prepare_data(config: DataConfig, run_dir: Path, write: bool = True) -> Prepa
     frame = split_frame(examples.frame, config.split, grouped=config.group_column is not None)
     leaks = find_leaks(frame, examples.modality)
     frame = handle_leaks(frame, leaks, config.leakage)
+    check_splits(frame, "dropping the duplicates across splits emptied it (data.leakage: drop); remove the "
+                        "duplicates from the data, or set data.leakage: report")
     if write:
         leaks.to_csv(run_dir / "leakage.csv", index=False)
     if write and len(leaks):

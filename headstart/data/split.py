@@ -46,11 +46,19 @@ def split_frame(frame: pd.DataFrame, config: SplitConfig, grouped: bool) -> pd.D
         raise HeadstartError(f"Could not split the data with {config.model_dump()}: {exc}. Use more examples per "
                              "class or group, or change data.split.") from None
     out = frame.assign(split=split)
-    missing = [name for name in SPLITS if not (out["split"] == name).any()]
-    if missing:
-        raise HeadstartError(f"The split left {', '.join(missing)} empty: the data has too few examples or groups "
-                             f"for data.split {config.model_dump()}.")
+    check_splits(out, "the data has too few examples or groups for data.split")
     return out
+
+
+def check_splits(frame: pd.DataFrame, why: str) -> None:
+    """Every split holds examples, and training sees every class."""
+    missing = [name for name in SPLITS if not (frame["split"] == name).any()]
+    if missing:
+        raise HeadstartError(f"The split left {', '.join(missing)} empty: {why}.")
+    unseen = sorted(set(frame["label"]) - set(frame.loc[frame["split"] == "train", "label"]))
+    if unseen:
+        raise HeadstartError(f"No training example of class {', '.join(unseen)}: {why}. Add examples of it, or "
+                             "use a split that is not grouped.")
 
 
 def manifest(frame: pd.DataFrame) -> pd.DataFrame:

@@ -30,7 +30,7 @@ def _run_config(config, overrides, resume) -> RunConfig:
         if asked != saved.model_copy(update={"output": asked.output}):
             raise HeadstartError(f"The config given differs from the one {resume} was started with. A resumed run "
                                  "continues with its saved config.yaml: drop the config changes, or start a new run.")
-    return saved.model_copy(update={"output": str(Path(resume).parent)})
+    return saved
 
 
 def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -51,7 +51,7 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     if config is None and resume is None:
         raise HeadstartError("Give a run config (a YAML file) or --resume RUN_DIR.")
     config = _run_config(config, overrides, resume)
-    run_dir = config.run_dir()
+    run_dir = Path(resume) if resume is not None else config.run_dir()  # a resumed run stays where it is now
     # a DDP process that Lightning started (LOCAL_RANK > 0) finds the run folder set up by the first process
     worker = int(os.environ.get("LOCAL_RANK", "0")) > 0
     if not worker:
@@ -100,7 +100,7 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
         raise HeadstartError("train.precision 16-mixed needs a CUDA GPU; on CPU use bf16-mixed or 32.")
     _quiet_lightning()
     trainer = L.Trainer(max_epochs=train.max_epochs, precision=PRECISION[train.precision],
-                        accelerator=train.accelerator, devices=train.devices, strategy=train.strategy,
+                        accelerator=train.accelerator, devices=train.devices, strategy=_strategy(config),
                         num_nodes=train.num_nodes, callbacks=callbacks, logger=False,
                         default_root_dir=run_dir, num_sanity_val_steps=0, enable_model_summary=False,
                         reload_dataloaders_every_n_epochs=1)
@@ -154,6 +154,16 @@ def _evaluate(run_dir: Path) -> None:
                                    f"Run it again with `headstart evaluate {run_dir}`.")
 
 
+def _strategy(config: RunConfig):
+    """Lightning's strategy. DDP with frozen groups must expect parameters without gradients: every parameter is
+    registered when DDP wraps the model (all trainable then), and frozen ones get no gradient until unfrozen."""
+    if config.train.strategy == "ddp" and config.strategy.name != "full":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=True)
+    return config.train.strategy
+
+
 def _quiet_lightning() -> None:
     """Keep Lightning's start-up chatter (accelerator lines, tips) out of the run's output."""
     import logging
@@ -173,7 +183,10 @@ def _best_epoch(callbacks) -> int | None:
 
 
 def _preprocessing(backbone) -> dict:
+    """What the model folder's config.json says about preprocessing (a custom backbone may define less)."""
     if backbone.modality == "text":
-        return {"tokenizer": "backbone/", "max_length": backbone.max_length, "padding": "longest"}
-    return {"image_size": backbone.image_size, "resize": "bilinear", "scale": "1/255",
-            "mean": backbone.mean.flatten().tolist(), "std": backbone.std.flatten().tolist()}
+        return {"tokenizer": "backbone/", "max_length": getattr(backbone, "max_length", None), "padding": "longest"}
+    mean, std = getattr(backbone, "mean", None), getattr(backbone, "std", None)
+    return {"image_size": getattr(backbone, "image_size", None), "resize": "bilinear", "scale": "1/255",
+            "mean": None if mean is None else mean.flatten().tolist(),
+            "std": None if std is None else std.flatten().tolist()}

@@ -43,6 +43,8 @@ class FineTuner(L.LightningModule):
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._epoch_started = 0.0
         self._tokens = [0, 0]  # training tokens this epoch: [padding, all]
+        self.scheduler = None
+        self._scheduler_state = None
 
     def train_dataloader(self):
         return self.data.train(self.trainer, self)
@@ -107,24 +109,38 @@ class FineTuner(L.LightningModule):
     def test_step(self, batch, batch_index):
         self._outputs.append((self._logits(batch, "test").float().cpu(), batch["targets"].cpu()))
 
-    def _log_epoch(self, prefix: str) -> None:
+    def _log_epoch(self, prefix: str) -> dict[str, float]:
         logits = torch.cat([o[0] for o in self._outputs])
         targets = torch.cat([o[1] for o in self._outputs])
         self._outputs.clear()
         if self.trainer.world_size > 1:  # every process scores the whole split, so all agree on the monitor
             logits = self.all_gather(logits).flatten(0, 1).cpu()
             targets = self.all_gather(targets).flatten(0, 1).cpu()
-        self.log_dict(classification_metrics(logits, targets, prefix), prog_bar=prefix == "val")
+        metrics = classification_metrics(logits, targets, prefix)
+        self.log_dict(metrics, prog_bar=prefix == "val")
+        return metrics
 
     def on_validation_epoch_end(self) -> None:
-        self._log_epoch("val")
+        metrics = self._log_epoch("val")
+        if not self.trainer.sanity_checking:
+            self.scheduler.step(metrics[self.config.train.monitor])
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
     def configure_optimizers(self):
+        # The plateau scheduler is stepped here, right after validation, and saved with each checkpoint: Lightning
+        # would step it after writing the end-of-epoch checkpoint, so a resumed run would miss one step.
         train = self.config.train
         optimizer = build_optimizer(self.model, train, self.config.strategy)
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode=MODES[train.monitor], factor=train.reduce_lr_factor, patience=train.reduce_lr_patience)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": train.monitor}}
+        if self._scheduler_state is not None:
+            self.scheduler.load_state_dict(self._scheduler_state)
+        return optimizer
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["plateau_scheduler"] = self.scheduler.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._scheduler_state = checkpoint.get("plateau_scheduler")

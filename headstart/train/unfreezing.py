@@ -38,8 +38,7 @@ class GradualUnfreezing(Callback):
         for callback in trainer.callbacks:
             if isinstance(callback, EarlyStopping):
                 callback.wait_count = 0
-        for config in trainer.lr_scheduler_configs:
-            config.scheduler.num_bad_epochs = 0
+        pl_module.scheduler.num_bad_epochs = 0
 
     def apply(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Unfreeze what the milestones ask for at this epoch and set the model's trainable groups (idempotent).
