@@ -37,3 +37,14 @@ def tiny_config(digits_folder, tmp_path):
         "evaluate": {"after_fit": False},  # tests of the report evaluate explicitly
         "output": str(tmp_path / "runs"),
     }
+
+
+@pytest.fixture(scope="session")
+def tiny_run(digits_folder, tmp_path_factory):
+    """A finished run of the tiny CNN on the digits (3 epochs, everything trainable), shared by CLI and report tests."""
+    import headstart
+
+    return headstart.fit({"name": "tiny", "data": {"source": str(digits_folder), "augment": "none"},
+                          "backbone": "module:tests.tiny:tiny_cnn", "head": {"hidden": [16]},
+                          "strategy": {"name": "full"}, "train": {"max_epochs": 3, "lr": 0.02},
+                          "evaluate": {"after_fit": False}, "output": str(tmp_path_factory.mktemp("tiny-runs"))})

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-import headstart
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,16 +18,6 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "headstart.cli", *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(digits_folder, tmp_path_factory):
-    output = tmp_path_factory.mktemp("cli-runs")
-    return headstart.fit({"name": "tiny", "data": {"source": str(digits_folder), "augment": "none"},
-                          "backbone": "module:tests.tiny:tiny_cnn", "head": {"hidden": [16]},
-                          "strategy": {"name": "full"}, "train": {"max_epochs": 3, "lr": 0.02},
-                          "evaluate": {"after_fit": False},
-                          "output": str(output)})
 
 
 def test_predict_images_and_folders_as_json(tiny_run, digits_folder):

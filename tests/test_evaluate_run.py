@@ -23,15 +23,6 @@ FAST = {"bootstrap": 200, "latency": False}
 
 
 @pytest.fixture(scope="module")
-def tiny_run(digits_folder, tmp_path_factory):
-    output = tmp_path_factory.mktemp("evaluate-runs")
-    return headstart.fit({"name": "tiny", "data": {"source": str(digits_folder), "augment": "none"},
-                          "backbone": "module:tests.tiny:tiny_cnn", "head": {"hidden": [16]},
-                          "strategy": {"name": "full"}, "train": {"max_epochs": 3, "lr": 0.02},
-                          "evaluate": {"after_fit": False}, "output": str(output)})
-
-
-@pytest.fixture(scope="module")
 def tiny_metrics(tiny_run):
     return tiny_run.evaluate(**FAST)
 
