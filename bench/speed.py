@@ -32,7 +32,8 @@ CONFIGS = {"bbc": ROOT / "configs" / "bbc.yaml", "elpv": ROOT / "configs" / "elp
 
 
 def _fit(name: str, dataset: str, *overrides: str) -> pd.DataFrame:
-    run = headstart.fit(CONFIGS[dataset], [f"name={name}", f"output={OUT / 'runs'}", *overrides], overwrite=True)
+    run = headstart.fit(CONFIGS[dataset], [f"name={name}", f"output={OUT / 'runs'}", "evaluate.after_fit=false",
+                                           *overrides], overwrite=True)
     return run.history
 
 
