@@ -147,3 +147,14 @@ def test_a_tiny_improvement_still_counts_as_a_plateau():
         callback.on_validation_end(trainer, module)
     # 0.805 is under 1% better than 0.80: plateau, unfreeze; 0.90 is a real gain: no unfreeze
     assert callback.events == [{"epoch": 2, "group": "top"}]
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(tiny_config):
+    tiny_config["train"]["max_epochs"] = 1
+    old = headstart.fit(tiny_config)
+    broken = {**tiny_config, "data": {**tiny_config["data"], "source": "/no/such/folder"}}
+    with pytest.raises(headstart.HeadstartError, match="neither a bundled dataset"):
+        headstart.fit(broken, overwrite=True)
+    assert (old.model_dir / "model.safetensors").is_file() and old.config.data.source == tiny_config["data"]["source"]
+    headstart.fit(tiny_config, overwrite=True)  # a good config replaces it
+    assert not any(p.name.endswith(".replaced") for p in old.path.parent.iterdir())

@@ -33,13 +33,19 @@ def _run_config(config, overrides, resume) -> RunConfig:
     return saved
 
 
-def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> None:
+def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Create the run folder. A run it replaces (--overwrite) is moved aside, and its new path returned: it is
+    deleted only once the new run has its data and model, and put back if they fail."""
+    replaced = None
     if run_dir.exists() and not resume:
         if not overwrite:
             raise HeadstartError(f"Run folder {run_dir} already exists. Continue it with --resume {run_dir}, give "
                                  "the run another name (--set name=...), or replace it with --overwrite.")
-        shutil.rmtree(run_dir)
+        replaced = run_dir.with_name(f".{run_dir.name}.replaced")
+        shutil.rmtree(replaced, ignore_errors=True)
+        run_dir.rename(replaced)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return replaced
 
 
 def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[str] = (),
@@ -54,8 +60,9 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     run_dir = Path(resume) if resume is not None else config.run_dir()  # a resumed run stays where it is now
     # a DDP process that Lightning started (LOCAL_RANK > 0) finds the run folder set up by the first process
     worker = int(os.environ.get("LOCAL_RANK", "0")) > 0
+    replaced = None
     if not worker:
-        _start_folder(run_dir, resume is not None, overwrite)
+        replaced = _start_folder(run_dir, resume is not None, overwrite)
         save_config(config, run_dir / "config.yaml")
 
     from headstart.data.prepare import prepare_data
@@ -75,7 +82,11 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     except HeadstartError:
         if resume is None and not worker:  # a run that never started leaves no folder behind to block the next try
             shutil.rmtree(run_dir)
+            if replaced is not None:
+                replaced.rename(run_dir)
         raise
+    if replaced is not None:
+        shutil.rmtree(replaced)
     from headstart.model.classifier import Classifier
     from headstart.model.folder import save_model
     from headstart.train.callbacks import make_callbacks
