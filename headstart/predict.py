@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from headstart.data.images import DECODE_ERRORS
-from headstart.data.sources import IMAGE_SUFFIXES, read_text_file
+from headstart.data.sources import IMAGE_SUFFIXES, read_table, read_text_file, row_origins
 from headstart.errors import HeadstartError
 from headstart.model.folder import load_model
 
@@ -48,12 +48,12 @@ def load(folder: str | Path) -> Predictor:
 
 
 def _table_texts(path: Path, column: str) -> tuple[list[str], list[str]]:
-    table = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_json(path, lines=True)
+    table = read_table(path)
     if column not in table.columns:
         raise HeadstartError(f"{path} has no column '{column}' (its columns: {', '.join(map(str, table.columns))}). "
                              "Name the text column with --text-column.")
     texts = ["" if pd.isna(t) else str(t) for t in table[column]]
-    return texts, [f"{path.name} row {i + (2 if path.suffix.lower() == '.csv' else 1)}" for i in range(len(texts))]
+    return texts, row_origins(path, len(texts))
 
 
 def gather_inputs(items: Iterable[str], modality: str, text_column: str = "text") -> tuple[list, list[str]]:

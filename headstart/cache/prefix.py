@@ -27,6 +27,7 @@ class PrefixCache:
     def __init__(self, model: Classifier, train: TrainConfig, augment: bool, sizes: dict[str, int], spill_dir: Path):
         self.model = model
         self.enabled = train.cache == "auto"
+        self.augment = augment
         self.views = train.cache_views if augment else 1
         self.seed = train.seed
         self.sizes = sizes

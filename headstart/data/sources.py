@@ -85,7 +85,13 @@ def _read_folder(root: Path) -> Examples:
     return Examples("image", pd.DataFrame(rows).assign(group=None), [])
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def row_origins(path: Path, rows: int) -> list[str]:
+    """Row numbers as a person sees them in the file: CSV counts its header line, JSONL and Parquet from 1."""
+    first = 2 if path.suffix.lower() == ".csv" else 1
+    return [f"{path.name} row {first + i}" for i in range(rows)]
+
+
+def read_table(path: Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
@@ -112,7 +118,7 @@ def _as_text(column: pd.Series) -> list:
 
 
 def _table_examples(path: Path, config: DataConfig) -> Examples:
-    table = _read_table(path)
+    table = read_table(path)
     image_mode = config.image_column is not None
     input_column = config.image_column if image_mode else config.text_column
     field = "image_column" if image_mode else "text_column"
@@ -132,8 +138,7 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
     frame = pd.DataFrame({
         "input": inputs,
         "label": _as_text(table[config.label_column]),
-        # row numbers as a person sees them in the file: CSV counts its header line, JSONL and Parquet from 1
-        "origin": [f"{path.name} row {i + (2 if path.suffix.lower() == '.csv' else 1)}" for i in range(len(table))],
+        "origin": row_origins(path, len(table)),
         "group": _as_text(table[config.group_column]) if config.group_column else None,
     })
     for column in config.metadata_columns:

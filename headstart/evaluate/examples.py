@@ -42,9 +42,9 @@ def _read(config: DataConfig, wanted: list[str]) -> Examples:
     examples = read_source(config)
     missing = [c for c in wanted if c not in examples.frame.columns]
     if missing and _is_table(config.source):
-        from headstart.data.sources import _read_table
+        from headstart.data.sources import read_table
 
-        present = [c for c in missing if c in _read_table(Path(config.source).expanduser()).columns]
+        present = [c for c in missing if c in read_table(Path(config.source).expanduser()).columns]
         if present:
             examples = read_source(config.model_copy(update={"metadata_columns": config.metadata_columns + present}))
     return examples

@@ -130,10 +130,11 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
             cache.close()
         if not trainer.is_global_zero:
             return Run(run_dir)
-        best = run_dir / "checkpoints" / "best.ckpt"
-        if best.exists():
-            state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-            module.load_state_dict(state)
+        best_path, best_epoch = run_dir / "checkpoints" / "best.ckpt", None
+        if best_path.exists():
+            best = torch.load(best_path, map_location="cpu", weights_only=True)
+            module.load_state_dict(best["state_dict"])
+            best_epoch = int(best["epoch"])
         # the test split is scored once, by one process: a sharded test would count padded duplicates
         tester = trainer if trainer.world_size == 1 else L.Trainer(
             accelerator=train.accelerator, devices=1, precision=PRECISION[train.precision], logger=False,
@@ -142,7 +143,7 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
 
     save_model(model, run_dir / "model", {"hidden": config.head.hidden, "dropout": config.head.dropout},
                {"run": config.name, "preprocessing": _preprocessing(backbone), "test_metrics": test})
-    summary = {"test": test, "best_epoch": _best_epoch(callbacks), "epochs_trained": trainer.current_epoch,
+    summary = {"test": test, "best_epoch": best_epoch, "epochs_trained": trainer.current_epoch,
                "unfreeze_events": unfreezing.events, "labels": data.labels,
                "examples": {name: int((data.frame["split"] == name).sum()) for name in ("train", "val", "test")}}
     (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
@@ -181,16 +182,6 @@ def _quiet_lightning() -> None:
 
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def _best_epoch(callbacks) -> int | None:
-    import torch
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    checkpoint = next(c for c in callbacks if isinstance(c, ModelCheckpoint))
-    if not checkpoint.best_model_path:
-        return None
-    return int(torch.load(checkpoint.best_model_path, map_location="cpu", weights_only=True)["epoch"])
 
 
 def _preprocessing(backbone) -> dict:

@@ -38,7 +38,7 @@ class FineTuner(L.LightningModule):
         self.config = config
         self.cache = cache
         self.data = data  # EpochData: the loaders of each epoch
-        self.augment = model.backbone.modality == "image" and config.data.augment == "default"
+        self.augment = cache.augment
         self.register_buffer("class_weights", class_weights, persistent=False)
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._epoch_started = 0.0
