@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -27,10 +26,10 @@ def fit(
     overwrite: bool = typer.Option(False, help="Replace an existing run folder of the same name."),
 ) -> None:
     """Train a model: head first, then gradual unfreezing; writes runs/<name>/ with the best model."""
-    from headstart.train.fit import fit as run_fit
+    from headstart.train.fit import fit as run_fit, is_worker
 
     run = run_fit(config, set_, resume=resume, overwrite=overwrite)
-    if int(os.environ.get("LOCAL_RANK", "0")) > 0:
+    if is_worker():
         return  # a DDP worker process: the first process reports
     results = run.results
     table = Table(title=f"{run.config.name}: test metrics (best epoch {results['best_epoch']})")
@@ -104,6 +103,195 @@ def evaluate(
     folder = output_dir(run_dir, data, out)
     console.print(f"Report: {folder / 'report.html'}   metrics: {folder / 'metrics.json'}")
 
+
+@app.command()
+def compress(
+    path: Path = typer.Argument(..., help="A run folder (runs/<name>) or a model folder (runs/<name>/model)."),
+    method: str = typer.Option("auto", help="auto, dynamic, static, qat or bf16 (see README, 'Compression')."),
+    budget: float = typer.Option(1.0, help="Most accuracy a variant may lose, in points; a variant that loses more "
+                                           "is marked rejected."),
+    data: Optional[str] = typer.Option(None, help="Labelled test data (bundled name, folder or table) instead of "
+                                                  "the run's test split; required for a model folder without its run."),
+    calibration: Optional[str] = typer.Option(None, help="Labelled calibration data instead of the run's "
+                                                         "validation split."),
+    set_: List[str] = typer.Option([], "--set", help="Say how to read --data / --calibration: --set "
+                                                     "data.image_column=path (repeatable)."),
+    latency: bool = typer.Option(True, help="Time every variant (batch 1 and batch 32, each in a fresh process)."),
+    force_calibration: bool = typer.Option(False, help="Use a calibration set that fails the checks (one class, "
+                                                       "too few examples); the report marks it broken."),
+    qat_epochs: int = typer.Option(2, help="Epochs of quantization-aware training."),
+    qat_lr: float = typer.Option(2e-5, help="Learning rate of quantization-aware training."),
+) -> None:
+    """Compress a model: ONNX, bf16 and int8 variants, each compared with the full model on the test split."""
+    import yaml
+
+    from headstart.compress import compress as run_compress
+    from headstart.compress.report import TERMINAL_COLUMNS, rows
+
+    settings = {}
+    for item in set_:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("data.") or key.count(".") != 1:
+            raise HeadstartError(f"--set '{item}' must look like data.key=value, e.g. --set data.image_column=path")
+        settings[key[5:]] = yaml.safe_load(value)
+    metrics = run_compress(path, method=method, budget=budget, data=data, calibration_data=calibration,
+                           data_settings=settings, latency=latency, force_calibration=force_calibration,
+                           qat_epochs=qat_epochs, qat_lr=qat_lr)
+    table = Table(title=f"Compression: {metrics['data']['scope']} of {metrics['data']['source']} "
+                        f"({metrics['data']['examples']} examples), budget {budget:g} points")
+    for column in TERMINAL_COLUMNS:
+        table.add_column(column)
+    for row in rows(metrics):
+        table.add_row(*row)
+    console.print(table)
+    folder = Path(metrics["model"]) / "variants"
+    console.print(f"Variants: {folder}   report: {folder / 'report.html'}   metrics: {folder / 'metrics.json'}")
+
+
+
+registry_app = typer.Typer(no_args_is_help=True, help="Versioned models: push, list, show, diff, promote, rollback.")
+app.add_typer(registry_app, name="registry")
+REGISTRY_OPTION = typer.Option(None, "--registry", help="Registry folder. Default: $HEADSTART_REGISTRY or "
+                                                        "~/.headstart/registry.")
+
+
+def _registry(path: Optional[Path]):
+    from headstart.registry import Registry
+
+    return Registry(path)
+
+
+def _version_line(version, aliases: dict) -> list[str]:
+    marks = [alias for alias, number in aliases.items() if number == version.number]
+    test = version.meta["metrics"].get("test.test_acc")
+    return [str(version.number), ", ".join(marks), version.meta["created"], str(version.meta["parent"] or ""),
+            "" if test is None else f"{test:.4f}", ", ".join(v["name"] for v in version.meta["variants"]),
+            version.meta["source"]]
+
+
+@registry_app.command("push")
+def registry_push(
+    run_dir: Path = typer.Argument(..., help="A finished run folder (runs/<name>)."),
+    name: str = typer.Option(..., "--name", help="Model name in the registry (letters, digits, . _ -)."),
+    parent: Optional[int] = typer.Option(None, help="Version this one derives from. Default: the production version."),
+    registry: Optional[Path] = REGISTRY_OPTION,
+) -> None:
+    """Register a run's model as a new immutable version."""
+    version = _registry(registry).push(run_dir, name, parent=parent)
+    console.print(f"Registered {version.spec} ({version.path}). Promote it with "
+                  f"`headstart registry promote {name} {version.number} --to production`.")
+
+
+@registry_app.command("list")
+def registry_list(registry: Optional[Path] = REGISTRY_OPTION) -> None:
+    """Every registered model with its versions and aliases."""
+    reg = _registry(registry)
+    table = Table(title=f"Registry {reg.root}")
+    for column in ("model", "versions", "production", "candidate", "latest created"):
+        table.add_column(column)
+    for name in reg.names():
+        numbers, aliases = reg.numbers(name), reg.aliases(name)["aliases"]
+        table.add_row(name, str(len(numbers)), str(aliases.get("production", "")), str(aliases.get("candidate", "")),
+                      reg.version(name, numbers[-1]).meta["created"])
+    console.print(table)
+
+
+@registry_app.command("show")
+def registry_show(
+    spec: str = typer.Argument(..., help="NAME (all versions), or NAME@VERSION / NAME@production / NAME@latest."),
+    registry: Optional[Path] = REGISTRY_OPTION,
+) -> None:
+    """A model's versions, or one version's details (labels, preprocessing, data fingerprint, metrics)."""
+    reg = _registry(registry)
+    if "@" in spec:
+        version = reg.resolve(spec)
+        print(json.dumps({k: v for k, v in version.meta.items() if k != "files"}, indent=2))
+        return
+    aliases = reg.aliases(spec)["aliases"]
+    table = Table(title=spec)
+    for column in ("version", "aliases", "created", "parent", "test acc", "variants", "source run"):
+        table.add_column(column)
+    for version in reg.versions(spec):
+        table.add_row(*_version_line(version, aliases))
+    if not table.rows:
+        reg.resolve(spec + "@latest")  # explains that there is no such model
+    console.print(table)
+
+
+@registry_app.command("diff")
+def registry_diff(
+    name: str = typer.Argument(..., help="Model name."),
+    a: str = typer.Argument(..., help="First version: a number, 'latest' or an alias."),
+    b: str = typer.Argument(..., help="Second version."),
+    registry: Optional[Path] = REGISTRY_OPTION,
+) -> None:
+    """Metrics of two versions side by side."""
+    reg = _registry(registry)
+    va, vb = reg.resolve(f"{name}@{a}"), reg.resolve(f"{name}@{b}")
+    table = Table(title=f"{name}: version {va.number} against {vb.number}")
+    for column in ("metric", f"v{va.number}", f"v{vb.number}", "change"):
+        table.add_column(column)
+    for key, x, y in reg.diff(name, a, b):
+        change = "" if x is None or y is None else f"{y - x:+.4f}"
+        table.add_row(key, "" if x is None else f"{x:.4f}", "" if y is None else f"{y:.4f}", change)
+    console.print(table)
+
+
+@registry_app.command("promote")
+def registry_promote(
+    name: str = typer.Argument(..., help="Model name."),
+    version: int = typer.Argument(..., help="Version number to promote."),
+    to: str = typer.Option("production", "--to", help="production or candidate."),
+    registry: Optional[Path] = REGISTRY_OPTION,
+) -> None:
+    """Point the production or candidate alias at a version."""
+    promoted = _registry(registry).promote(name, version, to)
+    console.print(f"{promoted.spec} is now {to}.")
+
+
+@registry_app.command("rollback")
+def registry_rollback(
+    name: str = typer.Argument(..., help="Model name."),
+    registry: Optional[Path] = REGISTRY_OPTION,
+) -> None:
+    """Point production back at the previous production version."""
+    version = _registry(registry).rollback(name)
+    console.print(f"{name}@production is now version {version.number}.")
+
+
+@app.command()
+def serve(
+    model: str = typer.Option(..., "--model", help="Registered model to serve: NAME@production, NAME@3, NAME@latest."),
+    registry: Optional[Path] = REGISTRY_OPTION,
+    candidate: Optional[str] = typer.Option(None, help="A second version of the same model, e.g. NAME@candidate, "
+                                                       "for A/B or shadow comparison."),
+    mode: str = typer.Option("ab", help="With --candidate: ab (the candidate answers --split of the requests) or "
+                                        "shadow (production answers; the candidate also runs and is logged)."),
+    split: float = typer.Option(0.1, help="Share of requests the candidate answers in ab mode (0 to 1)."),
+    db: Optional[str] = typer.Option(None, help="Prediction log database URL: sqlite:///PATH or "
+                                                "postgresql://USER:PASSWORD@HOST:PORT/DB. Default: SQLite file "
+                                                "<registry>/<name>/predictions.sqlite."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the service to the network."),
+    port: int = typer.Option(8000, help="TCP port."),
+    runtime: str = typer.Option("auto", help="auto (the fastest accepted ONNX Runtime variant, else PyTorch), "
+                                             "torch, or a variant name such as int8-dynamic."),
+    max_batch_size: int = typer.Option(32, help="Most inputs in one micro-batch; 1 turns micro-batching off."),
+    max_wait_ms: float = typer.Option(5.0, help="Longest a request waits for others to join its batch."),
+    max_inputs: int = typer.Option(64, help="Most inputs in one request."),
+    max_body_mb: float = typer.Option(10.0, help="Largest request body in MB."),
+    admin_token_env: str = typer.Option("HEADSTART_ADMIN_TOKEN", help="Environment variable holding the bearer "
+                                                                      "token of /admin/*; unset disables them."),
+) -> None:
+    """Serve a registered model over HTTP (FastAPI): /predict, /feedback, /health, /metrics, /admin/*."""
+    import uvicorn
+
+    from headstart.serve import ServeConfig, create_app
+
+    config = ServeConfig(model=model, registry=registry, candidate=candidate, mode=mode, split=split, db=db,
+                         runtime=runtime, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                         max_inputs=max_inputs, max_body_mb=max_body_mb, admin_token_env=admin_token_env)
+    console.print(f"Serving {model} on http://{host}:{port} (API: http://{host}:{port}/docs)")
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
 
 def main() -> None:
     try:

@@ -69,6 +69,13 @@ class Run:
 
         return evaluate_run(self.path, data=data, slice_by=slice_by, output=output, overrides=settings or None)
 
+    def compress(self, method: str = "auto", budget: float = 1.0, **options) -> dict:
+        """Write the best model's compressed variants (<run>/model/variants/) and compare them with it on the test
+        split (see `headstart.compress.compress`); returns the metrics of variants/metrics.json."""
+        from headstart.compress import compress
+
+        return compress(self.path, method=method, budget=budget, **options)
+
     @property
     def evaluation(self) -> dict:
         """The metrics of the last evaluation on the test split (metrics.json)."""

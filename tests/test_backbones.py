@@ -110,3 +110,22 @@ def test_staged_forward_matches_the_whole_forward(backbone):
 
             again = collate_states(backbone.split_state(state))
             assert torch.allclose(backbone.forward_from(again, stop), whole, atol=1e-4), stop
+
+
+def test_a_backbone_registered_by_name_is_saved_and_loaded_by_name(tmp_path):
+    from headstart.backbones import registry
+    from headstart.model.classifier import Classifier
+    from headstart.model.folder import load_model, save_model
+    from tests.tiny import tiny_cnn
+
+    registry.register("tiny-by-name", lambda data: tiny_cnn())
+    try:
+        model = Classifier(build("tiny-by-name", DataConfig(source="unused")), ["a", "b"], [4], 0.0)
+        save_model(model, tmp_path / "model", {"hidden": [4], "dropout": 0.0})
+        loaded = load_model(tmp_path / "model")
+        pixels = torch.rand(2, 3, 16, 16)
+        assert torch.equal(loaded.eval()(pixels=pixels), model.eval()(pixels=pixels))
+    finally:
+        del registry._REGISTRY["tiny-by-name"]
+    with pytest.raises(HeadstartError, match="registered as 'tiny-by-name'.*register"):
+        load_model(tmp_path / "model")

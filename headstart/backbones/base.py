@@ -94,9 +94,12 @@ class Backbone(nn.Module):
         return [{key: value[i] for key, value in state.items()} for i in range(size)]
 
     factory: str | None = None  # set by the registry for `module:<package.module>:<factory>` backbones
+    registered: dict[str, Any] | None = None  # set by the registry for backbones registered under a name
 
     def spec(self) -> dict[str, Any]:
         """What `headstart.backbones.registry.rebuild` needs to build this backbone again (JSON-able)."""
+        if self.registered is not None:
+            return {"type": "registered", **self.registered}
         return {"type": "module", "factory": self.factory}
 
     def save_assets(self, folder: Path) -> None:

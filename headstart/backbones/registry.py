@@ -71,7 +71,10 @@ def build(name: str, data: DataConfig) -> Backbone:
     if name not in _REGISTRY:
         known = ", ".join(sorted(_REGISTRY) + ["hf:<folder>", "module:<package.module>:<factory>"])
         raise HeadstartError(f"Unknown backbone '{name}'. Known backbones: {known}.")
-    return _REGISTRY[name](data)
+    backbone = _REGISTRY[name](data)
+    if backbone.spec() == {"type": "module", "factory": None}:  # a user class: a saved model is rebuilt by name
+        backbone.registered = {"name": name, "data": data.model_dump(mode="json")}
+    return backbone
 
 
 def rebuild(spec: dict[str, Any], folder: Path) -> Backbone:
@@ -87,4 +90,9 @@ def rebuild(spec: dict[str, Any], folder: Path) -> Backbone:
         return EfficientNetLite0.rebuild(spec, folder)
     if kind == "module":
         return _import_factory(spec["factory"])()
+    if kind == "registered":
+        if spec["name"] not in _REGISTRY:
+            raise HeadstartError(f"The model in {folder} uses the backbone registered as '{spec['name']}'. Call "
+                                 f"headstart.backbones.registry.register('{spec['name']}', factory) before loading it.")
+        return _REGISTRY[spec["name"]](DataConfig(**spec["data"]))
     raise HeadstartError(f"The model in {folder} uses a backbone type '{kind}' this version of headstart does not know.")

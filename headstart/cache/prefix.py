@@ -2,8 +2,10 @@
 
 The boundary is the number of frozen backbone groups. In the first epoch of a stage the prefix runs as usual and
 its output is recorded; from the next epoch on, training and validation replay the stored states and only the
-trainable suffix runs. With augmentation, `views` augmented views of each training example are recorded over the
-first epochs of a stage, then each epoch draws one of them per example. A view's augmentation is seeded by
+trainable suffix runs. A stage is not cached when its prefix is a small share of a training step's arithmetic (the
+cost model), or when it is known to end before it could replay (the next milestone or the last epoch is near).
+With augmentation, `views` augmented views of each training example are recorded over the first epochs of a stage,
+then each epoch draws one of them per example. A view's augmentation is seeded by
 (seed, boundary, view, example), so a resumed run recomputes exactly the views it lost.
 """
 
@@ -19,8 +21,29 @@ from headstart.config import TrainConfig
 from headstart.data.augment import example_seed
 from headstart.model.classifier import Classifier
 
-# a stage whose frozen prefix costs less than this share of an epoch is not worth the memory: it is not cached
+# a stage whose frozen prefix costs less than this share of a training step is not worth the memory: not cached
 MIN_PREFIX_SHARE = 0.05
+BACKWARD_FACTOR = 2  # a backward pass costs about twice the forward
+
+
+def prefix_shares(model: Classifier, batch: dict[str, torch.Tensor]) -> dict[int, float]:
+    """{boundary k: the share of a training step's arithmetic that the frozen groups 0..k-1 take} for every boundary
+    that can be cached, counted in floating-point operations on `batch` (the same on every run and machine)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    backbone, was_training = model.backbone, model.training
+    model.eval()
+    until = {}
+    with torch.no_grad():
+        for stop in range(1, backbone.n_groups + 1) if backbone.staged else [backbone.n_groups]:
+            with FlopCounterMode(display=False) as counter:
+                backbone.forward_until(batch, stop)
+            until[stop] = counter.get_total_flops()
+        with FlopCounterMode(display=False) as counter:
+            model(**batch)
+        whole = counter.get_total_flops()
+    model.train(was_training)
+    return {stop: frozen / max(frozen + (1 + BACKWARD_FACTOR) * (whole - frozen), 1) for stop, frozen in until.items()}
 
 
 class PrefixCache:
@@ -36,24 +59,30 @@ class PrefixCache:
         self.dtype = torch.bfloat16 if train.precision == "bf16-mixed" else None
         self.boundary = 0
         self.epoch = 0
-        self.not_worth: set[int] = set()
+        self.shares: dict[int, float] = {}  # by boundary, from `plan`
         self.stores: dict[str, StateStore] = {}
         self.epoch_views: dict[str, list[int]] = {}
-        self.prefix_seconds = 0.0
         self.mode = "off"  # this epoch's training data: "off" (no cache), "record" or "replay"
 
-    def start_epoch(self, epoch: int, stage_start: int) -> None:
-        """Choose the boundary and each example's view for `epoch` (the model's trainable groups are set)."""
-        model, backbone = self.model, self.model.backbone
-        frozen = len(model.groups) - model.trainable_groups
-        cacheable = frozen > 0 and (backbone.staged or frozen == backbone.n_groups) and frozen not in self.not_worth
+    def plan(self, batch: dict[str, torch.Tensor]) -> None:
+        """Measure, on one batch of training inputs, what each boundary's frozen prefix costs (see `prefix_shares`)."""
+        if self.enabled:
+            self.shares = prefix_shares(self.model, batch)
+
+    def start_epoch(self, epoch: int, stage_start: int, stage_end: int) -> None:
+        """Choose the boundary and each example's view for `epoch` (the model's trainable groups are set); the stage
+        runs from epoch `stage_start` to `stage_end` (exclusive) as far as is known."""
+        frozen = len(self.model.groups) - self.model.trainable_groups
+        # a stage too short to replay its recorded views would only pay for recording them
+        replays = stage_end - stage_start > self.views
+        cacheable = replays and self.shares.get(frozen, 0.0) >= MIN_PREFIX_SHARE
         boundary = frozen if self.enabled and cacheable else 0
         if boundary != self.boundary:
             self.close()
             self.boundary = boundary
             self.stores = {split: StateStore(self.budget // 2, self.spill_dir / split, self.dtype)
                            for split in self.sizes} if boundary else {}
-        self.epoch, self.prefix_seconds = epoch, 0.0
+        self.epoch = epoch
         into_stage = epoch - stage_start
         if into_stage < self.views:
             train_views = [into_stage] * self.sizes["train"]
@@ -80,13 +109,6 @@ class PrefixCache:
 
     def state(self, split: str, index: int) -> State:
         return self.stores[split].get((self.epoch_views[split][index], index))
-
-    def end_epoch(self, epoch_seconds: float) -> None:
-        """The cost model: drop a stage's cache when its prefix turned out cheap next to the whole epoch."""
-        if self.boundary and self.prefix_seconds and self.prefix_seconds < MIN_PREFIX_SHARE * epoch_seconds:
-            self.not_worth.add(self.boundary)
-            self.close()
-            self.boundary = 0
 
     def close(self) -> None:
         for store in self.stores.values():

@@ -2,7 +2,10 @@
 `headstart.load` and times `Predictor.probabilities` (eval mode, inference mode, preprocessing included) on real
 evaluated inputs, at batch 1 (p50 / p95) and batch 32 (throughput); its peak resident memory is the serving cost.
 
-    python -m headstart.evaluate.latency MODEL_DIR INPUTS.json   # prints one JSON object
+    python -m headstart.evaluate.latency MODEL_DIR INPUTS.json [LOADER]   # prints one JSON object
+
+LOADER (`package.module:function`, default `headstart.predict:load`) opens MODEL_DIR as something with
+`probabilities(inputs, batch_size)`; compressed variants are timed the same way with their own loader.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ MIN_RUNS = 10
 BATCH = 32
 BATCH_RUNS = 5
 BUDGET_S = 20.0
+LOADER = "headstart.predict:load"
 
 
 def _rss_mb() -> float:
@@ -49,12 +53,14 @@ def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def serve_and_time(model_dir: str, inputs: list) -> dict:
+def serve_and_time(model_dir: str, inputs: list, loader: str = LOADER) -> dict:
     """Runs in the fresh process: load, warm up, time batch 1 and batch 32."""
+    import importlib
+
     import torch
 
-    from headstart.predict import load
-
+    module, _, name = loader.partition(":")
+    load = getattr(importlib.import_module(module), name)
     before = _rss_mb()
     started = time.perf_counter()
     predictor = load(model_dir)
@@ -93,14 +99,15 @@ def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
 
 
-def measure(model_dir: Path, inputs: list) -> dict:
+def measure(model_dir: Path, inputs: list, loader: str = LOADER) -> dict:
     """Time the model in a fresh Python process (same interpreter and import path); add its size on disk."""
     model_dir = Path(model_dir)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "inputs.json"
         path.write_text(json.dumps([str(i) for i in inputs[:BATCH]]))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        result = subprocess.run([sys.executable, "-m", "headstart.evaluate.latency", str(model_dir), str(path)],
+        result = subprocess.run([sys.executable, "-m", "headstart.evaluate.latency", str(model_dir), str(path),
+                                 loader],
                                 capture_output=True, text=True, env=env, timeout=900)
     if result.returncode != 0:
         raise HeadstartError(f"Timing the model in {model_dir} failed:\n{result.stderr[-2000:]}")
@@ -112,4 +119,4 @@ def measure(model_dir: Path, inputs: list) -> dict:
 
 if __name__ == "__main__":
     model, inputs_file = sys.argv[1:3]
-    print(json.dumps(serve_and_time(model, json.loads(Path(inputs_file).read_text()))))
+    print(json.dumps(serve_and_time(model, json.loads(Path(inputs_file).read_text()), *sys.argv[3:4])))

@@ -61,13 +61,14 @@ def read_model_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def load_model(folder: Path) -> Classifier:
-    """Rebuild the classifier from a model folder, in eval mode."""
+def load_model(folder: Path, weights: Path | None = None) -> Classifier:
+    """Rebuild the classifier from a model folder, in eval mode; `weights`: another safetensors file of the same
+    architecture (a compressed variant's) instead of the folder's model.safetensors."""
     folder = Path(folder)
     config = read_model_config(folder)
     backbone = rebuild(config["backbone"], folder)
     model = Classifier(backbone, config["labels"], config["head"]["hidden"], config["head"]["dropout"])
-    weights = folder / "model.safetensors"
+    weights = Path(weights) if weights is not None else folder / "model.safetensors"
     if not weights.is_file():
         raise HeadstartError(f"{folder} has no model.safetensors: the model folder is incomplete.")
     missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)

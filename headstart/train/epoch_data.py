@@ -24,6 +24,7 @@ class EpochData:
             frame = data.part(split)
             self.targets[split] = [data.labels.index(label) for label in frame["label"]]
             self.raw[split] = ExampleDataset(frame["input"].tolist(), self.targets[split])
+        cache.plan(self.collate([self.raw["train"][i] for i in range(min(4, len(self.raw["train"])))])["inputs"])
         self.lengths = [len(text) for text in data.part("train")["input"]] if data.modality == "text" else None
         self.weights = None
         if config.data.balance == "oversample":
@@ -32,7 +33,9 @@ class EpochData:
     def train(self, trainer: L.Trainer, module: L.LightningModule) -> DataLoader:
         """Called by Lightning before each training epoch: settles the stage, then picks raw or cached data."""
         self.unfreezing.apply(trainer, module)
-        self.cache.start_epoch(trainer.current_epoch, self.unfreezing.stage_start)
+        epoch = trainer.current_epoch
+        unfreezing = self.unfreezing
+        self.cache.start_epoch(epoch, unfreezing.stage_start, unfreezing.stage_end(epoch, trainer.max_epochs))
         train = self.config.train
         sampler = EpochSampler(len(self.targets["train"]), train.seed, trainer.current_epoch, self.weights)
         if self.lengths and self.config.data.bucket_by_length and trainer.world_size == 1:

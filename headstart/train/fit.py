@@ -48,6 +48,14 @@ def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
     return replaced
 
 
+def is_worker() -> bool:
+    """True in every DDP process but the first of the first node: those find the run folder set up by it. torchrun
+    sets RANK; Lightning's own launcher sets LOCAL_RANK and, across nodes, NODE_RANK."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"]) > 0
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+
+
 def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[str] = (),
         resume: Union[str, Path, None] = None, overwrite: bool = False) -> Run:
     """Train a model from a run config (a YAML path, a dict or a RunConfig) and return the finished `Run`.
@@ -58,8 +66,7 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
         raise HeadstartError("Give a run config (a YAML file) or --resume RUN_DIR.")
     config = _run_config(config, overrides, resume)
     run_dir = Path(resume) if resume is not None else config.run_dir()  # a resumed run stays where it is now
-    # a DDP process that Lightning started (LOCAL_RANK > 0) finds the run folder set up by the first process
-    worker = int(os.environ.get("LOCAL_RANK", "0")) > 0
+    worker = is_worker()
     replaced = None
     if not worker:
         replaced = _start_folder(run_dir, resume is not None, overwrite)

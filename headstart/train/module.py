@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import lightning as L
 import numpy as np
@@ -41,7 +40,6 @@ class FineTuner(L.LightningModule):
         self.augment = cache.augment
         self.register_buffer("class_weights", class_weights, persistent=False)
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
-        self._epoch_started = 0.0
         self._tokens = [0, 0]  # training tokens this epoch: [padding, all]
         self.scheduler = None
         self._scheduler_state = None
@@ -56,7 +54,6 @@ class FineTuner(L.LightningModule):
         return self.data.evaluation("test")
 
     def on_train_epoch_start(self) -> None:
-        self._epoch_started = time.perf_counter()
         self._tokens = [0, 0]
 
     @property
@@ -70,9 +67,6 @@ class FineTuner(L.LightningModule):
         if batch_index == 0:
             torch.manual_seed(self.config.train.seed * 100_003 + self.current_epoch)
 
-    def on_train_epoch_end(self) -> None:
-        self.cache.end_epoch(time.perf_counter() - self._epoch_started)
-
     def _logits(self, batch, split: str) -> torch.Tensor:
         """Logits of a batch: from cached states, or from raw inputs (recording the frozen prefix's output when
         this stage caches it)."""
@@ -85,11 +79,9 @@ class FineTuner(L.LightningModule):
             inputs = {**inputs, "pixels": augment_batch(inputs["pixels"].float() / 255, seeds)}
         if not start or split == "test":
             return self.model(**inputs)
-        started = time.perf_counter()
         with torch.no_grad():
             state = self.model.backbone.forward_until(inputs, start)
         self.cache.record(split, self.model.backbone.split_state(state), batch["index"].tolist())
-        self.cache.prefix_seconds += time.perf_counter() - started
         return self.model.forward_from(state, start)
 
     def training_step(self, batch, batch_index):

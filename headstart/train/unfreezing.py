@@ -56,6 +56,13 @@ class GradualUnfreezing(Callback):
         """The epoch from which the current trainable groups apply."""
         return self.events[-1]["epoch"] if self.events else 0
 
+    def stage_end(self, epoch: int, max_epochs: int) -> int:
+        """The epoch at which the groups trainable in `epoch` stop applying, as far as is known in advance: the next
+        unfreezing milestone, or the end of the run (unfreezing on plateau can come any time)."""
+        if self.strategy.name == "gradual" and self.strategy.unfreeze != "plateau" and self.trainable < self.n_groups:
+            return min([e for e in self.strategy.unfreeze if e > epoch] + [max_epochs])
+        return max_epochs
+
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor not in trainer.callback_metrics:
             return

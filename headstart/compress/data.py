@@ -1,0 +1,92 @@
+"""The examples compression works on: the test split (to score every variant), the validation split (calibration,
+sensitivity) and the training split (quantization-aware training), from the run that made the model; or, for a
+model folder without its run, data sources the user names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from headstart.errors import HeadstartError
+
+
+@dataclass
+class Split:
+    inputs: list
+    y: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+
+@dataclass
+class CompressData:
+    source: str
+    test: Split
+    val: Split | None  # calibration and sensitivity
+    train: Split | None  # quantization-aware training
+    run_dir: Path | None
+    val_origin: str = "--calibration"
+
+
+def resolve(path: str | Path) -> tuple[Path, Path | None]:
+    """RUN_OR_MODEL_DIR -> (model folder, run folder or None)."""
+    path = Path(path)
+    if (path / "config.yaml").is_file() and (path / "model" / "config.json").is_file():
+        return path / "model", path
+    if (path / "config.json").is_file():
+        run = path.parent
+        return path, run if (run / "config.yaml").is_file() and (run / "split.csv").is_file() else None
+    if (path / "config.yaml").is_file():
+        raise HeadstartError(f"Run {path} has no model folder yet: it has not finished. Continue it with "
+                             f"`headstart fit --resume {path}`.")
+    raise HeadstartError(f"{path} is neither a run folder (runs/<name>) nor a model folder (runs/<name>/model): "
+                         "it has no config.yaml and no config.json.")
+
+
+def _split(frame) -> Split:
+    return Split(frame["input"].tolist(), np.array(frame["y"], dtype=np.int64))
+
+
+def _source(source: str, labels: list[str], settings: dict):
+    from pydantic import ValidationError
+
+    from headstart.config import DataConfig
+    from headstart.evaluate.examples import other_source
+
+    try:
+        config = DataConfig.model_validate({**settings, "source": source})
+    except ValidationError as exc:
+        problems = "; ".join(f"data.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise HeadstartError(f"The data settings for {source} are not valid: {problems}.") from None
+    return _split(other_source(config, source, labels, [])[1])
+
+
+def load_data(model_dir: Path, run_dir: Path | None, labels: list[str], data: str | None = None,
+              calibration: str | None = None, settings: dict | None = None) -> CompressData:
+    """The run's splits; `data` replaces the test split and `calibration` the validation split (each a bundled
+    name, folder or table, read with the run's column settings, or with `settings` (data.* fields) without a run)."""
+    settings = settings or {}
+    if run_dir is None:
+        if data is None:
+            raise HeadstartError(f"{model_dir} is a model folder without its run (no split.csv beside it), so its test "
+                                 "split is unknown. Pass the run folder (runs/<name>), or labelled test data with "
+                                 "--data (and --calibration for static int8 and auto).")
+        return CompressData(data, _source(data, labels, settings),
+                            None if calibration is None else _source(calibration, labels, settings), None, None)
+    from headstart.evaluate.examples import run_parts
+    from headstart.run import Run
+
+    config = Run(run_dir).config.data
+    if settings:
+        config = config.model_copy(update=settings)
+    _, parts = run_parts(run_dir, config, labels, [])
+    run_settings = {**config.model_dump(), **settings}
+    test = _split(parts["test"]) if data is None else _source(data, labels, run_settings)
+    val = _split(parts["val"]) if calibration is None else _source(calibration, labels, run_settings)
+    if not len(test):
+        raise HeadstartError(f"The test split of {run_dir} is empty: nothing to compare the variants on.")
+    return CompressData(data or config.source, test, val, _split(parts["train"]), run_dir,
+                        "the run's validation split" if calibration is None else "--calibration")

@@ -1,0 +1,299 @@
+"""`compress`: write a model folder's compressed variants and compare them with the full model.
+
+Every variant (float ONNX Runtime, bf16, int8) is scored on the same test examples as the full PyTorch model:
+accuracy, macro-F1, agreement, size, latency. A variant that loses more than `budget` points of accuracy is
+marked rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable, Union
+
+import numpy as np
+import torch
+
+from headstart.compress import calibration
+from headstart.compress.data import CompressData, load_data, resolve
+from headstart.compress.export import export_onnx, max_logit_difference
+from headstart.compress.groups import group_order, node_groups
+from headstart.compress.score import HEADLINE, onnx_probabilities, scores, size_mb
+from headstart.compress.variants import write_manifest
+from headstart.errors import HeadstartError
+
+METHODS = ("auto", "dynamic", "static", "qat", "bf16")
+MAX_LOGIT_DIFFERENCE = 1e-3  # ONNX Runtime against PyTorch, float32
+LOADER = "headstart.compress.variants:load_any_variant"
+
+
+def linear_heavy(model) -> bool:
+    """More weights in Linear (and Embedding) layers than in convolutions: dynamic int8 suits it."""
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)))
+    convolutions = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+    conv = sum(m.weight.numel() for m in model.modules() if isinstance(m, convolutions))
+    return linear > conv
+
+
+class Compression:
+    """The state of one `compress` call: the model, its data, the variants folder, and the rows of the table."""
+
+    def __init__(self, model_dir: Path, data: CompressData, budget: float, say: Callable[[str], None]):
+        from headstart.model.folder import load_model
+
+        self.model_dir, self.data, self.budget, self.say = model_dir, data, budget, say
+        self.model = load_model(model_dir)
+        self.labels = self.model.labels
+        self.root = model_dir / "variants"
+        self.work = self.root / ".work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.rows: dict[str, dict] = {}
+        backbone = self.model.backbone
+        self.test_batches = calibration.batches(backbone, data.test)
+        self.reference = self._torch_probabilities(self.model, self.test_batches)
+        self.val = calibration.sample(data.val) if data.val is not None and len(data.val) else None
+        self.val_batches = calibration.batches(backbone, self.val) if self.val is not None else []
+        self.val_reference = self._torch_probabilities(self.model, self.val_batches) if self.val_batches else None
+
+    @staticmethod
+    @torch.inference_mode()
+    def _torch_probabilities(model, batches: list) -> np.ndarray:
+        logits = torch.cat([model(**batch).double() for batch in batches])
+        return logits.softmax(-1).numpy()
+
+    def export(self, model, path: Path) -> tuple[Path, float, dict[str, str]]:
+        """Export to ONNX, check it against PyTorch on real test inputs; also returns each node's layer group."""
+        import onnx
+
+        from headstart.compress.export import strip_metadata
+
+        sample = self.data.test.inputs[:4] if len(self.data.test) >= 2 else self.data.test.inputs * 2
+        export_onnx(model, model.backbone.prepare(sample), path, scopes=True)
+        proto = onnx.load(str(path))
+        groups = node_groups(proto, model)
+        strip_metadata(proto)
+        onnx.save_model(proto, str(path))
+        difference = max_logit_difference(model, path, self.test_batches[:4])
+        self.say(f"ONNX export of {path.parent.name}: max |logit difference| against PyTorch {difference:.2e}")
+        if difference > MAX_LOGIT_DIFFERENCE:
+            raise HeadstartError(f"The ONNX export ({path}) differs from the PyTorch model by up to "
+                                 f"{difference:.3g} in the logits (allowed: {MAX_LOGIT_DIFFERENCE}); the backbone "
+                                 "uses an operation the exporter translates wrongly.")
+        return path, difference, groups
+
+    def add(self, name: str, proba: np.ndarray, size: float, manifest: dict) -> dict:
+        """Score a variant on the test split, judge it against the budget and write its manifest."""
+        row = {**scores(self.data.test, proba, self.reference), "size_mb": size, **manifest}
+        if name == "fp32-pytorch":
+            row.update(accepted=True, verdict="the full model.")
+        elif row["accuracy_drop"] <= self.budget:
+            row.update(accepted=True, verdict=f"accuracy drop {row['accuracy_drop']:+.2f} points, within the budget "
+                                              f"of {self.budget:g}.")
+        else:
+            row.update(accepted=False, verdict=f"accuracy drop {row['accuracy_drop']:+.2f} points exceeds the budget "
+                                               f"of {self.budget:g}.")
+        self.rows[name] = row
+        if name != "fp32-pytorch":
+            write_manifest(self.root / name, {"name": name, **{k: v for k, v in row.items() if k != "folder"}})
+        self.say(f"{name}: accuracy {row['accuracy']:.4f} ({row['accuracy_drop']:+.2f} points), agreement "
+                 f"{row['agreement']:.4f}, {size:.1f} MB: {'accepted' if row['accepted'] else 'REJECTED'}")
+        return row
+
+    def onnx_variant(self, name: str, path: Path, manifest: dict) -> dict:
+        return self.add(name, onnx_probabilities(path, self.test_batches), size_mb(path),
+                        {"runtime": "onnxruntime", "file": "model.onnx", **manifest})
+
+    def fresh(self, name: str) -> Path:
+        folder = self.root / name
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        return folder
+
+
+def _bf16(c: Compression) -> dict:
+    from safetensors.torch import save_file
+
+    from headstart.model.folder import load_model
+
+    folder = c.fresh("bf16")
+    state = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous()
+             for k, v in c.model.state_dict().items()}
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "headstart-model", "dtype": "bfloat16"})
+    model = load_model(c.model_dir, weights=folder / "model.safetensors")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        proba = c._torch_probabilities(model, c.test_batches)
+    return c.add("bf16", proba, size_mb(folder / "model.safetensors"),
+                 {"runtime": "torch", "file": "model.safetensors", "method": "bf16 weights, bf16 autocast",
+                  "precision": "bf16"})
+
+
+def _check_val(c: Compression, why: str, force: bool, required: bool) -> dict | None:
+    """The calibration / sensitivity set's description; a broken one is refused where it is `required`."""
+    if c.val is None:
+        if required and c.data.run_dir is None:
+            raise HeadstartError(f"{why} needs calibration data, and {c.model_dir} has no run beside it: pass "
+                                 "--calibration SOURCE (labelled examples of every class), or the run folder.")
+        return None
+    origin = c.data.val_origin
+    found = calibration.check(c.val, c.labels, origin, force or not required)
+    counts = np.bincount(c.val.y, minlength=len(c.labels)).tolist()
+    return {"source": origin, "examples": len(c.val), "class_counts": dict(zip(c.labels, counts)), "problems": found}
+
+
+def _search(c: Compression, kind: str, probe, order: list[str]) -> tuple[list[str], dict, dict]:
+    """auto: every group quantized; if that misses the budget on validation, the sensitivity analysis and the
+    groups kept in float. Returns (float groups, validation scores, report)."""
+    from headstart.compress import sensitivity
+
+    full = probe.with_float([])
+    c.say(f"auto: {kind} int8 of every layer group: validation accuracy drop {full['accuracy_drop']:+.2f} points")
+    report = {"validation_full": full, "sensitivity": None, "steps": []}
+    if full["accuracy_drop"] <= c.budget:
+        return [], full, report
+    ranked = sensitivity.analyse(probe, order, c.say)
+    kept, last, steps = sensitivity.fit_budget(probe, ranked, c.budget, full, len(order) // 2, c.say)
+    report.update(sensitivity=ranked, steps=steps)
+    return kept, last, report
+
+
+def _int8(c: Compression, kind: str, fp32_onnx: Path, groups: dict[str, str], method: str, force_calibration: bool,
+          qat_epochs: int, qat_lr: float) -> dict:
+    """The int8 variants: dynamic or static post-training quantization (with `auto`, the most sensitive layer
+    groups kept in float until the budget is met on validation data), and quantization-aware training when asked
+    or when `auto` cannot meet the budget that way."""
+    from headstart.compress.quantize_dynamic import quantize_dynamic_int8
+    from headstart.compress.quantize_static import quantize_static_int8
+    from headstart.compress.sensitivity import Probe
+
+    why = "quantization-aware training" if method == "qat" else f"{kind} int8"
+    report: dict = {"kind": kind, "calibration": _check_val(c, why, force_calibration,
+                                                            kind == "static" or method == "qat"),
+                    "search": None, "qat": None}
+
+    def quantizer(source: Path, cache: Path):
+        if kind == "dynamic":
+            return lambda target, exclude: quantize_dynamic_int8(source, target, exclude)
+        return lambda target, exclude: quantize_static_int8(source, target, c.val_batches, cache, exclude)
+
+    order = [g for g in group_order(c.model) if g in set(groups.values())]
+    quantize = quantizer(fp32_onnx, c.work / "ranges.json")
+    described = {"dynamic": "dynamic int8 (weights per channel, embeddings per row)",
+                 "static": "static int8 (QDQ, weights per channel, activations calibrated)"}[kind]
+    float_groups, fits = [], True
+    if method == "auto" and c.val is not None:
+        probe = Probe(quantize, groups, list(groups), c.val_batches, c.val, c.val_reference, c.work)
+        float_groups, last, report["search"] = _search(c, kind, probe, order)
+        fits = last["accuracy_drop"] <= c.budget
+    rows = []
+    if method != "qat":
+        name = f"int8-{kind}"
+        path = quantize(c.fresh(name) / "model.onnx", sorted(n for n, g in groups.items() if g in float_groups))
+        if float_groups:
+            c.say(f"{name}: kept in float (most sensitive first): {', '.join(float_groups)}")
+        rows.append(c.onnx_variant(name, path, {"method": described, "precision": "int8", "float_groups": float_groups,
+                                                "quantized_groups": [g for g in order if g not in float_groups]}))
+    if method == "qat" or not fits:
+        if c.data.train is None:
+            if method == "qat":
+                raise HeadstartError("Quantization-aware training needs the run's training split: pass the run "
+                                     "folder (runs/<name>), not a model folder on its own.")
+            return {**report, "rows": rows}
+        c.say("quantization-aware training" + ("" if method == "qat" else
+                                               ": post-training quantization misses the budget on validation data"))
+        from headstart.compress.qat import quantization_aware_training
+        from headstart.run import Run
+
+        trained = quantization_aware_training(c.model, c.data.train, [], qat_epochs,
+                                              Run(c.data.run_dir).config.train.batch_size, qat_lr, say=c.say)
+        qat_onnx, _, _ = c.export(trained, c.work / "qat" / "model.onnx")
+        path = quantizer(qat_onnx, c.work / "qat-ranges.json")(c.fresh("int8-qat") / "model.onnx", [])
+        report["qat"] = {"epochs": qat_epochs, "lr": qat_lr, "examples": len(c.data.train)}
+        rows.append(c.onnx_variant("int8-qat", path, {"method": described + " after quantization-aware training",
+                                                      "precision": "int8", "float_groups": [],
+                                                      "quantized_groups": order}))
+    return {**report, "rows": rows}
+
+
+def compress(path: Union[str, Path], method: str = "auto", budget: float = 1.0, data: str | None = None,
+             calibration_data: str | None = None, data_settings: dict | None = None, latency: bool = True,
+             force_calibration: bool = False, qat_epochs: int = 2, qat_lr: float = 2e-5,
+             progress: Union[bool, Callable[[str], None]] = True) -> dict:
+    """Write the compressed variants of a run's (or a model folder's) model into <model>/variants/ and compare
+    them with the full model on the test split; writes variants/metrics.json and variants/report.html and returns
+    the metrics. See README, "Compression"."""
+    from headstart.compress.report import write
+
+    if method not in METHODS:
+        raise HeadstartError(f"--method {method} is not one of {', '.join(METHODS)}.")
+    if budget < 0:
+        raise HeadstartError(f"--budget {budget}: the accuracy budget is in points (e.g. 1.0) and cannot be negative.")
+    say = progress if callable(progress) else (_printer() if progress else (lambda message: None))
+    model_dir, run_dir = resolve(path)
+    from headstart.model.folder import read_model_config
+
+    labels = read_model_config(model_dir)["labels"]
+    c = Compression(model_dir, load_data(model_dir, run_dir, labels, data, calibration_data, data_settings), budget,
+                    say)
+    say(f"fp32 PyTorch on {len(c.data.test)} test examples")
+    c.add("fp32-pytorch", c.reference, size_mb(model_dir / "model.safetensors"),
+          {"runtime": "torch", "file": "../model.safetensors", "method": "none", "precision": "fp32"})
+    fp32_onnx, difference, groups = c.export(c.model, c.fresh("fp32-onnx") / "model.onnx")
+    c.onnx_variant("fp32-onnx", fp32_onnx, {"method": "ONNX export", "precision": "fp32",
+                                            "max_logit_difference": difference})
+    _bf16(c)
+    int8 = None
+    if method != "bf16":
+        kind = method if method in ("dynamic", "static") else ("dynamic" if linear_heavy(c.model) else "static")
+        int8 = _int8(c, kind, fp32_onnx, groups, method, force_calibration, qat_epochs, qat_lr)
+    shutil.rmtree(c.work, ignore_errors=True)
+    if latency:
+        _time(c)
+    metrics = _metrics(c, method, int8)
+    (c.root / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
+    for name, row in c.rows.items():
+        if name != "fp32-pytorch":
+            write_manifest(c.root / name, {"name": name, **row})
+    write(metrics, c.root / "report.html")
+    return metrics
+
+
+def _time(c: Compression) -> None:
+    from rich.progress import track
+
+    from headstart.compress.score import latency
+
+    inputs = c.data.test.inputs
+    for name in track(list(c.rows), description="latency: each variant in a fresh process", transient=True):
+        folder, loader = (c.model_dir, "headstart.predict:load") if name == "fp32-pytorch" else (c.root / name, LOADER)
+        c.rows[name]["latency"] = latency(folder, inputs, loader)
+    base = c.rows["fp32-pytorch"]["latency"]
+    for row in c.rows.values():
+        t = row["latency"]
+        t["speedup_batch1"] = base["batch1_p50_ms"] / t["batch1_p50_ms"]
+        t["speedup_batch32"] = t["batch32_throughput_per_s"] / base["batch32_throughput_per_s"]
+
+
+def _metrics(c: Compression, method: str, int8: dict | None) -> dict:
+    from headstart.evaluate.runner import _clean
+
+    base = c.rows["fp32-pytorch"]
+    for row in c.rows.values():
+        row["size_ratio"] = base["size_mb"] / row["size_mb"]
+    return _clean({
+        "schema": "headstart-compression", "version": 1, "model": str(c.model_dir),
+        "data": {"source": c.data.source, "scope": "test split" if c.data.run_dir else "all examples",
+                 "examples": len(c.data.test), "labels": c.labels},
+        "settings": {"method": method, "budget_points": c.budget, "headline": HEADLINE},
+        "int8": None if int8 is None else {k: v for k, v in int8.items() if k != "rows"},
+        "variants": c.rows,
+    })
+
+
+def _printer() -> Callable[[str], None]:
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    return lambda message: console.print(f"[dim]compress:[/] {message}", highlight=False)
+

@@ -1,0 +1,89 @@
+"""The comparison table of a compression: rows for the terminal, and report.html drawn from metrics.json (every
+number tagged with its key, as in the evaluation report)."""
+
+from __future__ import annotations
+
+from html import escape
+from pathlib import Path
+
+from headstart.evaluate.html import num, page, table
+
+COLUMNS = ["variant", "precision", "accuracy", "drop (points)", "macro-F1", "agreement", "size MB", "smaller",
+           "batch 1 p50 ms", "batch 1 p95 ms", "batch 32 /s", "faster b1", "faster b32", "verdict"]
+
+
+def _cells(row: dict, name: str) -> list[str]:
+    """One row of the HTML table, each number tagged with its key in metrics.json."""
+    key = ["variants", name]
+    t = row.get("latency") or {}
+    timing = [num(t.get(k), key + ["latency", k], d) for k, d in
+              (("batch1_p50_ms", 1), ("batch1_p95_ms", 1), ("batch32_throughput_per_s", 1),
+               ("speedup_batch1", 2), ("speedup_batch32", 2))] if t else ["not timed"] * 5
+    return [escape(name), escape(row["precision"]), num(row["accuracy"], key + ["accuracy"], 4),
+            num(row["accuracy_drop"], key + ["accuracy_drop"], 2), num(row["macro_f1"], key + ["macro_f1"], 4),
+            num(row["agreement"], key + ["agreement"], 4), num(row["size_mb"], key + ["size_mb"], 2),
+            num(row["size_ratio"], key + ["size_ratio"], 2), *timing,
+            "accepted" if row["accepted"] else "rejected"]
+
+
+TERMINAL_COLUMNS = ["variant", "accuracy (drop, points)", "macro-F1", "agreement", "MB (x smaller)",
+                    "batch 1 p50 / p95 ms", "batch 32 /s", "x faster b1 / b32", "verdict"]
+
+
+def rows(metrics: dict) -> list[list[str]]:
+    """The table as plain strings, in fewer columns (for the terminal)."""
+    out = []
+    for name, r in metrics["variants"].items():
+        t = r.get("latency")
+        timing = [f"{t['batch1_p50_ms']:.1f} / {t['batch1_p95_ms']:.1f}", f"{t['batch32_throughput_per_s']:.1f}",
+                  f"{t['speedup_batch1']:.2f} / {t['speedup_batch32']:.2f}"] if t else ["not timed"] * 3
+        out.append([name, f"{r['accuracy']:.4f} ({r['accuracy_drop']:+.2f})", f"{r['macro_f1']:.4f}",
+                    f"{r['agreement']:.4f}", f"{r['size_mb']:.2f} ({r['size_ratio']:.2f})", *timing,
+                    "accepted" if r["accepted"] else "REJECTED"])
+    return out
+
+
+def _sensitivity(int8: dict | None) -> str:
+    search = (int8 or {}).get("search")
+    if not search or not search.get("sensitivity"):
+        return ""
+    body = [[escape(r["group"]), num(r["accuracy_drop"], ["int8", "search", "sensitivity", i, "accuracy_drop"], 2),
+             num(r["agreement"], ["int8", "search", "sensitivity", i, "agreement"])]
+            for i, r in enumerate(search["sensitivity"])]
+    steps = "".join(f"<li>{escape(', '.join(s['float_groups']))} in float: validation accuracy drop "
+                    f"{num(s['accuracy_drop'], ['int8', 'search', 'steps', i, 'accuracy_drop'], 2)} points</li>"
+                    for i, s in enumerate(search["steps"]))
+    return ("<h2>Sensitivity (validation split)</h2><p>Each layer group quantized alone, everything else in float; "
+            "most costly first.</p>" + table(["layer group", "accuracy drop (points)", "agreement"], body)
+            + (f"<p><code>auto</code> kept groups in float, most sensitive first:</p><ul>{steps}</ul>"
+               if steps else ""))
+
+
+def _calibration(int8: dict | None) -> str:
+    cal = (int8 or {}).get("calibration")
+    if not cal:
+        return ""
+    counts = ", ".join(f"{escape(k)} {v}" for k, v in cal["class_counts"].items())
+    warning = (f"<p class='bad'>Broken calibration set, used because it was forced: "
+               f"{escape('; '.join(cal['problems']))}.</p>" if cal["problems"] else "")
+    return (f"<h2>Calibration</h2><p>{num(cal['examples'], ['int8', 'calibration', 'examples'])} examples of "
+            f"{escape(cal['source'])} ({counts}).</p>{warning}")
+
+
+def write(metrics: dict, path: Path) -> Path:
+    """report.html for the metrics of a compression."""
+    data, settings = metrics["data"], metrics["settings"]
+    names = list(metrics["variants"])
+    body = table(COLUMNS, [_cells(row, name) for name, row in metrics["variants"].items()],
+                 ["" if metrics["variants"][n]["accepted"] else "worst" for n in names], left=2)
+    verdicts = "".join(f"<li><b>{escape(n)}</b> ({escape(r['method'])}): {escape(r['verdict'])}"
+                       + (f" Kept in float: {escape(', '.join(r['float_groups']))}." if r.get("float_groups") else "")
+                       + "</li>" for n, r in metrics["variants"].items())
+    html = (f"<h1>Compression of {escape(metrics['model'])}</h1><p class='muted'>{escape(data['scope'])} of "
+            f"<b>{escape(str(data['source']))}</b>: {num(data['examples'], ['data', 'examples'])} examples. Budget: "
+            f"{num(settings['budget_points'], ['settings', 'budget_points'], 2)} points of {settings['headline']}; "
+            f"drops, agreement, size and speed-ups are against the fp32 PyTorch model. Rejected variants are not "
+            f"offered for serving unless forced.</p>{body}<ul class='verdicts'>{verdicts}</ul>"
+            f"{_calibration(metrics.get('int8'))}{_sensitivity(metrics.get('int8'))}")
+    Path(path).write_text(page(f"Compression of {metrics['model']}", html))
+    return Path(path)

@@ -1,0 +1,48 @@
+"""Scores of a variant against the full model: accuracy and macro-F1 (headstart.evaluate.metrics), agreement of
+the predicted classes, the drop in points of the headline metric (accuracy), size on disk, and latency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from headstart.compress.data import Split
+
+HEADLINE = "accuracy"
+
+
+def onnx_probabilities(path: Path, batches: list) -> np.ndarray:
+    """Class probabilities of an ONNX model on prepared batches (softmax in float64)."""
+    from headstart.compress.export import run_logits, session
+
+    sess = session(path)
+    logits = np.concatenate([run_logits(sess, batch) for batch in batches]).astype(np.float64)
+    logits -= logits.max(1, keepdims=True)
+    proba = np.exp(logits)
+    return proba / proba.sum(1, keepdims=True)
+
+
+def scores(split: Split, proba: np.ndarray, reference: np.ndarray | None = None) -> dict:
+    """accuracy, macro_f1, and (against the reference probabilities) agreement and accuracy_drop in points."""
+    from headstart.evaluate.metrics import accuracy, macro_f1
+
+    out = {"accuracy": accuracy(split.y, proba), "macro_f1": macro_f1(split.y, proba)}
+    if reference is not None:
+        out["agreement"] = float((proba.argmax(1) == reference.argmax(1)).mean())
+        out["accuracy_drop"] = 100 * (accuracy(split.y, reference) - out["accuracy"])
+    return out
+
+
+def size_mb(path: Path) -> float:
+    return Path(path).stat().st_size / 2**20
+
+
+def latency(folder: Path, inputs: list, loader: str) -> dict:
+    """p50 / p95 at batch 1 and throughput at batch 32, timed in a fresh process (headstart.evaluate.latency)."""
+    from headstart.evaluate.latency import measure
+
+    timed = measure(folder, inputs, loader)
+    keys = ("batch1_p50_ms", "batch1_p95_ms", "batch32_throughput_per_s", "load_seconds", "memory_peak_mb", "threads",
+            "machine", "load_average")
+    return {key: timed[key] for key in keys}

@@ -1,0 +1,35 @@
+"""Content fingerprints: of a run's data (its split manifest) and of the files of a registered version."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+CHUNK = 1 << 20
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def data_fingerprint(split_csv: Path) -> dict:
+    """Which examples, with which labels, went into which split: a hash of the sorted (origin, label, split) rows
+    (independent of row order), and the number of examples per split."""
+    import pandas as pd
+
+    table = pd.read_csv(split_csv, keep_default_na=False, dtype=str)
+    rows = sorted("\t".join((r.origin, r.label, r.split)) for r in table[["origin", "label", "split"]].itertuples())
+    return {"sha256": hashlib.sha256("\n".join(rows).encode()).hexdigest(),
+            "examples": {split: int(n) for split, n in table["split"].value_counts().sort_index().items()},
+            "labels": int(table["label"].nunique())}
+
+
+def folder_digests(folder: Path) -> dict[str, str]:
+    """{relative path: sha256} of every file under `folder`."""
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): file_digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -1,0 +1,267 @@
+"""The model registry: a folder of immutable, numbered model versions per name, and aliases that point at them.
+
+    <registry>/<name>/versions/<n>/version.json   what the version is (see `Registry.push`)
+    <registry>/<name>/versions/<n>/model/         the model folder, compressed variants included
+    <registry>/<name>/versions/<n>/run/           config.yaml, results.json and metrics.json of the run
+    <registry>/<name>/aliases.json                {"production": n, "candidate": m} and the production history
+    <registry>/<name>/.lock                       held by the one writer at a time
+
+A version is staged in a hidden folder and renamed into place only when complete, and aliases.json is replaced by
+a rename: a writer that dies at any point leaves the registry as it was (its staging folder is removed by the next
+writer). Files of a version are read-only and their sha256 recorded, so a changed file is detected on load.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from headstart.errors import HeadstartError
+from headstart.registry.fingerprint import data_fingerprint, file_digest, folder_digests
+from headstart.registry.lock import locked, write_atomic
+
+ALIASES = ("production", "candidate")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# what a model folder may hold: weights only as safetensors or ONNX, never a pickle-capable format
+ALLOWED_SUFFIXES = {".json", ".safetensors", ".onnx", ".txt", ".model", ".md", ".html", ".csv", ".yaml"}
+RUN_FILES = ("config.yaml", "results.json", "metrics.json")
+FORMAT = "headstart-registry-version"
+
+
+def default_root() -> Path:
+    """$HEADSTART_REGISTRY, or ~/.headstart/registry."""
+    return Path(os.environ.get("HEADSTART_REGISTRY") or Path.home() / ".headstart" / "registry")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class Version:
+    """One registered version: `meta` is its version.json."""
+
+    name: str
+    number: int
+    path: Path
+    meta: dict[str, Any]
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    @property
+    def spec(self) -> str:
+        return f"{self.name}@{self.number}"
+
+    def verify(self) -> None:
+        """Raise if a file of the version changed since it was pushed."""
+        for rel, digest in self.meta["files"].items():
+            path = self.path / rel
+            if not path.is_file() or file_digest(path) != digest:
+                raise HeadstartError(f"{path} differs from the file registered in {self.spec} (or is missing): the "
+                                     "registry was modified by hand. Push the run again as a new version.")
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """'name', 'name@3', 'name@production', 'name@latest' -> (name, reference); a bare name means production."""
+    name, _, ref = spec.partition("@")
+    if not NAME.match(name):
+        raise HeadstartError(f"'{name}' is not a valid model name: use letters, digits, '.', '_' and '-' "
+                             "(at most 64, starting with a letter or digit).")
+    return name, ref or "production"
+
+
+def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, (int, float)):
+        out[prefix] = float(value)
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
+
+
+def headline_metrics(run_dir: Path) -> dict[str, float]:
+    """Test metrics of results.json, and the overall metrics and latency of metrics.json when evaluated."""
+    out: dict[str, float] = {}
+    results = json.loads((run_dir / "results.json").read_text())
+    _flatten("test", results.get("test", {}), out)
+    if (run_dir / "metrics.json").is_file():
+        evaluation = json.loads((run_dir / "metrics.json").read_text())
+        _flatten("overall", evaluation.get("overall", {}), out)
+        _flatten("latency", evaluation.get("latency") or {}, out)
+    return out
+
+
+def _copy_model(source: Path, target: Path) -> None:
+    refused = [p for p in source.rglob("*") if p.is_file() and p.suffix.lower() not in ALLOWED_SUFFIXES]
+    if refused:
+        names = ", ".join(str(p.relative_to(source)) for p in refused[:5])
+        raise HeadstartError(f"{source} holds files the registry does not accept: {names}. A registered model holds "
+                             "weights only as safetensors or ONNX (never pickles) plus JSON / text assets; remove "
+                             "them, or re-save the model with `headstart fit`.")
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".*"))
+
+
+def _read_only(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.is_file():
+            path.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+
+
+class Registry:
+    """A registry folder (default: `default_root()`)."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+
+    def __repr__(self) -> str:
+        return f"Registry('{self.root}')"
+
+    def _folder(self, name: str) -> Path:
+        parse_spec(name)
+        return self.root / name
+
+    def _lock(self, name: str):
+        return locked(self._folder(name) / ".lock")
+
+    def names(self) -> list[str]:
+        """Registered model names."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / "versions").is_dir() and NAME.match(p.name))
+
+    def numbers(self, name: str) -> list[int]:
+        folder = self._folder(name) / "versions"
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+
+    def version(self, name: str, number: int) -> Version:
+        path = self._folder(name) / "versions" / str(number)
+        if not (path / "version.json").is_file():
+            known = ", ".join(map(str, self.numbers(name))) or "none"
+            raise HeadstartError(f"{name} has no version {number} in {self.root} (versions: {known}).")
+        return Version(name, number, path, json.loads((path / "version.json").read_text()))
+
+    def versions(self, name: str) -> list[Version]:
+        return [self.version(name, n) for n in self.numbers(name)]
+
+    def aliases(self, name: str) -> dict[str, Any]:
+        """{"aliases": {alias: version}, "history": {"production": [earlier production versions]}, "events": [...]}"""
+        path = self._folder(name) / "aliases.json"
+        if not path.is_file():
+            return {"aliases": {}, "history": {"production": []}, "events": []}
+        return json.loads(path.read_text())
+
+    def resolve(self, spec: str) -> Version:
+        """The version that 'name', 'name@3', 'name@latest' or 'name@<alias>' means now."""
+        name, ref = parse_spec(spec)
+        numbers = self.numbers(name)
+        if not numbers:
+            known = ", ".join(self.names()) or "none"
+            raise HeadstartError(f"No model named '{name}' in the registry {self.root} (models: {known}). Register "
+                                 f"one with `headstart registry push RUN_DIR --name {name}`.")
+        if ref.isdigit():
+            return self.version(name, int(ref))
+        if ref == "latest":
+            return self.version(name, numbers[-1])
+        number = self.aliases(name)["aliases"].get(ref)
+        if number is None:
+            hint = (f"Promote a version first: `headstart registry promote {name} {numbers[-1]} --to {ref}`."
+                    if ref in ALIASES else f"Use a version number, 'latest', or an alias ({', '.join(ALIASES)}).")
+            raise HeadstartError(f"{name} has no version marked '{ref}'. {hint}")
+        return self.version(name, number)
+
+    def push(self, run_dir: str | Path, name: str, parent: int | None = None) -> Version:
+        """Register a finished run's model as the next version of `name`: model folder (with compressed variants),
+        run config, results and metrics, the data fingerprint of its split manifest, and its parent version
+        (default: the production version at the time of the push)."""
+        run_dir = Path(run_dir)
+        model_dir = run_dir / "model"
+        for required in (run_dir / "config.yaml", run_dir / "results.json", run_dir / "split.csv",
+                         model_dir / "config.json", model_dir / "model.safetensors"):
+            if not required.is_file():
+                raise HeadstartError(f"{run_dir} is not a finished run folder: {required.name} is missing. Give a "
+                                     "folder written by `headstart fit` (runs/<name>).")
+        model_config = json.loads((model_dir / "config.json").read_text())
+        folder = self._folder(name)
+        (folder / "versions").mkdir(parents=True, exist_ok=True)
+        with self._lock(name):
+            for stale in folder.glob(".staging-*"):  # left by a writer that died; we hold the lock, so it is dead
+                shutil.rmtree(stale, ignore_errors=True)
+            numbers = self.numbers(name)
+            number = numbers[-1] + 1 if numbers else 1
+            if parent is None:
+                parent = self.aliases(name)["aliases"].get("production")
+            elif parent not in numbers:
+                raise HeadstartError(f"--parent {parent}: {name} has no such version (versions: "
+                                     f"{', '.join(map(str, numbers)) or 'none'}).")
+            staging = folder / f".staging-{number}-{os.getpid()}"
+            _copy_model(model_dir, staging / "model")
+            (staging / "run").mkdir()
+            for file in RUN_FILES:
+                if (run_dir / file).is_file():
+                    shutil.copy2(run_dir / file, staging / "run" / file)
+            from headstart.compress.variants import list_variants
+
+            meta = {
+                "format": FORMAT, "version": 1, "name": name, "number": number, "created": now(),
+                "source": str(run_dir.resolve()), "parent": parent,
+                "modality": model_config["modality"], "labels": model_config["labels"],
+                "backbone": model_config["backbone"], "preprocessing": model_config.get("preprocessing"),
+                "metrics": headline_metrics(run_dir),
+                "data": data_fingerprint(run_dir / "split.csv"),
+                "variants": [{k: v.get(k) for k in ("name", "runtime", "precision", "accepted")}
+                             for v in list_variants(staging / "model")],
+                "files": folder_digests(staging),
+            }
+            write_atomic(staging / "version.json", json.dumps(meta, indent=2))
+            _read_only(staging)
+            os.rename(staging, folder / "versions" / str(number))
+        return self.version(name, number)
+
+    def promote(self, name: str, number: int, alias: str = "production") -> Version:
+        """Point `alias` at version `number`. Promoting to production remembers the version it replaces (for
+        rollback) and clears the candidate alias if it pointed at the promoted version."""
+        if alias not in ALIASES:
+            raise HeadstartError(f"--to {alias}: aliases are {', '.join(ALIASES)}.")
+        with self._lock(name):
+            version = self.version(name, number)
+            state = self.aliases(name)
+            current = state["aliases"].get(alias)
+            if alias == "production" and current is not None and current != number:
+                state["history"]["production"].append(current)
+            if alias == "production" and state["aliases"].get("candidate") == number:
+                del state["aliases"]["candidate"]
+            state["aliases"][alias] = number
+            state["events"].append({"time": now(), "action": "promote", "alias": alias, "from": current, "to": number})
+            write_atomic(self._folder(name) / "aliases.json", json.dumps(state, indent=2))
+        return version
+
+    def rollback(self, name: str) -> Version:
+        """Point production back at the version that was production before the current one."""
+        with self._lock(name):
+            state = self.aliases(name)
+            history = state["history"]["production"]
+            if not history:
+                raise HeadstartError(f"{name} has no earlier production version to roll back to.")
+            current, previous = state["aliases"].get("production"), history.pop()
+            state["aliases"]["production"] = previous
+            state["events"].append({"time": now(), "action": "rollback", "alias": "production", "from": current,
+                                    "to": previous})
+            version = self.version(name, previous)
+            write_atomic(self._folder(name) / "aliases.json", json.dumps(state, indent=2))
+        return version
+
+    def diff(self, name: str, a: str, b: str) -> list[tuple[str, float | None, float | None]]:
+        """(metric, value in A, value in B) for every metric either version has; A and B are version references."""
+        va, vb = self.resolve(f"{name}@{a}"), self.resolve(f"{name}@{b}")
+        keys = sorted(set(va.meta["metrics"]) | set(vb.meta["metrics"]))
+        return [(key, va.meta["metrics"].get(key), vb.meta["metrics"].get(key)) for key in keys]

@@ -1,0 +1,139 @@
+"""Reading the inputs of a /predict request: JSON texts, JSON base64 images, or multipart image uploads.
+
+Every problem is a `BadInput` with a 4xx status and a message that names the input and says what to send; nothing
+is predicted or logged for a request that has one. Each input also gets its fingerprint (sha256), a summary (text
+length or image size) and a compact sketch for drift detection (see `sketch_text`, `sketch_image`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import io
+import json
+import re
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SKETCH_SIZE = 32  # text: hashed word buckets; images: a 4x4 RGB thumbnail (48 values)
+WORD = re.compile(r"\w+")
+
+
+class BadInput(Exception):
+    """A request the service refuses: HTTP `status` and a message for the caller."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Item:
+    """One input, ready for the model, with what the prediction log records about it."""
+
+    value: object                      # a text, or an RGB PIL image
+    fingerprint: str                   # sha256 of the text (UTF-8) or of the image file's bytes
+    text_length: int | None = None
+    image_size: tuple[int, int] | None = None
+    sketch: list[float] = field(default_factory=list)
+
+
+def sketch_text(text: str) -> list[float]:
+    """Word counts hashed into 32 buckets (a stable hash), L2-normalised: a model-independent input embedding."""
+    vector = np.zeros(SKETCH_SIZE)
+    for word in WORD.findall(text.lower()):
+        vector[zlib.crc32(word.encode()) % SKETCH_SIZE] += 1
+    norm = np.linalg.norm(vector)
+    return [round(float(v), 4) for v in (vector / norm if norm else vector)]
+
+
+def sketch_image(image) -> list[float]:
+    """The image shrunk to 4x4 RGB, values in [0, 1]: a model-independent input embedding."""
+    small = np.asarray(image.resize((4, 4)), dtype=np.float64) / 255
+    return [round(float(v), 4) for v in small.reshape(-1)]
+
+
+def text_items(texts, max_inputs: int) -> list[Item]:
+    items = []
+    for i, text in enumerate(_strings(texts, "texts", max_inputs, "a string")):
+        if not text.strip():
+            raise BadInput(422, f"texts[{i}] is empty: give some text to classify.")
+        items.append(Item(text, hashlib.sha256(text.encode()).hexdigest(), text_length=len(text),
+                          sketch=sketch_text(text)))
+    return items
+
+
+def image_item(data: bytes, where: str) -> Item:
+    from headstart.data.images import DECODE_ERRORS, open_rgb
+
+    try:
+        image = open_rgb(io.BytesIO(data))
+    except DECODE_ERRORS as exc:
+        raise BadInput(422, f"{where} is not a readable image ({exc}). Send PNG, JPEG, BMP, TIFF or WebP.") from None
+    return Item(image, hashlib.sha256(data).hexdigest(), image_size=image.size, sketch=sketch_image(image))
+
+
+def base64_items(images, max_inputs: int) -> list[Item]:
+    items = []
+    for i, encoded in enumerate(_strings(images, "images", max_inputs, "a base64 string")):
+        payload = encoded.split(",", 1)[1] if encoded.startswith("data:") else encoded  # data URLs too
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadInput(422, f"images[{i}] is not valid base64. Encode the image file's bytes with base64.") from None
+        items.append(image_item(data, f"images[{i}]"))
+    return items
+
+
+def _strings(values, key: str, max_inputs: int, kind: str) -> list[str]:
+    """`values` if it is a list of 1 to `max_inputs` strings."""
+    if not isinstance(values, list):
+        raise BadInput(422, f'"{key}" must be a list, e.g. {{"{key}": ["...", "..."]}}.')
+    if not values:
+        raise BadInput(422, f'"{key}" is empty: send at least one input.')
+    if len(values) > max_inputs:
+        raise BadInput(413, f"{len(values)} inputs in one request; at most {max_inputs} are accepted (--max-inputs). "
+                            "Split the request.")
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise BadInput(422, f"{key}[{i}] is a {type(value).__name__}, not {kind}.")
+    return values
+
+
+def parse_json(body: bytes, modality: str, max_inputs: int) -> list[Item]:
+    """Items of a JSON body: {"texts": [...]} for a text model, {"images": [base64, ...]} for an image model."""
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(400, f"The request body is not valid JSON ({exc}).") from None
+    key = "texts" if modality == "text" else "images"
+    if not isinstance(payload, dict) or key not in payload:
+        other = "images" if key == "texts" else "texts"
+        hint = (f" This model classifies {modality}s, not {other}." if isinstance(payload, dict) and other in payload
+                else "")
+        raise BadInput(422, f'Send a JSON object {{"{key}": [...]}}.{hint}')
+    return text_items(payload[key], max_inputs) if key == "texts" else base64_items(payload[key], max_inputs)
+
+
+async def parse_multipart(request, modality: str, max_inputs: int, max_bytes: int) -> list[Item]:
+    """Items of a multipart upload: one image file per part (any field name, `images` by convention)."""
+    if modality != "image":
+        raise BadInput(415, 'This model classifies texts: send JSON {"texts": [...]} with Content-Type '
+                            "application/json.")
+    from starlette.datastructures import UploadFile
+
+    form = await request.form(max_files=max_inputs + 1, max_part_size=max_bytes)
+    try:
+        files = [(key, value) for key, value in form.multi_items() if isinstance(value, UploadFile)]
+        if not files:
+            raise BadInput(422, "The multipart upload holds no files: attach images as file parts named 'images'.")
+        if len(files) > max_inputs:
+            raise BadInput(413, f"{len(files)} files in one request; at most {max_inputs} are accepted "
+                                "(--max-inputs). Split the request.")
+        return [image_item(await upload.read(), f"{key} file '{upload.filename}'") for key, upload in files]
+    finally:
+        await form.close()

@@ -1,0 +1,108 @@
+"""The prediction log: every prediction and every piece of feedback, in a database through SQLAlchemy.
+
+SQLite (WAL journal, so readers never block the writer) by default; PostgreSQL with a `postgresql://` URL (the
+psycopg 3 driver). Both tables are created when missing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, create_engine, event, func, insert, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from headstart.errors import HeadstartError
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class PredictionRow(Base):
+    """One answered input: which model version answered it, on which arm, what it said, and about what."""
+
+    __tablename__ = "predictions"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    request_id: Mapped[str] = mapped_column(String(32), index=True)
+    model: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int] = mapped_column(Integer, index=True)
+    arm: Mapped[str] = mapped_column(String(16))            # production, candidate or shadow
+    runtime: Mapped[str] = mapped_column(String(64))        # torch, or the ONNX variant's name
+    input_hash: Mapped[str] = mapped_column(String(64), index=True)
+    text_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    image_width: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    image_height: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    label: Mapped[str] = mapped_column(String(256))
+    confidence: Mapped[float] = mapped_column(Float)
+    probabilities: Mapped[dict] = mapped_column(JSON)
+    embedding: Mapped[list] = mapped_column(JSON)
+    latency_ms: Mapped[float] = mapped_column(Float)
+
+
+class FeedbackRow(Base):
+    """The true label of a prediction, arriving later."""
+
+    __tablename__ = "feedback"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id"), index=True)
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    label: Mapped[str] = mapped_column(String(256))
+
+
+def database_url(url: str | None, default: Path) -> str:
+    """The SQLAlchemy URL to use: `default` as SQLite when none is given; psycopg 3 for postgresql:// URLs."""
+    if not url:
+        default.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{default}"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+class PredictionLog:
+    """Writes and reads the prediction log. Calls block: the service runs them on its one database thread."""
+
+    def __init__(self, url: str):
+        self.url = url
+        try:
+            self.engine = create_engine(url, pool_pre_ping=True)
+        except Exception as exc:  # unknown dialect, missing driver, malformed URL
+            raise HeadstartError(f"--db {url}: cannot use this database URL ({exc}). Give sqlite:///PATH or "
+                                 "postgresql://USER:PASSWORD@HOST:PORT/DATABASE.") from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            Base.metadata.create_all(self.engine)
+        except Exception as exc:
+            raise HeadstartError(f"--db {self.engine.url.render_as_string(hide_password=True)}: cannot open the "
+                                 f"prediction log ({exc}).") from None
+
+    def write_predictions(self, rows: list[dict]) -> None:
+        """Insert prediction rows (dicts of PredictionRow's columns) in one transaction."""
+        with Session(self.engine) as session, session.begin():
+            session.execute(insert(PredictionRow), rows)
+
+    def prediction(self, prediction_id: str) -> PredictionRow | None:
+        with Session(self.engine) as session:
+            return session.get(PredictionRow, prediction_id)
+
+    def write_feedback(self, prediction_id: str, label: str) -> None:
+        with Session(self.engine) as session, session.begin():
+            session.add(FeedbackRow(prediction_id=prediction_id, label=label, created=datetime.now(timezone.utc)))
+
+    def count(self, table=PredictionRow) -> int:
+        with Session(self.engine) as session:
+            return session.scalar(select(func.count()).select_from(table))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # with WAL: durable at checkpoints, never corrupt
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()

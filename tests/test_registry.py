@@ -1,0 +1,171 @@
+"""The model registry: immutable versions, aliases, promote and rollback, concurrent writers, interrupted writes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from headstart.errors import HeadstartError
+from headstart.registry import Registry
+from tests.test_cli import ROOT, cli
+
+
+def test_push_records_an_immutable_version(tiny_run, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    version = reg.push(tiny_run.path, "digits")
+    assert version.spec == "digits@1" and reg.names() == ["digits"]
+    meta = version.meta
+    assert meta["labels"] == ["digit0", "digit1", "digit2"] and meta["modality"] == "image"
+    assert meta["backbone"]["factory"] == "tests.tiny:tiny_cnn" and meta["preprocessing"]["image_size"] == 16
+    assert meta["parent"] is None and meta["source"] == str(tiny_run.path.resolve())
+    assert meta["metrics"]["test.test_acc"] == pytest.approx(tiny_run.test_metrics["test_acc"])
+    assert sum(meta["data"]["examples"].values()) == len(tiny_run.split)
+    assert (version.model_dir / "model.safetensors").is_file() and (version.path / "run" / "config.yaml").is_file()
+    assert "model/model.safetensors" in meta["files"]
+    weights = version.model_dir / "model.safetensors"
+    assert not os.access(weights, os.W_OK) or os.geteuid() == 0  # read-only (root may write anyway)
+    assert weights.stat().st_mode & 0o222 == 0
+    version.verify()
+    weights.chmod(0o644)
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    with pytest.raises(HeadstartError, match="differs from the file registered in digits@1"):
+        version.verify()
+
+
+def test_data_fingerprint_follows_the_split_not_its_row_order(tiny_run, tmp_path):
+    from headstart.registry.fingerprint import data_fingerprint
+
+    split = tiny_run.split
+    shuffled = tmp_path / "shuffled.csv"
+    split.sample(frac=1, random_state=0).to_csv(shuffled, index=False)
+    assert data_fingerprint(shuffled) == data_fingerprint(tiny_run.path / "split.csv")
+    split.loc[0, "split"] = "test" if split.loc[0, "split"] != "test" else "train"
+    moved = tmp_path / "moved.csv"
+    split.to_csv(moved, index=False)
+    assert data_fingerprint(moved)["sha256"] != data_fingerprint(tiny_run.path / "split.csv")["sha256"]
+
+
+def test_promote_rollback_and_resolve(tiny_run, tmp_path):
+    reg = Registry(tmp_path)
+    for _ in range(3):
+        reg.push(tiny_run.path, "digits")
+    with pytest.raises(HeadstartError, match="no version marked 'production'.*registry promote digits 3"):
+        reg.resolve("digits")
+    reg.promote("digits", 1)
+    assert reg.push(tiny_run.path, "digits").meta["parent"] == 1  # the production version at push time
+    reg.promote("digits", 2)
+    reg.promote("digits", 3, "candidate")
+    assert reg.resolve("digits@candidate").number == 3 and reg.resolve("digits@latest").number == 4
+    reg.promote("digits", 3)  # the candidate becomes production: the candidate alias is cleared
+    assert reg.resolve("digits").number == 3 and "candidate" not in reg.aliases("digits")["aliases"]
+    assert reg.rollback("digits").number == 2
+    assert reg.rollback("digits").number == 1
+    with pytest.raises(HeadstartError, match="no earlier production version"):
+        reg.rollback("digits")
+    assert [e["to"] for e in reg.aliases("digits")["events"]] == [1, 2, 3, 3, 2, 1]
+    with pytest.raises(HeadstartError, match="digits has no version 9 .*versions: 1, 2, 3, 4"):
+        reg.promote("digits", 9)
+    with pytest.raises(HeadstartError, match="aliases are production, candidate"):
+        reg.promote("digits", 1, "staging")
+    with pytest.raises(HeadstartError, match="No model named 'nope'"):
+        reg.resolve("nope@1")
+    with pytest.raises(HeadstartError, match="not a valid model name"):
+        reg.resolve("../etc")
+
+
+def test_push_refuses_pickles_and_unfinished_runs(tiny_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run, ignore=shutil.ignore_patterns("checkpoints"))
+    (run / "model" / "extra.pt").write_bytes(b"\x80\x04pickle")
+    reg = Registry(tmp_path / "reg")
+    with pytest.raises(HeadstartError, match="extra.pt.*never pickles"):
+        reg.push(run, "digits")
+    (run / "model" / "extra.pt").unlink()
+    (run / "results.json").unlink()
+    with pytest.raises(HeadstartError, match="not a finished run folder: results.json is missing"):
+        reg.push(run, "digits")
+    assert reg.numbers("digits") == [] and not list((tmp_path / "reg" / "digits").glob(".staging-*"))
+
+
+PUSHER = """
+import sys
+from headstart.registry import Registry
+reg = Registry(sys.argv[1])
+for _ in range(int(sys.argv[3])):
+    reg.push(sys.argv[2], "digits")
+    reg.promote("digits", reg.numbers("digits")[-1])
+"""
+
+
+def _pushers(registry: Path, run: Path, count: int, each: int) -> list[subprocess.Popen]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return [subprocess.Popen([sys.executable, "-c", PUSHER, str(registry), str(run), str(each)], env=env)
+            for _ in range(count)]
+
+
+def _check_consistent(reg: Registry) -> None:
+    """Every version is complete and unmodified; the aliases point at existing versions."""
+    numbers = reg.numbers("digits")
+    assert numbers == list(range(1, len(numbers) + 1))
+    for version in reg.versions("digits"):
+        version.verify()
+    state = reg.aliases("digits")
+    for number in [*state["aliases"].values(), *state["history"]["production"]]:
+        assert number in numbers
+
+
+def test_two_concurrent_writers(tiny_run, tmp_path):
+    procs = _pushers(tmp_path, tiny_run.path, 2, 3)
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    reg = Registry(tmp_path)
+    _check_consistent(reg)
+    state = reg.aliases("digits")
+    assert reg.numbers("digits") == [1, 2, 3, 4, 5, 6]
+    assert len(state["events"]) == 6 and len(state["history"]["production"]) == 5
+
+
+def test_a_writer_killed_mid_write_leaves_the_registry_intact(tiny_run, tmp_path):
+    reg = Registry(tmp_path)
+    reg.push(tiny_run.path, "digits")
+    (proc,) = _pushers(tmp_path, tiny_run.path, 1, 1000)
+    deadline = time.monotonic() + 60
+    while len(reg.numbers("digits")) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.13)  # somewhere inside the next copy, digest or rename
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    _check_consistent(reg)
+    version = reg.push(tiny_run.path, "digits")  # the next writer gets the lock and cleans up
+    assert not list((tmp_path / "digits").glob(".staging-*"))
+    assert version.number == len(reg.numbers("digits"))
+
+
+def test_registry_cli(tiny_run, tmp_path):
+    reg = str(tmp_path / "reg")
+    Registry(reg).push(tiny_run.path, "digits")
+    result = cli("registry", "push", str(tiny_run.path), "--name", "digits", "--registry", reg, "--parent", "1")
+    assert result.returncode == 0 and "Registered digits@2" in result.stdout, result.stderr
+    Registry(reg).promote("digits", 1)
+    assert cli("registry", "promote", "digits", "2", "--registry", reg).returncode == 0
+    listing = cli("registry", "list", "--registry", reg).stdout
+    assert "digits" in listing and "2" in listing
+    shown = json.loads(cli("registry", "show", "digits@production", "--registry", reg).stdout)
+    assert shown["number"] == 2 and shown["parent"] == 1 and "files" not in shown
+    table = cli("registry", "show", "digits", "--registry", reg).stdout
+    assert "production" in table and "digits" in table
+    diff = cli("registry", "diff", "digits", "1", "production", "--registry", reg).stdout
+    assert "test.test_acc" in diff and "+0.0000" in diff
+    rollback = cli("registry", "rollback", "digits", "--registry", reg)
+    assert rollback.returncode == 0 and "digits@production is now version 1" in rollback.stdout
+    again = cli("registry", "rollback", "digits", "--registry", reg)
+    assert again.returncode == 2 and "no earlier production version" in again.stderr
+    assert "Traceback" not in again.stderr

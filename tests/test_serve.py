@@ -1,0 +1,276 @@
+"""The HTTP service on the tiny digits model: predictions logged, feedback, bad input, metrics, A/B and shadow,
+admin promote and rollback while requests are in flight (a real uvicorn server on loopback)."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from headstart.registry import Registry
+from headstart.serve import ServeConfig, create_app
+from headstart.serve.log import FeedbackRow, PredictionLog, PredictionRow, database_url
+
+TOKEN = "s3cret-token"
+
+
+@pytest.fixture
+def registry(tiny_run, tmp_path):
+    """Two versions of the tiny model: 1 in production, 2 the candidate."""
+    reg = Registry(tmp_path / "registry")
+    reg.push(tiny_run.path, "digits")
+    reg.push(tiny_run.path, "digits")
+    reg.promote("digits", 1)
+    reg.promote("digits", 2, "candidate")
+    return reg
+
+
+@pytest.fixture(scope="session")
+def pngs(digits_folder):
+    return [p.read_bytes() for folder in sorted(digits_folder.iterdir()) for p in sorted(folder.iterdir())[:4]]
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def rows(url: str) -> list[PredictionRow]:
+    log = PredictionLog(url)
+    try:
+        with Session(log.engine) as session:
+            return list(session.scalars(select(PredictionRow)))
+    finally:
+        log.close()
+
+
+def sqlite_url(registry: Registry) -> str:
+    return database_url(None, registry.root / "digits" / "predictions.sqlite")
+
+
+def client(registry: Registry, **settings) -> TestClient:
+    return TestClient(create_app(ServeConfig(model="digits@production", registry=registry.root, **settings)))
+
+
+def test_predict_logs_every_input_and_takes_feedback(registry, pngs):
+    with client(registry) as api:
+        answer = api.post("/predict", json={"images": [b64(pngs[0]), b64(pngs[5])]})
+        assert answer.status_code == 200, answer.text
+        predictions = answer.json()["predictions"]
+        upload = api.post("/predict", files=[("images", ("a.png", pngs[9], "image/png"))])
+        assert upload.status_code == 200, upload.text
+        predictions += upload.json()["predictions"]
+        for p in predictions:
+            assert set(p["probabilities"]) == {"digit0", "digit1", "digit2"}
+            assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
+            assert (p["model"], p["version"], p["arm"]) == ("digits", 1, "production")
+        health = api.get("/health").json()
+        assert health["production"] == {"model": "digits", "version": 1, "runtime": "torch"}
+        assert health["candidate"] is None and health["labels"] == ["digit0", "digit1", "digit2"]
+
+        first = predictions[0]
+        good = api.post("/feedback", json={"prediction_id": first["id"], "label": first["label"]})
+        assert good.status_code == 200 and good.json()["correct"] is True
+        assert api.post("/feedback", json={"prediction_id": "nope", "label": "digit0"}).status_code == 404
+        wrong = api.post("/feedback", json={"prediction_id": first["id"], "label": "cat"})
+        assert wrong.status_code == 422 and "'cat' is not a label of digits@1" in wrong.json()["detail"]
+
+    logged = {row.id: row for row in rows(sqlite_url(registry))}
+    assert set(logged) == {p["id"] for p in predictions}
+    row = logged[first["id"]]
+    assert row.version == 1 and row.arm == "production" and row.runtime == "torch" and row.label == first["label"]
+    assert (row.image_width, row.image_height) == (16, 16) and row.text_length is None
+    assert len(row.input_hash) == 64 and len(row.embedding) == 48 and row.latency_ms > 0
+    assert row.confidence == pytest.approx(max(row.probabilities.values()))
+    log = PredictionLog(sqlite_url(registry))
+    assert log.count(FeedbackRow) == 1
+    with log.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    log.close()
+
+
+def test_bad_input_gets_a_4xx_and_nothing_is_logged(registry, pngs):
+    with client(registry, max_inputs=3, max_body_mb=0.05) as api:
+        cases = [
+            (dict(content=b"{not json", headers={"content-type": "application/json"}), 400, "not valid JSON"),
+            (dict(content=b"hello", headers={"content-type": "text/plain"}), 415, "Content-Type text/plain"),
+            (dict(json={"images": [b64(b"not an image")]}), 422, "images[0] is not a readable image"),
+            (dict(json={"images": ["%%%"]}), 422, "images[0] is not valid base64"),
+            (dict(json={"texts": ["a cat"]}), 422, "classifies images, not texts"),
+            (dict(json={"images": []}), 422, "is empty"),
+            (dict(json={"images": "abc"}), 422, "must be a list"),
+            (dict(json={"images": [b64(pngs[0])] * 4}), 413, "at most 3"),
+            (dict(json={"images": ["A" * 60_000]}), 413, "larger than 0.05 MB"),
+            (dict(files=[("images", ("x.png", b"broken", "image/png"))]), 422, "file 'x.png' is not a readable image"),
+            (dict(files=[("images", ("x.png", pngs[0], "image/png"))] * 4), 413, "at most 3"),
+        ]
+        for request, status, message in cases:
+            answer = api.post("/predict", **request)
+            assert answer.status_code == status, (request, answer.text)
+            assert message in answer.json()["detail"], answer.text
+        assert rows(sqlite_url(registry)) == []
+        assert api.post("/predict", json={"images": [b64(pngs[0])]}).status_code == 200  # still serving
+    assert len(rows(sqlite_url(registry))) == 1
+
+
+def test_texts_are_checked_before_any_model_runs():
+    from headstart.serve.inputs import BadInput, parse_json
+
+    items = parse_json(b'{"texts": ["Shares rose", "The striker scored"]}', "text", 8)
+    assert [item.text_length for item in items] == [11, 18] and len(items[0].sketch) == 32
+    for body, message in [(b'{"texts": ["ok", "  "]}', r"texts\[1\] is empty"), (b'{"texts": [3]}', "not a string"),
+                          (b'{"images": ["x"]}', "classifies texts, not images")]:
+        with pytest.raises(BadInput, match=message):
+            parse_json(body, "text", 8)
+
+
+def test_admin_endpoints_need_the_token(registry, monkeypatch):
+    monkeypatch.delenv("HEADSTART_ADMIN_TOKEN", raising=False)
+    with client(registry) as api:
+        disabled = api.post("/admin/rollback")
+        assert disabled.status_code == 403 and "HEADSTART_ADMIN_TOKEN" in disabled.json()["detail"]
+        monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
+        assert api.post("/admin/rollback").status_code == 401
+        assert api.post("/admin/promote", json={"version": 2},
+                        headers={"Authorization": "Bearer wrong"}).status_code == 401
+        nothing = api.post("/admin/rollback", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert nothing.status_code == 409 and "no earlier production version" in nothing.json()["detail"]
+        assert registry.resolve("digits").number == 1
+
+
+def test_openapi_lists_every_endpoint_with_its_schema(registry):
+    with client(registry) as api:
+        spec = api.get("/openapi.json").json()
+        assert api.get("/docs").status_code == 200
+    paths = spec["paths"]
+    assert set(paths) == {"/predict", "/feedback", "/health", "/metrics", "/admin/promote", "/admin/rollback"}
+    body = paths["/predict"]["post"]["requestBody"]["content"]
+    assert {"application/json", "multipart/form-data"} <= set(body)
+    assert "images" in body["application/json"]["schema"]["properties"]
+    for path, method in [("/predict", "post"), ("/feedback", "post"), ("/health", "get"), ("/admin/promote", "post")]:
+        assert "$ref" in paths[path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert "$ref" in paths["/feedback"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert paths["/admin/rollback"]["post"]["security"] == [{"HTTPBearer": []}]
+    assert {"PredictResponse", "Prediction", "FeedbackRequest", "Health", "PromoteRequest"} <= set(
+        spec["components"]["schemas"])
+
+
+def test_metrics_count_requests_and_predictions_per_version_and_class(registry, pngs):
+    with client(registry) as api:
+        labels = [p["label"] for p in api.post("/predict", json={"images": [b64(x) for x in pngs[:3]]}).json()
+                  ["predictions"]]
+        api.post("/predict", content=b"x", headers={"content-type": "text/plain"})
+        text = api.get("/metrics").text
+    for label in set(labels):
+        expected = f'headstart_predictions_total{{arm="production",label="{label}",model="digits",version="1"}} ' \
+                   f"{float(labels.count(label))}"
+        assert expected in text
+    assert 'headstart_http_requests_total{method="POST",path="/predict",status="200"} 1.0' in text
+    assert 'headstart_http_requests_total{method="POST",path="/predict",status="415"} 1.0' in text
+    assert 'headstart_http_request_duration_seconds_bucket{le="10.0",method="POST",path="/predict"} 2.0' in text
+    assert 'headstart_inference_batch_size_count{model="digits",version="1"} 1.0' in text
+    assert 'headstart_serving_version{arm="production",model="digits"} 1.0' in text
+
+
+def test_ab_split_and_shadow(registry, pngs):
+    with client(registry, candidate="digits@candidate", mode="ab", split=0.5, seed=0) as api:
+        arms = [api.post("/predict", json={"images": [b64(pngs[i % 12])]}).json()["predictions"][0]
+                for i in range(20)]
+        assert api.get("/health").json()["candidate"]["version"] == 2
+    answered = {(p["arm"], p["version"]) for p in arms}
+    assert answered == {("production", 1), ("candidate", 2)}
+    logged = {row.id: (row.arm, row.version) for row in rows(sqlite_url(registry))}
+    assert logged == {p["id"]: (p["arm"], p["version"]) for p in arms}
+
+    with client(registry, candidate="digits@candidate", mode="shadow") as api:
+        answer = api.post("/predict", json={"images": [b64(pngs[0]), b64(pngs[1])]}).json()
+    assert {(p["arm"], p["version"]) for p in answer["predictions"]} == {("production", 1)}
+    shadow = [row for row in rows(sqlite_url(registry)) if row.request_id == answer["request_id"]]
+    assert sorted((row.arm, row.version) for row in shadow) == [("production", 1)] * 2 + [("shadow", 2)] * 2
+
+
+class Server:
+    """A real uvicorn server on a free loopback port, in a thread."""
+
+    def __init__(self, config: ServeConfig):
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(create_app(config), host="127.0.0.1", port=0,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert self.thread.is_alive() and time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def test_promote_and_rollback_while_requests_are_in_flight(registry, pngs, monkeypatch):
+    monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
+    config = ServeConfig(model="digits@production", registry=registry.root, max_wait_ms=20)
+    stop = threading.Event()
+    with Server(config) as url:
+        def hammer(worker: int) -> list[tuple[int, dict]]:
+            answers = []
+            with httpx.Client(base_url=url, timeout=30) as http:
+                while not stop.is_set():
+                    reply = http.post("/predict", json={"images": [b64(pngs[worker % len(pngs)])] * 2})
+                    answers.append((reply.status_code, reply.json()))
+            return answers
+
+        admin = {"Authorization": f"Bearer {TOKEN}"}
+        with ThreadPoolExecutor(6) as pool, httpx.Client(base_url=url, timeout=60) as http:
+            futures = [pool.submit(hammer, i) for i in range(6)]
+            time.sleep(0.5)
+            promoted = http.post("/admin/promote", json={"version": 2}, headers=admin)
+            assert promoted.status_code == 200 and promoted.json()["production"]["version"] == 2, promoted.text
+            time.sleep(0.5)
+            rolled = http.post("/admin/rollback", headers=admin)
+            assert rolled.status_code == 200 and rolled.json()["production"]["version"] == 1, rolled.text
+            time.sleep(0.5)
+            stop.set()
+            answers = [answer for future in futures for answer in future.result()]
+    assert registry.resolve("digits").number == 1 and registry.aliases("digits")["history"]["production"] == []
+    assert all(status == 200 for status, _ in answers), {status for status, _ in answers}
+    answered = {p["id"]: p["version"] for _, body in answers for p in body["predictions"]}
+    assert {1, 2} <= set(answered.values())
+    logged = {row.id: row.version for row in rows(sqlite_url(registry))}
+    assert logged == answered  # every prediction logged once, with the version that answered it
+
+
+def test_micro_batching_gathers_concurrent_requests():
+    import asyncio
+
+    from headstart.serve.batching import MicroBatcher
+
+    async def scenario(max_batch: int) -> tuple[list, list]:
+        sizes = []
+
+        def run(items):
+            sizes.append(len(items))
+            return [item * 10 for item in items]
+
+        batcher = MicroBatcher(run, max_batch=max_batch, max_wait_ms=50)
+        results = await asyncio.gather(*(batcher.submit([i, i + 100]) for i in range(8)))
+        await batcher.close()
+        return results, sizes
+
+    results, sizes = asyncio.run(scenario(8))
+    assert results == [[i * 10, (i + 100) * 10] for i in range(8)]
+    assert sizes == [8, 8]  # four requests of two inputs per batch
+    results, sizes = asyncio.run(scenario(1))  # off: each request alone
+    assert results == [[i * 10, (i + 100) * 10] for i in range(8)] and sizes == [2] * 8
