@@ -37,14 +37,16 @@ class EpochData:
         unfreezing = self.unfreezing
         self.cache.start_epoch(epoch, unfreezing.stage_start, unfreezing.stage_end(epoch, trainer.max_epochs))
         train = self.config.train
+        # batch_size is the global batch: each of N processes takes 1/N of it, so a DDP run makes the same steps
+        batch_size = max(1, train.batch_size // trainer.world_size)
         sampler = EpochSampler(len(self.targets["train"]), train.seed, trainer.current_epoch, self.weights)
         if self.lengths and self.config.data.bucket_by_length and trainer.world_size == 1:
             # (with several processes Lightning shards a plain sampler; batches of similar length are per process)
-            sampler = LengthBuckets(sampler, self.lengths, train.batch_size)
+            sampler = LengthBuckets(sampler, self.lengths, batch_size)
         if self.cache.replaying("train"):
             return make_loader(CachedDataset(self.cache, "train", self.targets["train"]), collate_cached,
-                               train.batch_size, sampler)
-        return make_loader(self.raw["train"], self.collate, train.batch_size, sampler, train.num_workers)
+                               batch_size, sampler)
+        return make_loader(self.raw["train"], self.collate, batch_size, sampler, train.num_workers)
 
     def evaluation(self, split: str) -> DataLoader:
         train = self.config.train
