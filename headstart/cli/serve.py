@@ -1,0 +1,46 @@
+"""`headstart serve`: the HTTP service for a registered model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from headstart.cli.app import app, console
+from headstart.cli.registry import REGISTRY_OPTION
+
+
+@app.command()
+def serve(
+    model: str = typer.Option(..., "--model", help="Registered model to serve: NAME@production, NAME@3, NAME@latest."),
+    registry: Optional[Path] = REGISTRY_OPTION,
+    candidate: Optional[str] = typer.Option(None, help="A second version of the same model, e.g. NAME@candidate, "
+                                                       "for A/B or shadow comparison."),
+    mode: str = typer.Option("ab", help="With --candidate: ab (the candidate answers --split of the requests) or "
+                                        "shadow (production answers; the candidate also runs and is logged)."),
+    split: float = typer.Option(0.1, help="Share of requests the candidate answers in ab mode (0 to 1)."),
+    db: Optional[str] = typer.Option(None, help="Prediction log database URL: sqlite:///PATH or "
+                                                "postgresql://USER:PASSWORD@HOST:PORT/DB. Default: SQLite file "
+                                                "<registry>/<name>/predictions.sqlite."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the service to the network."),
+    port: int = typer.Option(8000, help="TCP port."),
+    runtime: str = typer.Option("auto", help="auto (the fastest accepted ONNX Runtime variant, else PyTorch), "
+                                             "torch, or a variant name such as int8-dynamic."),
+    max_batch_size: int = typer.Option(32, help="Most inputs in one micro-batch; 1 turns micro-batching off."),
+    max_wait_ms: float = typer.Option(5.0, help="Longest a request waits for others to join its batch."),
+    max_inputs: int = typer.Option(64, help="Most inputs in one request."),
+    max_body_mb: float = typer.Option(10.0, help="Largest request body in MB."),
+    admin_token_env: str = typer.Option("HEADSTART_ADMIN_TOKEN", help="Environment variable holding the bearer "
+                                                                      "token of /admin/*; unset disables them."),
+) -> None:
+    """Serve a registered model over HTTP (FastAPI): /predict, /feedback, /health, /metrics, /admin/*."""
+    import uvicorn
+
+    from headstart.serve import ServeConfig, create_app
+
+    config = ServeConfig(model=model, registry=registry, candidate=candidate, mode=mode, split=split, db=db,
+                         runtime=runtime, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                         max_inputs=max_inputs, max_body_mb=max_body_mb, admin_token_env=admin_token_env)
+    console.print(f"Serving {model} on http://{host}:{port} (API: http://{host}:{port}/docs)")
+    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")

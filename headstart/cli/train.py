@@ -1,0 +1,99 @@
+"""`headstart fit`, `predict` and `evaluate`: train a model, use it, judge it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from headstart.cli.app import app, console
+from headstart.errors import HeadstartError
+
+
+@app.command()
+def fit(
+    config: Optional[Path] = typer.Argument(None, help="YAML run config (see README, 'The run config')."),
+    set_: List[str] = typer.Option([], "--set", help="Override a config field: --set train.max_epochs=3 (repeatable)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run in this folder from its last checkpoint."),
+    overwrite: bool = typer.Option(False, help="Replace an existing run folder of the same name."),
+) -> None:
+    """Train a model: head first, then gradual unfreezing; writes runs/<name>/ with the best model."""
+    from headstart.train.fit import fit as run_fit, is_worker
+
+    run = run_fit(config, set_, resume=resume, overwrite=overwrite)
+    if is_worker():
+        return  # a DDP worker process: the first process reports
+    results = run.results
+    table = Table(title=f"{run.config.name}: test metrics (best epoch {results['best_epoch']})")
+    for key in ("test_acc", "test_f1", "test_loss"):
+        table.add_column(key)
+    table.add_row(*(f"{results['test'][k]:.4f}" for k in ("test_acc", "test_f1", "test_loss")))
+    console.print(table)
+    console.print(f"Run folder: {run.path}   model: {run.model_dir}")
+
+
+@app.command()
+def predict(
+    model_dir: Path = typer.Argument(..., help="A model folder (runs/<name>/model) or a run folder."),
+    inputs: List[str] = typer.Argument(..., help="Image files or folders; or texts, .txt files, CSV / JSONL tables."),
+    text_column: str = typer.Option("text", help="Column holding the texts in CSV / JSONL inputs."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per input."),
+    top: int = typer.Option(3, help="How many classes to show per input."),
+) -> None:
+    """Predict labels with probabilities for images or texts."""
+    from headstart.predict import check_images, gather_inputs, load
+
+    if (model_dir / "model" / "config.json").is_file():
+        model_dir = model_dir / "model"
+    predictor = load(model_dir)
+    items, names = gather_inputs(inputs, predictor.modality, text_column)
+    if predictor.modality == "image":
+        check_images(items)
+    if not items:
+        raise HeadstartError("No inputs found: give image files, a folder of images, or texts.")
+    results = predictor.predict(items)
+    if as_json:
+        for name, result in zip(names, results):
+            print(json.dumps({"input": name, **result}))
+        return
+    table = Table(show_header=True)
+    table.add_column("input")
+    table.add_column("label")
+    table.add_column("probabilities")
+    for name, result in zip(names, results):
+        ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:top]
+        table.add_row(name, result["label"], "  ".join(f"{k} {v:.3f}" for k, v in ranked))
+    console.print(table)
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `headstart fit` (runs/<name>)."),
+    data: Optional[str] = typer.Option(None, help="Evaluate on another data source (bundled name, folder or table, "
+                                                  "read with the run's column settings) instead of the test split."),
+    slice_by: List[str] = typer.Option([], "--slice-by", help="A metadata column to report metrics per value of "
+                                                             "(repeatable), besides evaluate.slice_by."),
+    out: Optional[Path] = typer.Option(None, help="Folder for report.html and metrics.json. Default: the run folder, "
+                                                  "or <run>/evaluations/<source name> with --data."),
+    set_: List[str] = typer.Option([], "--set", help="Override an evaluate setting (--set evaluate.bootstrap=200), or "
+                                                     "say how to read --data (--set data.image_column=path). Repeatable."),
+) -> None:
+    """Evaluate a run's best model: report.html and metrics.json with metrics, slices, baselines, robustness, latency."""
+    from headstart.evaluate import evaluate_run, output_dir, summary_rows
+
+    if not (run_dir / "config.yaml").is_file():
+        raise HeadstartError(f"{run_dir} is not a run folder (no config.yaml in it). Give the folder written by "
+                             "`headstart fit`, e.g. runs/<name>.")
+    metrics = evaluate_run(run_dir, data=data, slice_by=slice_by, output=out, overrides=set_)
+    table = Table(title=f"{metrics['run']}: {metrics['data']['scope']} of {metrics['data']['source']} "
+                        f"({metrics['data']['examples']} examples)")
+    for column in ("metric", "value", "95% CI"):
+        table.add_column(column)
+    for row in summary_rows(metrics):
+        table.add_row(*row)
+    console.print(table)
+    folder = output_dir(run_dir, data, out)
+    console.print(f"Report: {folder / 'report.html'}   metrics: {folder / 'metrics.json'}")
