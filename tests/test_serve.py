@@ -4,6 +4,7 @@ admin promote and rollback while requests are in flight (a real uvicorn server o
 from __future__ import annotations
 
 import base64
+import io
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -95,6 +97,13 @@ def test_predict_logs_every_input_and_takes_feedback(registry, pngs):
     log.close()
 
 
+def huge_png() -> bytes:
+    """A 8000x8000 one-bit PNG: a few kilobytes on the wire, 192 MB once decoded to RGB."""
+    buffer = io.BytesIO()
+    Image.new("1", (8_000, 8_000)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
 def test_bad_input_gets_a_4xx_and_nothing_is_logged(registry, pngs):
     with client(registry, max_inputs=3, max_body_mb=0.05) as api:
         cases = [
@@ -109,6 +118,10 @@ def test_bad_input_gets_a_4xx_and_nothing_is_logged(registry, pngs):
             (dict(json={"images": ["A" * 60_000]}), 413, "larger than 0.05 MB"),
             (dict(files=[("images", ("x.png", b"broken", "image/png"))]), 422, "file 'x.png' is not a readable image"),
             (dict(files=[("images", ("x.png", pngs[0], "image/png"))] * 4), 413, "at most 3"),
+            (dict(json={"images": ["data:image/png;base64"]}), 422, "data URL without data"),
+            (dict(content=b"[" * 5000 + b"]" * 5000, headers={"content-type": "application/json"}), 400,
+             "nests JSON too deeply"),
+            (dict(json={"images": [b64(huge_png())]}), 413, "8000x8000 pixels"),
         ]
         for request, status, message in cases:
             answer = api.post("/predict", **request)
@@ -125,7 +138,8 @@ def test_texts_are_checked_before_any_model_runs():
     items = parse_json(b'{"texts": ["Shares rose", "The striker scored"]}', "text", 8)
     assert [item.text_length for item in items] == [11, 18] and len(items[0].sketch) == 32
     for body, message in [(b'{"texts": ["ok", "  "]}', r"texts\[1\] is empty"), (b'{"texts": [3]}', "not a string"),
-                          (b'{"images": ["x"]}', "classifies texts, not images")]:
+                          (b'{"images": ["x"]}', "classifies texts, not images"),
+                          (b'{"texts": ["\\ud800"]}', "unpaired UTF-16 surrogate")]:
         with pytest.raises(BadInput, match=message):
             parse_json(body, "text", 8)
 
@@ -274,3 +288,14 @@ def test_micro_batching_gathers_concurrent_requests():
     assert sizes == [8, 8]  # four requests of two inputs per batch
     results, sizes = asyncio.run(scenario(1))  # off: each request alone
     assert results == [[i * 10, (i + 100) * 10] for i in range(8)] and sizes == [2] * 8
+
+
+def test_settings_that_cannot_work_are_refused_before_the_service_starts(registry):
+    from headstart.errors import HeadstartError
+
+    for settings, message in [({"runtime": "int9"}, "no accepted ONNX Runtime variant"),
+                              ({"candidate": "other@candidate"}, "must be a version of the served model 'digits'"),
+                              ({"db": "nosuchdb://u:secret@h/d"}, "cannot use this database URL")]:
+        with pytest.raises(HeadstartError, match=message) as caught:
+            create_app(ServeConfig(model="digits@production", registry=registry.root, **settings))
+        assert "secret" not in str(caught.value)

@@ -47,7 +47,8 @@ class Compression:
         self.labels = self.model.labels
         self.root = model_dir / "variants"
         self.work = self.root / ".work"
-        self.work.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.work, ignore_errors=True)  # an interrupted call's calibration ranges belong to other data
+        self.work.mkdir(parents=True)
         self.rows: dict[str, dict] = {}
         backbone = self.model.backbone
         self.test_batches = calibration.batches(backbone, data.test)
@@ -255,6 +256,9 @@ def compress(path: Union[str, Path], method: str = "auto", budget: float = 1.0, 
     for name, row in c.rows.items():
         if name != "fp32-pytorch":
             write_manifest(c.root / name, {"name": name, **row})
+    for folder in c.root.iterdir():  # variants of an earlier call were judged on another budget, method or data
+        if folder.is_dir() and folder.name not in c.rows:
+            shutil.rmtree(folder)
     write(metrics, c.root / "report.html")
     return metrics
 

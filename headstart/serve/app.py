@@ -51,12 +51,22 @@ class ServeConfig:
     seed: int | None = None
 
     def check(self) -> None:
-        """Refuse settings that cannot work, before the service starts (models and log open on start)."""
+        """Refuse settings that cannot work, before the service starts: versions, their files and variant, the
+        prediction log's database (the models load when it starts)."""
         from headstart.serve.router import MODES
 
+        from headstart.serve.models import choose_variant
+
         registry = Registry(self.registry)
+        name, _ = parse_spec(self.model)
+        if self.candidate and parse_spec(self.candidate)[0] != name:
+            raise HeadstartError(f"--candidate {self.candidate} must be a version of the served model '{name}' "
+                                 f"(e.g. {name}@candidate).")
         for spec in filter(None, (self.model, self.candidate)):
-            registry.resolve(spec)
+            version = registry.resolve(spec)
+            version.verify()
+            choose_variant(version, self.runtime)
+        PredictionLog(database_url(self.db, registry.root / name / "predictions.sqlite")).close()
         if self.mode not in MODES:
             raise HeadstartError(f"--mode {self.mode}: use ab or shadow.")
         if not 0 <= self.split <= 1:
@@ -73,9 +83,6 @@ class Service:
         self.config = config
         self.registry = Registry(config.registry)
         self.name, _ = parse_spec(config.model)
-        if config.candidate and parse_spec(config.candidate)[0] != self.name:
-            raise HeadstartError(f"--candidate {config.candidate} must be a version of the served model "
-                                 f"'{self.name}' (e.g. {self.name}@candidate).")
         self.metrics = metrics
         self.log = PredictionLog(database_url(config.db, self.registry.root / self.name / "predictions.sqlite"))
         self.db = ThreadPoolExecutor(1, thread_name_prefix="prediction-log")  # one writer: SQLite wants it so

@@ -21,6 +21,8 @@ import numpy as np
 SKETCH_SIZE = 32  # text: hashed word buckets; images: a 4x4 RGB thumbnail (48 values)
 WORD = re.compile(r"\w+")
 
+MAX_PIXELS = 50 * 10**6  # per image: a small compressed file can decode to gigabytes
+
 
 class BadInput(Exception):
     """A request the service refuses: HTTP `status` and a message for the caller."""
@@ -62,15 +64,25 @@ def text_items(texts, max_inputs: int) -> list[Item]:
     for i, text in enumerate(_strings(texts, "texts", max_inputs, "a string")):
         if not text.strip():
             raise BadInput(422, f"texts[{i}] is empty: give some text to classify.")
-        items.append(Item(text, hashlib.sha256(text.encode()).hexdigest(), text_length=len(text),
-                          sketch=sketch_text(text)))
+        try:
+            digest = hashlib.sha256(text.encode()).hexdigest()
+        except UnicodeEncodeError:  # JSON allows an unpaired surrogate escape such as "\ud800"; UTF-8 does not
+            raise BadInput(422, f"texts[{i}] holds an unpaired UTF-16 surrogate: send valid Unicode text.") from None
+        items.append(Item(text, digest, text_length=len(text), sketch=sketch_text(text)))
     return items
 
 
 def image_item(data: bytes, where: str) -> Item:
+    from PIL import Image
+
     from headstart.data.images import DECODE_ERRORS, open_rgb
 
     try:
+        with Image.open(io.BytesIO(data)) as probe:  # reads the header only: the size before any decoding
+            width, height = probe.size
+        if width * height > MAX_PIXELS:
+            raise BadInput(413, f"{where} is {width}x{height} pixels; at most {MAX_PIXELS // 10**6} million are "
+                                "accepted. Send a smaller image.")
         image = open_rgb(io.BytesIO(data))
     except DECODE_ERRORS as exc:
         raise BadInput(422, f"{where} is not a readable image ({exc}). Send PNG, JPEG, BMP, TIFF or WebP.") from None
@@ -80,6 +92,8 @@ def image_item(data: bytes, where: str) -> Item:
 def base64_items(images, max_inputs: int) -> list[Item]:
     items = []
     for i, encoded in enumerate(_strings(images, "images", max_inputs, "a base64 string")):
+        if encoded.startswith("data:") and "," not in encoded:
+            raise BadInput(422, f"images[{i}] is a data URL without data: data:image/png;base64,<base64>.")
         payload = encoded.split(",", 1)[1] if encoded.startswith("data:") else encoded  # data URLs too
         try:
             data = base64.b64decode(payload, validate=True)
@@ -110,6 +124,8 @@ def parse_json(body: bytes, modality: str, max_inputs: int) -> list[Item]:
         payload = json.loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadInput(400, f"The request body is not valid JSON ({exc}).") from None
+    except RecursionError:
+        raise BadInput(400, "The request body nests JSON too deeply.") from None
     key = "texts" if modality == "text" else "images"
     if not isinstance(payload, dict) or key not in payload:
         other = "images" if key == "texts" else "texts"

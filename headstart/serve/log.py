@@ -6,6 +6,7 @@ psycopg 3 driver). Both tables are created when missing.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -51,6 +52,11 @@ class FeedbackRow(Base):
     label: Mapped[str] = mapped_column(String(256))
 
 
+def _shown(url: str) -> str:
+    """The URL with its password masked, for error messages."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
 def database_url(url: str | None, default: Path) -> str:
     """The SQLAlchemy URL to use: `default` as SQLite when none is given; psycopg 3 for postgresql:// URLs."""
     if not url:
@@ -69,7 +75,7 @@ class PredictionLog:
         try:
             self.engine = create_engine(url, pool_pre_ping=True)
         except Exception as exc:  # unknown dialect, missing driver, malformed URL
-            raise HeadstartError(f"--db {url}: cannot use this database URL ({exc}). Give sqlite:///PATH or "
+            raise HeadstartError(f"--db {_shown(url)}: cannot use this database URL ({exc}). Give sqlite:///PATH or "
                                  "postgresql://USER:PASSWORD@HOST:PORT/DATABASE.") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
