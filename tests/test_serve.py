@@ -158,6 +158,20 @@ def test_admin_endpoints_need_the_token(registry, monkeypatch):
         assert registry.resolve("digits").number == 1
 
 
+def test_a_promotion_that_cannot_be_served_is_undone(registry, pngs, monkeypatch):
+    monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
+    weights = registry.resolve("digits@2").model_dir / "model.safetensors"
+    weights.chmod(0o644)
+    weights.write_bytes(b"damaged")  # version 2 no longer matches what was pushed
+    before = registry.aliases("digits")
+    with client(registry) as api:
+        answer = api.post("/admin/promote", json={"version": 2}, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert answer.status_code == 409 and "aliases were put back" in answer.json()["detail"]
+        assert api.get("/health").json()["production"]["version"] == 1
+        assert api.post("/predict", json={"images": [b64(pngs[0])]}).status_code == 200
+    assert registry.aliases("digits") == before
+
+
 def test_openapi_lists_every_endpoint_with_its_schema(registry):
     with client(registry) as api:
         spec = api.get("/openapi.json").json()

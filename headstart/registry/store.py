@@ -245,6 +245,12 @@ class Registry:
             write_atomic(self._folder(name) / "aliases.json", json.dumps(state, indent=2))
         return version
 
+    def restore_aliases(self, name: str, state: dict) -> None:
+        """Put back the aliases (and their history) as `aliases(name)` returned them: undoes a change that could
+        not be served."""
+        with self._lock(name):
+            write_atomic(self._folder(name) / "aliases.json", json.dumps(state, indent=2))
+
     def rollback(self, name: str) -> Version:
         """Point production back at the version that was production before the current one."""
         with self._lock(name):

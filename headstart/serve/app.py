@@ -277,9 +277,18 @@ def create_app(config: ServeConfig) -> FastAPI:
         return Response(service_metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def changed(service: Service, change, *args) -> dict:
+        """Change the registry's aliases and serve what they name now; if that cannot be loaded, put the aliases
+        back, so the registry and the service agree on what production is."""
         async with service.reload_lock:
+            before = await asyncio.to_thread(service.registry.aliases, service.name)
             await asyncio.to_thread(change, *args)
-            await service.follow_registry()
+            try:
+                await service.follow_registry()
+            except Exception as exc:
+                await asyncio.to_thread(service.registry.restore_aliases, service.name, before)
+                await service.follow_registry()
+                raise HTTPException(409, f"The new version could not be served ({exc}); the registry's aliases "
+                                         "were put back and the service goes on serving the versions it served.")
         return service.health()
 
     @app.post("/admin/promote", response_model=schemas.Health, dependencies=[Depends(admin)],
