@@ -19,7 +19,7 @@ class MicroBatcher:
     def __init__(self, run: Callable[[list], list], max_batch: int = 32, max_wait_ms: float = 5.0,
                  name: str = "model"):
         self.run, self.max_batch, self.max_wait = run, max(1, max_batch), max(0.0, max_wait_ms) / 1000
-        self.pending: deque[tuple[list, asyncio.Future]] = deque()
+        self.pending: deque[tuple[list, asyncio.Future, float]] = deque()  # (items, future, arrival time)
         self.queued = 0
         self.wake = asyncio.Event()
         self.closing = False
@@ -29,8 +29,9 @@ class MicroBatcher:
     async def submit(self, items: list) -> list:
         if self.closing:
             raise RuntimeError("this model is shutting down")
-        future = asyncio.get_running_loop().create_future()
-        self.pending.append((items, future))
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self.pending.append((items, future, loop.time()))
         self.queued += len(items)
         self.wake.set()
         return await future
@@ -38,7 +39,7 @@ class MicroBatcher:
     def _take(self) -> list[tuple[list, asyncio.Future]]:
         batch, size = [], 0
         while self.pending and (not batch or size + len(self.pending[0][0]) <= self.max_batch):
-            items, future = self.pending.popleft()
+            items, future, _ = self.pending.popleft()
             batch.append((items, future))
             size += len(items)
         self.queued -= size
@@ -53,7 +54,8 @@ class MicroBatcher:
                 if self.closing:
                     return
                 continue
-            deadline = loop.time() + self.max_wait
+            # requests that queued while the previous batch ran have been waiting already
+            deadline = self.pending[0][2] + self.max_wait
             while self.queued < self.max_batch and (remaining := deadline - loop.time()) > 0:
                 self.wake.clear()
                 try:
