@@ -33,14 +33,17 @@ def prefix_shares(model: Classifier, batch: dict[str, torch.Tensor]) -> dict[int
 
     backbone, was_training = model.backbone, model.training
     model.eval()
-    until = {}
-    with torch.no_grad():
-        for stop in range(1, backbone.n_groups + 1) if backbone.staged else [backbone.n_groups]:
-            with FlopCounterMode(display=False) as counter:
-                backbone.forward_until(batch, stop)
-            until[stop] = counter.get_total_flops()
-        with FlopCounterMode(display=False) as counter:
-            model(**batch)
+    until = {}  # operations counted so far, after each boundary's groups: one forward pass in all
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        if backbone.staged:
+            state = backbone.begin(**batch)
+            for index in range(backbone.n_groups):
+                state = backbone.run_group(index, state)
+                until[index + 1] = counter.get_total_flops()
+        else:
+            state = backbone.forward_until(batch, backbone.n_groups)
+            until[backbone.n_groups] = counter.get_total_flops()
+        model.forward_from(state, backbone.n_groups)
         whole = counter.get_total_flops()
     model.train(was_training)
     return {stop: frozen / max(frozen + (1 + BACKWARD_FACTOR) * (whole - frozen), 1) for stop, frozen in until.items()}

@@ -42,5 +42,6 @@ def serve(
     config = ServeConfig(model=model, registry=registry, candidate=candidate, mode=mode, split=split, db=db,
                          runtime=runtime, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                          max_inputs=max_inputs, max_body_mb=max_body_mb, admin_token_env=admin_token_env)
+    service = create_app(config)  # refuses settings that cannot work before saying anything is served
     console.print(f"Serving {model} on http://{host}:{port} (API: http://{host}:{port}/docs)")
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning")
+    uvicorn.run(service, host=host, port=port, log_level="warning")

@@ -5,16 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-CHUNK = 1 << 20
-
-
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        while block := handle.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def data_fingerprint(split_csv: Path) -> dict:

@@ -190,7 +190,9 @@ class Registry:
             if not required.is_file():
                 raise HeadstartError(f"{run_dir} is not a finished run folder: {required.name} is missing. Give a "
                                      "folder written by `headstart fit` (runs/<name>).")
-        model_config = json.loads((model_dir / "config.json").read_text())
+        from headstart.model.folder import read_model_config
+
+        model_config = read_model_config(model_dir)
         folder = self._folder(name)
         (folder / "versions").mkdir(parents=True, exist_ok=True)
         with self._lock(name):

@@ -90,8 +90,10 @@ class Service:
         self.router: Router | None = None
 
     async def _arm(self, spec: str) -> Arm:
+        return await self._load(await asyncio.to_thread(self.registry.resolve, spec))
+
+    async def _load(self, version) -> Arm:
         c = self.config
-        version = await asyncio.to_thread(self.registry.resolve, spec)
         return await load_arm(version, c.runtime, self.metrics, c.max_batch_size, c.max_wait_ms)
 
     async def start(self) -> None:
@@ -131,9 +133,7 @@ class Service:
                     continue
                 raise
             if current is None or current.number != version.number:
-                c = self.config
-                self.router.replace(role, await load_arm(version, c.runtime, self.metrics, c.max_batch_size,
-                                                         c.max_wait_ms))
+                self.router.replace(role, await self._load(version))
         self._gauges()
 
     def rows(self, items: list[Item], results: list[dict], arm: Arm, role: str, request_id: str,

@@ -6,11 +6,12 @@ psycopg 3 driver). Both tables are created when missing.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, create_engine, event, func, insert, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from headstart.errors import HeadstartError
@@ -54,7 +55,10 @@ class FeedbackRow(Base):
 
 def _shown(url: str) -> str:
     """The URL with its password masked, for error messages."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not even parseable: say nothing of what it holds
+        return "(the URL given)"
 
 
 def database_url(url: str | None, default: Path) -> str:
@@ -82,7 +86,7 @@ class PredictionLog:
         try:
             Base.metadata.create_all(self.engine)
         except Exception as exc:
-            raise HeadstartError(f"--db {self.engine.url.render_as_string(hide_password=True)}: cannot open the "
+            raise HeadstartError(f"--db {_shown(url)}: cannot open the "
                                  f"prediction log ({exc}).") from None
 
     def write_predictions(self, rows: list[dict]) -> None:
