@@ -1,14 +1,18 @@
-"""Speed, side by side in one run, as ratios (results in bench/results/speed.json, a Markdown table on stdout):
+"""Speed, side by side in one run, as ratios (results in bench/results/speed.json, or speed-<parts>.json with
+--only; a Markdown table on stdout):
 
 1. head-only stage: epoch time replaying cached features vs recomputing the frozen backbone (full BBC and ELPV);
 2. a training step with everything trainable: bf16-mixed vs fp32;
-3. headstart's training step vs a bare PyTorch loop on the same model, batches and precision.
+3. headstart's training step vs a bare PyTorch loop on the same model, batches and precision;
+4. the engine for frozen groups: an ELPV epoch with the whole backbone frozen and nothing replayed, computed by
+   eager PyTorch vs ONNX Runtime (`train.cache_engine`).
 
-    python bench/speed.py
+    python bench/speed.py [--only head_only|steps|engines ...]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import statistics
@@ -91,27 +95,55 @@ def bare_step_seconds(dataset: str, precision: str, source: str, steps: int = 10
     return statistics.median(times)
 
 
+def frozen_engines() -> dict:
+    """Seconds of one ELPV epoch (default config, bf16-mixed) with the whole backbone frozen: a one-epoch stage never
+    replays, so every batch runs the frozen groups, in eager PyTorch or (exported at the epoch's start) in ONNX
+    Runtime."""
+    seconds = {}
+    for engine in ("torch", "onnxruntime"):
+        history = _fit(f"speed-elpv-{engine}", "elpv", "strategy.name=feature_extraction", "train.max_epochs=1",
+                       f"train.cache_engine={engine}")
+        seconds[engine] = float(history["seconds"].iloc[0])
+    return {**seconds, "speedup": seconds["torch"] / seconds["onnxruntime"]}
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="+", choices=["head_only", "steps", "engines"],
+                        default=["head_only", "steps", "engines"])
+    parts = parser.parse_args().only
     results = {"date": str(date.today()), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
                f"torch {torch.__version__}", "head_only": {}, "steps": {}}
     for dataset in ("bbc", "elpv"):
-        results["head_only"][dataset] = head_only(dataset)
-        source = _subset(dataset, 352)
-        steps = {precision: step_seconds(dataset, precision, source) for precision in ("32", "bf16-mixed")}
-        steps["bare_bf16-mixed"] = bare_step_seconds(dataset, "bf16-mixed", source)
-        results["steps"][dataset] = steps
-    (OUT / "speed.json").write_text(json.dumps(results, indent=2))
+        if "head_only" in parts:
+            results["head_only"][dataset] = head_only(dataset)
+        if "steps" in parts:
+            source = _subset(dataset, 352)
+            steps = {precision: step_seconds(dataset, precision, source) for precision in ("32", "bf16-mixed")}
+            steps["bare_bf16-mixed"] = bare_step_seconds(dataset, "bf16-mixed", source)
+            results["steps"][dataset] = steps
+    if "engines" in parts:
+        results["engines"] = frozen_engines()
+    name = "speed" if len(parts) == 3 else "-".join(["speed", *parts])
+    (OUT / f"{name}.json").write_text(json.dumps(results, indent=2))
     print(f"\n{results['date']}, {results['machine']}\n")
-    print("| dataset | head-only epoch, recomputed | replayed from cache | speedup |")
-    print("| --- | --- | --- | --- |")
+    if results["head_only"]:
+        print("| dataset | head-only epoch, recomputed | replayed from cache | speedup |")
+        print("| --- | --- | --- | --- |")
     for dataset, r in results["head_only"].items():
         print(f"| {dataset} | {r['recomputed_epoch_s']:.1f} s | {r['replayed_epoch_s']:.2f} s | {r['speedup']:.0f}x |")
-    print("\n| dataset | fp32 step | bf16-mixed step | bf16 speedup | bare PyTorch bf16 step | headstart overhead |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    if results["steps"]:
+        print("\n| dataset | fp32 step | bf16-mixed step | bf16 speedup | bare PyTorch bf16 step | headstart overhead |")
+        print("| --- | --- | --- | --- | --- | --- |")
     for dataset, s in results["steps"].items():
         overhead = 100 * (s["bf16-mixed"] / s["bare_bf16-mixed"] - 1)
         print(f"| {dataset} | {s['32']:.3f} s | {s['bf16-mixed']:.3f} s | {s['32'] / s['bf16-mixed']:.2f}x | "
               f"{s['bare_bf16-mixed']:.3f} s | {overhead:+.1f}% |")
+    if "engines" in results:
+        e = results["engines"]
+        print("\n| ELPV epoch, backbone frozen, not replayed | eager PyTorch | ONNX Runtime (export included) | speedup |")
+        print("| --- | --- | --- | --- |")
+        print(f"| bf16-mixed, 224 px | {e['torch']:.1f} s | {e['onnxruntime']:.1f} s | {e['speedup']:.2f}x |")
 
 
 if __name__ == "__main__":

@@ -95,6 +95,7 @@ class TrainConfig(_Section):
     num_nodes: int = Field(1, ge=1)
     num_workers: int = Field(0, ge=0)
     cache: Literal["auto", "off"] = "auto"
+    cache_engine: Literal["auto", "torch", "onnxruntime"] = "auto"
     cache_views: int = Field(4, ge=1, le=64)
     cache_memory_gb: float = Field(4.0, gt=0)
     eval_batch_size: int = Field(64, ge=1)

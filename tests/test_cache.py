@@ -53,6 +53,48 @@ def test_caching_on_and_off_give_the_same_run(tiny_config):
     assert runs["auto"].test_metrics == pytest.approx(runs["off"].test_metrics, abs=1e-4)
 
 
+def test_caching_with_onnx_runtime_gives_the_same_run(tiny_config):
+    tiny_config["train"]["max_epochs"] = 5
+    tiny_config["strategy"]["unfreeze"] = [2, 4]
+    runs = {}
+    for engine in ("onnxruntime", "torch"):
+        runs[engine] = headstart.fit({**tiny_config, "name": f"engine-{engine}",
+                                      "train": {**tiny_config["train"], "cache_engine": engine}})
+    ort, eager = runs["onnxruntime"].history, runs["torch"].history
+    # the last stage cannot replay, but ONNX Runtime still computes its frozen groups: it streams through them
+    assert ort["cache"].tolist() == ["record", "replay", "record", "replay", "stream"]
+    assert eager["cache"].tolist() == ["record", "replay", "record", "replay", "off"]
+    for column in ("train_loss", "val_loss", "val_acc"):
+        assert ort[column].tolist() == pytest.approx(eager[column].tolist(), abs=1e-3), column
+    assert not list((runs["onnxruntime"].path / "cache").glob("prefix-*"))  # the exported groups are cleaned up
+
+
+@pytest.mark.parametrize("backbone", ["tiny", "efficientnet_lite0", "minilm"])
+def test_onnx_engine_computes_the_frozen_groups_as_pytorch_does(backbone, tmp_path):
+    from headstart.backbones.registry import build
+    from headstart.cache.engine import OnnxPrefix, TorchPrefix
+    from headstart.config import DataConfig
+
+    model = tiny_cnn() if backbone == "tiny" else build(backbone, DataConfig(source="bbc", image_size=64))
+    model.eval()
+    if model.modality == "image":
+        inputs = [torch.randint(0, 255, (4, 3, model.image_size, model.image_size), dtype=torch.uint8)]
+        inputs.append(torch.rand(3, 3, model.image_size, model.image_size))  # augmented: float pixels
+        inputs = [{"pixels": pixels} for pixels in inputs]
+    else:
+        inputs = [model.prepare(["A short text.", "A somewhat longer text about the markets today."]),
+                  model.prepare(["Three texts", "of other lengths than the first batch", "x " * 40])]
+    for stop in sorted({1, model.n_groups - 1, model.n_groups}):
+        engine = OnnxPrefix(model, stop, inputs[0], tmp_path / f"prefix-{stop}.onnx")
+        for batch in inputs:  # other batch sizes (and lengths) than the export's
+            expected, got = TorchPrefix(model, stop)(batch), engine(batch)
+            assert expected.keys() == got.keys()
+            for key in expected:
+                assert torch.allclose(got[key].float(), expected[key].float(), atol=1e-4), (stop, key)
+        if model.modality == "text" and stop < model.n_groups:
+            assert engine.passed == {"attention_mask": "attention_mask"}  # passed through, not computed
+
+
 def test_store_spills_to_disk_beyond_its_budget(tmp_path):
     store = StateStore(budget_bytes=3 * 64 * 4, spill_dir=tmp_path)
     states = {(0, i): {"x": torch.full((64,), float(i)), "mask": torch.ones(i + 1, dtype=torch.long)}
@@ -79,12 +121,10 @@ def test_collate_pads_ragged_states():
 
 
 def test_cost_model_counts_the_frozen_share_of_a_training_step():
-    from headstart.cache.prefix import prefix_shares
-    from headstart.model.classifier import Classifier
-    from tests.tiny import tiny_cnn
+    from headstart.cache.prefix import prefix_flops, prefix_shares
 
     model = Classifier(tiny_cnn(), ["a", "b"], [16], 0.0)
-    shares = prefix_shares(model, {"pixels": torch.randint(0, 255, (4, 3, 16, 16), dtype=torch.uint8)})
+    shares = prefix_shares(*prefix_flops(model, {"pixels": torch.randint(0, 255, (4, 3, 16, 16), dtype=torch.uint8)}))
     assert list(shares) == list(range(1, model.backbone.n_groups + 1))
     values = list(shares.values())
     assert values == sorted(values) and 0 < values[0] < values[-1] < 1

@@ -19,6 +19,7 @@ class ImageBackbone(Backbone):
     """
 
     modality = "image"
+    frozen_engine = "onnxruntime"
 
     def __init__(self, image_size: int, mean: Sequence[float], std: Sequence[float]):
         super().__init__()

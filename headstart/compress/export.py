@@ -73,6 +73,16 @@ def export_onnx(model: Classifier, sample: dict[str, torch.Tensor], path: Path, 
     The sample should hold at least 2 examples (a batch of 1 would be specialised to size 1). `scopes` keeps each
     node's module path (see headstart.compress.groups).
     """
+    wrapper = _Exported(model.eval(), list(sample)).eval()
+    return export_module(wrapper, sample, [OUTPUT], model.backbone.modality, path,
+                         f"the {type(model.backbone).__name__} model", scopes)
+
+
+def export_module(module: nn.Module, sample: dict[str, torch.Tensor], outputs: list[str], modality: str, path: Path,
+                  what: str, scopes: bool = False) -> Path:
+    """Write `module` (positional tensor inputs named and ordered as `sample`'s keys; outputs named `outputs`) as
+    ONNX to `path`, with the batch dimension dynamic (and the sequence dimension for `text`); `what` names the
+    module in errors."""
     import onnx
 
     if next(iter(sample.values())).shape[0] < 2:
@@ -81,15 +91,15 @@ def export_onnx(model: Classifier, sample: dict[str, torch.Tensor], path: Path, 
     names = list(sample)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    wrapper = _Exported(model.eval(), names).eval()
-    with quiet(), torch.inference_mode(False), torch.no_grad():
+    # the exporter draws from the global generator; a training run that exports mid-epoch must not see that
+    with quiet(), torch.inference_mode(False), torch.no_grad(), torch.random.fork_rng(devices=[]):
         try:
-            program = torch.onnx.export(wrapper, tuple(sample.values()), dynamo=True, input_names=names,
-                                        output_names=[OUTPUT], opset_version=OPSET,
-                                        dynamic_shapes=(dynamic_dims(sample, model.backbone.modality),),
+            program = torch.onnx.export(module, tuple(sample.values()), dynamo=True, input_names=names,
+                                        output_names=outputs, opset_version=OPSET,
+                                        dynamic_shapes=(dynamic_dims(sample, modality),),
                                         verbose=False, report=False)
-        except Exception as exc:  # the exporter raises many types; the user needs the backbone named
-            raise HeadstartError(f"Exporting the {type(model.backbone).__name__} model to ONNX failed: {exc}") from exc
+        except Exception as exc:  # the exporter raises many types; the user needs the model named
+            raise HeadstartError(f"Exporting {what} to ONNX failed: {exc}") from exc
     proto = program.model_proto
     proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
     if not scopes:

@@ -277,6 +277,7 @@ def _time(c: Compression) -> None:
         t = row["latency"]
         t["speedup_batch1"] = base["batch1_p50_ms"] / t["batch1_p50_ms"]
         t["speedup_batch32"] = t["batch32_throughput_per_s"] / base["batch32_throughput_per_s"]
+        t["speedup_model_batch32"] = t["batch32_model_throughput_per_s"] / base["batch32_model_throughput_per_s"]
 
 
 def _metrics(c: Compression, method: str, int8: dict | None) -> dict:

@@ -27,8 +27,8 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(scaled.round().astype(np.uint8))
 
 
-def open_rgb(image: ImageInput) -> Image.Image:
-    """An RGB PIL image from a path, a PIL image or an HxW / HxWxC array (uint8, or any range if float)."""
+def open_eight_bit(image: ImageInput) -> Image.Image:
+    """An 8-bit PIL image from a path, a PIL image or an HxW / HxWxC array (uint8, or any range if float)."""
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint8:
             image = image.astype(np.float64)
@@ -36,17 +36,26 @@ def open_rgb(image: ImageInput) -> Image.Image:
             image = ((image - low) * (255 / (high - low)) if high > low else image * 0).round().astype(np.uint8)
         image = Image.fromarray(image)
     if isinstance(image, Image.Image):
-        return _eight_bit(image).convert("RGB")
+        return _eight_bit(image)
     with Image.open(image) as img:
         img.load()
-        return _eight_bit(img).convert("RGB")
+        return _eight_bit(img)
+
+
+def open_rgb(image: ImageInput) -> Image.Image:
+    """An RGB PIL image from a path, a PIL image or an array (see `open_eight_bit`)."""
+    return open_eight_bit(image).convert("RGB")
 
 
 def to_tensor(image: ImageInput, size: int) -> torch.Tensor:
     """uint8 tensor (3, size, size), resized with bilinear antialiasing."""
     import torch  # lazily: data checks run before any model is needed
 
-    pil = open_rgb(image).resize((size, size), Image.BILINEAR)
+    pil = open_eight_bit(image)
+    # grey images are resized before they become RGB: the same pixels, a third of the work
+    if pil.mode not in ("L", "RGB"):
+        pil = pil.convert("RGB")
+    pil = pil.resize((size, size), Image.BILINEAR).convert("RGB")
     return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1).contiguous()
 
 

@@ -78,9 +78,9 @@ class FineTuner(L.LightningModule):
             inputs = {**inputs, "pixels": augment_batch(inputs["pixels"].float() / 255, seeds)}
         if not start or split == "test":
             return self.model(**inputs)
-        with torch.no_grad():
-            state = self.model.backbone.forward_until(inputs, start)
-        self.cache.record(split, self.model.backbone.split_state(state), batch["index"].tolist())
+        state = self.cache.prefix(inputs)
+        if self.cache.stores:
+            self.cache.record(split, self.model.backbone.split_state(state), batch["index"].tolist())
         return self.model.forward_from(state, start)
 
     def training_step(self, batch, batch_index):

@@ -1,0 +1,115 @@
+"""What computes the frozen prefix (layer groups 0..k-1) while a stage caches it or streams through it: eager
+PyTorch, or the same groups exported to ONNX and run by ONNX Runtime (measured here 7x faster than eager PyTorch
+on EfficientNet-Lite0 inference). Frozen groups are in eval mode and do not change within a stage, so one export
+per stage serves every batch of it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from headstart.backbones.base import Backbone, State
+
+log = logging.getLogger("headstart")
+PREFIX_FILE = "prefix-"  # the stage's exported groups: prefix-<boundary>.onnx in the cache folder
+
+
+class TorchPrefix:
+    """The frozen groups in eager PyTorch, without autograd."""
+
+    name = "torch"
+
+    def __init__(self, backbone: Backbone, stop: int):
+        self.backbone, self.stop = backbone, stop
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> State:
+        with torch.no_grad():
+            return self.backbone.forward_until(batch, self.stop)
+
+
+class _Groups(nn.Module):
+    """Groups 0..stop-1 from the state `begin` gives (so float and uint8 pixels share one graph), as a tuple of
+    the outputs named `outputs`."""
+
+    def __init__(self, backbone: Backbone, stop: int, inputs: list[str], outputs: list[str]):
+        super().__init__()
+        self.backbone, self.stop, self.inputs, self.outputs = backbone, stop, inputs, outputs
+
+    def state(self, tensors) -> State:
+        state = dict(zip(self.inputs, tensors))
+        if not self.backbone.staged:
+            return {"features": self.backbone(**state)}
+        for index in range(self.stop):
+            state = self.backbone.run_group(index, state)
+        return {"features": self.backbone.finish(state)} if self.stop == self.backbone.n_groups else state
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        state = self.state(tensors)
+        return tuple(state[name] for name in self.outputs)
+
+
+class OnnxPrefix:
+    """The frozen groups exported to ONNX (traced on `sample`, a prepared batch of at least 2 examples) and run by
+    ONNX Runtime. State tensors that the groups pass through unchanged (a text's attention mask) are not in the
+    graph: they are taken from the input."""
+
+    name = "onnxruntime"
+
+    def __init__(self, backbone: Backbone, stop: int, sample: dict[str, torch.Tensor], path: Path):
+        from headstart.compress.export import export_module, session
+
+        self.backbone, self.stop = backbone, stop
+        begun = self._begin(sample)
+        inputs = list(begun)
+        with torch.no_grad():
+            state = _Groups(backbone, stop, inputs, []).state(tuple(begun.values()))
+        self.passed = {name: inputs[[t is state[name] for t in begun.values()].index(True)]
+                       for name in state if any(t is state[name] for t in begun.values())}
+        self.outputs = [name for name in state if name not in self.passed]
+        # ONNX Runtime returns contiguous arrays; PyTorch kept images channels-last, and the layout matters beyond
+        # speed: dropout draws its mask in memory order
+        self.channels_last = {name for name in self.outputs if state[name].dim() == 4 and not
+                              state[name].is_contiguous() and state[name].is_contiguous(memory_format=torch.channels_last)}
+        module = _Groups(backbone, stop, inputs, self.outputs)
+        modes = {m: m.training for m in backbone.modules()}  # the frozen groups are in eval mode, the rest is not
+        # graph outputs may not reuse input names ("x" in, "x" out)
+        export_module(module, begun, [f"out.{name}" for name in self.outputs], backbone.modality, path,
+                      f"layer groups 0 to {stop - 1} of {type(backbone).__name__}")
+        for m, training in modes.items():
+            m.train(training)
+        self.session = session(path, torch.get_num_threads())
+
+    def _begin(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        begun = self.backbone.begin(**batch) if self.backbone.staged else batch
+        return {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in begun.items()}
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> State:
+        with torch.no_grad():
+            begun = self._begin(batch)
+        feeds = {i.name: begun[i.name].cpu().contiguous().numpy() for i in self.session.get_inputs()}
+        outputs = self.session.run([f"out.{name}" for name in self.outputs], feeds)
+        device = next(iter(begun.values())).device
+        state = {name: torch.from_numpy(value).to(device) for name, value in zip(self.outputs, outputs)}
+        for name in self.channels_last:
+            state[name] = state[name].contiguous(memory_format=torch.channels_last)
+        return {**state, **{name: begun[source] for name, source in self.passed.items()}}
+
+
+def prefix_engine(choice: str, backbone: Backbone, stop: int, sample: dict[str, torch.Tensor], folder: Path):
+    """The engine for groups 0..stop-1: `torch`, `onnxruntime`, or for `auto` ONNX Runtime falling back to torch
+    (with a warning) when the groups do not export."""
+    if choice == "torch":
+        return TorchPrefix(backbone, stop)
+    from headstart.errors import HeadstartError
+
+    try:
+        return OnnxPrefix(backbone, stop, sample, Path(folder) / f"{PREFIX_FILE}{stop}.onnx")
+    except HeadstartError as error:
+        if choice == "onnxruntime":
+            raise
+        log.warning("Computing the frozen layer groups with PyTorch: %s", error)
+        return TorchPrefix(backbone, stop)
