@@ -95,6 +95,34 @@ def test_onnx_engine_computes_the_frozen_groups_as_pytorch_does(backbone, tmp_pa
             assert engine.passed == {"attention_mask": "attention_mask"}  # passed through, not computed
 
 
+def test_auto_engine_takes_onnx_runtime_only_where_it_pays(tmp_path):
+    from headstart.cache.prefix import PrefixCache
+    from headstart.config import TrainConfig
+
+    model = Classifier(tiny_cnn(), ["a", "b"], [8], 0.0)
+    batch = {"pixels": torch.randint(0, 255, (4, 3, 16, 16), dtype=torch.uint8)}
+
+    def choice(precision: str, examples: int) -> str:
+        cache = PrefixCache(model, TrainConfig(precision=precision), False, {"train": examples, "val": 0}, tmp_path)
+        cache.plan(batch)
+        return cache.engine_choice(model.backbone.n_groups)
+
+    assert choice("32", 10**8) == "auto"  # ONNX Runtime, PyTorch if the export fails
+    assert choice("32", 1000) == "torch"  # the tiny CNN's epoch would be over before the export is
+    assert choice("bf16-mixed", 10**8) == "torch"
+
+
+def test_onnx_engine_exports_float_groups_inside_a_bf16_training_step(tmp_path):
+    from headstart.cache.engine import OnnxPrefix, TorchPrefix
+
+    model = tiny_cnn().eval()
+    batch = {"pixels": torch.randint(0, 255, (4, 3, 16, 16), dtype=torch.uint8)}
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # as Lightning runs a bf16-mixed training step
+        state = OnnxPrefix(model, 2, batch, tmp_path / "prefix-2.onnx")(batch)
+    assert state["x"].dtype == torch.float32
+    assert torch.allclose(state["x"], TorchPrefix(model, 2)(batch)["x"], atol=1e-5)
+
+
 def test_store_spills_to_disk_beyond_its_budget(tmp_path):
     store = StateStore(budget_bytes=3 * 64 * 4, spill_dir=tmp_path)
     states = {(0, i): {"x": torch.full((64,), float(i)), "mask": torch.ones(i + 1, dtype=torch.long)}

@@ -39,6 +39,15 @@ def test_push_records_an_immutable_version(tiny_run, tmp_path):
         version.verify()
 
 
+def test_a_file_added_to_a_version_is_refused(tiny_run, tmp_path):
+    version = Registry(tmp_path / "reg").push(tiny_run.path, "digits")
+    variant = version.model_dir / "variants" / "int8-by-hand"
+    variant.mkdir(parents=True)
+    (variant / "model.onnx").write_bytes(b"not registered")
+    with pytest.raises(HeadstartError, match="was added to digits@1 after it was registered"):
+        version.verify()
+
+
 def test_data_fingerprint_follows_the_split_not_its_row_order(tiny_run, tmp_path):
     from headstart.registry.fingerprint import data_fingerprint
 

@@ -118,6 +118,7 @@ def test_bad_input_gets_a_4xx_and_nothing_is_logged(registry, pngs):
             (dict(json={"images": ["A" * 60_000]}), 413, "larger than 0.05 MB"),
             (dict(files=[("images", ("x.png", b"broken", "image/png"))]), 422, "file 'x.png' is not a readable image"),
             (dict(files=[("images", ("x.png", pngs[0], "image/png"))] * 4), 413, "at most 3"),
+            (dict(files=[("images", ("x.png", b"-", "image/png"))] * 40), 413, "at most 3"),
             (dict(json={"images": ["data:image/png;base64"]}), 422, "data URL without data"),
             (dict(content=b"[" * 5000 + b"]" * 5000, headers={"content-type": "application/json"}), 400,
              "nests JSON too deeply"),
@@ -133,7 +134,9 @@ def test_bad_input_gets_a_4xx_and_nothing_is_logged(registry, pngs):
 
 
 def test_texts_are_checked_before_any_model_runs():
-    from headstart.serve.inputs import BadInput, parse_json
+    import asyncio
+
+    from headstart.serve.inputs import BadInput, parse_json, parse_multipart
 
     items = parse_json(b'{"texts": ["Shares rose", "The striker scored"]}', "text", 8)
     assert [item.text_length for item in items] == [11, 18] and len(items[0].sketch) == 32
@@ -142,6 +145,9 @@ def test_texts_are_checked_before_any_model_runs():
                           (b'{"texts": ["\\ud800"]}', "unpaired UTF-16 surrogate")]:
         with pytest.raises(BadInput, match=message):
             parse_json(body, "text", 8)
+    with pytest.raises(BadInput, match="classifies texts") as refused:  # an image upload to a text model
+        asyncio.run(parse_multipart(None, "text", 8, 1000))
+    assert refused.value.status == 422
 
 
 def test_admin_endpoints_need_the_token(registry, monkeypatch):
@@ -302,6 +308,34 @@ def test_micro_batching_gathers_concurrent_requests():
     assert sizes == [8, 8]  # four requests of two inputs per batch
     results, sizes = asyncio.run(scenario(1))  # off: each request alone
     assert results == [[i * 10, (i + 100) * 10] for i in range(8)] and sizes == [2] * 8
+
+
+def test_closing_answers_requests_in_flight_and_refuses_later_ones():
+    import asyncio
+    import time
+
+    from headstart.serve.batching import MicroBatcher, ShuttingDown
+
+    async def scenario():
+        def run(items):
+            time.sleep(0.2)  # a forward pass still running when the service is told to stop
+            return [item + 1 for item in items]
+
+        batcher = MicroBatcher(run, max_batch=4, max_wait_ms=0)
+        in_flight = asyncio.ensure_future(batcher.submit([1, 2]))
+        await asyncio.sleep(0.05)
+        closing = asyncio.ensure_future(batcher.close())
+        await asyncio.sleep(0)
+        try:
+            await batcher.submit([3])
+            late = None
+        except ShuttingDown as exc:
+            late = exc
+        await closing
+        return await in_flight, late
+
+    answered, late = asyncio.run(scenario())
+    assert answered == [2, 3] and "shutting down" in str(late)
 
 
 def test_settings_that_cannot_work_are_refused_before_the_service_starts(registry):

@@ -31,8 +31,8 @@ class Backbone(nn.Module):
     """
 
     modality: ClassVar[str]  # "text" or "image"
-    # what computes frozen layer groups fastest on a CPU (headstart.cache.engine): ONNX Runtime runs convolutions
-    # several times faster than eager PyTorch; on a transformer it gained little over bf16 autocast
+    # what computes frozen layer groups fastest on a CPU in float32 (headstart.cache.engine): ONNX Runtime runs
+    # convolutions several times faster than eager PyTorch; on a transformer it gained under 1.2x
     frozen_engine: ClassVar[str] = "torch"
     feature_size: int
 

@@ -64,6 +64,7 @@ class PrefixCache:
         self.model = model
         self.enabled = train.cache == "auto"
         self.engine_setting = train.cache_engine
+        self.full_precision = train.precision == "32"
         self.augment = augment
         self.views = train.cache_views if augment else 1
         self.seed = train.seed
@@ -95,7 +96,8 @@ class PrefixCache:
         on_cpu = next(self.model.parameters()).device.type == "cpu"
         epoch_flops = self.example_flops.get(boundary, 0.0) * sum(self.sizes.values())
         fast = self.model.backbone.frozen_engine == "onnxruntime" and epoch_flops >= ONNX_MIN_EPOCH_FLOPS
-        return "auto" if on_cpu and fast else "torch"
+        # ONNX Runtime computes in float32: it beats fp32 PyTorch, but bf16 autocast ran as fast here
+        return "auto" if on_cpu and fast and self.full_precision else "torch"
 
     def start_epoch(self, epoch: int, stage_start: int, stage_end: int) -> None:
         """Choose the boundary and each example's view for `epoch` (the model's trainable groups are set); the stage

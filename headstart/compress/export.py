@@ -91,21 +91,23 @@ def export_module(module: nn.Module, sample: dict[str, torch.Tensor], outputs: l
     names = list(sample)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # the exporter draws from the global generator; a training run that exports mid-epoch must not see that
-    with quiet(), torch.inference_mode(False), torch.no_grad(), torch.random.fork_rng(devices=[]):
+    # the exporter draws from the global generator: a training run that exports mid-epoch must not see that; and a
+    # graph traced under a training step's bf16 autocast would hold bf16 convolutions ONNX Runtime cannot run
+    with quiet(), torch.inference_mode(False), torch.no_grad(), torch.random.fork_rng(devices=[]), \
+            torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
         try:
             program = torch.onnx.export(module, tuple(sample.values()), dynamo=True, input_names=names,
                                         output_names=outputs, opset_version=OPSET,
                                         dynamic_shapes=(dynamic_dims(sample, modality),),
                                         verbose=False, report=False)
-        except Exception as exc:  # the exporter raises many types; the user needs the model named
+            proto = program.model_proto
+            proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
+            if not scopes:
+                strip_metadata(proto)
+            onnx.save_model(proto, str(path), save_as_external_data=False)
+            onnx.checker.check_model(str(path), full_check=True)
+        except Exception as exc:  # the exporter and checker raise many types; the user needs the model named
             raise HeadstartError(f"Exporting {what} to ONNX failed: {exc}") from exc
-    proto = program.model_proto
-    proto.ir_version = min(proto.ir_version, MAX_IR_VERSION)
-    if not scopes:
-        strip_metadata(proto)
-    onnx.save_model(proto, str(path), save_as_external_data=False)
-    onnx.checker.check_model(str(path), full_check=True)
     return path
 
 

@@ -59,3 +59,19 @@ def write_atomic(path: Path, text: str) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sync_tree(folder: Path) -> None:
+    """Flush every file under `folder`, and the folders themselves, to disk (before renaming it into place, so a
+    crash cannot leave a registered version with missing bytes)."""
+    for path in [*sorted(Path(folder).rglob("*")), Path(folder)]:
+        fsync_path(path)

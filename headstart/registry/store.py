@@ -25,7 +25,7 @@ from typing import Any
 
 from headstart.errors import HeadstartError
 from headstart.registry.fingerprint import data_fingerprint, file_digest, folder_digests
-from headstart.registry.lock import locked, write_atomic
+from headstart.registry.lock import fsync_path, locked, sync_tree, write_atomic
 
 ALIASES = ("production", "candidate")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -62,12 +62,17 @@ class Version:
         return f"{self.name}@{self.number}"
 
     def verify(self) -> None:
-        """Raise if a file of the version changed since it was pushed."""
+        """Raise if a file of the version changed, went missing or was added since it was pushed."""
         for rel, digest in self.meta["files"].items():
             path = self.path / rel
             if not path.is_file() or file_digest(path) != digest:
                 raise HeadstartError(f"{path} differs from the file registered in {self.spec} (or is missing): the "
                                      "registry was modified by hand. Push the run again as a new version.")
+        listed = set(self.meta["files"]) | {"version.json"}
+        added = [p for p in sorted(self.path.rglob("*")) if p.is_file() and str(p.relative_to(self.path)) not in listed]
+        if added:
+            raise HeadstartError(f"{added[0]} was added to {self.spec} after it was registered: the registry was "
+                                 "modified by hand. Remove it, or push the run (with it) again as a new version.")
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
@@ -226,7 +231,9 @@ class Registry:
             }
             write_atomic(staging / "version.json", json.dumps(meta, indent=2))
             _read_only(staging)
+            sync_tree(staging)
             os.rename(staging, folder / "versions" / str(number))
+            fsync_path(folder / "versions")  # the rename itself
         return self.version(name, number)
 
     def promote(self, name: str, number: int, alias: str = "production") -> Version:

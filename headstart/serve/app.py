@@ -24,6 +24,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from headstart.errors import HeadstartError
 from headstart.registry import Registry, parse_spec
 from headstart.serve import schemas
+from headstart.serve.batching import ShuttingDown
 from headstart.serve.inputs import BadInput, Item, parse_json, parse_multipart
 from headstart.serve.limits import BodyLimit
 from headstart.serve.log import PredictionLog, database_url
@@ -105,6 +106,7 @@ class Service:
     async def stop(self) -> None:
         for arm in self.router.arms().values():
             arm.retire()
+            arm.close()  # even with requests in flight (a forced shutdown): they are answered or refused
             await arm.closed
         self.db.shutdown(wait=True)
         self.log.close()
@@ -195,6 +197,10 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.exception_handler(BadInput)
     async def refuse(_request: Request, exc: BadInput):
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(ShuttingDown)
+    async def stopping(_request: Request, exc: ShuttingDown):
+        return JSONResponse({"detail": str(exc)}, status_code=503)
 
     def admin(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
         token = os.environ.get(config.admin_token_env)

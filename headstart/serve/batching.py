@@ -13,6 +13,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 
+class ShuttingDown(RuntimeError):
+    """A request reached a model whose batcher is closing (the service is stopping)."""
+
+
 class MicroBatcher:
     """`await submit(items)` returns `run(items)`'s results for those items, computed within a shared batch."""
 
@@ -28,7 +32,7 @@ class MicroBatcher:
 
     async def submit(self, items: list) -> list:
         if self.closing:
-            raise RuntimeError("this model is shutting down")
+            raise ShuttingDown("The service is shutting down; send the request again once it is back.")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.pending.append((items, future, loop.time()))

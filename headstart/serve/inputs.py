@@ -138,18 +138,23 @@ def parse_json(body: bytes, modality: str, max_inputs: int) -> list[Item]:
 async def parse_multipart(request, modality: str, max_inputs: int, max_bytes: int) -> list[Item]:
     """Items of a multipart upload: one image file per part (any field name, `images` by convention)."""
     if modality != "image":
-        raise BadInput(415, 'This model classifies texts: send JSON {"texts": [...]} with Content-Type '
+        raise BadInput(422, 'This model classifies texts: send JSON {"texts": [...]} with Content-Type '
                             "application/json.")
     from starlette.datastructures import UploadFile
+    from starlette.exceptions import HTTPException
 
-    form = await request.form(max_files=max_inputs + 1, max_part_size=max_bytes)
+    try:
+        form = await request.form(max_files=max_inputs, max_part_size=max_bytes)
+    except HTTPException as exc:  # Starlette's parser stops at the first file or part over a limit
+        too_much = "Too many" in str(exc.detail) or "maximum size" in str(exc.detail)
+        if too_much:
+            raise BadInput(413, f"The multipart upload was refused ({exc.detail}): at most {max_inputs} files "
+                                "(--max-inputs) within --max-body-mb are accepted. Split the request.") from None
+        raise BadInput(400, f"The multipart upload is malformed: {exc.detail}") from None
     try:
         files = [(key, value) for key, value in form.multi_items() if isinstance(value, UploadFile)]
         if not files:
             raise BadInput(422, "The multipart upload holds no files: attach images as file parts named 'images'.")
-        if len(files) > max_inputs:
-            raise BadInput(413, f"{len(files)} files in one request; at most {max_inputs} are accepted "
-                                "(--max-inputs). Split the request.")
         return [image_item(await upload.read(), f"{key} file '{upload.filename}'") for key, upload in files]
     finally:
         await form.close()

@@ -85,15 +85,16 @@ class Arm:
         finally:
             self.active -= 1
             if self.retired and self.active == 0:
-                self._close()
+                self.close()
 
     def retire(self) -> None:
         """Stop taking new requests; close once the ones in flight are answered."""
         self.retired = True
         if self.active == 0:
-            self._close()
+            self.close()
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close the batcher now: requests already submitted are answered, later ones are refused."""
         import asyncio
 
         if self.closed is None:
