@@ -127,7 +127,7 @@ def main() -> None:
             results["steps"][dataset] = steps
     if "engines" in parts:
         results["engines"] = frozen_engines()
-    name = "speed" if len(parts) == 3 else "-".join(["speed", *parts])
+    name = "speed" if set(parts) == {"head_only", "steps", "engines"} else "-".join(["speed", *sorted(set(parts))])
     (OUT / f"{name}.json").write_text(json.dumps(results, indent=2))
     print(f"\n{results['date']}, {results['machine']}\n")
     if results["head_only"]:

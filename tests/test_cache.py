@@ -56,10 +56,12 @@ def test_caching_on_and_off_give_the_same_run(tiny_config):
 def test_caching_with_onnx_runtime_gives_the_same_run(tiny_config):
     tiny_config["train"]["max_epochs"] = 5
     tiny_config["strategy"]["unfreeze"] = [2, 4]
+    # augmented training images are float, validation images uint8: one graph takes both
+    tiny_config["data"]["augment"] = "default"
     runs = {}
     for engine in ("onnxruntime", "torch"):
         runs[engine] = headstart.fit({**tiny_config, "name": f"engine-{engine}",
-                                      "train": {**tiny_config["train"], "cache_engine": engine}})
+                                      "train": {**tiny_config["train"], "cache_engine": engine, "cache_views": 1}})
     ort, eager = runs["onnxruntime"].history, runs["torch"].history
     # the last stage cannot replay, but ONNX Runtime still computes its frozen groups: it streams through them
     assert ort["cache"].tolist() == ["record", "replay", "record", "replay", "stream"]
@@ -69,13 +71,15 @@ def test_caching_with_onnx_runtime_gives_the_same_run(tiny_config):
     assert not list((runs["onnxruntime"].path / "cache").glob("prefix-*"))  # the exported groups are cleaned up
 
 
-@pytest.mark.parametrize("backbone", ["tiny", "efficientnet_lite0", "minilm"])
+@pytest.mark.parametrize("backbone", ["tiny", "unstaged", "efficientnet_lite0", "minilm"])
 def test_onnx_engine_computes_the_frozen_groups_as_pytorch_does(backbone, tmp_path):
     from headstart.backbones.registry import build
     from headstart.cache.engine import OnnxPrefix, TorchPrefix
     from headstart.config import DataConfig
+    from tests.tiny import tiny_unstaged_cnn
 
-    model = tiny_cnn() if backbone == "tiny" else build(backbone, DataConfig(source="bbc", image_size=64))
+    made = {"tiny": tiny_cnn, "unstaged": tiny_unstaged_cnn}
+    model = made[backbone]() if backbone in made else build(backbone, DataConfig(source="bbc", image_size=64))
     model.eval()
     if model.modality == "image":
         inputs = [torch.randint(0, 255, (4, 3, model.image_size, model.image_size), dtype=torch.uint8)]
@@ -84,7 +88,8 @@ def test_onnx_engine_computes_the_frozen_groups_as_pytorch_does(backbone, tmp_pa
     else:
         inputs = [model.prepare(["A short text.", "A somewhat longer text about the markets today."]),
                   model.prepare(["Three texts", "of other lengths than the first batch", "x " * 40])]
-    for stop in sorted({1, model.n_groups - 1, model.n_groups}):
+    stops = {1, model.n_groups - 1, model.n_groups} if model.staged else {model.n_groups}  # unstaged: features only
+    for stop in sorted(stops):
         engine = OnnxPrefix(model, stop, inputs[0], tmp_path / f"prefix-{stop}.onnx")
         for batch in inputs:  # other batch sizes (and lengths) than the export's
             expected, got = TorchPrefix(model, stop)(batch), engine(batch)
@@ -110,6 +115,28 @@ def test_auto_engine_takes_onnx_runtime_only_where_it_pays(tmp_path):
     assert choice("32", 10**8) == "auto"  # ONNX Runtime, PyTorch if the export fails
     assert choice("32", 1000) == "torch"  # the tiny CNN's epoch would be over before the export is
     assert choice("bf16-mixed", 10**8) == "torch"
+
+
+class _Unexportable(type(tiny_cnn())):
+    """A staged CNN whose first group branches on its data: torch.export cannot trace it."""
+
+    def run_group(self, index, state):
+        if index == 0 and float(state["x"].mean()) > 1e9:
+            return {"x": state["x"] * 0}
+        return super().run_group(index, state)
+
+
+def test_auto_engine_falls_back_to_pytorch_when_the_groups_do_not_export(tmp_path, caplog):
+    from headstart.cache.engine import TorchPrefix, prefix_engine
+    from headstart.errors import HeadstartError
+
+    model = _Unexportable().eval()
+    batch = {"pixels": torch.randint(0, 255, (4, 3, 16, 16), dtype=torch.uint8)}
+    with caplog.at_level("WARNING", logger="headstart"):
+        engine = prefix_engine("auto", model, 2, batch, tmp_path)
+    assert isinstance(engine, TorchPrefix) and "Computing the frozen layer groups with PyTorch" in caplog.text
+    with pytest.raises(HeadstartError, match="Exporting layer groups 0 to 1 of _Unexportable to ONNX failed"):
+        prefix_engine("onnxruntime", model, 2, batch, tmp_path)
 
 
 def test_onnx_engine_exports_float_groups_inside_a_bf16_training_step(tmp_path):

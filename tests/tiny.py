@@ -31,3 +31,24 @@ class TinyCNN(ImageBackbone):
 def tiny_cnn() -> TinyCNN:
     torch.manual_seed(1234)  # "pretrained" weights: the same every time the factory is called
     return TinyCNN()
+
+
+class TinyUnstagedCNN(ImageBackbone):
+    """The same kind of network written as README's "Your own backbone" shows: `features(x)`, no staged forward."""
+
+    def __init__(self, image_size: int = 16):
+        super().__init__(image_size, (0.5,) * 3, (0.25,) * 3)
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.body = nn.Sequential(nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.BatchNorm2d(16), nn.ReLU())
+        self.feature_size = 16
+
+    def group_prefixes(self):
+        return [("stem", ["stem"]), ("body", ["body"])]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(self.stem(x)).mean(dim=(2, 3))
+
+
+def tiny_unstaged_cnn() -> TinyUnstagedCNN:
+    torch.manual_seed(4321)
+    return TinyUnstagedCNN()

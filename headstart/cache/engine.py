@@ -1,6 +1,6 @@
 """What computes the frozen prefix (layer groups 0..k-1) while a stage caches it or streams through it: eager
-PyTorch, or the same groups exported to ONNX and run by ONNX Runtime (measured here 7x faster than eager PyTorch
-on EfficientNet-Lite0 inference). Frozen groups are in eval mode and do not change within a stage, so one export
+PyTorch, or the same groups exported to ONNX and run by ONNX Runtime (measured here about 4x faster than float32
+eager PyTorch on EfficientNet-Lite0). Frozen groups are in eval mode and do not change within a stage, so one export
 per stage serves every batch of it.
 """
 
@@ -13,9 +13,11 @@ import torch
 from torch import nn
 
 from headstart.backbones.base import Backbone, State
+from headstart.errors import HeadstartError
 
 log = logging.getLogger("headstart")
 PREFIX_FILE = "prefix-"  # the stage's exported groups: prefix-<boundary>.onnx in the cache folder
+TOLERANCE = 1e-3  # relative to the state's largest value: float rounding, not a different computation
 
 
 class TorchPrefix:
@@ -60,12 +62,13 @@ class OnnxPrefix:
     name = "onnxruntime"
 
     def __init__(self, backbone: Backbone, stop: int, sample: dict[str, torch.Tensor], path: Path):
-        from headstart.compress.export import export_module, session
+        from headstart.compress.export import export_module, float32, session
 
-        self.backbone, self.stop = backbone, stop
+        self.backbone, self.stop, self.path = backbone, stop, Path(path)
+        what = f"layer groups 0 to {stop - 1} of {type(backbone).__name__}"
         begun = self._begin(sample)
         inputs = list(begun)
-        with torch.no_grad():
+        with torch.no_grad(), float32():  # the reference for the check below: as ONNX Runtime computes
             state = _Groups(backbone, stop, inputs, []).state(tuple(begun.values()))
         self.passed = {name: inputs[[t is state[name] for t in begun.values()].index(True)]
                        for name in state if any(t is state[name] for t in begun.values())}
@@ -74,17 +77,29 @@ class OnnxPrefix:
         # speed: dropout draws its mask in memory order
         self.channels_last = {name for name in self.outputs if state[name].dim() == 4 and not
                               state[name].is_contiguous() and state[name].is_contiguous(memory_format=torch.channels_last)}
-        module = _Groups(backbone, stop, inputs, self.outputs)
-        modes = {m: m.training for m in backbone.modules()}  # the frozen groups are in eval mode, the rest is not
         # graph outputs may not reuse input names ("x" in, "x" out)
-        export_module(module, begun, [f"out.{name}" for name in self.outputs], backbone.modality, path,
-                      f"layer groups 0 to {stop - 1} of {type(backbone).__name__}")
-        for m, training in modes.items():
-            m.train(training)
-        self.session = session(path, torch.get_num_threads())
+        export_module(_Groups(backbone, stop, inputs, self.outputs), begun, [f"out.{name}" for name in self.outputs],
+                      backbone.modality, self.path, what)
+        try:  # ONNX Runtime may still refuse the graph, or compute something else: check it on the sample
+            self.session = session(self.path, torch.get_num_threads())
+            got = self(sample)
+            worst = max(float((got[name].float() - state[name].float()).abs().max()) for name in self.outputs)
+        except Exception as exc:
+            raise HeadstartError(f"ONNX Runtime cannot run {what} ({type(exc).__name__}: {exc}). Set "
+                                 "train.cache_engine: torch.") from exc
+        scale = max(1.0, *(float(state[name].float().abs().max()) for name in self.outputs))
+        if not worst <= TOLERANCE * scale:
+            raise HeadstartError(f"ONNX Runtime computes {what} differently from PyTorch (largest difference "
+                                 f"{worst:.3g} on the first batch). Set train.cache_engine: torch.")
 
     def _begin(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        begun = self.backbone.begin(**batch) if self.backbone.staged else batch
+        """The graph's inputs: the state `begin` gives (staged), or the batch itself, always in float32 (so uint8
+        and augmented float pixels share one graph)."""
+        if self.backbone.staged:
+            begun = self.backbone.begin(**batch)
+        else:  # an unstaged image backbone takes uint8 or float pixels: the graph takes float in [0, 1]
+            begun = {name: tensor.float() / 255 if tensor.dtype == torch.uint8 and self.backbone.modality == "image"
+                     else tensor for name, tensor in batch.items()}
         return {name: tensor.float() if tensor.is_floating_point() else tensor for name, tensor in begun.items()}
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> State:
@@ -104,8 +119,6 @@ def prefix_engine(choice: str, backbone: Backbone, stop: int, sample: dict[str, 
     (with a warning) when the groups do not export."""
     if choice == "torch":
         return TorchPrefix(backbone, stop)
-    from headstart.errors import HeadstartError
-
     try:
         return OnnxPrefix(backbone, stop, sample, Path(folder) / f"{PREFIX_FILE}{stop}.onnx")
     except HeadstartError as error:

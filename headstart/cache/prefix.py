@@ -160,4 +160,4 @@ class PrefixCache:
         self.stores = {}
         self.engine = None
         for path in self.spill_dir.glob(f"{PREFIX_FILE}*"):
-            path.unlink()
+            path.unlink(missing_ok=True)

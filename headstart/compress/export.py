@@ -60,6 +60,13 @@ def quiet():
             logger.setLevel(level)
 
 
+@contextmanager
+def float32():
+    """Autocast off (on CPU and GPU): what runs inside computes in the tensors' own dtype."""
+    with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+        yield
+
+
 def strip_metadata(proto) -> None:
     """Drop the exporter's per-node records (module paths, stack traces with local file paths): in a small
     model they outweigh the weights."""
@@ -93,8 +100,7 @@ def export_module(module: nn.Module, sample: dict[str, torch.Tensor], outputs: l
     path.parent.mkdir(parents=True, exist_ok=True)
     # the exporter draws from the global generator: a training run that exports mid-epoch must not see that; and a
     # graph traced under a training step's bf16 autocast would hold bf16 convolutions ONNX Runtime cannot run
-    with quiet(), torch.inference_mode(False), torch.no_grad(), torch.random.fork_rng(devices=[]), \
-            torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+    with quiet(), torch.inference_mode(False), torch.no_grad(), torch.random.fork_rng(devices=[]), float32():
         try:
             program = torch.onnx.export(module, tuple(sample.values()), dynamo=True, input_names=names,
                                         output_names=outputs, opset_version=OPSET,

@@ -6,7 +6,8 @@ batch (decoding and resizing images or tokenizing texts left out); its peak resi
     python -m headstart.evaluate.latency MODEL_DIR INPUTS.json [LOADER]   # prints one JSON object
 
 LOADER (`package.module:function`, default `headstart.predict:load`) opens MODEL_DIR as something with
-`probabilities(inputs, batch_size)`; compressed variants are timed the same way with their own loader.
+`probabilities(inputs, batch_size)` and a `model` called on a prepared batch (`model(**model.backbone.prepare(inputs))`),
+as `headstart.predict.Predictor` has; compressed variants are timed the same way with their own loader.
 """
 
 from __future__ import annotations

@@ -192,7 +192,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                   description=f"Predictions of the registered model {config.model}, every one logged.")
     bearer = HTTPBearer(auto_error=False, description=f"The token in ${config.admin_token_env}.")
     max_bytes = int(config.max_body_mb * 1_000_000)
-    bad = {status: {"model": schemas.Error} for status in (400, 413, 415, 422)}
+    bad = {status: {"model": schemas.Error} for status in (400, 413, 415, 422, 503)}
 
     @app.exception_handler(BadInput)
     async def refuse(_request: Request, exc: BadInput):

@@ -146,8 +146,7 @@ async def parse_multipart(request, modality: str, max_inputs: int, max_bytes: in
     try:
         form = await request.form(max_files=max_inputs, max_part_size=max_bytes)
     except HTTPException as exc:  # Starlette's parser stops at the first file or part over a limit
-        too_much = "Too many" in str(exc.detail) or "maximum size" in str(exc.detail)
-        if too_much:
+        if "Too many files" in str(exc.detail):
             raise BadInput(413, f"The multipart upload was refused ({exc.detail}): at most {max_inputs} files "
                                 "(--max-inputs) within --max-body-mb are accepted. Split the request.") from None
         raise BadInput(400, f"The multipart upload is malformed: {exc.detail}") from None
