@@ -10,7 +10,7 @@ import torch.nn.functional as F
 import headstart
 from headstart.cache.store import StateStore, collate_states
 from headstart.model.classifier import Classifier
-from tests.tiny import tiny_cnn
+from tests.tiny import TinyCNN, tiny_cnn
 
 
 def test_suffix_gradients_match_on_the_first_step():
@@ -117,7 +117,7 @@ def test_auto_engine_takes_onnx_runtime_only_where_it_pays(tmp_path):
     assert choice("bf16-mixed", 10**8) == "torch"
 
 
-class _Unexportable(type(tiny_cnn())):
+class _Unexportable(TinyCNN):
     """A staged CNN whose first group branches on its data: torch.export cannot trace it."""
 
     def run_group(self, index, state):

@@ -23,8 +23,6 @@ TOLERANCE = 1e-3  # relative to the state's largest value: float rounding, not a
 class TorchPrefix:
     """The frozen groups in eager PyTorch, without autograd."""
 
-    name = "torch"
-
     def __init__(self, backbone: Backbone, stop: int):
         self.backbone, self.stop = backbone, stop
 
@@ -59,29 +57,27 @@ class OnnxPrefix:
     ONNX Runtime. State tensors that the groups pass through unchanged (a text's attention mask) are not in the
     graph: they are taken from the input."""
 
-    name = "onnxruntime"
-
     def __init__(self, backbone: Backbone, stop: int, sample: dict[str, torch.Tensor], path: Path):
         from headstart.compress.export import export_module, float32, session
 
-        self.backbone, self.stop, self.path = backbone, stop, Path(path)
+        self.backbone = backbone
         what = f"layer groups 0 to {stop - 1} of {type(backbone).__name__}"
         begun = self._begin(sample)
         inputs = list(begun)
         with torch.no_grad(), float32():  # the reference for the check below: as ONNX Runtime computes
             state = _Groups(backbone, stop, inputs, []).state(tuple(begun.values()))
-        self.passed = {name: inputs[[t is state[name] for t in begun.values()].index(True)]
-                       for name in state if any(t is state[name] for t in begun.values())}
+        sources = {id(tensor): name for name, tensor in begun.items()}
+        self.passed = {name: sources[id(tensor)] for name, tensor in state.items() if id(tensor) in sources}
         self.outputs = [name for name in state if name not in self.passed]
+        self.graph_outputs = [f"out.{name}" for name in self.outputs]  # may not reuse input names ("x" in, "x" out)
         # ONNX Runtime returns contiguous arrays; PyTorch kept images channels-last, and the layout matters beyond
         # speed: dropout draws its mask in memory order
         self.channels_last = {name for name in self.outputs if state[name].dim() == 4 and not
                               state[name].is_contiguous() and state[name].is_contiguous(memory_format=torch.channels_last)}
-        # graph outputs may not reuse input names ("x" in, "x" out)
-        export_module(_Groups(backbone, stop, inputs, self.outputs), begun, [f"out.{name}" for name in self.outputs],
-                      backbone.modality, self.path, what)
+        export_module(_Groups(backbone, stop, inputs, self.outputs), begun, self.graph_outputs, backbone.modality,
+                      Path(path), what)
         try:  # ONNX Runtime may still refuse the graph, or compute something else: check it on the sample
-            self.session = session(self.path, torch.get_num_threads())
+            self.session = session(path, torch.get_num_threads())
             got = self(sample)
             worst = max(float((got[name].float() - state[name].float()).abs().max()) for name in self.outputs)
         except Exception as exc:
@@ -106,7 +102,7 @@ class OnnxPrefix:
         with torch.no_grad():
             begun = self._begin(batch)
         feeds = {i.name: begun[i.name].cpu().contiguous().numpy() for i in self.session.get_inputs()}
-        outputs = self.session.run([f"out.{name}" for name in self.outputs], feeds)
+        outputs = self.session.run(self.graph_outputs, feeds)
         device = next(iter(begun.values())).device
         state = {name: torch.from_numpy(value).to(device) for name, value in zip(self.outputs, outputs)}
         for name in self.channels_last:

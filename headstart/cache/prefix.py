@@ -128,7 +128,7 @@ class PrefixCache:
     def prefix(self, inputs: dict[str, torch.Tensor]) -> State:
         """The frozen groups' output on a prepared batch, from this stage's engine (exported on its first batch of
         at least 2 examples)."""
-        if self.engine is None or self.engine.stop != self.boundary:
+        if self.engine is None:  # `close` drops the engine whenever the boundary moves
             choice = self.engine_choice(self.boundary)
             if choice == "torch" or next(iter(inputs.values())).shape[0] < 2:
                 return TorchPrefix(self.model.backbone, self.boundary)(inputs)
