@@ -33,8 +33,11 @@ def test_suffix_gradients_match_on_the_first_step():
         F.cross_entropy(logits, targets).backward()
         grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
     assert grads[0].keys() == grads[1].keys() and any(k.startswith("backbone.top") for k in grads[0])
+    # float tolerance relative to the largest gradient: a conv bias before BatchNorm has a true gradient of zero, so
+    # its computed one is rounding noise whose size depends on the thread count
+    scale = max(g.abs().max().item() for g in grads[0].values())
     for name in grads[0]:
-        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
+        assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5 * scale), name
 
 
 def test_caching_on_and_off_give_the_same_run(tiny_config):
@@ -49,8 +52,9 @@ def test_caching_on_and_off_give_the_same_run(tiny_config):
     assert on["cache"].tolist() == ["record", "replay", "record", "replay", "off"]
     assert off["cache"].tolist() == ["off"] * 5
     for column in ("train_loss", "val_loss", "val_acc"):
-        assert on[column].tolist() == pytest.approx(off[column].tolist(), abs=1e-4), column
-    assert runs["auto"].test_metrics == pytest.approx(runs["off"].test_metrics, abs=1e-4)
+        # rounding differs between the two paths (by thread count too) and compounds over five epochs of training
+        assert on[column].tolist() == pytest.approx(off[column].tolist(), abs=1e-3), column
+    assert runs["auto"].test_metrics == pytest.approx(runs["off"].test_metrics, abs=1e-3)
 
 
 def test_caching_with_onnx_runtime_gives_the_same_run(tiny_config):
@@ -68,7 +72,7 @@ def test_caching_with_onnx_runtime_gives_the_same_run(tiny_config):
     assert eager["cache"].tolist() == ["record", "replay", "record", "replay", "off"]
     for column in ("train_loss", "val_loss", "val_acc"):
         assert ort[column].tolist() == pytest.approx(eager[column].tolist(), abs=1e-3), column
-    assert not list((runs["onnxruntime"].path / "cache").glob("prefix-*"))  # the exported groups are cleaned up
+    assert not (runs["onnxruntime"].path / "cache").exists()  # the exported groups and their folder are cleaned up
 
 
 @pytest.mark.parametrize("backbone", ["tiny", "unstaged", "efficientnet_lite0", "minilm"])

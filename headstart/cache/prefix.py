@@ -161,3 +161,5 @@ class PrefixCache:
         self.engine = None
         for path in self.spill_dir.glob(f"{PREFIX_FILE}*"):
             path.unlink(missing_ok=True)
+        if self.spill_dir.is_dir() and not any(self.spill_dir.iterdir()):
+            self.spill_dir.rmdir()  # the stores and the exporter create it again when they need it
