@@ -5,9 +5,11 @@
 2. a training step with everything trainable: bf16-mixed vs fp32;
 3. headstart's training step vs a bare PyTorch loop on the same model, batches and precision;
 4. the engine for frozen groups: an ELPV epoch with the whole backbone frozen and nothing replayed, computed by
-   eager PyTorch vs ONNX Runtime (`train.cache_engine`).
+   eager PyTorch vs ONNX Runtime (`train.cache_engine`);
+5. the whole default run (`configs/<dataset>.yaml` unchanged), frozen-prefix caching on vs off: wall time and test
+   accuracy. Not in the default set (about an hour per dataset); `--datasets` picks the datasets.
 
-    python bench/speed.py [--only head_only|steps|engines ...]
+    python bench/speed.py [--only head_only|steps|engines|whole ...] [--datasets bbc elpv]
 """
 
 from __future__ import annotations
@@ -110,14 +112,30 @@ def frozen_engines() -> dict:
     return out
 
 
+def whole_run(dataset: str) -> dict:
+    """Wall time and test accuracy of the default run with frozen-prefix caching on and off."""
+    out = {}
+    for cache in ("auto", "off"):
+        start = time.perf_counter()
+        run = headstart.fit(CONFIGS[dataset], [f"name=speed-{dataset}-whole-{cache}", f"output={OUT / 'runs'}",
+                                               "evaluate.after_fit=false", f"train.cache={cache}"], overwrite=True)
+        out[cache] = {"seconds": time.perf_counter() - start, "test_acc": run.test_metrics["test_acc"],
+                      "epochs": len(run.history)}
+    return {**out, "speedup": out["off"]["seconds"] / out["auto"]["seconds"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="+", choices=["head_only", "steps", "engines"],
+    parser.add_argument("--only", nargs="+", choices=["head_only", "steps", "engines", "whole"],
                         default=["head_only", "steps", "engines"])
-    parts = parser.parse_args().only
+    parser.add_argument("--datasets", nargs="+", choices=["bbc", "elpv"], default=["bbc", "elpv"])
+    args = parser.parse_args()
+    parts = args.only
     results = {"date": str(date.today()), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-               f"torch {torch.__version__}", "head_only": {}, "steps": {}}
-    for dataset in ("bbc", "elpv"):
+               f"torch {torch.__version__}", "head_only": {}, "steps": {}, "whole": {}}
+    for dataset in args.datasets:
+        if "whole" in parts:
+            results["whole"][dataset] = whole_run(dataset)
         if "head_only" in parts:
             results["head_only"][dataset] = head_only(dataset)
         if "steps" in parts:
@@ -142,6 +160,12 @@ def main() -> None:
         overhead = 100 * (s["bf16-mixed"] / s["bare_bf16-mixed"] - 1)
         print(f"| {dataset} | {s['32']:.3f} s | {s['bf16-mixed']:.3f} s | {s['32'] / s['bf16-mixed']:.2f}x | "
               f"{s['bare_bf16-mixed']:.3f} s | {overhead:+.1f}% |")
+    if results["whole"]:
+        print("\n| dataset | default run, cache off | cache on | speedup | test accuracy off / on |")
+        print("| --- | --- | --- | --- | --- |")
+    for dataset, w in results["whole"].items():
+        print(f"| {dataset} | {w['off']['seconds'] / 60:.1f} min | {w['auto']['seconds'] / 60:.1f} min | "
+              f"{w['speedup']:.2f}x | {w['off']['test_acc']:.4f} / {w['auto']['test_acc']:.4f} |")
     if "engines" in results:
         print("\n| ELPV epoch, backbone frozen, not replayed | eager PyTorch | ONNX Runtime (export included) | speedup |")
         print("| --- | --- | --- | --- |")

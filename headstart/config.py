@@ -74,7 +74,8 @@ class StrategyConfig(_Section):
     @classmethod
     def _increasing_epochs(cls, unfreeze):
         if isinstance(unfreeze, list) and (any(e < 1 for e in unfreeze) or unfreeze != sorted(unfreeze)):
-            raise ValueError("unfreeze epochs must be positive and increasing, e.g. [2, 4, 6]")
+            raise ValueError("unfreeze epochs must be positive and in order, e.g. [2, 4, 6]; an epoch listed "
+                             "twice unfreezes two groups at once")
         return unfreeze
 
 

@@ -63,7 +63,7 @@ def test_bad_overrides_are_refused(tmp_path):
     ("data.split={train: 0.7, val: 0.2, test: 0.2}", "data.split", "must add up to 1"),
     ("head.hidden=[512, 256, 128]", "head.hidden", "at most 2 hidden sizes"),
     ("train.precision=64", "train.precision", "'64'"),
-    ("strategy.unfreeze=[4, 2]", "strategy.unfreeze", "increasing"),
+    ("strategy.unfreeze=[4, 2]", "strategy.unfreeze", "in order"),
 ])
 def test_invalid_values_name_the_field(tmp_path, override, field, detail):
     with pytest.raises(HeadstartError) as caught:

@@ -86,6 +86,19 @@ def test_unfreezes_when_validation_plateaus():
     assert module.scheduler.num_bad_epochs == 0  # an unfreeze starts a new plateau for the LR scheduler too
 
 
+def test_an_epoch_listed_twice_unfreezes_two_groups():
+    callback = GradualUnfreezing(StrategyConfig(unfreeze=[2, 2, 3]), "val_loss", n_groups=4)
+    module = SimpleNamespace(model=Classifier(tiny_cnn(), ["a", "b"], [8], 0.3),
+                             scheduler=SimpleNamespace(num_bad_epochs=0))
+    trainable = []
+    for epoch in range(5):
+        callback.apply(_fake_trainer(1.0, epoch), module)
+        trainable.append(callback.trainable)
+    assert trainable == [1, 1, 3, 4, 4]
+    assert [e["group"] for e in callback.events] == ["top", "block", "stem"]
+    assert all(p.requires_grad for p in module.model.backbone.block.parameters())
+
+
 def test_best_epoch_is_restored(tiny_config):
     tiny_config["train"].update(max_epochs=5, lr=0.05)
     run = headstart.fit(tiny_config)
