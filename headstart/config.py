@@ -72,7 +72,7 @@ class StrategyConfig(_Section):
 
     @field_validator("unfreeze")
     @classmethod
-    def _increasing_epochs(cls, unfreeze):
+    def _ordered_epochs(cls, unfreeze):
         if isinstance(unfreeze, list) and (any(e < 1 for e in unfreeze) or unfreeze != sorted(unfreeze)):
             raise ValueError("unfreeze epochs must be positive and in order, e.g. [2, 4, 6]; an epoch listed "
                              "twice unfreezes two groups at once")
