@@ -37,19 +37,18 @@ OUT = ROOT / "bench" / "results"
 CONFIGS = {"bbc": ROOT / "configs" / "bbc.yaml", "elpv": ROOT / "configs" / "elpv.yaml"}
 
 
-def _fit(name: str, dataset: str, *overrides: str) -> pd.DataFrame:
-    run = headstart.fit(CONFIGS[dataset], [f"name={name}", f"output={OUT / 'runs'}", "evaluate.after_fit=false",
-                                           *overrides], overwrite=True)
-    return run.history
+def _fit(name: str, dataset: str, *overrides: str) -> headstart.Run:
+    return headstart.fit(CONFIGS[dataset], [f"name={name}", f"output={OUT / 'runs'}", "evaluate.after_fit=false",
+                                            *overrides], overwrite=True)
 
 
 def head_only(dataset: str) -> dict:
     """Mean epoch seconds of the head-only stage after its recording epochs, cached vs recomputed."""
     views = 2 if dataset == "elpv" else 1  # ELPV augments: 2 views are recorded, then replayed
     cached = _fit(f"speed-{dataset}-cached", dataset, "strategy.name=feature_extraction",
-                  f"train.max_epochs={views + 2}", f"train.cache_views={views}")
+                  f"train.max_epochs={views + 2}", f"train.cache_views={views}").history
     recomputed = _fit(f"speed-{dataset}-recomputed", dataset, "strategy.name=feature_extraction",
-                      "train.max_epochs=2", "train.cache=off")
+                      "train.max_epochs=2", "train.cache=off").history
     replay = cached[cached["cache"] == "replay"]["seconds"].mean()
     return {"recomputed_epoch_s": recomputed["seconds"].mean(), "first_epochs_s": cached["seconds"][:views].mean(),
             "replayed_epoch_s": replay, "speedup": recomputed["seconds"].mean() / replay}
@@ -68,7 +67,7 @@ def step_seconds(dataset: str, precision: str, source: str) -> float:
     extra = ["data.image_column=image"] if dataset == "elpv" else []
     history = _fit(f"speed-{dataset}-{precision}", dataset, f"data.source={source}", *extra, "strategy.name=full",
                    "train.max_epochs=1", "train.cache=off", f"train.precision={precision}", "data.augment=none",
-                   "data.leakage=report")
+                   "data.leakage=report").history
     return float(history["step_seconds"].iloc[0])
 
 
@@ -106,7 +105,7 @@ def frozen_engines() -> dict:
         seconds = {}
         for engine in ("torch", "onnxruntime"):
             history = _fit(f"speed-elpv-{engine}", "elpv", "strategy.name=feature_extraction", "train.max_epochs=1",
-                           f"train.cache_engine={engine}", f"train.precision={precision}")
+                           f"train.cache_engine={engine}", f"train.precision={precision}").history
             seconds[engine] = float(history["seconds"].iloc[0])
         out[precision] = {**seconds, "speedup": seconds["torch"] / seconds["onnxruntime"]}
     return out
@@ -117,8 +116,7 @@ def whole_run(dataset: str) -> dict:
     out = {}
     for cache in ("auto", "off"):
         start = time.perf_counter()
-        run = headstart.fit(CONFIGS[dataset], [f"name=speed-{dataset}-whole-{cache}", f"output={OUT / 'runs'}",
-                                               "evaluate.after_fit=false", f"train.cache={cache}"], overwrite=True)
+        run = _fit(f"speed-{dataset}-whole-{cache}", dataset, f"train.cache={cache}")
         out[cache] = {"seconds": time.perf_counter() - start, "test_acc": run.test_metrics["test_acc"],
                       "epochs": len(run.history)}
     return {**out, "speedup": out["off"]["seconds"] / out["auto"]["seconds"]}
