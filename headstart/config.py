@@ -40,7 +40,7 @@ class DataConfig(_Section):
     metadata_columns: list[str] = []
     split: SplitConfig = SplitConfig()
     balance: Literal["none", "class_weights", "oversample"] = "none"
-    augment: Literal["default", "none"] = "default"
+    augment: Literal["default", "symmetric", "none"] = "default"
     bad_inputs: Literal["skip", "refuse"] = "skip"
     leakage: Literal["drop", "report", "refuse"] = "drop"
     max_length: int = Field(256, ge=8, le=8192)

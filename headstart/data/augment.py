@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 
 def augment_batch(images: torch.Tensor, seeds: list[int], max_degrees: float = 10.0, brightness: float = 0.2,
-                  contrast: float = 0.2, noise: float = 0.03) -> torch.Tensor:
-    """images: float (B, C, H, W) in [0, 1], one seed per image -> augmented copy, still in [0, 1]."""
+                  contrast: float = 0.2, noise: float = 0.03, vertical_flip: bool = False) -> torch.Tensor:
+    """images: float (B, C, H, W) in [0, 1], one seed per image -> augmented copy, still in [0, 1].
+    `vertical_flip` also flips half the images top to bottom, for images with no up or down."""
     b = images.shape[0]
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     params = torch.stack([torch.rand(5, generator=g) for g in generators]).to(images.device)
@@ -31,6 +32,9 @@ def augment_batch(images: torch.Tensor, seeds: list[int], max_degrees: float = 1
     images = images + ((shift * 2 - 1) * brightness).view(b, 1, 1, 1)
     gaussian = torch.stack([torch.randn(images.shape[1:], generator=g) for g in generators]).to(images.device)
     images = images + gaussian * (sigma * noise).view(b, 1, 1, 1)
+    if vertical_flip:  # drawn last, so the other draws match those of the same seed without it
+        upside_down = torch.cat([torch.rand(1, generator=g) for g in generators]).to(images.device) < 0.5
+        images = torch.where(upside_down.view(b, 1, 1, 1), images.flip(-2), images)
     return images.clamp(0, 1)
 
 

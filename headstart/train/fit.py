@@ -106,7 +106,7 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     train = config.train
     callbacks = make_callbacks(config, run_dir, len(model.groups))
     unfreezing = callbacks[0]
-    augment = backbone.modality == "image" and config.data.augment == "default"
+    augment = backbone.modality == "image" and config.data.augment != "none"
     sizes = {split: int((data.frame["split"] == split).sum()) for split in ("train", "val")}
     cache = PrefixCache(model, train, augment, sizes, run_dir / "cache")
     epoch_data = EpochData(data, backbone, config, cache, unfreezing)

@@ -75,7 +75,8 @@ class FineTuner(L.LightningModule):
         inputs = batch["inputs"]
         if split == "train" and self.augment:
             seeds = [self.cache.augment_seed(i) for i in batch["index"].tolist()]
-            inputs = {**inputs, "pixels": augment_batch(inputs["pixels"].float() / 255, seeds)}
+            inputs = {**inputs, "pixels": augment_batch(inputs["pixels"].float() / 255, seeds,
+                                                           vertical_flip=self.config.data.augment == "symmetric")}
         if not start or split == "test":
             return self.model(**inputs)
         state = self.cache.prefix(inputs)
