@@ -37,6 +37,7 @@ class FineTuner(L.LightningModule):
         self.cache = cache
         self.data = data  # EpochData: the loaders of each epoch
         self.augment = cache.augment
+        self.vertical_flip = config.data.augment == "symmetric"
         self.register_buffer("class_weights", class_weights, persistent=False)
         self._outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
         self._tokens = [0, 0]  # training tokens this epoch: [padding, all]
@@ -75,8 +76,8 @@ class FineTuner(L.LightningModule):
         inputs = batch["inputs"]
         if split == "train" and self.augment:
             seeds = [self.cache.augment_seed(i) for i in batch["index"].tolist()]
-            inputs = {**inputs, "pixels": augment_batch(inputs["pixels"].float() / 255, seeds,
-                                                           vertical_flip=self.config.data.augment == "symmetric")}
+            pixels = augment_batch(inputs["pixels"].float() / 255, seeds, vertical_flip=self.vertical_flip)
+            inputs = {**inputs, "pixels": pixels}
         if not start or split == "test":
             return self.model(**inputs)
         state = self.cache.prefix(inputs)
