@@ -8,8 +8,9 @@
 Each contestant runs in its own process, so its wall time and peak resident memory are its own, with the same epoch
 budget (default: the config's `train.max_epochs`) and the split headstart's run wrote (split.csv): the anchor trains
 on train, picks its best epoch on val as its defaults do, and is scored on test. Anchors keep their own defaults.
-Writes DIR/anchors.json (DIR: bench/results) and prints a Markdown table. `--limit N` takes a stratified subset of N
-examples, for smoke tests only. The Trainer needs the `accelerate` package: `pip install -e ".[bench]"`.
+Writes DIR/anchors.json (DIR: bench/results; anchors-<datasets>.json for some of them) and prints a Markdown
+table. `--limit N` takes a stratified subset of N examples, for smoke tests only. The Trainer needs the
+`accelerate` package: `pip install -e ".[bench]"`.
 """
 
 from __future__ import annotations
@@ -245,7 +246,9 @@ def main() -> None:
         r.update(time_ratio=anchor["seconds"] / ours["seconds"],
                  reaches_accuracy=ours["test_acc"] >= anchor["test_acc"])
         results["datasets"][dataset] = r
-    (args.out / "anchors.json").write_text(json.dumps(results, indent=2))
+    chosen = list(results["datasets"])
+    name = "anchors" if set(chosen) == set(CONFIGS) else "-".join(["anchors", *chosen])
+    (args.out / f"{name}.json").write_text(json.dumps(results, indent=2))
     print_table(results)
 
 
