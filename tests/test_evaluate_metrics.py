@@ -219,3 +219,21 @@ def test_calibration_error_by_chance_separates_calibrated_from_overconfident_mod
     assert metrics.expected_calibration_error(calibrated_y, proba) <= chance
     sharpened = proba ** 3 / (proba ** 3).sum(1, keepdims=True)  # the same model, overconfident
     assert metrics.expected_calibration_error(calibrated_y, sharpened) > metrics.ece_by_chance(sharpened, 200, 0)
+
+
+def test_baselines_choose_their_regularisation_on_validation():
+    from sklearn.metrics import log_loss
+
+    from headstart.evaluate.baselines import C_GRID, _logreg, fit_tuned
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(600, 50))
+    y = (x[:, :3].sum(1) + rng.normal(size=600) > 0).astype(int) + (x[:, 3] > 1.2)  # 3 classes
+    train, val = (x[:200], y[:200]), (x[200:400], y[200:400])
+    losses = {c: log_loss(val[1], _logreg(c).fit(*train).predict_proba(val[0])) for c in C_GRID}
+    tuned = fit_tuned(_logreg, train, val, x[400:], 3)
+    assert tuned.c == min(losses, key=losses.get) != 1.0 and tuned.converged
+    assert tuned.proba.shape == (200, 3) and np.allclose(tuned.proba.sum(1), 1)
+    # a validation split holding one class only still scores every C; with no validation example, C = 1
+    assert fit_tuned(_logreg, train, (val[0][val[1] == 0], val[1][val[1] == 0]), x[400:], 3).c in C_GRID
+    assert fit_tuned(_logreg, train, (val[0][:0], val[1][:0]), x[400:], 3).c == 1.0

@@ -150,12 +150,13 @@ def _baselines(m: dict) -> str:
     names = ("accuracy", "macro_f1", "weighted_f1", "roc_auc")
     rows = [["fine-tuned model"] + [with_ci(m["overall"], n, ["overall"]) for n in names] + ["", ""]]
     for name, b in m["baselines"].items():
-        rows.append([escape(b["description"])] + [with_ci(b, n, ["baselines", name]) for n in names]
+        rows.append([f"{escape(b['description'])} (C = {num(b['C'], ['baselines', name, 'C'], 3)})"]
+                    + [with_ci(b, n, ["baselines", name]) for n in names]
                     + [with_ci(b["gain"], "accuracy", ["baselines", name, "gain"], signed=True),
                        with_ci(b["gain"], "macro_f1", ["baselines", name, "gain"], signed=True)])
     labels = ["fine-tuned"] + [b["description"][:40] for b in m["baselines"].values()]
     sources = [m["overall"]] + list(m["baselines"].values())
-    return ("<h2>Baselines (same split; fit on the run's training split)</h2>"
+    return ("<h2>Baselines (same split; fit on the run's training split, C chosen on its validation split)</h2>"
             + table(["model", "accuracy", "macro-F1", "weighted-F1", "ROC-AUC", "gain in accuracy", "gain in macro-F1"], rows)
             + "<p class='muted'>Gains are the fine-tuned model minus the baseline, with paired bootstrap intervals "
               "(the same resampled examples for both).</p>"

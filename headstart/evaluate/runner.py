@@ -102,16 +102,16 @@ def _baselines(config, data, y, proba, samples, seed, positive, say) -> tuple[di
     from headstart.evaluate.metrics import HEADLINE, headline
 
     say("baseline: frozen backbone + logistic regression")
-    frozen, frozen_ok = baselines.frozen_logreg(config, data)
+    fitted = {"frozen_logreg": baselines.frozen_logreg(config, data)}
     say("baseline: classical model")
-    classical, classical_ok, described = baselines.classical(data)
-    probas = {"model": proba, "frozen_logreg": frozen, "classical": classical}
+    fitted["classical"] = baselines.classical(data)
+    probas = {"model": proba, **{name: baseline.proba for name, baseline in fitted.items()}}
     boot = bootstrap(y, probas, metric_functions(GAIN_METRICS, positive), samples, seed) if samples else {}
     out, model_point = {}, headline(y, proba, GAIN_METRICS, positive)
-    for name, description, converged in (("frozen_logreg", baselines.DESCRIPTIONS["frozen_logreg"], frozen_ok),
-                                         ("classical", described, classical_ok)):
+    for name, baseline in fitted.items():
         point = headline(y, probas[name], tuple(HEADLINE), positive)
-        row = {"description": description, "fit_on": "train split of the run", "converged": converged, **point}
+        row = {"description": baseline.description, "fit_on": "train split of the run", "C": baseline.c,
+               "C_chosen_on": "validation split (lowest log loss)", "converged": baseline.converged, **point}
         for metric in GAIN_METRICS:
             row[f"{metric}_ci"] = interval(boot[name][metric]) if boot and point[metric] is not None else None
         row["gain"] = {}
