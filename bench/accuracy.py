@@ -32,9 +32,10 @@ def main(names: list[str]) -> None:
         run = headstart.fit(CONFIGS[name], overrides=[f"name=bench-{name}", "output=bench/results/runs"],
                             overwrite=True)
         seconds = time.perf_counter() - started
-        frozen = run.evaluation["baselines"]["frozen_logreg"]  # the configs evaluate after fitting
+        evaluation = run.evaluation  # the configs evaluate after fitting
+        frozen = evaluation["baselines"]["frozen_logreg"]
         results["runs"][name] = {"test_acc": run.test_metrics["test_acc"], "test_f1": run.test_metrics["test_f1"],
-                                 "served_acc": run.evaluation["overall"]["accuracy"],
+                                 "served_acc": evaluation["overall"]["accuracy"],
                                  "frozen_logreg_acc": frozen["accuracy"], "frozen_logreg_C": frozen["C"],
                                  "fit_seconds": round(seconds, 1),
                                  "epochs": run.results["epochs_trained"], "best_epoch": run.results["best_epoch"],

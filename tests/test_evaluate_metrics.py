@@ -231,9 +231,9 @@ def test_baselines_choose_their_regularisation_on_validation():
     y = (x[:, :3].sum(1) + rng.normal(size=600) > 0).astype(int) + (x[:, 3] > 1.2)  # 3 classes
     train, val = (x[:200], y[:200]), (x[200:400], y[200:400])
     losses = {c: log_loss(val[1], _logreg(c).fit(*train).predict_proba(val[0])) for c in C_GRID}
-    tuned = fit_tuned(_logreg, train, val, x[400:], 3)
+    tuned = fit_tuned(_logreg, train, val, x[400:], 3, "test")
     assert tuned.c == min(losses, key=losses.get) != 1.0 and tuned.converged
     assert tuned.proba.shape == (200, 3) and np.allclose(tuned.proba.sum(1), 1)
     # a validation split holding one class only still scores every C; with no validation example, C = 1
-    assert fit_tuned(_logreg, train, (val[0][val[1] == 0], val[1][val[1] == 0]), x[400:], 3).c in C_GRID
-    assert fit_tuned(_logreg, train, (val[0][:0], val[1][:0]), x[400:], 3).c == 1.0
+    assert fit_tuned(_logreg, train, (val[0][val[1] == 0], val[1][val[1] == 0]), x[400:], 3, "").c in C_GRID
+    assert fit_tuned(_logreg, train, (val[0][:0], val[1][:0]), x[400:], 3, "").c == 1.0

@@ -34,7 +34,7 @@ class Baseline(NamedTuple):
     proba: np.ndarray  # class probabilities of the evaluated examples
     converged: bool
     c: float  # the regularisation strength chosen on the validation split
-    description: str = ""
+    description: str
 
 
 def _aligned(model, proba: np.ndarray, k: int) -> np.ndarray:
@@ -54,20 +54,29 @@ def _fit(model, x_train, y_train) -> bool:
     return not any(issubclass(w.category, ConvergenceWarning) for w in caught)
 
 
-def fit_tuned(make_model, train: tuple, val: tuple, x_test, k: int) -> Baseline:
+def fit_tuned(make_model, train: tuple, val: tuple, x_test, k: int, description: str) -> Baseline:
     """Fit make_model(C) on train = (x, y) for each C in C_GRID, keep the one of lowest log loss on val = (x, y)
     (C = 1 if there is no validation example), and give its class probabilities on x_test."""
     from sklearn.metrics import log_loss
 
-    best = None
-    for c in C_GRID if len(val[1]) else (1.0,):
+    tuning, best = len(val[1]) > 0, None
+    for c in C_GRID if tuning else (1.0,):
         model = make_model(c)
         converged = _fit(model, *train)
-        loss = log_loss(val[1], _aligned(model, model.predict_proba(val[0]), k), labels=range(k)) if len(val[1]) else 0
+        loss = log_loss(val[1], _aligned(model, model.predict_proba(val[0]), k), labels=range(k)) if tuning else 0.0
         if best is None or loss < best[0]:
             best = (loss, model, converged, c)
     _, model, converged, c = best
-    return Baseline(_aligned(model, model.predict_proba(x_test), k), converged, c)
+    return Baseline(_aligned(model, model.predict_proba(x_test), k), converged, c, description)
+
+
+def _fit_on_splits(make_model, represent, data: EvalData, description: str) -> Baseline:
+    """fit_tuned on the run's train and val splits, scored on the evaluated examples; `represent` turns a list of
+    inputs into what make_model's pipeline takes."""
+    x = {name: represent(frame["input"].tolist()) for name, frame in (("train", data.train), ("val", data.val),
+                                                                      ("test", data.test))}
+    return fit_tuned(make_model, (x["train"], targets(data.train)), (x["val"], targets(data.val)), x["test"],
+                     len(data.labels), description)
 
 
 def _logreg(c: float):
@@ -96,11 +105,8 @@ def frozen_logreg(config: RunConfig, data: EvalData) -> Baseline:
 
     backbone = build(config.backbone, config.data)
     batch, bf16 = config.train.eval_batch_size, config.train.precision == "bf16-mixed"  # the run's own precision
-    x = {name: frozen_features(backbone, frame["input"].tolist(), batch, bf16)
-         for name, frame in (("train", data.train), ("val", data.val), ("test", data.test))}
-    baseline = fit_tuned(_logreg, (x["train"], targets(data.train)), (x["val"], targets(data.val)), x["test"],
-                         len(data.labels))
-    return baseline._replace(description=DESCRIPTIONS["frozen_logreg"])
+    return _fit_on_splits(_logreg, lambda inputs: frozen_features(backbone, inputs, batch, bf16), data,
+                          DESCRIPTIONS["frozen_logreg"])
 
 
 def pixels(paths: list) -> np.ndarray:
@@ -123,9 +129,5 @@ def _tfidf_logreg(c: float):
 
 def classical(data: EvalData) -> Baseline:
     """The classical model for the modality."""
-    make_model, inputs = (_tfidf_logreg, list) if data.modality == "text" else (_logreg, pixels)
-    x = {name: inputs(frame["input"].tolist()) for name, frame in (("train", data.train), ("val", data.val),
-                                                                   ("test", data.test))}
-    baseline = fit_tuned(make_model, (x["train"], targets(data.train)), (x["val"], targets(data.val)), x["test"],
-                         len(data.labels))
-    return baseline._replace(description=DESCRIPTIONS[f"classical_{data.modality}"])
+    make_model, represent = (_tfidf_logreg, list) if data.modality == "text" else (_logreg, pixels)
+    return _fit_on_splits(make_model, represent, data, DESCRIPTIONS[f"classical_{data.modality}"])
