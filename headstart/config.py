@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
-from typing import Literal, Union
+from typing import Annotated, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from headstart.errors import HeadstartError
+
+
+def _number_as_text(value):
+    """A YAML number in a text field as the text a table holds for it (1 and 1.0 -> "1", 0.5 -> "0.5")."""
+    if isinstance(value, bool):
+        raise ValueError("YAML reads an unquoted yes, no, on, off, true or false as true/false, not as text; if you "
+                         "mean the word, put it in quotes (e.g. 'yes')")
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value) if isinstance(value, (int, float)) else value
+
+
+Text = Annotated[str, BeforeValidator(_number_as_text)]
 
 
 class _Section(BaseModel):
@@ -31,13 +46,13 @@ class SplitConfig(_Section):
 
 
 class DataConfig(_Section):
-    source: str
-    text_column: str | None = "text"
-    image_column: str | None = None
-    label_column: str = "label"
-    labels: list[str] | None = None
-    group_column: str | None = None
-    metadata_columns: list[str] = []
+    source: Text
+    text_column: Text | None = "text"
+    image_column: Text | None = None
+    label_column: Text = "label"
+    labels: list[Text] | None = None
+    group_column: Text | None = None
+    metadata_columns: list[Text] = []
     split: SplitConfig = SplitConfig()
     balance: Literal["none", "class_weights", "oversample"] = "none"
     augment: Literal["default", "symmetric", "none"] = "default"
@@ -74,8 +89,8 @@ class StrategyConfig(_Section):
     @classmethod
     def _ordered_epochs(cls, unfreeze):
         if isinstance(unfreeze, list) and (any(e < 1 for e in unfreeze) or unfreeze != sorted(unfreeze)):
-            raise ValueError("unfreeze epochs must be positive and in order, e.g. [2, 4, 6]; an epoch listed "
-                             "twice unfreezes two groups at once")
+            raise ValueError("unfreeze epochs must be 1 or more (epoch 0, the first, trains the head alone) and in "
+                             "order, e.g. [2, 4, 6]; an epoch listed twice unfreezes two groups at once")
         return unfreeze
 
 
@@ -90,9 +105,9 @@ class TrainConfig(_Section):
     monitor: Literal["val_loss", "val_acc", "val_f1"] = "val_loss"
     precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
     seed: int = 0
-    accelerator: str = "auto"
-    devices: Union[int, str] = 1
-    strategy: str = "auto"
+    accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
+    devices: Union[int, list[int], Literal["auto"]] = 1
+    strategy: Literal["auto", "ddp"] = "auto"
     num_nodes: int = Field(1, ge=1)
     num_workers: int = Field(0, ge=0)
     cache: Literal["auto", "off"] = "auto"
@@ -106,6 +121,22 @@ class TrainConfig(_Section):
     def _precision_as_text(cls, value):
         return str(value)
 
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _lightning_devices(cls, value, info: ValidationInfo):
+        """Lightning's forms: a count (-1: all), GPU indices as a list or as text ("0,1"), or auto."""
+        text = value.replace(" ", "") if isinstance(value, str) else ""
+        if re.fullmatch(r"-?\d+", text):
+            value = int(text)
+        elif re.fullmatch(r"(\d+,)+\d*", text):
+            value = [int(i) for i in text.split(",") if i]
+        if not (value == "auto" or (type(value) is int and (value >= 1 or value == -1))
+                or (isinstance(value, list) and value and all(type(i) is int and i >= 0 for i in value))):
+            raise ValueError("give a count (1, 2, ...; -1: every GPU), a list of GPU indices ([0, 1] or '0,1'), or auto")
+        if info.data.get("accelerator") == "cpu" and not (value == "auto" or type(value) is int and value >= 1):
+            raise ValueError("with accelerator cpu, give a number of processes (1, 2, ...) or auto")
+        return value
+
     @field_validator("cache", mode="before")
     @classmethod
     def _yaml_off(cls, value):
@@ -116,7 +147,7 @@ class TrainConfig(_Section):
 class CostConfig(_Section):
     false_positive: float | None = Field(None, ge=0)
     false_negative: float | None = Field(None, ge=0)
-    per_class: dict[str, float] = {}
+    per_class: dict[Text, float] = {}
 
     @model_validator(mode="after")
     def _one_kind(self):
@@ -129,9 +160,9 @@ class CostConfig(_Section):
 
 class EvaluateConfig(_Section):
     after_fit: bool = True
-    slice_by: list[str] = []
+    slice_by: list[Text] = []
     min_slice_size: int = Field(10, ge=1)
-    positive_label: str | None = None
+    positive_label: Text | None = None
     costs: CostConfig = CostConfig()
     bootstrap: int = Field(1000, ge=0)
     seed: int = 0
@@ -142,14 +173,24 @@ class EvaluateConfig(_Section):
 
 
 class RunConfig(_Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: Text = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     data: DataConfig
     backbone: str = "minilm"
     head: HeadConfig = HeadConfig()
     strategy: StrategyConfig = StrategyConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
-    output: str = "runs"
+    output: Text = "runs"
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:
+        from headstart.backbones.registry import unknown  # imports no torch: the check stays fast
+
+        problem = unknown(name)
+        if problem:
+            raise ValueError(problem)
+        return name
 
     def run_dir(self) -> Path:
         return Path(self.output) / self.name
@@ -164,10 +205,12 @@ def _fields_of(model: type[BaseModel], path: list[str]) -> list[str]:
     return list(model.model_fields)
 
 
-def _explain(error: ValidationError, where: str) -> HeadstartError:
+def explain(error: ValidationError, what: str, prefix: tuple[str, ...] = ()) -> HeadstartError:
+    """One line per invalid field of `error`, with a did-you-mean for unknown fields. `prefix`: where the validated
+    section sits in the run config (("evaluate",) for an EvaluateConfig)."""
     lines = []
     for item in error.errors():
-        loc = [str(part) for part in item["loc"]]
+        loc = [*prefix, *(str(part) for part in item["loc"])]
         field = ".".join(loc) or "(top level)"
         if item["type"] == "extra_forbidden":
             known = _fields_of(RunConfig, loc[:-1])
@@ -177,12 +220,13 @@ def _explain(error: ValidationError, where: str) -> HeadstartError:
         elif item["type"] == "missing":
             lines.append(f"- {field}: required, but missing.")
         else:
-            lines.append(f"- {field}: {item['msg']} (got {item.get('input')!r}).")
-    return HeadstartError(f"The run config {where} is not valid:\n" + "\n".join(lines)
+            lines.append(f"- {field}: {item['msg'].removeprefix('Value error, ')} (got {item.get('input')!r}).")
+    return HeadstartError(f"{what} is not valid:\n" + "\n".join(lines)
                           + "\nFix these fields (every field is documented in the README) and run again.")
 
 
-def _apply_override(raw: dict, override: str) -> None:
+def apply_override(raw: dict, override: str) -> None:
+    """Set the field that `key.sub=value` names in the raw config `raw` (the value read as YAML)."""
     if "=" not in override:
         raise HeadstartError(f"--set '{override}' must look like key.sub=value, e.g. --set train.max_epochs=3")
     key, value = override.split("=", 1)
@@ -216,11 +260,11 @@ def load_config(source: Union[str, Path, dict, RunConfig], overrides: list[str] 
         if not isinstance(raw, dict):
             raise HeadstartError(f"Config file {path} must hold a mapping of fields (name:, data:, ...).")
     for override in overrides:
-        _apply_override(raw, override)
+        apply_override(raw, override)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise _explain(exc, where) from None
+        raise explain(exc, f"The run config {where}") from None
 
 
 def save_config(config: RunConfig, path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterable
 
@@ -9,7 +10,7 @@ import pandas as pd
 import torch
 
 from headstart.data.images import DECODE_ERRORS
-from headstart.data.sources import IMAGE_SUFFIXES, read_table, read_text_file, row_origins
+from headstart.data.sources import IMAGE_SUFFIXES, TABLE_SUFFIXES, read_table, read_text_file, row_origins
 from headstart.errors import HeadstartError
 from headstart.model.folder import load_model
 
@@ -56,28 +57,70 @@ def _table_texts(path: Path, column: str) -> tuple[list[str], list[str]]:
     return texts, row_origins(path, len(texts))
 
 
+def _files(folder: Path, suffixes: set[str]) -> list[Path]:
+    """The files under `folder` with one of `suffixes`, sorted, hidden ones left out."""
+    return sorted(p for p in folder.rglob("*")
+                  if p.suffix.lower() in suffixes and p.is_file() and not p.name.startswith("."))
+
+
+def _meant_as_path(item: str) -> bool:
+    """A text-model argument meant as a file or folder, not a text: one line, not a URL, without spaces or with a
+    path separator, ending in a separator or in a suffix predict reads."""
+    separators = ("/", os.sep)
+    return ("\n" not in item and "://" not in item
+            and (not any(c.isspace() for c in item) or any(s in item for s in separators))
+            and (item.endswith(separators) or Path(item).suffix.lower() in TABLE_SUFFIXES | {".txt"}))
+
+
+def _short(item: str, width: int = 40) -> str:
+    return item if len(item) <= width else item[:width - 3] + "..."
+
+
+def _text_inputs(item: str, text_column: str) -> tuple[list[str], list[str]]:
+    """One argument for a text model -> (texts, names): a folder's .txt files, a .txt file, a table's text column,
+    or the argument itself as a text."""
+    path, suffix = Path(item), Path(item).suffix.lower()
+    # os.path, unlike Path, answers False for a text too long to be a file name instead of raising
+    if os.path.isdir(item):
+        files = _files(path, {".txt"})
+        if not files:
+            raise HeadstartError(f"{item} is a folder with no .txt files in it. A text model reads texts, .txt files, "
+                                 "folders of them, and CSV / JSONL / Parquet tables.")
+        return [read_text_file(p) for p in files], [str(p) for p in files]
+    if os.path.isfile(item) and suffix in TABLE_SUFFIXES:
+        return _table_texts(path, text_column)
+    if os.path.isfile(item) and suffix == ".txt":
+        return [read_text_file(path)], [str(path)]
+    if os.path.exists(item):
+        problem = "is a file, but not a .txt file or a CSV / JSONL / Parquet table"
+    elif _meant_as_path(item):
+        problem = "looks like a file or folder path, but there is no such file or folder"
+    else:
+        return [item], [_short(item)]
+    raise HeadstartError(f"{_short(item, 300)} {problem}. A text model reads texts, .txt files, folders of them, and "
+                         "tables. To classify these words as a text, put them in a .txt file or call "
+                         "model.predict([...]) from Python.")
+
+
+def _image_inputs(item: str) -> tuple[list[str], list[str]]:
+    """One argument for an image model -> (paths, names): an image file, or a folder's image files."""
+    if not os.path.exists(item):
+        raise HeadstartError(f"{item}: no such image file or folder.")
+    path = Path(item)
+    files = [str(p) for p in _files(path, IMAGE_SUFFIXES)] if path.is_dir() else [str(path)]
+    if not files:
+        raise HeadstartError(f"{item} is a folder with no image files in it (PNG, JPEG, BMP, TIFF, WebP or GIF).")
+    return files, files
+
+
 def gather_inputs(items: Iterable[str], modality: str, text_column: str = "text") -> tuple[list, list[str]]:
-    """CLI arguments -> (inputs, names): image files or folders of them for image models; texts, .txt files, or
-    CSV / JSONL tables with a text column for text models."""
+    """CLI arguments -> (inputs, names): image files or folders of them for image models; texts, .txt files or
+    folders of them, or CSV / JSONL / Parquet tables with a text column for text models."""
     inputs, names = [], []
     for item in items:
-        path = Path(item)
-        if modality == "image":
-            files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if path.is_dir() else [path]
-            if not path.exists():
-                raise HeadstartError(f"{item}: no such image file or folder.")
-            inputs += [str(p) for p in files]
-            names += [str(p) for p in files]
-        elif path.suffix.lower() in {".csv", ".jsonl"} and path.is_file():
-            texts, rows = _table_texts(path, text_column)
-            inputs += texts
-            names += rows
-        elif path.suffix.lower() == ".txt" and path.is_file():
-            inputs.append(read_text_file(path))
-            names.append(str(path))
-        else:
-            inputs.append(item)
-            names.append(item if len(item) <= 40 else item[:37] + "...")
+        found, found_names = _text_inputs(item, text_column) if modality == "text" else _image_inputs(item)
+        inputs += found
+        names += found_names
     bad = [name for text, name in zip(inputs, names) if modality == "text" and not text.strip()]
     if bad:
         raise HeadstartError(f"Empty text in {', '.join(bad[:5])}: give some text to classify.")

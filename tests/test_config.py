@@ -1,5 +1,8 @@
 """The run config (headstart/config.py): defaults, helpful errors, `--set` overrides, save / load round trip."""
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -64,6 +67,11 @@ def test_bad_overrides_are_refused(tmp_path):
     ("head.hidden=[512, 256, 128]", "head.hidden", "at most 2 hidden sizes"),
     ("train.precision=64", "train.precision", "'64'"),
     ("strategy.unfreeze=[4, 2]", "strategy.unfreeze", "in order"),
+    # Lightning's settings are checked with the config, not when Lightning starts
+    ("train.accelerator=gpux", "train.accelerator", "'auto', 'cpu', 'gpu', 'cuda' or 'mps'"),
+    ("train.devices=banana", "train.devices", "a list of GPU indices ([0, 1] or '0,1'), or auto"),
+    ("train.devices=0", "train.devices", "a count (1, 2, ...; -1: every GPU)"),
+    ("train.strategy=fsdpx", "train.strategy", "'auto' or 'ddp'"),
 ])
 def test_invalid_values_name_the_field(tmp_path, override, field, detail):
     with pytest.raises(HeadstartError) as caught:
@@ -107,3 +115,65 @@ def test_a_bare_off_in_yaml_turns_the_cache_off():
     # YAML reads `off` as false; the cache setting still means "off"
     config = load_config({"name": "x", "data": {"source": "bbc"}}, ["train.cache=off"])
     assert config.train.cache == "off"
+
+
+@pytest.mark.parametrize("devices, parsed", [
+    ("2", 2), ("-1", -1), ("auto", "auto"), ("'0,1'", [0, 1]), ("'1,'", [1]), ("[0, 2]", [0, 2]),
+])
+def test_device_forms_lightning_takes_are_accepted(devices, parsed):
+    config = load_config({"name": "x", "data": {"source": "bbc"}}, [f"train.devices={devices}"])
+    assert config.train.devices == parsed
+
+
+def test_gpu_indices_on_the_cpu_are_refused():
+    with pytest.raises(HeadstartError, match="train.devices: with accelerator cpu, give a number of processes"):
+        load_config({"name": "x", "data": {"source": "bbc"}}, ["train.accelerator=cpu", "train.devices=[0, 1]"])
+
+
+def test_an_unknown_backbone_is_refused_before_anything_heavy_loads(tmp_path):
+    path = write_config(tmp_path, MINIMAL + "backbone: minilmx\n")
+    code = ("import sys\nfrom headstart.config import load_config\ntry:\n    load_config(sys.argv[1])\n"
+            "except Exception as exc:\n    print(exc)\n"
+            "print(sorted(m for m in ('torch', 'lightning', 'transformers', 'pandas') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60)
+    assert "- backbone: Unknown backbone 'minilmx'. Did you mean 'minilm'?" in done.stdout
+    assert "efficientnet_lite0" in done.stdout and "hf:<folder>" in done.stdout
+    assert done.stdout.strip().endswith("[]")  # nothing heavy was imported to tell
+
+
+def test_registered_and_prefixed_backbones_pass_the_config():
+    from headstart.backbones import registry
+
+    for name in ("minilm", "efficientnet_lite0", "hf:/not/checked/yet", "module:pkg.mod:factory"):
+        assert load_config({"name": "x", "data": {"source": "bbc"}, "backbone": name}).backbone == name
+    registry.register("mine", lambda data: None)
+    try:
+        assert load_config({"name": "x", "data": {"source": "bbc"}, "backbone": "mine"}).backbone == "mine"
+    finally:
+        del registry._REGISTRY["mine"]
+
+
+def test_numbers_in_text_fields_are_read_as_text(tmp_path):
+    config = load_config(write_config(tmp_path, "name: 2024\ndata:\n  source: bbc\n  labels: [0, 1.0, 0.5]\n"),
+                         ["evaluate.positive_label=1", "evaluate.costs.per_class={0: 2}", "data.label_column=7"])
+    assert config.name == "2024"
+    assert config.data.labels == ["0", "1", "0.5"]  # 1.0 as a table holds it: "1"
+    assert config.evaluate.positive_label == "1" and config.evaluate.costs.per_class == {"0": 2.0}
+    assert config.data.label_column == "7"
+
+
+@pytest.mark.parametrize("override, field", [
+    ("evaluate.positive_label=yes", "evaluate.positive_label"),
+    ("data.labels=[no, yes]", "data.labels.0"),
+])
+def test_a_yaml_boolean_for_a_label_is_refused_with_a_hint_to_quote(tmp_path, override, field):
+    with pytest.raises(HeadstartError) as caught:
+        load_config(write_config(tmp_path), [override])
+    assert f"- {field}: YAML reads an unquoted yes, no, on, off, true or false as true/false" in str(caught.value)
+    assert "put it in quotes" in str(caught.value)
+    assert load_config(write_config(tmp_path), [override.replace("yes", "'yes'").replace("no", "'no'")])
+
+
+def test_unfreeze_epochs_start_at_1_because_epoch_0_trains_the_head():
+    with pytest.raises(HeadstartError, match="epoch 0, the first, trains the head alone"):
+        load_config({"name": "x", "data": {"source": "bbc"}}, ["strategy.unfreeze=[0, 1]"])

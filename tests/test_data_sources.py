@@ -53,6 +53,8 @@ def test_bbc_is_2225_texts_in_5_topics():
     assert sorted(frame["label"].unique()) == ["business", "entertainment", "politics", "sports", "tech"]
     assert all(isinstance(t, str) and t.strip() for t in frame["input"])
     assert frame["origin"].is_unique
+    # the one article that is Latin-1, not UTF-8, keeps its pound sign
+    assert "£15.8m signing" in frame.set_index("origin").at["bbc/sports/199.txt", "input"]
 
 
 def test_elpv_is_2624_solar_cells_labelled_by_defect_probability(elpv_checked):
@@ -207,3 +209,82 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
     Image.fromarray(gradient).save(tmp_path / "deep.png")
     pixels = np.asarray(open_rgb(tmp_path / "deep.png"))
     assert pixels.min() == 0 and pixels.max() == 255 and (pixels == 255).mean() < 0.01
+
+
+def test_a_malformed_jsonl_line_is_named_by_its_line_number(tmp_path):
+    path = write_table(TEXTS, tmp_path / "news.jsonl")
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3][:15]  # truncated mid-object, as a copy cut short leaves it
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(HeadstartError) as caught:
+        read_source(DataConfig(source=str(path)))
+    message = str(caught.value)
+    assert f"{path} line 4 is not valid JSON" in message and "Fix or remove that line" in message
+    path.write_text("\n".join(lines[:3] + ['["a list", "not an object"]']) + "\n")
+    with pytest.raises(HeadstartError, match="line 4 is not a JSON object"):
+        read_source(DataConfig(source=str(path)))
+
+
+@pytest.mark.parametrize("encoding, line, byte", [("cp1252", 3, "0xe9"), ("utf-16", 1, "0xff")])
+def test_a_table_that_is_not_utf8_is_refused_with_its_line(tmp_path, encoding, line, byte):
+    path = tmp_path / "news.csv"
+    path.write_bytes("text,label\nshares fell,business\ncafé owners protest,business\n".encode(encoding))
+    with pytest.raises(HeadstartError) as caught:
+        read_source(DataConfig(source=str(path)))
+    message = str(caught.value)
+    assert f"{path} is not UTF-8 text" in message and f"line {line} has the byte {byte}" in message
+    assert "Save the file as UTF-8" in message
+    assert ("UTF-16" in message) == (encoding == "utf-16")
+
+
+def test_a_utf8_table_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "news.csv"
+    path.write_bytes(TEXTS.to_csv(index=False).encode("utf-8-sig"))  # what Excel's "CSV UTF-8" writes
+    examples, problems = read_and_check(path)
+    assert problems.empty and examples.frame["input"].tolist() == TEXTS["text"].tolist()
+
+
+def test_a_text_file_that_is_not_utf8_is_refused_by_its_path(tmp_path):
+    for i, (text, label) in enumerate(TEXTS.itertuples(index=False)):
+        (tmp_path / label).mkdir(exist_ok=True)
+        (tmp_path / label / f"{i}.txt").write_text(text)
+    latin = tmp_path / "business" / "latin.txt"
+    latin.write_bytes("Profits\nrose 5% at the caf\xe9 chain".encode("cp1252"))
+    with pytest.raises(HeadstartError, match=f"{latin} is not UTF-8 text: line 2 has the byte 0xe9"):
+        read_source(DataConfig(source=str(tmp_path)))
+
+
+def test_an_image_table_without_image_column_says_to_set_it(tmp_path):
+    names = [f"images/{i}.png" for i in range(6)]
+    for i, name in enumerate(names):
+        write_png(tmp_path / name, seed=i)
+    path = write_table(pd.DataFrame({"file": names, "label": ["cat", "dog"] * 3}), tmp_path / "cells.csv")
+    with pytest.raises(HeadstartError) as caught:
+        read_source(DataConfig(source=str(path)))
+    message = str(caught.value)
+    assert "Column 'file' of" in message and "holds image file paths" in message
+    assert "data.image_column: file" in message
+    with pytest.raises(HeadstartError, match="Column 'file' of .* holds image file paths"):
+        read_source(DataConfig(source=str(path), text_column="file"))  # image paths are not texts
+    examples = read_source(DataConfig(source=str(path), image_column="file"))
+    assert examples.modality == "image"
+
+
+def test_a_missing_text_column_also_points_to_image_column(tmp_path):
+    path = write_table(TEXTS.rename(columns={"text": "body"}), tmp_path / "news.csv")
+    with pytest.raises(HeadstartError, match=r"Set data.text_column to one of them \(or data.image_column"):
+        read_source(DataConfig(source=str(path)))
+
+
+def test_metadata_columns_a_folder_or_bundled_dataset_lacks_are_refused(tmp_path):
+    for i, (text, label) in enumerate(TEXTS.itertuples(index=False)):
+        (tmp_path / label).mkdir(exist_ok=True)
+        (tmp_path / label / f"{i}.txt").write_text(text)
+    with pytest.raises(HeadstartError, match=f"names site, but the folder {tmp_path} has no such column"):
+        read_source(DataConfig(source=str(tmp_path), metadata_columns=["site"]))
+    with pytest.raises(HeadstartError, match="'bbc' has no such column .its metadata columns: none"):
+        read_source(DataConfig(source="bbc", metadata_columns=["outlet"]))
+    with pytest.raises(HeadstartError, match="its metadata columns: cell_type, defect_probability"):
+        read_source(DataConfig(source="elpv", metadata_columns=["panel"]))
+    elpv = read_source(DataConfig(source="elpv", metadata_columns=["cell_type"]))  # what elpv carries is fine
+    assert elpv.metadata_columns == ["cell_type", "defect_probability"]

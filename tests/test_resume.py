@@ -15,12 +15,12 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _fit(config: Path, *extra: str) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "headstart.cli", "fit", *extra], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) if not config else \
-        subprocess.Popen([sys.executable, "-m", "headstart.cli", "fit", str(config), *extra], cwd=ROOT, env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _fit(config: Path | None, *extra: str) -> subprocess.Popen:
+    """`headstart fit` in a process that takes Ctrl-C as from a terminal (jobs started in the background ignore it)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "1000"}  # messages on one line each
+    return subprocess.Popen([sys.executable, "-m", "headstart.cli", "fit", *([str(config)] if config else []), *extra],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _epochs_done(run_dir: Path) -> int:
@@ -68,3 +68,27 @@ def test_killed_run_resumes_to_the_same_result(tiny_config, tmp_path):
 def _history(run_dir: Path) -> list[str]:
     """Every epoch's metrics, bar the two timing columns at the end."""
     return [line.rsplit(",", 2)[0] for line in (run_dir / "metrics.csv").read_text().splitlines()]
+
+
+def test_ctrl_c_keeps_the_run_for_resume_and_the_run_it_replaces(tiny_config, tmp_path):
+    tiny_config["train"].update(max_epochs=1)
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(tiny_config))
+    first = _fit(config)
+    assert first.wait(timeout=600) == 0, first.stderr.read()
+
+    run_dir = Path(tiny_config["output"]) / "tiny"
+    second = _fit(config, "--overwrite", "--set", "train.max_epochs=40", "--set", "train.patience=50")
+    deadline = time.time() + 300
+    while _epochs_done(run_dir) < 2 and second.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    second.send_signal(signal.SIGINT)
+    assert second.wait(timeout=120) == 130, "the run ended before it could be interrupted"
+    assert f"Interrupted. Continue the run from its last finished epoch with `headstart fit --resume {run_dir}`." \
+        in second.stderr.read()
+    replaced = run_dir.with_name(".tiny.replaced")
+    assert (replaced / "results.json").is_file() and not (run_dir / "results.json").exists()
+
+    resumed = _fit(None, "--resume", str(run_dir))
+    assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
+    assert json.loads((run_dir / "results.json").read_text())["epochs_trained"] > 1 and not replaced.exists()

@@ -4,6 +4,7 @@ best-epoch restore, class weights and oversampling, bf16 on CPU."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -14,6 +15,7 @@ from safetensors.torch import load_file
 import headstart
 from headstart.config import StrategyConfig, TrainConfig
 from headstart.model.classifier import Classifier
+from headstart.run import Run
 from headstart.train.loaders import EpochSampler, class_weights
 from headstart.train.optim import build_optimizer, group_learning_rates
 from headstart.train.unfreezing import GradualUnfreezing
@@ -165,9 +167,32 @@ def test_a_tiny_improvement_still_counts_as_a_plateau():
 def test_overwrite_keeps_the_old_run_when_the_new_one_cannot_start(tiny_config):
     tiny_config["train"]["max_epochs"] = 1
     old = headstart.fit(tiny_config)
-    broken = {**tiny_config, "data": {**tiny_config["data"], "source": "/no/such/folder"}}
-    with pytest.raises(headstart.HeadstartError, match="neither a bundled dataset"):
-        headstart.fit(broken, overwrite=True)
-    assert (old.model_dir / "model.safetensors").is_file() and old.config.data.source == tiny_config["data"]["source"]
+    bad_data = {**tiny_config, "data": {**tiny_config["data"], "source": "/no/such/folder"}}
+    bad_backbone = {**tiny_config, "backbone": "module:tests.tiny:no_such_factory"}  # fails after the data stage
+    for broken, error in [(bad_data, "neither a bundled dataset"), (bad_backbone, "no_such_factory")]:
+        with pytest.raises(headstart.HeadstartError, match=error):
+            headstart.fit(broken, overwrite=True)
+        assert (old.model_dir / "model.safetensors").is_file() and (old.path / "results.json").is_file()
+        assert Run(old.path).config.backbone == tiny_config["backbone"]
+        assert sorted(p.name for p in old.path.parent.iterdir()) == ["tiny"]
     headstart.fit(tiny_config, overwrite=True)  # a good config replaces it
-    assert not any(p.name.endswith(".replaced") for p in old.path.parent.iterdir())
+    assert sorted(p.name for p in old.path.parent.iterdir()) == ["tiny"]
+
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tiny_config):
+    with pytest.raises(headstart.HeadstartError, match="no_such_factory"):
+        headstart.fit({**tiny_config, "backbone": "module:tests.tiny:no_such_factory"})
+    assert not (Path(tiny_config["output"]) / "tiny").exists()
+    tiny_config["train"]["max_epochs"] = 1
+    headstart.fit(tiny_config)  # the corrected config is not refused as "already exists"
+
+
+def test_resume_refuses_a_finished_run_and_names_changed_fields(tiny_config):
+    tiny_config["train"]["max_epochs"] = 1
+    run = headstart.fit(tiny_config)
+    results = (run.path / "results.json").read_text()
+    with pytest.raises(headstart.HeadstartError, match="already finished"):
+        headstart.fit(resume=run.path)
+    assert (run.path / "results.json").read_text() == results
+    with pytest.raises(headstart.HeadstartError, match=r"in train\.lr, train\.max_epochs\. A resumed run"):
+        headstart.fit(resume=run.path, overrides=["train.max_epochs=3", "train.lr=0.1"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,26 @@ def _blocks_prefix(model: nn.Module) -> str:
     return max(lists)[1]
 
 
+def _why(source: str, exc: Exception) -> str:
+    """Why loading `source` failed: Hugging Face's reason for a folder that exists; for one that does not, that it
+    does not, and, for a name that could be a hub model, that hub models are not downloaded offline."""
+    folder = Path(source).expanduser()
+    if folder.is_dir() and not (folder / "config.json").is_file():
+        return f"the folder {folder.resolve()} has no config.json, so it holds no saved Hugging Face model."
+    if folder.exists():
+        return str(exc)
+    missing = f"there is no folder {folder.resolve()}"
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", source):  # not a hub name either (`org/model`)
+        return f"{missing}."
+    from huggingface_hub import is_offline_mode
+
+    if is_offline_mode():
+        return (f"{missing}, and the hub model '{source}' is not in the local Hugging Face cache; with "
+                f"HF_HUB_OFFLINE=1 (headstart's default) nothing is downloaded. Download it first (hf download "
+                f"{source}), or set HF_HUB_OFFLINE=0.")
+    return f"{missing}, and the hub could not give '{source}': {exc}"
+
+
 class HFTextEncoder(Backbone):
     """An encoder from `transformers` (AutoModel) and its tokenizer, loaded from a local folder."""
 
@@ -41,17 +62,18 @@ class HFTextEncoder(Backbone):
     @classmethod
     def from_pretrained(cls, source: str, max_length: int) -> HFTextEncoder:
         """Load weights and tokenizer from a local folder (or the local Hugging Face cache for a hub name)."""
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before the import: huggingface_hub reads it when imported
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
         hf_logging.disable_progress_bar()
         try:
             tokenizer = AutoTokenizer.from_pretrained(source)
             model = AutoModel.from_pretrained(source)
         except (OSError, ValueError) as exc:
-            raise HeadstartError(f"Could not load a Hugging Face encoder from '{source}': {exc}\nGive a local folder "
-                                 "holding config.json, the weights and the tokenizer files (backbone: hf:<folder>).") from None
+            raise HeadstartError(f"Could not load a Hugging Face encoder from '{source}': {_why(source, exc)}\nGive a "
+                                 "local folder holding config.json, the weights and the tokenizer files "
+                                 "(backbone: hf:<folder>).") from None
         return cls(model, tokenizer, min(max_length, tokenizer.model_max_length), source)
 
     @classmethod

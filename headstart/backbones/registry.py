@@ -6,15 +6,18 @@ Built in: `minilm`, `efficientnet_lite0`, `hf:<folder>`, `module:<package.module
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from headstart.backbones.base import Backbone
 from headstart.config import DataConfig
 from headstart.errors import HeadstartError
 
-Factory = Callable[[DataConfig], Backbone]
+if TYPE_CHECKING:  # torch loads only when a backbone is built: the config checks names with `unknown` quickly
+    from headstart.backbones.base import Backbone
+
+Factory = Callable[[DataConfig], "Backbone"]
 _REGISTRY: dict[str, Factory] = {}
 
 
@@ -55,8 +58,20 @@ def _import_factory(target: str) -> Callable:
                              "importable (on PYTHONPATH) and defines the function.") from None
 
 
+def unknown(name: str) -> str | None:
+    """Why `name` is no backbone, or None: it is registered, or `hf:` / `module:` (those are checked when built)."""
+    if name.startswith(("hf:", "module:")) or name in _REGISTRY:
+        return None
+    guess = difflib.get_close_matches(name, _REGISTRY, n=1)
+    hint = f" Did you mean '{guess[0]}'?" if guess else ""
+    known = ", ".join(sorted(_REGISTRY) + ["hf:<folder>", "module:<package.module>:<factory>"])
+    return f"Unknown backbone '{name}'.{hint} Known backbones: {known}"
+
+
 def build(name: str, data: DataConfig) -> Backbone:
     """The backbone named in a run config, with pretrained weights."""
+    from headstart.backbones.base import Backbone
+
     if name.startswith("hf:"):
         from headstart.backbones.hf_text import HFTextEncoder
 
@@ -68,9 +83,9 @@ def build(name: str, data: DataConfig) -> Backbone:
                                  "headstart.backbones.base.Backbone (see README, 'Your own backbone').")
         backbone.factory = name[7:]
         return backbone
-    if name not in _REGISTRY:
-        known = ", ".join(sorted(_REGISTRY) + ["hf:<folder>", "module:<package.module>:<factory>"])
-        raise HeadstartError(f"Unknown backbone '{name}'. Known backbones: {known}.")
+    problem = unknown(name)
+    if problem:
+        raise HeadstartError(f"{problem}.")
     backbone = _REGISTRY[name](data)
     if backbone.spec() == {"type": "module", "factory": None}:  # a user class: a saved model is rebuilt by name
         backbone.registered = {"name": name, "data": data.model_dump(mode="json")}

@@ -24,8 +24,4 @@ def main() -> None:
     except HeadstartError as exc:
         Console(stderr=True).print(f"[bold red]Error:[/] {exc}", highlight=False)
         sys.exit(2)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("Interrupted. A run continues from its last checkpoint with "
-                                   "`headstart fit --resume runs/<name>`.")
-        sys.exit(130)
 

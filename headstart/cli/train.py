@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
 from headstart.cli.app import app, console
@@ -23,7 +24,13 @@ def fit(
     """Train a model: head first, then gradual unfreezing; writes runs/<name>/ with the best model."""
     from headstart.train.fit import fit as run_fit, is_worker
 
-    run = run_fit(config, set_, resume=resume, overwrite=overwrite)
+    try:
+        run = run_fit(config, set_, resume=resume, overwrite=overwrite)
+    except KeyboardInterrupt as exc:  # it names the run folder when the run has a finished epoch to continue from
+        where = (f"Continue the run from its last finished epoch with `headstart fit --resume {exc.args[0]}`."
+                 if exc.args else "No epoch had finished: no run was kept.")
+        Console(stderr=True).print(f"Interrupted. {where}", highlight=False)
+        raise typer.Exit(130) from None
     if is_worker():
         return  # a DDP worker process: the first process reports
     results = run.results
@@ -38,8 +45,9 @@ def fit(
 @app.command()
 def predict(
     model_dir: Path = typer.Argument(..., help="A model folder (runs/<name>/model) or a run folder."),
-    inputs: List[str] = typer.Argument(..., help="Image files or folders; or texts, .txt files, CSV / JSONL tables."),
-    text_column: str = typer.Option("text", help="Column holding the texts in CSV / JSONL inputs."),
+    inputs: List[str] = typer.Argument(..., help="Image files or folders; or texts, .txt files or folders of them, "
+                                                  "CSV / JSONL / Parquet tables."),
+    text_column: str = typer.Option("text", help="Column holding the texts in table inputs."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per input."),
     top: int = typer.Option(3, help="How many classes to show per input."),
 ) -> None:

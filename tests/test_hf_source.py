@@ -1,0 +1,34 @@
+"""`backbone: hf:<source>` that cannot be loaded says why in the user's terms: a folder that does not exist, a folder
+that holds no model, or a hub name that is not in the local cache while nothing may be downloaded."""
+
+import huggingface_hub
+import pytest
+
+from headstart.backbones.hf_text import HFTextEncoder
+from headstart.errors import HeadstartError
+
+
+def load_error(source: str) -> str:
+    with pytest.raises(HeadstartError) as caught:
+        HFTextEncoder.from_pretrained(source, 64)
+    return str(caught.value)
+
+
+def test_a_folder_that_does_not_exist_is_named(tmp_path):
+    message = load_error(str(tmp_path / "nothere"))
+    assert f"there is no folder {tmp_path / 'nothere'}." in message
+    assert "Repo id" not in message and "HF_HUB_OFFLINE" not in message  # it is no hub name: no hub talk
+
+
+def test_a_folder_without_a_model_is_named(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a model")
+    assert f"the folder {tmp_path} has no config.json" in load_error(str(tmp_path))
+
+
+def test_a_hub_name_not_in_the_cache_says_nothing_is_downloaded(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    message = load_error("nobody-here/no-such-encoder")
+    assert f"there is no folder {tmp_path / 'nobody-here' / 'no-such-encoder'}" in message
+    assert "not in the local Hugging Face cache" in message and "HF_HUB_OFFLINE=1" in message
+    assert "hf download nobody-here/no-such-encoder" in message

@@ -1,0 +1,80 @@
+"""What `headstart predict` makes of its arguments (headstart/predict.py, gather_inputs): files, folders and tables
+are read, texts are classified as they are, and a path that cannot be read is refused instead of classified."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from headstart.errors import HeadstartError
+from headstart.predict import gather_inputs
+
+TEXTS = ["The central bank raised rates.", "The striker scored twice."]
+
+
+@pytest.mark.parametrize("suffix, first_row", [(".csv", 2), (".jsonl", 1), (".parquet", 1), (".json", 1)])
+def test_tables_give_their_text_column_by_row(tmp_path, suffix, first_row):
+    path = tmp_path / f"articles{suffix}"
+    table = pd.DataFrame({"body": TEXTS, "id": [1, 2]})
+    if suffix == ".csv":
+        table.to_csv(path, index=False)
+    elif suffix == ".parquet":
+        table.to_parquet(path, index=False)
+    else:
+        table.to_json(path, orient="records", lines=suffix == ".jsonl")
+    inputs, names = gather_inputs([str(path)], "text", text_column="body")
+    assert inputs == TEXTS
+    assert names == [f"articles{suffix} row {first_row}", f"articles{suffix} row {first_row + 1}"]
+
+
+def test_txt_files_and_folders_of_them(tmp_path):
+    (tmp_path / "news" / "old").mkdir(parents=True)
+    (tmp_path / "news" / "a.txt").write_text(TEXTS[0])
+    (tmp_path / "news" / "old" / "b.TXT").write_text(TEXTS[1])
+    (tmp_path / "news" / ".draft.txt").write_text("hidden files are left out")
+    (tmp_path / "news" / "cover.png").write_bytes(b"not a text")
+    inputs, names = gather_inputs([str(tmp_path / "news"), str(tmp_path / "news" / "a.txt")], "text")
+    assert inputs == TEXTS + TEXTS[:1]
+    assert names == [str(tmp_path / "news" / "a.txt"), str(tmp_path / "news" / "old" / "b.TXT"),
+                     str(tmp_path / "news" / "a.txt")]
+
+
+@pytest.mark.parametrize("text", ["The market fell sharply today.", "see notes.txt", "and/or", "revenue: 5%",
+                                  "https://example.com/feed.json", "two lines\nending in data.csv", "x" * 5000])
+def test_texts_are_classified_as_they_are(text):
+    inputs, names = gather_inputs([text], "text")
+    assert inputs == [text] and len(names[0]) <= 40
+
+
+@pytest.mark.parametrize("item", ["artz.csv", "missing.txt", "texts.parquet", "rows.JSONL", "somefolder/",
+                                  "my data/articles.csv", "x" * 5000 + ".txt"])
+def test_a_path_that_does_not_exist_is_refused_not_classified(tmp_path, monkeypatch, item):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HeadstartError) as caught:
+        gather_inputs([item], "text")
+    message = str(caught.value)
+    assert message.startswith(item[:297]) and "looks like a file or folder path, but there is no such" in message
+    assert "put them in a .txt file" in message and len(message) < 700
+
+
+def test_a_folder_without_txt_files_or_a_file_of_another_kind_is_refused(tmp_path):
+    (tmp_path / "images" / "ok").mkdir(parents=True)
+    (tmp_path / "images" / "ok" / "0.png").write_bytes(b"an image")
+    with pytest.raises(HeadstartError, match="ok/ is a folder with no .txt files in it"):
+        gather_inputs([f"{tmp_path / 'images' / 'ok'}/"], "text")
+    with pytest.raises(HeadstartError, match="0.png is a file, but not a .txt file or a CSV / JSONL / Parquet table"):
+        gather_inputs([str(tmp_path / "images" / "ok" / "0.png")], "text")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HeadstartError, match="empty is a folder with no image files in it"):
+        gather_inputs([str(tmp_path / "empty")], "image")
+
+
+def test_unreadable_tables_are_explained_by_line(tmp_path):
+    broken = tmp_path / "badline.jsonl"
+    broken.write_text('{"text": "fine"}\n{"text": "cut sho\n{"text": "fine again"}\n')
+    with pytest.raises(HeadstartError, match=r"badline.jsonl line 2 is not valid JSON .*Fix or remove that line"):
+        gather_inputs([str(broken)], "text")
+    latin = tmp_path / "articles.csv"
+    latin.write_bytes("text\nprofits rose\ncaf\xe9 chain expands\n".encode("cp1252"))
+    with pytest.raises(HeadstartError, match=r"articles.csv is not UTF-8 text: line 3 .*Save the file as UTF-8"):
+        gather_inputs([str(latin)], "text")

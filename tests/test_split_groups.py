@@ -1,0 +1,38 @@
+"""data.group_column where there are no groups to split by (a class folder, a bundled dataset, a blank column):
+one clear error from the split (headstart/data/split.py), not a comparison of None with None."""
+
+import pandas as pd
+import pytest
+
+from headstart.config import DataConfig
+from headstart.data.prepare import prepare_data
+from headstart.errors import HeadstartError
+
+
+def text_folder(root):
+    for label in ("sport", "business"):
+        for i in range(20):
+            (root / label).mkdir(parents=True, exist_ok=True)
+            (root / label / f"{i}.txt").write_text(f"{label} story number {i} " * 3)
+    return root
+
+
+def blank_group_table(path):
+    rows = [{"text": f"{label} story number {i}", "label": label, "patient": None}
+            for label in ("sport", "business") for i in range(20)]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("source", [
+    pytest.param(lambda tmp: text_folder(tmp / "stories"), id="class-folder"),
+    pytest.param(lambda tmp: "bbc", id="bundled"),
+    pytest.param(lambda tmp: blank_group_table(tmp / "notes.csv"), id="blank-column"),
+])
+def test_a_group_column_without_any_group_is_explained(tmp_path, source):
+    config = DataConfig(source=str(source(tmp_path)), group_column="patient")
+    with pytest.raises(HeadstartError) as caught:
+        prepare_data(config, tmp_path, write=False)
+    message = str(caught.value)
+    assert "data.group_column is set, but no example has a group value" in message
+    assert "bbc, elpv" in message and "leave data.group_column out" in message
