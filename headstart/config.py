@@ -15,13 +15,15 @@ from headstart.errors import HeadstartError
 
 
 def _number_as_text(value):
-    """A YAML number in a text field as the text a table holds for it (1 and 1.0 -> "1", 0.5 -> "0.5")."""
+    """A whole YAML number in a text field as the text a table holds for it (1 -> "1"). A YAML boolean or a decimal
+    is refused: 1.10 reads as 1.1, so only the quoted text says what was meant."""
     if isinstance(value, bool):
         raise ValueError("YAML reads an unquoted yes, no, on, off, true or false as true/false, not as text; if you "
                          "mean the word, put it in quotes (e.g. 'yes')")
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value) if isinstance(value, (int, float)) else value
+    if isinstance(value, float):
+        raise ValueError("YAML reads an unquoted decimal as a number, not as text; put it in quotes, written as "
+                         "your data holds it (e.g. '0.5')")
+    return str(value) if isinstance(value, int) else value
 
 
 Text = Annotated[str, BeforeValidator(_number_as_text)]

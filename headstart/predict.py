@@ -64,12 +64,14 @@ def _files(folder: Path, suffixes: set[str]) -> list[Path]:
 
 
 def _meant_as_path(item: str) -> bool:
-    """A text-model argument meant as a file or folder, not a text: one line, not a URL, without spaces or with a
-    path separator, ending in a separator or in a suffix predict reads."""
+    """A text-model argument meant as a file or folder, not a text: one line, not a URL, ending in a suffix predict
+    reads (with no spaces, or with a path separator), or, with no spaces, in a separator."""
     separators = ("/", os.sep)
+    spaced = any(c.isspace() for c in item)
     return ("\n" not in item and "://" not in item
-            and (not any(c.isspace() for c in item) or any(s in item for s in separators))
-            and (item.endswith(separators) or Path(item).suffix.lower() in TABLE_SUFFIXES | {".txt"}))
+            and ((Path(item).suffix.lower() in TABLE_SUFFIXES | {".txt"}
+                  and (not spaced or any(s in item for s in separators)))
+                 or (item.endswith(separators) and not spaced)))
 
 
 def _short(item: str, width: int = 40) -> str:

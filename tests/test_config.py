@@ -154,12 +154,18 @@ def test_registered_and_prefixed_backbones_pass_the_config():
 
 
 def test_numbers_in_text_fields_are_read_as_text(tmp_path):
-    config = load_config(write_config(tmp_path, "name: 2024\ndata:\n  source: bbc\n  labels: [0, 1.0, 0.5]\n"),
+    config = load_config(write_config(tmp_path, "name: 2024\ndata:\n  source: bbc\n  labels: [0, 1, '0.5']\n"),
                          ["evaluate.positive_label=1", "evaluate.costs.per_class={0: 2}", "data.label_column=7"])
     assert config.name == "2024"
-    assert config.data.labels == ["0", "1", "0.5"]  # 1.0 as a table holds it: "1"
+    assert config.data.labels == ["0", "1", "0.5"]
     assert config.evaluate.positive_label == "1" and config.evaluate.costs.per_class == {"0": 2.0}
     assert config.data.label_column == "7"
+
+
+def test_a_decimal_in_a_text_field_must_be_quoted(tmp_path):
+    with pytest.raises(HeadstartError, match="- name: YAML reads an unquoted decimal as a number.*put it in quotes"):
+        load_config(write_config(tmp_path), ["name=1.10"])  # YAML would make the run folder "1.1"
+    assert load_config(write_config(tmp_path), ["name='1.10'"]).name == "1.10"
 
 
 @pytest.mark.parametrize("override, field", [

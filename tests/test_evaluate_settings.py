@@ -34,6 +34,7 @@ def test_a_typo_gets_the_field_it_meant(run_folder, override, typo, suggestion):
     ("train.max_epochs=3", "'train' belongs to the trained run: change it in the run config and fit again"),
     ("evalute.bootstrap=3", "there is no 'evalute' section; did you mean 'evaluate'?"),
     ("evaluate.bootstrap", "it has no '='"),
+    ("data=3", "name a field of it (data.<field>=value)"),
 ])
 def test_only_evaluate_and_data_settings_can_be_set(run_folder, override, reason):
     message = settings_error(run_folder, override)
@@ -50,3 +51,11 @@ def test_valid_settings_pass_and_the_missing_model_is_reported(run_folder):
     # bare evaluate fields and numeric labels are accepted; the next problem is the run's missing model
     message = settings_error(run_folder, "bootstrap=20", "evaluate.positive_label=1", "evaluate.latency=false")
     assert "has no model folder yet" in message
+
+
+def test_data_settings_for_another_source_change_only_the_fields_named(run_folder):
+    from headstart.evaluate.runner import _data_config
+
+    config = load_config(run_folder / "config.yaml")
+    data = _data_config(config, "other.csv", {"split": {"seed": 3}, "text_column": "body"}, "text")
+    assert (data.split.seed, data.split.train, data.text_column) == (3, 0.7, "body")

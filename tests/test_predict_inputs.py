@@ -40,7 +40,8 @@ def test_txt_files_and_folders_of_them(tmp_path):
 
 
 @pytest.mark.parametrize("text", ["The market fell sharply today.", "see notes.txt", "and/or", "revenue: 5%",
-                                  "https://example.com/feed.json", "two lines\nending in data.csv", "x" * 5000])
+                                  "https://example.com/feed.json", "two lines\nending in data.csv", "x" * 5000,
+                                  "I want a refund/"])
 def test_texts_are_classified_as_they_are(text):
     inputs, names = gather_inputs([text], "text")
     assert inputs == [text] and len(names[0]) <= 40

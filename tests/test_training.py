@@ -187,6 +187,40 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tiny_config):
     headstart.fit(tiny_config)  # the corrected config is not refused as "already exists"
 
 
+def test_a_second_overwrite_keeps_the_finished_run_not_the_unfinished_one(tmp_path):
+    from headstart.train.fit import _start_folder, _undo_start
+
+    run, aside = tmp_path / "x", tmp_path / ".x.replaced"
+    aside.mkdir()
+    (aside / "results.json").write_text("{}")  # a finished run, set aside by a first --overwrite
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")  # its replacement, stopped after an epoch
+    assert _start_folder(run, resume=False, overwrite=True)
+    assert (aside / "results.json").is_file() and not (run / "checkpoints" / "last.ckpt").exists()
+    assert _undo_start(run, replacing=True)  # the third run stops before its first epoch ends
+    assert (run / "results.json").is_file() and not aside.exists()
+
+
+@pytest.mark.parametrize("stage, after", [
+    ("headstart.data.prepare.prepare_data", "No epoch had finished: no run was kept."),
+    ("headstart.train.fit._evaluate", "The run had finished, its evaluation had not: `headstart evaluate"),
+])
+def test_an_interrupt_says_what_it_left(tiny_config, monkeypatch, stage, after):
+    tiny_config["train"]["max_epochs"] = 1
+    old = headstart.fit(tiny_config)
+    (old.path / "old-run").write_text("")
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage, interrupt)
+    with pytest.raises(KeyboardInterrupt) as caught:
+        headstart.fit({**tiny_config, "evaluate": {"after_fit": True}}, overwrite=True)
+    assert str(caught.value).startswith(after)
+    assert (old.path / "old-run").exists() == (stage.endswith("prepare_data"))  # put back, or replaced
+    assert (old.path / "results.json").is_file() and [p.name for p in old.path.parent.iterdir()] == ["tiny"]
+
+
 def test_resume_refuses_a_finished_run_and_names_changed_fields(tiny_config):
     tiny_config["train"]["max_epochs"] = 1
     run = headstart.fit(tiny_config)

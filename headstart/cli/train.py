@@ -26,10 +26,9 @@ def fit(
 
     try:
         run = run_fit(config, set_, resume=resume, overwrite=overwrite)
-    except KeyboardInterrupt as exc:  # it names the run folder when the run has a finished epoch to continue from
-        where = (f"Continue the run from its last finished epoch with `headstart fit --resume {exc.args[0]}`."
-                 if exc.args else "No epoch had finished: no run was kept.")
-        Console(stderr=True).print(f"Interrupted. {where}", highlight=False)
+    except KeyboardInterrupt as exc:  # fit says what the interrupt left behind (DDP worker processes say nothing)
+        if exc.args:
+            Console(stderr=True).print(f"Interrupted. {exc.args[0]}", highlight=False)
         raise typer.Exit(130) from None
     if is_worker():
         return  # a DDP worker process: the first process reports

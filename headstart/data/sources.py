@@ -42,10 +42,11 @@ def read_text_file(path: Path, fallback: str | None = None) -> str:
         if fallback:
             return data.decode(fallback)
         line = data.count(b"\n", 0, exc.start) + 1
-        utf16 = " (it looks like UTF-16)" if data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE) else ""
-        raise HeadstartError(f"{path} is not UTF-8 text{utf16}: line {line} has the byte 0x{data[exc.start]:02x}, "
-                             "which is not valid UTF-8. Save the file as UTF-8 (Excel: 'CSV UTF-8'; or "
-                             "`iconv -f cp1252 -t utf-8`) and try again.") from None
+        utf16 = data[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+        raise HeadstartError(f"{path} is not UTF-8 text{' (it looks like UTF-16)' if utf16 else ''}: line {line} "
+                             f"has the byte 0x{data[exc.start]:02x}, which is not valid UTF-8. Save the file as UTF-8 "
+                             f"(Excel: 'CSV UTF-8'; or `iconv -f {'utf-16' if utf16 else 'cp1252'} -t utf-8`) and "
+                             "try again.") from None
 
 
 def _package_dir(package: str) -> Path:
@@ -116,8 +117,9 @@ def _json_problem(path: Path, text: str) -> str | None:
         try:
             value = json.loads(chunk)
         except json.JSONDecodeError as exc:
-            return (f"{path} line {number or exc.lineno} is not valid JSON ({exc.msg}: column {exc.colno}). Fix or "
-                    "remove that line: each line of a JSONL file must be one complete JSON object.")
+            fix = ("Fix or remove that line: each line of a JSONL file must be one complete JSON object." if number
+                   else "Fix the JSON there (a list of objects, one per row).")
+            return f"{path} line {number or exc.lineno} is not valid JSON ({exc.msg}: column {exc.colno}). {fix}"
         if number and not isinstance(value, dict):
             return (f"{path} line {number} is not a JSON object. Make each line one object, such as "
                     '{"text": "...", "label": "..."}.')
@@ -195,9 +197,13 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
     return Examples("image" if image_mode else "text", frame, list(config.metadata_columns))
 
 
-def _own_metadata(examples: Examples, config: DataConfig, what: str) -> Examples:
-    """Folders and bundled datasets carry only their own metadata: refuse data.metadata_columns they lack rather
-    than ignore them."""
+def _own_columns(examples: Examples, config: DataConfig, what: str) -> Examples:
+    """Folders and bundled datasets have no groups and only their own metadata: refuse a data.group_column or
+    data.metadata_columns they lack rather than ignore them."""
+    if config.group_column:
+        raise HeadstartError(f"data.group_column is set, but {what} has no group column: groups come from a table "
+                             "(CSV / JSONL / Parquet) with a group id on each row. Leave data.group_column out "
+                             "(--set data.group_column=null).")
     missing = [c for c in config.metadata_columns if c not in examples.metadata_columns]
     if missing:
         own = ", ".join(examples.metadata_columns) or "none"
@@ -210,10 +216,10 @@ def _own_metadata(examples: Examples, config: DataConfig, what: str) -> Examples
 def read_source(config: DataConfig) -> Examples:
     """Read `data.source`: a bundled dataset name, a folder of class folders, or a CSV / JSONL / Parquet table."""
     if config.source in BUNDLED:
-        return _own_metadata(BUNDLED[config.source](), config, f"the bundled dataset '{config.source}'")
+        return _own_columns(BUNDLED[config.source](), config, f"the bundled dataset '{config.source}'")
     path = Path(config.source).expanduser()
     if path.is_dir():
-        return _own_metadata(_read_folder(path), config, f"the folder {path}")
+        return _own_columns(_read_folder(path), config, f"the folder {path}")
     if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
         return _table_examples(path, config)
     if path.is_file():

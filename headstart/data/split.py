@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 
 from headstart.config import SplitConfig
-from headstart.data.sources import BUNDLED
 from headstart.errors import HeadstartError
 
 SPLITS = ("train", "val", "test")
@@ -42,10 +41,8 @@ def _assign(n: int, train, val, test) -> np.ndarray:
 def split_frame(frame: pd.DataFrame, config: SplitConfig, grouped: bool) -> pd.DataFrame:
     """A copy of `frame` with a `split` column (train / val / test)."""
     if grouped and frame["group"].isna().all():
-        raise HeadstartError("data.group_column is set, but no example has a group value. Folders of class folders "
-                             f"and the bundled datasets ({', '.join(BUNDLED)}) have no group column: leave "
-                             "data.group_column out for them. In a table, that column must hold a group id on each "
-                             "row, and here no usable row has one: check the column name, or fill the column in.")
+        raise HeadstartError("data.group_column is set, but no usable row of the table has a group value in it: "
+                             "check the column name, or fill the column in with a group id on each row.")
     try:
         split = _grouped(frame["group"], config) if grouped else _stratified(frame["label"], config)
     except ValueError as exc:

@@ -101,7 +101,10 @@ def run_parts(run_dir: Path, config: DataConfig, labels: list[str], requested: l
 def other_source(config: DataConfig, source: str, labels: list[str], requested: list[str]) -> tuple[Examples, pd.DataFrame, int]:
     """Every usable example of another source, read with the run's column settings; rows without a label or
     text are skipped, unknown labels and unreadable images refused."""
-    examples = _read(config.model_copy(update={"source": source}), requested)
+    update = {"source": source}
+    if Path(source).suffix.lower() not in TABLE_SUFFIXES:  # a folder or bundled dataset: its own metadata, no groups
+        update.update(metadata_columns=[], group_column=None)
+    examples = _read(config.model_copy(update=update), requested)
     frame = examples.frame
     usable = frame["label"].notna() & (frame["label"].astype(str).str.strip() != "")
     if examples.modality == "text":

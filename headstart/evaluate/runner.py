@@ -25,33 +25,51 @@ def _settings(base: EvaluateConfig, overrides: Union[dict, Iterable[str], None])
     and the `data.key=value` overrides that say how to read a --data source."""
     from pydantic import ValidationError
 
-    from headstart.config import RunConfig, apply_override, explain
+    from headstart.config import apply_override, explain
 
     raw = {"evaluate": base.model_dump(), "data": {}}
     if isinstance(overrides, dict):
         raw["evaluate"].update(overrides)
     else:
         for item in overrides or ():
-            key, equals, _ = item.partition("=")
-            section = key.strip().split(".")[0]
-            if equals and section in EvaluateConfig.model_fields:  # a bare evaluate field: bootstrap=200
-                item, section = f"evaluate.{item.strip()}", "evaluate"
-            if not equals or section not in ("evaluate", "data"):
-                if not equals:
-                    why = "it has no '='"
-                elif section in RunConfig.model_fields:
-                    why = f"'{section}' belongs to the trained run: change it in the run config and fit again"
-                else:
-                    guess = difflib.get_close_matches(section, ["evaluate", "data"], n=1)
-                    why = f"there is no '{section}' section" + (f"; did you mean '{guess[0]}'?" if guess else "")
-                raise HeadstartError(f"--set '{item}': `headstart evaluate` changes only evaluate.* settings (e.g. "
-                                     "--set evaluate.bootstrap=200) and the data.* settings that say how to read a "
-                                     f"--data source (e.g. --set data.image_column=path); {why}.")
-            apply_override(raw, item)
+            apply_override(raw, _qualified(item))
     try:
         return EvaluateConfig.model_validate(raw["evaluate"]), raw["data"]
     except ValidationError as exc:
         raise explain(exc, "The evaluate section with the overrides given", ("evaluate",)) from None
+
+
+def _qualified(item: str) -> str:
+    """A `headstart evaluate --set` item as section.field=value (a bare evaluate field gets its section); refused,
+    saying why, unless it sets an evaluate.* or data.* field."""
+    from headstart.config import RunConfig
+
+    key, equals, _ = item.partition("=")
+    parts = key.strip().split(".")
+    if equals and parts[0] in EvaluateConfig.model_fields:  # a bare evaluate field: bootstrap=200
+        return f"evaluate.{item.strip()}"
+    if equals and parts[0] in ("evaluate", "data") and len(parts) > 1:
+        return item
+    if not equals:
+        why = "it has no '='"
+    elif parts[0] in ("evaluate", "data"):
+        why = f"name a field of it ({parts[0]}.<field>=value)"
+    elif parts[0] in RunConfig.model_fields:
+        why = f"'{parts[0]}' belongs to the trained run: change it in the run config and fit again"
+    else:
+        guess = difflib.get_close_matches(parts[0], ["evaluate", "data"], n=1)
+        why = f"there is no '{parts[0]}' section" + (f"; did you mean '{guess[0]}'?" if guess else "")
+    raise HeadstartError(f"--set '{item}': `headstart evaluate` changes only evaluate.* settings (e.g. --set "
+                         "evaluate.bootstrap=200) and the data.* settings that say how to read a --data source (e.g. "
+                         f"--set data.image_column=path); {why}.")
+
+
+def _merged(base: dict, updates: dict) -> dict:
+    """`base` with `updates` written over it, nested sections field by field."""
+    out = dict(base)
+    for key, value in updates.items():
+        out[key] = _merged(out[key], value) if isinstance(out.get(key), dict) and isinstance(value, dict) else value
+    return out
 
 
 def _data_config(config, source: str | None, updates: dict, modality: str):
@@ -66,7 +84,7 @@ def _data_config(config, source: str | None, updates: dict, modality: str):
         data = config.data
     else:
         try:
-            data = DataConfig.model_validate({**config.data.model_dump(), **updates})
+            data = DataConfig.model_validate(_merged(config.data.model_dump(), updates))
         except ValidationError as exc:
             raise explain(exc, "The data section with the --set data.* values", ("data",)) from None
     suffix = Path(source or "").suffix.lower()

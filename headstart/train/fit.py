@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Union
 
@@ -69,8 +70,11 @@ def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> bool:
         if not overwrite:
             raise HeadstartError(f"Run folder {run_dir} already exists. Continue it with --resume {run_dir}, give "
                                  "the run another name (--set name=...), or replace it with --overwrite.")
-        shutil.rmtree(_replaced(run_dir), ignore_errors=True)
-        run_dir.rename(_replaced(run_dir))
+        if _replaced(run_dir).exists() and not (run_dir / "results.json").exists():
+            shutil.rmtree(run_dir)  # an unfinished replacement: the finished run set aside stays the one to keep
+        else:
+            shutil.rmtree(_replaced(run_dir), ignore_errors=True)
+            run_dir.rename(_replaced(run_dir))
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     return replacing
 
@@ -113,12 +117,35 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     try:
         run = _train(config, run_dir, resume is not None)
     except BaseException as exc:
+        finished = (run_dir / "results.json").exists()  # stopped in the evaluation that follows training
+        if finished:
+            shutil.rmtree(_replaced(run_dir), ignore_errors=True)
         removed = resume is None and _undo_start(run_dir, replacing)
-        if isinstance(exc, KeyboardInterrupt):  # the run folder, where there is one to resume
-            raise KeyboardInterrupt(*(() if removed else (str(run_dir),))) from None
+        if isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt(_after_interrupt(run_dir, removed, finished)) from None
         raise
     shutil.rmtree(_replaced(run_dir), ignore_errors=True)
     return run
+
+
+def _after_interrupt(run_dir: Path, removed: bool, finished: bool) -> str:
+    """What a Ctrl-C left behind, and what to run next."""
+    if finished:
+        return f"The run had finished, its evaluation had not: `headstart evaluate {run_dir}` runs it."
+    if removed:
+        return "No epoch had finished: no run was kept."
+    return f"Continue the run from its last finished epoch with `headstart fit --resume {run_dir}`."
+
+
+@contextmanager
+def _interruptible():
+    """Lightning ends a Ctrl-C with exit(1) once it has shut down cleanly: raise it as the KeyboardInterrupt it was."""
+    try:
+        yield
+    except SystemExit as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise
 
 
 BACKBONE_EXAMPLES = {"image": "efficientnet_lite0 or module:<package.module:factory>",
@@ -180,11 +207,8 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
             # gathered from every process by the module itself
             warnings.filterwarnings("ignore", message=message)
         try:
-            trainer.fit(module, ckpt_path=last if resume and last.exists() else None, weights_only=True)
-        except SystemExit:
-            if trainer.interrupted:  # Lightning ends a Ctrl-C with exit(1) once it has shut down cleanly
-                raise KeyboardInterrupt from None
-            raise
+            with _interruptible():
+                trainer.fit(module, ckpt_path=last if resume and last.exists() else None, weights_only=True)
         finally:
             cache.close()
         if not trainer.is_global_zero:
@@ -198,7 +222,8 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
         tester = trainer if trainer.world_size == 1 else L.Trainer(
             accelerator=train.accelerator, devices=1, precision=PRECISION[train.precision], logger=False,
             enable_model_summary=False)
-        test = tester.test(module, verbose=False)[0]
+        with _interruptible():
+            test = tester.test(module, verbose=False)[0]
 
     save_model(model, run_dir / "model", {"hidden": config.head.hidden, "dropout": config.head.dropout},
                {"run": config.name, "preprocessing": _preprocessing(backbone), "test_metrics": test})
