@@ -80,3 +80,25 @@ def test_missing_column_names_the_column(tmp_path):
 def test_help_lists_the_commands():
     result = cli("--help")
     assert result.returncode == 0 and "fit" in result.stdout and "predict" in result.stdout
+
+
+def test_serve_refuses_a_port_in_use_before_loading_anything(tmp_path):
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = cli("serve", "--model", "nothing@production", "--registry", str(tmp_path), "--port", str(port))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"Cannot listen on 127.0.0.1:{port}" in result.stderr and "give another --port" in result.stderr
+    result = cli("serve", "--model", "nothing@production", "--port", "99999")
+    assert result.returncode == 2 and "Traceback" not in result.stderr and "'--port'" in result.stderr
+    assert "less than or equal to 65535" in result.stderr
+
+
+def test_evaluate_refuses_a_file_as_its_output_folder_before_the_work(tiny_run, tmp_path):
+    taken = tmp_path / "notes.yaml"
+    taken.write_text("kept: true\n")
+    result = cli("evaluate", str(tiny_run.path), "--out", str(taken))
+    assert result.returncode == 2 and "is a file. Give a folder" in result.stderr
+    assert "evaluate:" not in result.stdout + result.stderr  # no progress: refused before predicting anything
+    assert taken.read_text() == "kept: true\n"

@@ -39,6 +39,25 @@ def test_push_records_an_immutable_version(tiny_run, tmp_path):
         version.verify()
 
 
+@pytest.mark.parametrize("change", [lambda reg: reg.promote("nothing", 1), lambda reg: reg.rollback("nothing")])
+def test_promote_and_rollback_name_an_unknown_model_and_create_nothing(tiny_run, tmp_path, change):
+    reg = Registry(tmp_path / "reg")
+    reg.push(tiny_run.path, "digits")
+    with pytest.raises(HeadstartError, match="No model named 'nothing' in the registry .* \\(models: digits\\)"):
+        change(reg)
+    assert sorted(p.name for p in reg.root.iterdir()) == ["digits"]
+
+
+def test_compress_refuses_to_write_into_a_version(tiny_run, tmp_path):
+    from headstart.compress import compress
+
+    version = Registry(tmp_path / "reg").push(tiny_run.path, "digits")
+    with pytest.raises(HeadstartError, match="is a version in a model registry, and a registered version never"):
+        compress(version.model_dir, method="bf16", latency=False, progress=False)
+    assert not (version.model_dir / "variants").exists()
+    version.verify()
+
+
 def test_a_file_added_to_a_version_is_refused(tiny_run, tmp_path):
     version = Registry(tmp_path / "reg").push(tiny_run.path, "digits")
     variant = version.model_dir / "variants" / "int8-by-hand"

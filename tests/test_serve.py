@@ -82,6 +82,13 @@ def test_predict_logs_every_input_and_takes_feedback(registry, pngs):
         assert api.post("/feedback", json={"prediction_id": "nope", "label": "digit0"}).status_code == 404
         wrong = api.post("/feedback", json={"prediction_id": first["id"], "label": "cat"})
         assert wrong.status_code == 422 and "'cat' is not a label of digits@1" in wrong.json()["detail"]
+        # malformed feedback gets one sentence, like every other refusal
+        broken = api.post("/feedback", content=b"{nope", headers={"content-type": "application/json"})
+        assert broken.status_code == 400 and broken.json() == {"detail": "The request body is not valid JSON."}
+        missing = api.post("/feedback", json={"label": 1})
+        assert missing.status_code == 422
+        assert missing.json()["detail"] == ("The request is not valid: prediction_id: Field required; label: Input "
+                                            "should be a valid string.")
 
     logged = {row.id: row for row in rows(sqlite_url(registry))}
     assert set(logged) == {p["id"] for p in predictions}
@@ -112,6 +119,7 @@ def test_bad_input_gets_a_4xx_and_nothing_is_logged(registry, pngs):
             (dict(json={"images": [b64(b"not an image")]}), 422, "images[0] is not a readable image"),
             (dict(json={"images": ["%%%"]}), 422, "images[0] is not valid base64"),
             (dict(json={"texts": ["a cat"]}), 422, "classifies images, not texts"),
+            (dict(json={"texts": ["a cat"], "images": [b64(pngs[0])]}), 422, "classifies images, not texts"),
             (dict(json={"images": []}), 422, "is empty"),
             (dict(json={"images": "abc"}), 422, "must be a list"),
             (dict(json={"images": [b64(pngs[0])] * 4}), 413, "at most 3"),

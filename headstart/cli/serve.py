@@ -9,6 +9,7 @@ import typer
 
 from headstart.cli.app import app, console
 from headstart.cli.registry import REGISTRY_OPTION
+from headstart.errors import HeadstartError
 
 
 @app.command()
@@ -24,7 +25,7 @@ def serve(
                                                 "postgresql://USER:PASSWORD@HOST:PORT/DB. Default: SQLite file "
                                                 "<registry>/<name>/predictions.sqlite."),
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the service to the network."),
-    port: int = typer.Option(8000, help="TCP port."),
+    port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
     runtime: str = typer.Option("auto", help="auto (the fastest accepted ONNX Runtime variant, else PyTorch), "
                                              "torch, or a variant name such as int8-dynamic."),
     max_batch_size: int = typer.Option(32, help="Most inputs in one micro-batch; 1 turns micro-batching off."),
@@ -42,6 +43,18 @@ def serve(
     config = ServeConfig(model=model, registry=registry, candidate=candidate, mode=mode, split=split, db=db,
                          runtime=runtime, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                          max_inputs=max_inputs, max_body_mb=max_body_mb, admin_token_env=admin_token_env)
+    _check_port(host, port)
     service = create_app(config)  # refuses settings that cannot work before saying anything is served
     console.print(f"Serving {model} on http://{host}:{port} (API: http://{host}:{port}/docs)")
     uvicorn.run(service, host=host, port=port, log_level="warning")
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse a port that cannot be bound (in use, or not allowed) before anything is loaded or announced."""
+    import socket
+
+    try:
+        socket.create_server((host, port)).close()  # with SO_REUSEADDR, as uvicorn binds
+    except OSError as exc:
+        raise HeadstartError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}. Another program may be using "
+                             "the port: give another --port (or stop that program).") from None

@@ -37,6 +37,10 @@ def resolve(path: str | Path) -> tuple[Path, Path | None]:
     if (path / "config.yaml").is_file() and (path / "model" / "config.json").is_file():
         return path / "model", path
     if (path / "config.json").is_file():
+        if (path.parent / "version.json").is_file() and path.parent.parent.name == "versions":
+            raise HeadstartError(f"{path} is a version in a model registry, and a registered version never changes. "
+                                 "Compress the run it came from (headstart compress runs/<name>), then register it "
+                                 "again (headstart registry push runs/<name> --name NAME): the variants go with it.")
         run = path.parent
         return path, run if (run / "config.yaml").is_file() and (run / "split.csv").is_file() else None
     if (path / "config.yaml").is_file():

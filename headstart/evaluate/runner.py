@@ -146,7 +146,11 @@ def _baselines(config, data, y, proba, samples, seed, positive, say) -> tuple[di
 
 
 def output_dir(run_dir: Path, source: str | None, output: Path | None) -> Path:
+    """Where an evaluation writes report.html and metrics.json; `output`, if given, must be a folder or not exist."""
     if output is not None:
+        if Path(output).exists() and not Path(output).is_dir():
+            raise HeadstartError(f"--out {output} is a file. Give a folder for report.html and metrics.json (it is "
+                                 "created if it does not exist).")
         return Path(output)
     if source is None:
         return run_dir
@@ -179,6 +183,7 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
     run = Run(run_dir)
     run_dir, config = run.path, run.config
     settings, data_updates = _settings(config.evaluate, overrides)
+    out_dir = output_dir(run_dir, data, Path(output) if output else None)  # a bad --out is refused before the work
     if not (run.model_dir / "config.json").is_file():
         raise HeadstartError(f"Run {run_dir} has no model folder yet: it has not finished. Continue it with "
                              f"`headstart fit --resume {run_dir}`.")
@@ -249,7 +254,6 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
         "latency": latency,
         "training": training_history(run_dir),
     })
-    out_dir = output_dir(run_dir, data, Path(output) if output else None)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
     say("writing the report")

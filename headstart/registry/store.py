@@ -165,14 +165,19 @@ class Registry:
             return {"aliases": {}, "history": {"production": []}, "events": []}
         return json.loads(path.read_text())
 
-    def resolve(self, spec: str) -> Version:
-        """The version that 'name', 'name@3', 'name@latest' or 'name@<alias>' means now."""
-        name, ref = parse_spec(spec)
+    def _existing(self, name: str) -> list[int]:
+        """The version numbers of `name`; refused if nothing is registered under that name."""
         numbers = self.numbers(name)
         if not numbers:
             known = ", ".join(self.names()) or "none"
             raise HeadstartError(f"No model named '{name}' in the registry {self.root} (models: {known}). Register "
                                  f"one with `headstart registry push RUN_DIR --name {name}`.")
+        return numbers
+
+    def resolve(self, spec: str) -> Version:
+        """The version that 'name', 'name@3', 'name@latest' or 'name@<alias>' means now."""
+        name, ref = parse_spec(spec)
+        numbers = self._existing(name)
         if ref.isdigit():
             return self.version(name, int(ref))
         if ref == "latest":
@@ -241,6 +246,7 @@ class Registry:
         rollback) and clears the candidate alias if it pointed at the promoted version."""
         if alias not in ALIASES:
             raise HeadstartError(f"--to {alias}: aliases are {', '.join(ALIASES)}.")
+        self._existing(name)  # before the lock, whose file would create the model's folder
         with self._lock(name):
             version = self.version(name, number)
             state = self.aliases(name)
@@ -262,6 +268,7 @@ class Registry:
 
     def rollback(self, name: str) -> Version:
         """Point production back at the version that was production before the current one."""
+        self._existing(name)
         with self._lock(name):
             state = self.aliases(name)
             history = state["history"]["production"]

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -197,6 +198,17 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.exception_handler(BadInput)
     async def refuse(_request: Request, exc: BadInput):
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError):
+        """FastAPI's list of validation errors as one sentence, like every other refusal; a body that is not JSON
+        is a 400, as for /predict."""
+        errors = exc.errors()
+        if any(error["type"] == "json_invalid" for error in errors):
+            return JSONResponse({"detail": "The request body is not valid JSON."}, status_code=400)
+        problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'][1:]) or 'the body'}: {error['msg']}"
+                             for error in errors)
+        return JSONResponse({"detail": f"The request is not valid: {problems}."}, status_code=422)
 
     @app.exception_handler(ShuttingDown)
     async def stopping(_request: Request, exc: ShuttingDown):

@@ -85,7 +85,8 @@ def image_item(data: bytes, where: str) -> Item:
                                 "accepted. Send a smaller image.")
         image = open_rgb(io.BytesIO(data))
     except DECODE_ERRORS as exc:
-        raise BadInput(422, f"{where} is not a readable image ({exc}). Send PNG, JPEG, BMP, TIFF or WebP.") from None
+        raise BadInput(422, f"{where} is not a readable image ({type(exc).__name__}: not an image file that can "
+                            "be decoded, or one cut short). Send PNG, JPEG, BMP, TIFF, WebP or GIF.") from None
     return Item(image, hashlib.sha256(data).hexdigest(), image_size=image.size, sketch=sketch_image(image))
 
 
@@ -126,11 +127,10 @@ def parse_json(body: bytes, modality: str, max_inputs: int) -> list[Item]:
         raise BadInput(400, f"The request body is not valid JSON ({exc}).") from None
     except RecursionError:
         raise BadInput(400, "The request body nests JSON too deeply.") from None
-    key = "texts" if modality == "text" else "images"
-    if not isinstance(payload, dict) or key not in payload:
-        other = "images" if key == "texts" else "texts"
-        hint = (f" This model classifies {modality}s, not {other}." if isinstance(payload, dict) and other in payload
-                else "")
+    key, other = ("texts", "images") if modality == "text" else ("images", "texts")
+    if not isinstance(payload, dict) or key not in payload or other in payload:
+        mixed = isinstance(payload, dict) and other in payload
+        hint = f" This model classifies {modality}s, not {other}." if mixed else ""
         raise BadInput(422, f'Send a JSON object {{"{key}": [...]}}.{hint}')
     return text_items(payload[key], max_inputs) if key == "texts" else base64_items(payload[key], max_inputs)
 
