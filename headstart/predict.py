@@ -10,7 +10,8 @@ import pandas as pd
 import torch
 
 from headstart.data.images import DECODE_ERRORS
-from headstart.data.sources import IMAGE_SUFFIXES, TABLE_SUFFIXES, read_table, read_text_file, row_origins
+from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, read_table, read_text_file, row_origins,
+                                     visible_files)
 from headstart.errors import HeadstartError
 from headstart.model.folder import load_model
 
@@ -58,9 +59,8 @@ def _table_texts(path: Path, column: str) -> tuple[list[str], list[str]]:
 
 
 def _files(folder: Path, suffixes: set[str]) -> list[Path]:
-    """The files under `folder` with one of `suffixes`, sorted, hidden ones left out."""
-    return sorted(p for p in folder.rglob("*")
-                  if p.suffix.lower() in suffixes and p.is_file() and not p.name.startswith("."))
+    """The files under `folder` with one of `suffixes`, sorted, hidden ones left out (as training reads folders)."""
+    return [p for p in visible_files(folder) if p.suffix.lower() in suffixes]
 
 
 def _meant_as_path(item: str) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from headstart.errors import HeadstartError
+from headstart.registry.store import is_version_model
 
 
 @dataclass
@@ -37,7 +38,7 @@ def resolve(path: str | Path) -> tuple[Path, Path | None]:
     if (path / "config.yaml").is_file() and (path / "model" / "config.json").is_file():
         return path / "model", path
     if (path / "config.json").is_file():
-        if (path.parent / "version.json").is_file() and path.parent.parent.name == "versions":
+        if is_version_model(path):
             raise HeadstartError(f"{path} is a version in a model registry, and a registered version never changes. "
                                  "Compress the run it came from (headstart compress runs/<name>), then register it "
                                  "again (headstart registry push runs/<name> --name NAME): the variants go with it.")

@@ -82,6 +82,11 @@ def _elpv() -> Examples:
 BUNDLED = {"bbc": _bbc, "elpv": _elpv}
 
 
+def visible_files(folder: Path) -> list[Path]:
+    """The files under `folder`, sorted, hidden ones (.DS_Store, ._*) left out: what a class folder holds."""
+    return [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+
+
 def _read_folder(root: Path) -> Examples:
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
@@ -89,10 +94,9 @@ def _read_folder(root: Path) -> Examples:
                              "after the class: {root}/<label>/<file>.")
     rows, suffixes = [], set()
     for folder in classes:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file() and not path.name.startswith("."):
-                rows.append({"input": str(path), "label": folder.name, "origin": str(path)})
-                suffixes.add(path.suffix.lower())
+        for path in visible_files(folder):
+            rows.append({"input": str(path), "label": folder.name, "origin": str(path)})
+            suffixes.add(path.suffix.lower())
     if not rows:
         raise HeadstartError(f"The class folders in {root} are empty: put image or .txt files in them.")
     if suffixes <= {".txt"}:
@@ -169,8 +173,10 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
     field = "image_column" if image_mode else "text_column"
     if input_column is None:
         raise HeadstartError("Set data.text_column (texts) or data.image_column (image paths) for a table source.")
-    image_columns = [] if image_mode else _image_path_columns(table)
-    if image_columns and (input_column not in table.columns or input_column in image_columns):
+    # a text column that is missing, or that holds image file names: an image table without data.image_column
+    image_columns = [] if image_mode else _image_path_columns(
+        table[[input_column]] if input_column in table.columns else table)
+    if image_columns:
         column = image_columns[0]
         raise HeadstartError(f"Column '{column}' of {path} holds image file paths, but data.image_column is not set, "
                              f"so headstart looked for texts in column '{input_column}' (data.text_column). For "

@@ -35,6 +35,15 @@ RUN_FILES = ("config.yaml", "results.json", "metrics.json")
 FORMAT = "headstart-registry-version"
 
 
+def is_version_model(model_dir: Path) -> bool:
+    """True if `model_dir` is the model folder of a registered version (which must never change)."""
+    meta = Path(model_dir).parent / "version.json"
+    try:
+        return meta.is_file() and json.loads(meta.read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def default_root() -> Path:
     """$HEADSTART_REGISTRY, or ~/.headstart/registry."""
     return Path(os.environ.get("HEADSTART_REGISTRY") or Path.home() / ".headstart" / "registry")

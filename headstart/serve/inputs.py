@@ -128,8 +128,8 @@ def parse_json(body: bytes, modality: str, max_inputs: int) -> list[Item]:
     except RecursionError:
         raise BadInput(400, "The request body nests JSON too deeply.") from None
     key, other = ("texts", "images") if modality == "text" else ("images", "texts")
-    if not isinstance(payload, dict) or key not in payload or other in payload:
-        mixed = isinstance(payload, dict) and other in payload
+    mixed = isinstance(payload, dict) and other in payload
+    if not isinstance(payload, dict) or key not in payload or mixed:
         hint = f" This model classifies {modality}s, not {other}." if mixed else ""
         raise BadInput(422, f'Send a JSON object {{"{key}": [...]}}.{hint}')
     return text_items(payload[key], max_inputs) if key == "texts" else base64_items(payload[key], max_inputs)
