@@ -197,3 +197,11 @@ def test_registry_cli(tiny_run, tmp_path):
     again = cli("registry", "rollback", "digits", "--registry", reg)
     assert again.returncode == 2 and "no earlier production version" in again.stderr
     assert "Traceback" not in again.stderr
+
+
+def test_a_file_given_as_the_registry_is_refused(tmp_path):
+    path = tmp_path / "registry.json"
+    path.write_text("{}")
+    listing = cli("registry", "list", "--registry", str(path))
+    assert listing.returncode == 2 and "is a file. A registry is a folder" in listing.stderr
+    assert "Traceback" not in listing.stderr and path.read_text() == "{}"

@@ -136,6 +136,9 @@ class Registry:
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_root()
+        if self.root.exists() and not self.root.is_dir():
+            raise HeadstartError(f"The registry {self.root} is a file. A registry is a folder (created by the first "
+                                 "push): give a folder's path, or move the file away.")
 
     def __repr__(self) -> str:
         return f"Registry('{self.root}')"
