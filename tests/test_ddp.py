@@ -20,7 +20,7 @@ def test_two_processes_reach_the_accuracy_of_one(tiny_config, tmp_path):
     results = {}
     for devices in (1, 2):
         config = tmp_path / f"ddp{devices}.yaml"
-        train = {**tiny_config["train"], "devices": devices, "strategy": "ddp" if devices > 1 else "auto"}
+        train = {**tiny_config["train"], "devices": devices, "strategy": "auto"}
         config.write_text(yaml.safe_dump({**tiny_config, "name": f"ddp{devices}", "train": train}))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         env.pop("LOCAL_RANK", None)

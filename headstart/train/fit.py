@@ -192,11 +192,16 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
         weights = class_weights(epoch_data.targets["train"], len(data.labels))
     module = FineTuner(model, config, cache, epoch_data, weights)
     _quiet_lightning()
-    trainer = L.Trainer(max_epochs=train.max_epochs, precision=PRECISION[train.precision],
-                        accelerator=train.accelerator, devices=train.devices, strategy=_strategy(config),
-                        num_nodes=train.num_nodes, callbacks=callbacks, logger=False,
-                        default_root_dir=run_dir, num_sanity_val_steps=0, enable_model_summary=False,
-                        reload_dataloaders_every_n_epochs=1)
+
+    def make_trainer(strategy):
+        return L.Trainer(max_epochs=train.max_epochs, precision=PRECISION[train.precision],
+                         accelerator=train.accelerator, devices=train.devices, strategy=strategy,
+                         num_nodes=train.num_nodes, callbacks=callbacks, logger=False, default_root_dir=run_dir,
+                         num_sanity_val_steps=0, enable_model_summary=False, reload_dataloaders_every_n_epochs=1)
+
+    trainer = make_trainer(_strategy(config, ddp=train.strategy == "ddp"))
+    if train.strategy == "auto" and trainer.world_size > 1:  # Lightning chose DDP for several devices
+        trainer = make_trainer(_strategy(config, ddp=True))
     # each DDP process would need every example's states while it sees a different shard each epoch: no cache then
     cache.enabled = cache.enabled and trainer.world_size == 1
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -250,14 +255,16 @@ def _evaluate(run_dir: Path) -> None:
                                    f"Run it again with `headstart evaluate {run_dir}`.")
 
 
-def _strategy(config: RunConfig):
+def _strategy(config: RunConfig, ddp: bool):
     """Lightning's strategy. DDP with frozen groups must expect parameters without gradients: every parameter is
     registered when DDP wraps the model (all trainable then), and frozen ones get no gradient until unfrozen."""
-    if config.train.strategy == "ddp" and config.strategy.name != "full":
-        from lightning.pytorch.strategies import DDPStrategy
+    if not ddp:
+        return config.train.strategy
+    if config.strategy.name == "full":
+        return "ddp"
+    from lightning.pytorch.strategies import DDPStrategy
 
-        return DDPStrategy(find_unused_parameters=True)
-    return config.train.strategy
+    return DDPStrategy(find_unused_parameters=True)
 
 
 def _quiet_lightning() -> None:
