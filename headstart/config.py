@@ -146,17 +146,20 @@ class TrainConfig(_Section):
         return {False: "off", True: "auto"}.get(value, value) if isinstance(value, bool) else value
 
 
+Cost = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
 class CostConfig(_Section):
-    false_positive: float | None = Field(None, ge=0)
-    false_negative: float | None = Field(None, ge=0)
-    per_class: dict[Text, float] = {}
+    false_positive: Cost | None = None
+    false_negative: Cost | None = None
+    per_class: dict[Text, Cost] = {}
 
     @model_validator(mode="after")
     def _one_kind(self):
         if self.per_class and (self.false_positive is not None or self.false_negative is not None):
             raise ValueError("give either per_class costs or false_positive / false_negative costs, not both")
-        if any(cost < 0 for cost in self.per_class.values()):
-            raise ValueError("per_class costs must not be negative")
+        if self.false_positive == 0 and self.false_negative == 0:
+            raise ValueError("with both errors free no decision is better than another: give one a cost above 0")
         return self
 
 

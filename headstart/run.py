@@ -16,8 +16,22 @@ class Run:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        if not self.path.exists():
+            raise HeadstartError(f"{self.path} does not exist. Give a run folder written by `headstart fit` "
+                                 "(<output>/<name>).")
         if not (self.path / "config.yaml").is_file():
-            raise HeadstartError(f"{self.path} is not a run folder (no config.yaml in it).")
+            what = "it is a file" if self.path.is_file() else "no config.yaml in it"
+            if (self.path / "config.json").is_file() and (self.path.parent / "config.yaml").is_file():
+                what = f"it is a run's model folder; give the run, {self.path.parent}"
+            raise HeadstartError(f"{self.path} is not a run folder ({what}). Give a folder written by "
+                                 "`headstart fit` (<output>/<name>).")
+        from headstart.registry.store import is_version_model
+
+        if is_version_model(self.path.parent / "model"):
+            source = json.loads((self.path.parent / "version.json").read_text()).get("source")
+            raise HeadstartError(f"{self.path} is a registered version's record of its run (config, results, "
+                                 f"metrics), not the run folder itself, which was {source}. Give that folder; the "
+                                 f"version's model ({self.path.parent / 'model'}) is for predict and serve.")
 
     def __repr__(self) -> str:
         return f"Run('{self.path}')"
@@ -58,16 +72,20 @@ class Run:
 
         return load(self.model_dir)
 
-    def evaluate(self, data: str | None = None, slice_by: list[str] = (), output: str | Path | None = None,
-                 **settings) -> dict:
+    def evaluate(self, data: str | None = None, slice_by: str | list[str] = (), output: str | Path | None = None,
+                 read: dict | None = None, **settings) -> dict:
         """Evaluate the best model (see `headstart.evaluate.evaluate_run`): writes report.html and metrics.json
         into the run folder (or <run>/evaluations/<source> for `data`) and returns the metrics.
 
+        read: data.* settings that say how to read `data`, e.g. `read={"image_column": "path"}`.
         settings: evaluate.* fields to override, e.g. `run.evaluate(bootstrap=200, latency=False)`.
         """
         from headstart.evaluate import evaluate_run
 
-        return evaluate_run(self.path, data=data, slice_by=slice_by, output=output, overrides=settings or None)
+        overrides = [f"{section}.{key}={json.dumps(value)}" for section, values in (("evaluate", settings),
+                     ("data", read or {})) for key, value in values.items()]
+        return evaluate_run(self.path, data=data, slice_by=[slice_by] if isinstance(slice_by, str) else slice_by,
+                            output=output, overrides=overrides)
 
     def compress(self, method: str = "auto", budget: float = 1.0, **options) -> dict:
         """Write the best model's compressed variants (<run>/model/variants/) and compare them with it on the test

@@ -104,4 +104,4 @@ def test_evaluate_refuses_a_file_as_its_output_folder_before_the_work(tiny_run, 
     assert taken.read_text() == "kept: true\n"
     result = cli("evaluate", str(tiny_run.model_dir))
     message = " ".join(result.stderr.split())
-    assert result.returncode == 2 and f"It is a run's model folder: give the run, {tiny_run.path}." in message
+    assert result.returncode == 2 and f"it is a run's model folder; give the run, {tiny_run.path})" in message

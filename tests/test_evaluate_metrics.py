@@ -175,10 +175,22 @@ def test_every_slice_is_reported_and_the_worst_is_named():
     assert gap["accuracy_ci"][0] > 0  # a real gap
 
 
-def test_numeric_slices_are_cut_into_quartiles():
-    values = slice_values(pd.Series(np.arange(100, dtype=float)))
-    assert values.nunique() == 4
-    assert slice_values(pd.Series([0.0, 1 / 3, 1.0, 1.0])).tolist() == ["0", "0.3333", "1", "1"]
+def test_numeric_slices_are_cut_into_quartiles_named_by_their_values_in_order():
+    values = slice_values(pd.Series(np.arange(17, dtype=float)))
+    assert values.cat.categories.tolist() == ["0 to 4", "5 to 8", "9 to 12", "13 to 16", "(missing)"]
+    assert values.value_counts(sort=False).tolist() == [5, 4, 4, 4, 0]
+    assert slice_values(pd.Series([1.0, 1 / 3, 0.0, None])).tolist() == ["1", "0.3333", "0", "(missing)"]
+    assert slice_values(pd.Series(["poly", "mono"])).cat.categories.tolist() == ["mono", "poly", "(missing)"]
+
+
+def test_per_class_scores_of_a_class_absent_from_the_data_are_null():
+    y = np.array([0, 0, 0])
+    proba = np.array([[0.9, 0.1, 0.0], [0.8, 0.2, 0.0], [0.3, 0.7, 0.0]])
+    scores = metrics.per_class(y, proba, ["a", "b", "c"])
+    assert scores["a"] == {"precision": 1.0, "recall": pytest.approx(2 / 3), "f1": pytest.approx(0.8), "support": 3,
+                           "roc_auc": None}
+    assert scores["b"]["precision"] == 0.0 and scores["b"]["recall"] is None  # predicted once, never true
+    assert scores["c"]["precision"] is None and scores["c"]["f1"] is None and scores["c"]["support"] == 0
 
 
 def test_perturbations_are_deterministic_and_change_the_input(tmp_path):

@@ -183,6 +183,10 @@ def test_unknown_slice_column_lists_the_available_ones(binary_run, tiny_run):
         evaluate_run(tiny_run.path, slice_by=["cell_type"], progress=False)
     with pytest.raises(HeadstartError, match="evaluate.bootstrap"):
         evaluate_run(tiny_run.path, overrides=["evaluate.bootstrap=-1"], progress=False)
+    with pytest.raises(HeadstartError, match="the run has no data.group_column"):
+        evaluate_run(binary_run.path, slice_by=["group"], progress=False)
+    with pytest.raises(HeadstartError, match="already gives every label its own row"):
+        evaluate_run(binary_run.path, slice_by=["label"], progress=False)
 
 
 def test_cli_evaluates_another_data_source(tiny_run, cells_table, tmp_path):
@@ -201,12 +205,77 @@ def test_cli_evaluates_another_data_source(tiny_run, cells_table, tmp_path):
     assert (folder / "report.html").is_file()
 
 
+def test_python_api_reads_another_source_lacking_classes(tiny_run, cells_table, tmp_path):
+    table = pd.read_csv(cells_table)
+    zeros = table[table["label"] == "zero"].assign(label="digit0")
+    zeros.to_csv(tmp_path / "zeros.csv", index=False)
+    metrics = tiny_run.evaluate(str(tmp_path / "zeros.csv"), slice_by="pen", read={"image_column": "path"},
+                                bootstrap=0, latency=False, robustness=False, baselines=False)
+    assert metrics["data"]["examples"] == len(zeros) and set(metrics["slices"]) == {"pen"}
+    digit2 = metrics["overall"]["per_class"]["digit2"]
+    assert digit2["support"] == 0 and digit2["recall"] is None
+    assert metrics["overall"]["calibration"]["ece_by_chance"] is not None  # a simulation, not a bootstrap
+
+
+def test_an_interrupted_evaluation_leaves_the_previous_files(tiny_run, tiny_metrics, monkeypatch):
+    before = {name: (tiny_run.path / name).read_bytes() for name in ("metrics.json", "report.html")}
+
+    def interrupted(metrics, path):
+        Path(path).write_text("half a page")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("headstart.evaluate.report.write_report", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_run(tiny_run.path, overrides={"bootstrap": 50, "latency": False, "baselines": False}, progress=False)
+    assert {name: (tiny_run.path / name).read_bytes() for name in before} == before
+
+
+def test_damaged_model_files_are_named(tiny_run, tmp_path):
+    run = Path(shutil.copytree(tiny_run.path, tmp_path / "run"))
+    config_path, weights = run / "model" / "config.json", run / "model" / "model.safetensors"
+    config = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**config, "labels": config["labels"] + ["digit9"]}))
+    with pytest.raises(HeadstartError, match="does not match the architecture in .* labels or head changed by hand"):
+        evaluate_run(run, progress=False)
+    config_path.write_text(json.dumps(config))
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(HeadstartError, match="model.safetensors is not a readable safetensors file"):
+        evaluate_run(run, progress=False)
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_the_work(tiny_run, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(HeadstartError, match="afile is a file. Give a folder"):
+        evaluate_run(tiny_run.path, output=tmp_path / "afile" / "sub", progress=False)
+    fit = cli("fit", "configs/bbc.yaml", "--set", f"output={tmp_path / 'afile'}")
+    assert fit.returncode == 2 and "Not a directory" in fit.stderr and "Traceback" not in fit.stderr
+
+
+def test_a_registered_versions_run_record_points_to_its_run(tiny_run, tmp_path):
+    from headstart.registry import Registry
+
+    version = Registry(tmp_path / "reg").push(tiny_run.path, "digits")
+    with pytest.raises(HeadstartError, match=f"registered version's record .* which was {tiny_run.path.resolve()}"):
+        evaluate_run(version.path / "run", progress=False)
+
+
+def test_model_size_leaves_out_compressed_variants(tmp_path):
+    from headstart.evaluate.latency import folder_size
+
+    (tmp_path / "variants" / "bf16").mkdir(parents=True)
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 100)
+    (tmp_path / "variants" / "bf16" / "model.safetensors").write_bytes(b"x" * 50)
+    assert folder_size(tmp_path) == 100
+
+
 def test_cli_explains_a_missing_image_column_and_a_folder_that_is_not_a_run(tiny_run, cells_table, tmp_path):
     result = cli("evaluate", str(tiny_run.path), "--data", str(cells_table))
     assert result.returncode == 2 and "--set data.image_column=COLUMN" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
     result = cli("evaluate", str(tmp_path))
     assert result.returncode == 2 and "is not a run folder" in result.stderr
+    result = cli("evaluate", str(tmp_path / "nothing"))
+    assert result.returncode == 2 and "nothing does not exist" in " ".join(result.stderr.split())
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -47,6 +47,15 @@ def test_an_invalid_value_names_the_field(run_folder):
     assert "- evaluate.bootstrap: Input should be greater than or equal to 0 (got -1)" in message
 
 
+@pytest.mark.parametrize("overrides, problem", [
+    (["evaluate.costs.false_negative=.inf"], "evaluate.costs.false_negative: Input should be a finite number"),
+    (["evaluate.costs.per_class={ok: .nan}"], "evaluate.costs.per_class.ok: Input should be a finite number"),
+    (["evaluate.costs.false_negative=0", "evaluate.costs.false_positive=0"], "with both errors free"),
+])
+def test_costs_that_mean_nothing_are_refused(run_folder, overrides, problem):
+    assert problem in settings_error(run_folder, *overrides)
+
+
 def test_valid_settings_pass_and_the_missing_model_is_reported(run_folder):
     # bare evaluate fields and numeric labels are accepted; the next problem is the run's missing model
     message = settings_error(run_folder, "bootstrap=20", "evaluate.positive_label=1", "evaluate.latency=false")

@@ -22,6 +22,15 @@ def main() -> None:
     try:
         app()
     except HeadstartError as exc:
-        Console(stderr=True).print(f"[bold red]Error:[/] {exc}", highlight=False)
-        sys.exit(2)
+        _fail(str(exc))
+    except OSError as exc:
+        if exc.filename is None:  # not about a path the user gave: a bug to see in full
+            raise
+        _fail(f"{exc.filename}: {exc.strerror}. Check that the path exists, that a folder is given where one is "
+              "expected, and that it is writable.")
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True).print(f"[bold red]Error:[/] {message}", highlight=False)
+    sys.exit(2)
 

@@ -91,11 +91,6 @@ def evaluate(
     """Evaluate a run's best model: report.html and metrics.json with metrics, slices, baselines, robustness, latency."""
     from headstart.evaluate import evaluate_run, output_dir, summary_rows
 
-    if not (run_dir / "config.yaml").is_file():
-        parent = (f" It is a run's model folder: give the run, {run_dir.parent}."
-                  if (run_dir / "config.json").is_file() and (run_dir.parent / "config.yaml").is_file() else "")
-        raise HeadstartError(f"{run_dir} is not a run folder (no config.yaml in it). Give the folder written by "
-                             f"`headstart fit`, e.g. runs/<name>.{parent}")
     metrics = evaluate_run(run_dir, data=data, slice_by=slice_by, output=out, overrides=set_)
     table = Table(title=f"{metrics['run']}: {metrics['data']['scope']} of {metrics['data']['source']} "
                         f"({metrics['data']['examples']} examples)")

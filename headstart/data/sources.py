@@ -229,7 +229,7 @@ def read_source(config: DataConfig) -> Examples:
     if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
         return _table_examples(path, config)
     if path.is_file():
-        raise HeadstartError(f"data.source {path} has a suffix headstart does not read. Use a CSV, JSONL or "
-                             "Parquet table, or a folder of class folders.")
+        raise HeadstartError(f"data.source {path} has a suffix headstart does not read. Use a CSV, JSONL, JSON "
+                             "or Parquet table, or a folder of class folders.")
     raise HeadstartError(f"data.source '{config.source}' is neither a bundled dataset ({', '.join(BUNDLED)}) "
                          "nor an existing folder or table. Check the path.")

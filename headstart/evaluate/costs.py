@@ -43,6 +43,9 @@ def cost_matrix(config: CostConfig, labels: list[str], positive: int | None) -> 
                                  f"model. Its labels: {', '.join(labels)}.")
         for c, label in enumerate(labels):
             matrix[c] *= config.per_class.get(label, 1.0)
+        if not matrix.any():
+            raise HeadstartError("evaluate.costs.per_class makes every error free, so no decision is better than "
+                                 "another: give at least one class a cost above 0.")
         return matrix, "per class (cost of getting an example of the class wrong; unnamed classes cost 1)"
     if config.false_positive is not None or config.false_negative is not None:
         if positive is None:

@@ -56,13 +56,19 @@ def slice_columns(examples: Examples, requested: list[str], source: str) -> list
     if examples.frame["group"].notna().any():
         available.append("group")
     for column in requested:
-        if column not in examples.frame.columns or column in ("input", "origin", "label"):
-            hint = f"Columns you can slice by: {', '.join(available)}." if available else \
-                "This data has no metadata columns to slice by."
+        if column in available:
+            continue
+        hint = f"Columns you can slice by: {', '.join(available)}." if available else \
+            "This data has no metadata columns to slice by."
+        if column == "label":
+            problem = "the report already gives every label its own row (per class)"
+        elif column == "group":
+            problem = "the run has no data.group_column, so its examples have no group"
+        else:
+            problem = f"the data of {source} has no column '{column}'"
             if _is_table(source):
-                hint += " For a table, any of its columns works."
-            raise HeadstartError(f"--slice-by {column} (or evaluate.slice_by): the data of {source} has no column "
-                                 f"'{column}'. {hint}")
+                hint += " Any other column of the table works too."
+        raise HeadstartError(f"--slice-by {column} (or evaluate.slice_by): {problem}. {hint}")
     auto = [c for c in available if c.lower() in ENVIRONMENT_COLUMNS and c not in requested]
     return list(dict.fromkeys(requested + auto))
 

@@ -108,7 +108,10 @@ def serve_and_time(model_dir: str, inputs: list, loader: str = LOADER) -> dict:
 
 
 def folder_size(folder: Path) -> int:
-    return sum(p.stat().st_size for p in Path(folder).rglob("*") if p.is_file())
+    """Bytes of the files of a model folder, without its compressed variants (variants/)."""
+    folder = Path(folder)
+    return sum(p.stat().st_size for p in folder.rglob("*")
+               if p.is_file() and p.relative_to(folder).parts[0] != "variants")
 
 
 def measure(model_dir: Path, inputs: list, loader: str = LOADER) -> dict:

@@ -113,17 +113,22 @@ def calibration_bins(y: np.ndarray, proba: np.ndarray, bins: int = CALIBRATION_B
 
 
 def per_class(y: np.ndarray, proba: np.ndarray, labels: list[str]) -> dict[str, dict]:
-    """Precision, recall, F1, support and one-vs-rest ROC-AUC of each class."""
+    """Precision, recall, F1, support and one-vs-rest ROC-AUC of each class; None where undefined (recall of a
+    class absent from the data, precision of a class never predicted, F1 of a class that occurs in neither)."""
     from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
     k = len(labels)
     precision, recall, f1, support = precision_recall_fscore_support(
-        y, proba.argmax(1), labels=np.arange(k), zero_division=0)
+        y, proba.argmax(1), labels=np.arange(k), zero_division=np.nan)
+
+    def defined(value) -> float | None:
+        return None if np.isnan(value) else float(value)
+
     out = {}
     for c, label in enumerate(labels):
         member = y == c
         auc = float(roc_auc_score(member, proba[:, c])) if 0 < member.sum() < len(y) else None
-        out[label] = {"precision": float(precision[c]), "recall": float(recall[c]), "f1": float(f1[c]),
+        out[label] = {"precision": defined(precision[c]), "recall": defined(recall[c]), "f1": defined(f1[c]),
                       "support": int(support[c]), "roc_auc": auc}
     return out
 

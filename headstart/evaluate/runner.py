@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Callable, Iterable, Union
@@ -18,6 +19,7 @@ from headstart.errors import HeadstartError
 SCHEMA = "headstart-evaluation"
 VERSION = 1
 GAIN_METRICS = ("accuracy", "macro_f1", "weighted_f1", "roc_auc")
+CHANCE_DRAWS = 500  # label draws for ece_by_chance, whatever evaluate.bootstrap is: a cheap simulation
 
 
 def _settings(base: EvaluateConfig, overrides: Union[dict, Iterable[str], None]) -> tuple[EvaluateConfig, dict]:
@@ -146,16 +148,23 @@ def _baselines(config, data, y, proba, samples, seed, positive, say) -> tuple[di
 
 
 def output_dir(run_dir: Path, source: str | None, output: Path | None) -> Path:
-    """Where an evaluation writes report.html and metrics.json; `output`, if given, must be a folder or not exist."""
+    """Where an evaluation writes report.html and metrics.json; `output`, if given, must be a folder or not exist.
+    Refused before the work if it could not be written."""
     if output is not None:
-        if Path(output).exists() and not Path(output).is_dir():
-            raise HeadstartError(f"--out {output} is a file. Give a folder for report.html and metrics.json (it is "
-                                 "created if it does not exist).")
-        return Path(output)
-    if source is None:
-        return run_dir
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(source.rstrip("/")).stem or source).strip("-") or "data"
-    return run_dir / "evaluations" / name
+        folder = Path(output)
+    elif source is None:
+        folder = run_dir
+    else:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(source.rstrip("/")).stem or source).strip("-") or "data"
+        folder = run_dir / "evaluations" / name
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise HeadstartError(f"{'--out ' if output is not None else ''}{folder}: {existing} is a file. Give a folder "
+                             "for report.html and metrics.json (it is created if it does not exist).")
+    if not os.access(existing, os.W_OK):
+        raise HeadstartError(f"{existing} is not writable, so report.html and metrics.json could not be written "
+                             "there. Give another folder with --out, or make it writable.")
+    return folder
 
 
 def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: Iterable[str] = (),
@@ -208,7 +217,7 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
 
     say(f"bootstrap: {samples} resamples")
     point = full_report(y, proba, labels, positive)
-    point["calibration"]["ece_by_chance"] = ece_by_chance(proba, min(samples, 500), seed)
+    point["calibration"]["ece_by_chance"] = ece_by_chance(proba, CHANCE_DRAWS, seed)
     boot = {}
     baselines = None
     if settings.baselines:
@@ -254,10 +263,14 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
         "latency": latency,
         "training": training_history(run_dir),
     })
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=False))
     say("writing the report")
-    write_report(metrics, out_dir / "report.html")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # both files are written aside and renamed together, so an interrupted evaluation leaves the previous pair
+    staged = {name: out_dir / f".{name}.partial" for name in ("report.html", "metrics.json")}
+    write_report(metrics, staged["report.html"])
+    staged["metrics.json"].write_text(json.dumps(metrics, indent=2, allow_nan=False))
+    for name, path in staged.items():
+        os.replace(path, out_dir / name)
     return metrics
 
 

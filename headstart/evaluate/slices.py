@@ -11,16 +11,24 @@ from headstart.evaluate.bootstrap import bootstrap, interval, metric_functions, 
 from headstart.evaluate.metrics import CORE, headline
 
 MAX_DISTINCT_NUMBERS = 8
+MISSING = "(missing)"
 
 
 def slice_values(column: pd.Series) -> pd.Series:
-    """The slice each example falls in, as text."""
+    """The slice each example falls in, as text: categorical, its categories in order (numbers ascending, a
+    quartile named by the smallest and largest values in it), "(missing)" last."""
     if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
-        return column.map(lambda v: "(missing)" if v is None or v != v else str(v))
-    if pd.api.types.is_numeric_dtype(column) and column.nunique() > MAX_DISTINCT_NUMBERS:
-        bins = pd.qcut(column, 4, duplicates="drop")
-        return bins.map(lambda b: f"{b.left:.4g} to {b.right:.4g}").astype(str).where(column.notna(), "(missing)")
-    return column.map(lambda v: "(missing)" if pd.isna(v) else f"{v:.4g}")
+        names = column.map(lambda v: MISSING if v is None or v != v else str(v))
+        order = sorted(set(names) - {MISSING})
+    else:
+        keys = column
+        if column.nunique() > MAX_DISTINCT_NUMBERS:
+            keys = pd.qcut(column, 4, labels=False, duplicates="drop")
+        spans = column.groupby(keys).agg(["min", "max"])
+        named = {key: f"{low:.4g}" if low == high else f"{low:.4g} to {high:.4g}"
+                 for key, (low, high) in spans.iterrows()}
+        names, order = keys.map(named).fillna(MISSING), list(dict.fromkeys(named.values()))
+    return pd.Series(pd.Categorical(names, categories=order + [MISSING]), index=column.index)
 
 
 def _slice(y: np.ndarray, proba: np.ndarray, labels: list[str], samples: int, seed) -> tuple[dict, dict]:
@@ -36,9 +44,10 @@ def slice_report(frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, labels: 
     overall = headline(y, proba, CORE)
     report = {}
     for number, column in enumerate(columns):
-        values = slice_values(frame[column]).to_numpy()
+        named = slice_values(frame[column])
+        values = named.to_numpy()
         slices, boots = {}, {}
-        for i, value in enumerate(sorted(set(values))):
+        for i, value in enumerate(v for v in named.cat.categories if (values == v).any()):
             member = values == value
             point, boot = _slice(y[member], proba[member], labels, samples, [seed, number, i])
             point["accuracy_vs_overall"] = point["accuracy"] - overall["accuracy"]

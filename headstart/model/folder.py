@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from headstart.backbones.registry import rebuild
@@ -66,12 +67,25 @@ def load_model(folder: Path, weights: Path | None = None) -> Classifier:
     architecture (a compressed variant's) instead of the folder's model.safetensors."""
     folder = Path(folder)
     config = read_model_config(folder)
+    absent = [key for key in ("backbone", "labels", "head") if key not in config]
+    if absent:
+        raise HeadstartError(f"{folder / 'config.json'} has no {', '.join(absent)}: the model folder is damaged. "
+                             "Write it again from its run (`headstart fit`), or restore config.json.")
     backbone = rebuild(config["backbone"], folder)
     model = Classifier(backbone, config["labels"], config["head"]["hidden"], config["head"]["dropout"])
     weights = Path(weights) if weights is not None else folder / "model.safetensors"
     if not weights.is_file():
         raise HeadstartError(f"{folder} has no model.safetensors: the model folder is incomplete.")
-    missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+    except (SafetensorError, OSError) as exc:
+        raise HeadstartError(f"{weights} is not a readable safetensors file ({exc}): the model folder is damaged. "
+                             "Write it again from its run, or restore the file.") from None
+    except RuntimeError as exc:  # tensors of other shapes: config.json (labels, head) edited after training
+        shapes = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
+        raise HeadstartError(f"{weights} does not match the architecture in {folder / 'config.json'} ({shapes}). "
+                             "Were its labels or head changed by hand? Restore the config.json written with "
+                             "the weights.") from None
     if missing or unexpected:
         raise HeadstartError(f"{weights} does not match the architecture in config.json (missing: {missing[:3]}, "
                              f"unexpected: {unexpected[:3]}).")
