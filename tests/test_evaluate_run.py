@@ -243,6 +243,18 @@ def test_damaged_model_files_are_named(tiny_run, tmp_path):
         evaluate_run(run, progress=False)
 
 
+def test_an_image_of_the_run_damaged_since_training_is_named(tmp_path, tiny_config):
+    import headstart
+
+    source = Path(shutil.copytree(tiny_config["data"]["source"], tmp_path / "digits"))
+    run = headstart.fit({**tiny_config, "data": {**tiny_config["data"], "source": str(source)},
+                         "train": {**tiny_config["train"], "max_epochs": 1}})
+    damaged = next((source / "digit1").iterdir())
+    damaged.write_text("junk")
+    with pytest.raises(HeadstartError, match=f"{damaged} is not a readable image .* restore it, or evaluate on other"):
+        evaluate_run(run.path, progress=False)
+
+
 def test_outputs_that_cannot_be_written_are_refused_before_the_work(tiny_run, tmp_path):
     (tmp_path / "afile").write_text("x")
     with pytest.raises(HeadstartError, match="afile is a file. Give a folder"):

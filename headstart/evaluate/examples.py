@@ -95,6 +95,14 @@ def run_parts(run_dir: Path, config: DataConfig, labels: list[str], requested: l
     unknown = sorted(set(split["label"]) - set(labels))
     if unknown:
         raise HeadstartError(f"split.csv holds labels the model does not know: {', '.join(unknown)}.")
+    if examples.modality == "image":
+        from headstart.predict import check_images
+
+        try:
+            check_images(frame.loc[split["origin"], "input"].tolist())
+        except HeadstartError as exc:
+            raise HeadstartError(f"{exc} It is one of the images {run_dir} was trained and tested on, changed since: "
+                                 "restore it, or evaluate on other data with --data.") from None
     columns = ["input"] + [c for c in frame.columns if c not in ("input", "label", "exact", "near")]
     parts = {}
     for name in ("train", "val", "test"):
