@@ -3,7 +3,9 @@ metrics.json and report.html, the variant predictor, and clear refusals of unusa
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
 import shutil
 from html import unescape
@@ -16,9 +18,15 @@ from typer.testing import CliRunner
 import headstart
 from headstart.cli import app
 from headstart.compress import compress, list_variants, load_variant
+from headstart.compress.pipeline import LOCK, PREVIOUS, STAGING
 from headstart.errors import HeadstartError
 
 VARIANTS = ["fp32-pytorch", "fp32-onnx", "bf16", "int8-static"]
+
+
+def files(folder) -> dict:
+    """Every file under `folder` with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +128,24 @@ def test_a_rejected_variant_opens_only_when_forced(compressed, tmp_path):
     assert "int8-static" not in [m["name"] for m in list_variants(model, accepted_only=True)]
 
 
+def test_damaged_variant_files_are_named_not_tracebacks(compressed, tmp_path):
+    run, _ = compressed
+    model = tmp_path / "model"
+    shutil.copytree(run.model_dir, model)
+    variants = model / "variants"
+    onnx_file = variants / "int8-static" / "model.onnx"
+    onnx_file.write_bytes(onnx_file.read_bytes()[:500])  # truncated
+    (variants / "bf16" / "model.safetensors").write_bytes(b"not safetensors" * 10)
+    (variants / "fp32-onnx" / "variant.json").write_text('{"format": "headstart-variant", "name": ')
+    for name, file in (("int8-static", "model.onnx"), ("bf16", "model.safetensors"), ("fp32-onnx", "variant.json")):
+        with pytest.raises(HeadstartError, match=rf"{name}/{file} is damaged .*Run `headstart compress` again"):
+            load_variant(variants / name)
+    with pytest.raises(HeadstartError, match="fp32-onnx/variant.json is damaged"):
+        list_variants(model)
+
+
 def test_broken_calibration_set_is_refused_not_used(run, digits_folder, tmp_path):
+    before = files(run.model_dir)
     one_class = tmp_path / "one-class"
     shutil.copytree(digits_folder / "digit1", one_class / "digit1")
     with pytest.raises(HeadstartError, match=r"set \(--calibration\) is not usable: every example is of one class"):
@@ -132,6 +157,7 @@ def test_broken_calibration_set_is_refused_not_used(run, digits_folder, tmp_path
             shutil.copy(image, handful / digit / image.name)
     with pytest.raises(HeadstartError, match="6 distinct examples; at least 32"):
         compress(run.path, method="static", calibration_data=str(handful), latency=False, progress=False)
+    assert files(run.model_dir) == before
 
 
 def test_forced_broken_calibration_is_marked_in_the_report(run, digits_folder, tmp_path):
@@ -157,6 +183,94 @@ def test_a_model_folder_without_its_run_needs_test_data(run, digits_folder, tmp_
         compress(tmp_path, latency=False, progress=False)
 
 
+def test_a_stopped_call_leaves_the_previous_set_as_it_was(compressed, monkeypatch):
+    run, _ = compressed
+    model = run.model_dir
+    before = files(model / "variants")
+
+    def stop(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("headstart.compress.report.write", stop)  # the last step before the new set goes in
+    with pytest.raises(KeyboardInterrupt):
+        compress(run.path, method="bf16", latency=False, progress=False)
+    assert files(model / "variants") == before
+    assert not (model / STAGING).exists() and not (model / PREVIOUS).exists()
+    # a call killed in the middle of its swap: the previous set moved aside, the new one still staged
+    (model / "variants").rename(model / PREVIOUS)
+    (model / STAGING / "bf16").mkdir(parents=True)
+    monkeypatch.setattr("headstart.compress.pipeline.Compression.export", stop)
+    with pytest.raises(KeyboardInterrupt):
+        compress(run.path, method="bf16", latency=False, progress=False)
+    assert files(model / "variants") == before
+    assert not (model / STAGING).exists() and not (model / PREVIOUS).exists()
+
+
+def test_one_call_at_a_time_and_the_model_still_registers(compressed, tmp_path):
+    from headstart.registry.store import Registry
+
+    run, _ = compressed
+    before = files(run.model_dir / "variants")
+    fd = os.open(run.model_dir / LOCK, os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a call in another process holds it
+        with pytest.raises(HeadstartError, match="Another `headstart compress` is writing the variants of"):
+            compress(run.path, method="bf16", latency=False, progress=False)
+    finally:
+        os.close(fd)
+    assert files(run.model_dir / "variants") == before
+    version = Registry(tmp_path / "registry").push(run.path, "tiny")  # the lock file is not part of the model
+    assert (version.model_dir / "variants" / "metrics.json").is_file() and not (version.model_dir / LOCK).exists()
+
+
+@pytest.fixture(scope="module")
+def text_model(tmp_path_factory):
+    """A tiny BERT classifier's model folder (random weights) for the digit labels."""
+    from headstart.backbones.registry import build
+    from headstart.config import DataConfig
+    from headstart.model.classifier import Classifier
+    from headstart.model.folder import save_model
+    from tests.test_compress_quantize import tiny_bert_folder
+
+    bert = tiny_bert_folder(tmp_path_factory.mktemp("bert"))
+    model = Classifier(build(f"hf:{bert}", DataConfig(source="unused", max_length=32)), ["digit0", "digit1", "digit2"],
+                       [16], 0.3)
+    return save_model(model, tmp_path_factory.mktemp("text") / "model", {"hidden": [16], "dropout": 0.3})
+
+
+def test_data_of_another_modality_is_refused(run, text_model, digits_folder, tmp_path):
+    before = files(run.model_dir)
+    texts = tmp_path / "texts.csv"
+    texts.write_text("text,label\nhello,digit0\nworld,digit1\nagain,digit2\n")
+    with pytest.raises(HeadstartError, match=r"The model reads images, but .*texts.csv holds texts: give --data "
+                                             r"labelled images \(for a table of image paths.*data.image_column"):
+        compress(run.path, data=str(texts), latency=False, progress=False)
+    with pytest.raises(HeadstartError, match="reads images, but .*texts.csv holds texts: give --calibration"):
+        compress(run.path, calibration_data=str(texts), latency=False, progress=False)
+    assert files(run.model_dir) == before
+    with pytest.raises(HeadstartError, match="The model reads texts, but .*digits.* holds images: give --data "
+                                             "labelled texts."):
+        compress(text_model, data=str(digits_folder), latency=False, progress=False)
+    assert not (text_model / "variants").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--method", "qat", "--qat-lr", "-1"], "--qat-lr -1.0: the learning rate"),
+    (["--method", "qat", "--qat-lr", "nan"], "--qat-lr nan: the learning rate"),
+    (["--qat-epochs", "0"], "--qat-epochs 0: quantization-aware training runs a whole number of epochs, 1 or more"),
+    (["--qat-epochs", "-1"], "--qat-epochs -1"),
+    (["--budget", "nan"], "--budget nan: the accuracy budget is a number of points, 0 or more"),
+    (["--budget", "-0.5"], "--budget -0.5"),
+    (["--set", "data.image_column=path"], "--set data.* settings say how to read a --data or --calibration source"),
+    (["--method", "int4"], "--method int4 is not one of"),
+])
+def test_cli_refuses_bad_options_before_writing(run, options, message):
+    before = files(run.model_dir)
+    result = CliRunner().invoke(app, ["compress", str(run.path), "--no-latency", *options])
+    assert isinstance(result.exception, HeadstartError) and message in str(result.exception)
+    assert files(run.model_dir) == before
+
+
 def test_quantization_aware_training_variant(run):
     metrics = compress(run.path, method="qat", qat_epochs=1, qat_lr=1e-3, latency=False, progress=False)
     assert list(metrics["variants"]) == ["fp32-pytorch", "fp32-onnx", "bf16", "int8-qat"]
@@ -166,13 +280,16 @@ def test_quantization_aware_training_variant(run):
     assert metrics["int8"]["qat"] == {"epochs": 1, "lr": 1e-3, "examples": train}
 
 
-def test_cli_compress_prints_the_table_and_refuses_bad_options(run):
-    runner = CliRunner()
-    result = runner.invoke(app, ["compress", str(run.path), "--method", "bf16", "--no-latency"],
-                           terminal_width=200)
+def test_cli_compress_prints_tables_that_read_at_80_columns(run, digits_folder):
+    result = CliRunner().invoke(app, ["compress", str(run.path), "--method", "bf16", "--no-latency", "--data",
+                                      str(digits_folder)], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output
-    assert "fp32-onnx" in result.output and "bf16" in result.output and "report.html" in result.output
+    lines = result.output.splitlines()
+    assert max(map(len, lines)) <= 80 and "…" not in result.output
+    assert "Compression: all examples of" in result.output and "report.html" in result.output
+    for name in ("fp32-pytorch", "fp32-onnx", "bf16"):
+        assert sum(f"│ {name} " in line for line in lines) == 2  # whole, in both tables
+    metrics = json.loads((run.model_dir / "variants" / "metrics.json").read_text())
+    assert metrics["data"]["scope"] == "all examples" and metrics["data"]["examples"] > 500
     # the int8 variants of earlier calls were judged on another method: they are gone, so nothing serves them
     assert [v["name"] for v in list_variants(run.model_dir)] == ["bf16", "fp32-onnx"]
-    result = runner.invoke(app, ["compress", str(run.path), "--method", "int4", "--no-latency"])
-    assert isinstance(result.exception, HeadstartError) and "int4 is not one of" in str(result.exception)

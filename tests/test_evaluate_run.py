@@ -277,7 +277,11 @@ def test_model_size_leaves_out_compressed_variants(tmp_path):
     (tmp_path / "variants" / "bf16").mkdir(parents=True)
     (tmp_path / "model.safetensors").write_bytes(b"x" * 100)
     (tmp_path / "variants" / "bf16" / "model.safetensors").write_bytes(b"x" * 50)
-    assert folder_size(tmp_path) == 100
+    (tmp_path / ".variants-staging").mkdir()
+    (tmp_path / ".variants-staging" / "model.onnx").write_bytes(b"x" * 50)
+    (tmp_path / "backbone").mkdir()
+    (tmp_path / "backbone" / "vocab.txt").write_bytes(b"x" * 10)
+    assert folder_size(tmp_path) == 110
 
 
 def test_cli_explains_a_missing_image_column_and_a_folder_that_is_not_a_run(tiny_run, cells_table, tmp_path):

@@ -34,7 +34,7 @@ def compress(
     import yaml
 
     from headstart.compress import compress as run_compress
-    from headstart.compress.report import TERMINAL_COLUMNS, rows
+    from headstart.compress.report import terminal_tables
 
     settings = {}
     for item in set_:
@@ -45,12 +45,13 @@ def compress(
     metrics = run_compress(path, method=method, budget=budget, data=data, calibration_data=calibration,
                            data_settings=settings, latency=latency, force_calibration=force_calibration,
                            qat_epochs=qat_epochs, qat_lr=qat_lr)
-    table = Table(title=f"Compression: {metrics['data']['scope']} of {metrics['data']['source']} "
-                        f"({metrics['data']['examples']} examples), budget {budget:g} points")
-    for column in TERMINAL_COLUMNS:
-        table.add_column(column)
-    for row in rows(metrics):
-        table.add_row(*row)
-    console.print(table)
+    for title, columns, body in terminal_tables(metrics):
+        table = Table(title=title)
+        table.add_column(columns[0], no_wrap=True)  # a variant's name is never cut
+        for column in columns[1:]:
+            table.add_column(column, overflow="fold")  # a cell too narrow goes on the next line, never ends in "…"
+        for row in body:
+            table.add_row(*row)
+        console.print(table)
     folder = Path(metrics["model"]) / "variants"
     console.print(f"Variants: {folder}   report: {folder / 'report.html'}   metrics: {folder / 'metrics.json'}")

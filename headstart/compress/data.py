@@ -25,6 +25,7 @@ class Split:
 @dataclass
 class CompressData:
     source: str
+    scope: str  # "test split" (the run's) or "all examples" (of --data)
     test: Split
     val: Split | None  # calibration and sensitivity
     train: Split | None  # quantization-aware training
@@ -55,43 +56,50 @@ def _split(frame) -> Split:
     return Split(frame["input"].tolist(), np.array(frame["y"], dtype=np.int64))
 
 
-def _source(source: str, labels: list[str], settings: dict):
+def _source(option: str, source: str, base: dict, settings: dict, labels: list[str], modality: str) -> Split:
+    """Every example of `source` (given with `option`), read with the `base` data settings and `settings` over
+    them; refused unless it holds the `modality` the model reads."""
     from pydantic import ValidationError
 
     from headstart.config import DataConfig
-    from headstart.evaluate.examples import other_source
+    from headstart.evaluate.examples import check_modality, other_source
 
     try:
-        config = DataConfig.model_validate({**settings, "source": source})
+        config = DataConfig.model_validate({**base, **settings, "source": source})
     except ValidationError as exc:
         problems = "; ".join(f"data.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise HeadstartError(f"The data settings for {source} are not valid: {problems}.") from None
-    return _split(other_source(config, source, labels, [])[1])
+        raise HeadstartError(f"The data settings for {option} {source} are not valid: {problems}.") from None
+    examples, frame, _ = other_source(config, source, labels, [])
+    check_modality(modality, examples.modality, source, option)
+    return _split(frame)
 
 
-def load_data(model_dir: Path, run_dir: Path | None, labels: list[str], data: str | None = None,
+def load_data(model_dir: Path, run_dir: Path | None, labels: list[str], modality: str, data: str | None = None,
               calibration: str | None = None, settings: dict | None = None) -> CompressData:
     """The run's splits; `data` replaces the test split and `calibration` the validation split (each a bundled
-    name, folder or table, read with the run's column settings, or with `settings` (data.* fields) without a run)."""
+    name, folder or table of `modality`, read with the run's column settings and `settings` (data.* fields) over
+    them)."""
     settings = settings or {}
-    if run_dir is None:
-        if data is None:
-            raise HeadstartError(f"{model_dir} is a model folder without its run (no split.csv beside it), so its test "
-                                 "split is unknown. Pass the run folder (runs/<name>), or labelled test data with "
-                                 "--data (and --calibration for static int8 and auto).")
-        return CompressData(data, _source(data, labels, settings),
-                            None if calibration is None else _source(calibration, labels, settings), None, None)
-    from headstart.evaluate.examples import run_parts
-    from headstart.run import Run
+    if settings and data is None and calibration is None:
+        raise HeadstartError("--set data.* settings say how to read a --data or --calibration source; give --data "
+                             "(or --calibration) too.")
+    if run_dir is None and data is None:
+        raise HeadstartError(f"{model_dir} is a model folder without its run (no split.csv beside it), so its test "
+                             "split is unknown. Pass the run folder (runs/<name>), or labelled test data with --data "
+                             "(and --calibration for static int8 and auto).")
+    base, parts = {}, {"test": None, "val": None, "train": None}
+    if run_dir is not None:
+        from headstart.evaluate.examples import run_parts
+        from headstart.run import Run
 
-    config = Run(run_dir).config.data
-    if settings:
-        config = config.model_copy(update=settings)
-    _, parts = run_parts(run_dir, config, labels, [])
-    run_settings = {**config.model_dump(), **settings}
-    test = _split(parts["test"]) if data is None else _source(data, labels, run_settings)
-    val = _split(parts["val"]) if calibration is None else _source(calibration, labels, run_settings)
+        config = Run(run_dir).config.data
+        base = config.model_dump()
+        parts = {name: _split(frame) for name, frame in run_parts(run_dir, config, labels, [])[1].items()}
+    test = parts["test"] if data is None else _source("--data", data, base, settings, labels, modality)
+    val = parts["val"] if calibration is None else _source("--calibration", calibration, base, settings, labels,
+                                                           modality)
     if not len(test):
         raise HeadstartError(f"The test split of {run_dir} is empty: nothing to compare the variants on.")
-    return CompressData(data or config.source, test, val, _split(parts["train"]), run_dir,
+    return CompressData(data or base["source"], "test split" if data is None else "all examples", test, val,
+                        parts["train"], run_dir,
                         "the run's validation split" if calibration is None else "--calibration")

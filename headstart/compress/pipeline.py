@@ -8,7 +8,9 @@ marked rejected.
 from __future__ import annotations
 
 import json
+import math
 import shutil
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Callable, Union
 
@@ -22,10 +24,14 @@ from headstart.compress.groups import group_order, node_groups
 from headstart.compress.score import HEADLINE, onnx_probabilities, scores, size_mb
 from headstart.compress.variants import write_manifest
 from headstart.errors import HeadstartError
+from headstart.registry.lock import locked
 
 METHODS = ("auto", "dynamic", "static", "qat", "bf16")
 MAX_LOGIT_DIFFERENCE = 1e-3  # ONNX Runtime against PyTorch, float32
 LOADER = "headstart.compress.variants:load_any_variant"
+STAGING = ".variants-staging"  # the set being written, swapped into variants/ when the call completes
+PREVIOUS = ".variants-previous"  # the set it replaces, for the moment of the swap
+LOCK = ".compress.lock.txt"  # hidden and with a suffix `registry push` accepts: it checks every file of the folder
 
 
 def linear_heavy(model) -> bool:
@@ -45,10 +51,8 @@ class Compression:
         self.model_dir, self.data, self.budget, self.say = model_dir, data, budget, say
         self.model = load_model(model_dir)
         self.labels = self.model.labels
-        self.root = model_dir / "variants"
+        self.root = model_dir / STAGING
         self.work = self.root / ".work"
-        shutil.rmtree(self.work, ignore_errors=True)  # an interrupted call's calibration ranges belong to other data
-        self.work.mkdir(parents=True)
         self.rows: dict[str, dict] = {}
         backbone = self.model.backbone
         self.test_batches = calibration.batches(backbone, data.test)
@@ -107,8 +111,6 @@ class Compression:
 
     def fresh(self, name: str) -> Path:
         folder = self.root / name
-        if folder.exists():
-            shutil.rmtree(folder)
         folder.mkdir(parents=True)
         return folder
 
@@ -159,7 +161,7 @@ def _search(c: Compression, kind: str, probe, order: list[str]) -> tuple[list[st
     return kept, last, report
 
 
-def _int8(c: Compression, kind: str, fp32_onnx: Path, groups: dict[str, str], method: str, force_calibration: bool,
+def _int8(c: Compression, kind: str, calibration_set: dict | None, fp32_onnx: Path, groups: dict[str, str], method: str,
           qat_epochs: int, qat_lr: float) -> dict:
     """The int8 variants: dynamic or static post-training quantization (with `auto`, the most sensitive layer
     groups kept in float until the budget is met on validation data), and quantization-aware training when asked
@@ -168,10 +170,7 @@ def _int8(c: Compression, kind: str, fp32_onnx: Path, groups: dict[str, str], me
     from headstart.compress.quantize_static import quantize_static_int8
     from headstart.compress.sensitivity import Probe
 
-    why = "quantization-aware training" if method == "qat" else f"{kind} int8"
-    report: dict = {"kind": kind, "calibration": _check_val(c, why, force_calibration,
-                                                            kind == "static" or method == "qat"),
-                    "search": None, "qat": None}
+    report: dict = {"kind": kind, "calibration": calibration_set, "search": None, "qat": None}
 
     def quantizer(source: Path, cache: Path):
         if kind == "dynamic":
@@ -197,9 +196,6 @@ def _int8(c: Compression, kind: str, fp32_onnx: Path, groups: dict[str, str], me
                                                 "quantized_groups": [g for g in order if g not in float_groups]}))
     if method == "qat" or not fits:
         if c.data.train is None:
-            if method == "qat":
-                raise HeadstartError("Quantization-aware training needs the run's training split: pass the run "
-                                     "folder (runs/<name>), not a model folder on its own.")
             return {**report, "rows": rows}
         c.say("quantization-aware training" + ("" if method == "qat" else
                                                ": post-training quantization misses the budget on validation data"))
@@ -217,38 +213,69 @@ def _int8(c: Compression, kind: str, fp32_onnx: Path, groups: dict[str, str], me
     return {**report, "rows": rows}
 
 
+def _check_options(method: str, budget: float, qat_epochs: int, qat_lr: float) -> None:
+    """Refuse settings that cannot work, before anything is read or written."""
+    if method not in METHODS:
+        raise HeadstartError(f"--method {method} is not one of {', '.join(METHODS)}.")
+    if not math.isfinite(budget) or budget < 0:
+        raise HeadstartError(f"--budget {budget}: the accuracy budget is a number of points, 0 or more (e.g. 1.0).")
+    if not isinstance(qat_epochs, int) or qat_epochs < 1:
+        raise HeadstartError(f"--qat-epochs {qat_epochs}: quantization-aware training runs a whole number of epochs, "
+                             "1 or more (e.g. 2).")
+    if not math.isfinite(qat_lr) or qat_lr <= 0:
+        raise HeadstartError(f"--qat-lr {qat_lr}: the learning rate of quantization-aware training is a positive "
+                             "number (e.g. 2e-5).")
+
+
 def compress(path: Union[str, Path], method: str = "auto", budget: float = 1.0, data: str | None = None,
              calibration_data: str | None = None, data_settings: dict | None = None, latency: bool = True,
              force_calibration: bool = False, qat_epochs: int = 2, qat_lr: float = 2e-5,
              progress: Union[bool, Callable[[str], None]] = True) -> dict:
     """Write the compressed variants of a run's (or a model folder's) model into <model>/variants/ and compare
     them with the full model on the test split; writes variants/metrics.json and variants/report.html and returns
-    the metrics. See README, "Compression"."""
-    from headstart.compress.report import write
-
-    if method not in METHODS:
-        raise HeadstartError(f"--method {method} is not one of {', '.join(METHODS)}.")
-    if budget < 0:
-        raise HeadstartError(f"--budget {budget}: the accuracy budget is in points (e.g. 1.0) and cannot be negative.")
-    say = progress if callable(progress) else (_printer() if progress else (lambda message: None))
-    model_dir, run_dir = resolve(path)
+    the metrics. The new set replaces the previous one only once complete. See README, "Compression"."""
     from headstart.model.folder import read_model_config
 
-    labels = read_model_config(model_dir)["labels"]
-    c = Compression(model_dir, load_data(model_dir, run_dir, labels, data, calibration_data, data_settings), budget,
-                    say)
-    say(f"fp32 PyTorch on {len(c.data.test)} test examples")
-    c.add("fp32-pytorch", c.reference, size_mb(model_dir / "model.safetensors"),
+    _check_options(method, budget, qat_epochs, qat_lr)
+    say = progress if callable(progress) else (_printer() if progress else (lambda message: None))
+    model_dir, run_dir = resolve(path)
+    config = read_model_config(model_dir)
+    examples = load_data(model_dir, run_dir, config["labels"], config["modality"], data, calibration_data,
+                         data_settings)
+    if method == "qat" and examples.train is None:
+        raise HeadstartError("Quantization-aware training needs the run's training split: pass the run folder "
+                             "(runs/<name>), not a model folder on its own.")
+    with _locked(model_dir):
+        c = Compression(model_dir, examples, budget, say)
+        kind, calibration_set = None, None
+        if method != "bf16":
+            kind = method if method in ("dynamic", "static") else ("dynamic" if linear_heavy(c.model) else "static")
+            calibration_set = _check_val(c, "quantization-aware training" if method == "qat" else f"{kind} int8",
+                                         force_calibration, kind == "static" or method == "qat")
+        _tidy(model_dir)  # after a killed call
+        try:
+            metrics = _write(c, method, kind, calibration_set, latency, qat_epochs, qat_lr)
+            _swap(c.root, model_dir / "variants")
+        finally:
+            _tidy(model_dir)
+    return metrics
+
+
+def _write(c: Compression, method: str, kind: str | None, calibration_set: dict | None, latency: bool,
+           qat_epochs: int, qat_lr: float) -> dict:
+    """Every variant, metrics.json and report.html, in the staging folder; returns the metrics."""
+    from headstart.compress.report import write
+
+    c.work.mkdir(parents=True)
+    c.say(f"fp32 PyTorch: {c.data.scope} of {c.data.source}, {len(c.data.test)} examples")
+    c.add("fp32-pytorch", c.reference, size_mb(c.model_dir / "model.safetensors"),
           {"runtime": "torch", "file": "../model.safetensors", "method": "none", "precision": "fp32"})
     fp32_onnx, difference, groups = c.export(c.model, c.fresh("fp32-onnx") / "model.onnx")
     c.onnx_variant("fp32-onnx", fp32_onnx, {"method": "ONNX export", "precision": "fp32",
                                             "max_logit_difference": difference})
     _bf16(c)
-    int8 = None
-    if method != "bf16":
-        kind = method if method in ("dynamic", "static") else ("dynamic" if linear_heavy(c.model) else "static")
-        int8 = _int8(c, kind, fp32_onnx, groups, method, force_calibration, qat_epochs, qat_lr)
-    shutil.rmtree(c.work, ignore_errors=True)
+    int8 = None if kind is None else _int8(c, kind, calibration_set, fp32_onnx, groups, method, qat_epochs, qat_lr)
+    shutil.rmtree(c.work)
     if latency:
         _time(c)
     metrics = _metrics(c, method, int8)
@@ -256,11 +283,40 @@ def compress(path: Union[str, Path], method: str = "auto", budget: float = 1.0, 
     for name, row in c.rows.items():
         if name != "fp32-pytorch":
             write_manifest(c.root / name, {"name": name, **row})
-    for folder in c.root.iterdir():  # variants of an earlier call were judged on another budget, method or data
-        if folder.is_dir() and folder.name not in c.rows:
-            shutil.rmtree(folder)
     write(metrics, c.root / "report.html")
     return metrics
+
+
+@contextmanager
+def _locked(model_dir: Path):
+    """Hold the model folder's compress lock; refused at once while another call holds it."""
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(locked(model_dir / LOCK, timeout=0))
+        except HeadstartError:
+            raise HeadstartError(f"Another `headstart compress` is writing the variants of {model_dir} (it holds "
+                                 f"{model_dir / LOCK}). Wait for it to finish, then run this one again.") from None
+        except OSError as exc:
+            raise HeadstartError(f"{model_dir} cannot be written ({exc.strerror}), and compress writes the variants "
+                                 "there. Make it writable, or compress a copy of the model folder.") from None
+        yield
+
+
+def _swap(staging: Path, variants: Path) -> None:
+    """The completed set in place of the previous one, which is moved aside (and removed by `_tidy`)."""
+    if variants.exists():
+        variants.rename(variants.with_name(PREVIOUS))
+    staging.rename(variants)
+
+
+def _tidy(model_dir: Path) -> None:
+    """One whole set in variants/: a set moved aside by a swap that did not finish goes back; the staging folder of
+    a stopped call and the set a finished swap replaced are removed."""
+    variants, previous = model_dir / "variants", model_dir / PREVIOUS
+    if previous.is_dir() and not variants.exists():
+        previous.rename(variants)
+    shutil.rmtree(previous, ignore_errors=True)
+    shutil.rmtree(model_dir / STAGING, ignore_errors=True)
 
 
 def _time(c: Compression) -> None:
@@ -288,7 +344,7 @@ def _metrics(c: Compression, method: str, int8: dict | None) -> dict:
         row["size_ratio"] = base["size_mb"] / row["size_mb"]
     return _clean({
         "schema": "headstart-compression", "version": 1, "model": str(c.model_dir),
-        "data": {"source": c.data.source, "scope": "test split" if c.data.run_dir else "all examples",
+        "data": {"source": c.data.source, "scope": c.data.scope,
                  "examples": len(c.data.test), "labels": c.labels},
         "settings": {"method": method, "budget_points": c.budget, "headline": HEADLINE},
         "int8": None if int8 is None else {k: v for k, v in int8.items() if k != "rows"},

@@ -28,23 +28,26 @@ def _cells(row: dict, name: str) -> list[str]:
             "accepted" if row["accepted"] else "rejected"]
 
 
-TERMINAL_COLUMNS = ["variant", "accuracy (drop, points)", "macro-F1", "agreement", "MB (x smaller)",
-                    "batch 1 p50 / p95 ms", "batch 32 /s (model alone)", "x faster b1 / b32 (model alone)", "verdict"]
-
-
-def rows(metrics: dict) -> list[list[str]]:
-    """The table as plain strings, in fewer columns (for the terminal)."""
-    out = []
-    for name, r in metrics["variants"].items():
+def terminal_tables(metrics: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """The comparison for the terminal, as (title, columns, rows) of plain strings: accuracy, then size and speed;
+    each table reads at 80 columns."""
+    data, variants = metrics["data"], metrics["variants"]
+    accuracy = [[name, f"{r['accuracy']:.4f}", f"{r['accuracy_drop']:+.2f}", f"{r['macro_f1']:.4f}",
+                 f"{r['agreement']:.4f}", "accepted" if r["accepted"] else "REJECTED"] for name, r in variants.items()]
+    speed = []
+    for name, r in variants.items():
         t = r.get("latency")
-        timing = [f"{t['batch1_p50_ms']:.1f} / {t['batch1_p95_ms']:.1f}",
-                  f"{t['batch32_throughput_per_s']:.1f} ({t['batch32_model_throughput_per_s']:.1f})",
-                  f"{t['speedup_batch1']:.2f} / {t['speedup_batch32']:.2f} ({t['speedup_model_batch32']:.2f})"
+        timing = [f"{t['batch1_p50_ms']:.1f} / {t['batch1_p95_ms']:.1f} ({t['speedup_batch1']:.2f})",
+                  f"{t['batch32_throughput_per_s']:.1f} ({t['speedup_batch32']:.2f})",
+                  f"{t['batch32_model_throughput_per_s']:.1f} ({t['speedup_model_batch32']:.2f})"
                   ] if t else ["not timed"] * 3
-        out.append([name, f"{r['accuracy']:.4f} ({r['accuracy_drop']:+.2f})", f"{r['macro_f1']:.4f}",
-                    f"{r['agreement']:.4f}", f"{r['size_mb']:.2f} ({r['size_ratio']:.2f})", *timing,
-                    "accepted" if r["accepted"] else "REJECTED"])
-    return out
+        speed.append([name, f"{r['size_mb']:.2f} ({r['size_ratio']:.2f})", *timing])
+    return [(f"Compression: {data['scope']} of {data['source']} ({data['examples']} examples), budget "
+             f"{metrics['settings']['budget_points']:g} points",
+             ["variant", "accuracy", "drop (points)", "macro-F1", "agreement", "verdict"], accuracy),
+            ("Size and speed (x: against fp32-pytorch)",
+             ["variant", "MB (x smaller)", "batch 1 ms p50 / p95 (x faster)", "batch 32 /s (x faster)",
+              "model alone, batch 32 /s (x faster)"], speed)]
 
 
 def _sensitivity(int8: dict | None) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 
 from headstart.errors import HeadstartError
 from headstart.predict import Predictor
@@ -23,6 +24,7 @@ from headstart.predict import Predictor
 FORMAT = "headstart-variant"
 VERSION = 1
 MANIFEST = "variant.json"
+REQUIRED = ("name", "runtime", "accepted", "verdict")  # what loading and serving read
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
@@ -31,14 +33,28 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
     return path
 
 
+def damaged(path: Path, why: str) -> HeadstartError:
+    """The error for a variant file that cannot be read."""
+    return HeadstartError(f"{path} is damaged ({why}). Run `headstart compress` again (on the run that made "
+                          f"{Path(path).parents[2]}, or on that model folder) to write the variants anew.")
+
+
 def read_manifest(folder: Path) -> dict[str, Any]:
     path = Path(folder) / MANIFEST
     if not path.is_file():
         raise HeadstartError(f"{folder} is not a compressed variant: it has no {MANIFEST}. Variants live in "
                              "<model>/variants/<name>/, written by `headstart compress`.")
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise damaged(path, f"not valid JSON: {exc}") from None
+    if not isinstance(manifest, dict):
+        raise damaged(path, "not a JSON object")
     if manifest.get("format") != FORMAT:
         raise HeadstartError(f"{path} is not a headstart variant manifest (format is {manifest.get('format')!r}).")
+    missing = [key for key in REQUIRED if key not in manifest]
+    if missing:
+        raise damaged(path, f"it has no {', '.join(missing)}")
     return manifest
 
 
@@ -68,7 +84,10 @@ class OnnxModel:
         from headstart.compress.export import session
 
         self.backbone = backbone
-        self.session = session(path, threads)
+        try:
+            self.session = session(path, threads)
+        except Exception as exc:  # ONNX Runtime's errors (InvalidProtobuf, NoSuchFile, Fail) are plain Exceptions
+            raise damaged(path, f"ONNX Runtime cannot open it: {str(exc).splitlines()[0]}") from None
 
     def __call__(self, **batch: torch.Tensor) -> torch.Tensor:
         from headstart.compress.export import run_logits
@@ -107,7 +126,13 @@ class VariantPredictor(Predictor):
         if runtime == "onnxruntime":
             self.model = OnnxModel(self.folder / "model.onnx", preprocessing_backbone(self.model_dir, config), threads)
         elif runtime == "torch":
-            self.model = Bf16Model(load_model(self.model_dir, weights=self.folder / "model.safetensors"))
+            weights = self.folder / "model.safetensors"
+            try:
+                with safe_open(str(weights), "pt"):  # reads and checks the header only
+                    pass
+            except (OSError, SafetensorError) as exc:
+                raise damaged(weights, f"not a readable safetensors file: {exc}") from None
+            self.model = Bf16Model(load_model(self.model_dir, weights=weights))
         else:
             raise HeadstartError(f"{self.folder / MANIFEST} names a runtime this headstart does not know: {runtime}.")
 

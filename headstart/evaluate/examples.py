@@ -73,6 +73,15 @@ def slice_columns(examples: Examples, requested: list[str], source: str) -> list
     return list(dict.fromkeys(requested + auto))
 
 
+def check_modality(model: str, data: str, source: str, option: str = "--data") -> None:
+    """Refuse data of another modality than the model reads (a text model would read image paths as texts)."""
+    if data != model:
+        hint = " (for a table of image paths, name its column with --set data.image_column=COLUMN)" \
+            if model == "image" else ""
+        raise HeadstartError(f"The model reads {model}s, but {source} holds {data}s: give {option} labelled "
+                             f"{model}s{hint}.")
+
+
 def _with_targets(frame: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
     index = {label: i for i, label in enumerate(labels)}
     return frame.assign(y=frame["label"].map(index).astype(int)).reset_index(drop=True)

@@ -108,10 +108,11 @@ def serve_and_time(model_dir: str, inputs: list, loader: str = LOADER) -> dict:
 
 
 def folder_size(folder: Path) -> int:
-    """Bytes of the files of a model folder, without its compressed variants (variants/)."""
+    """Bytes of the files of a model folder, without its compressed variants (variants/, and the hidden folders of
+    a compress call in progress)."""
     folder = Path(folder)
-    return sum(p.stat().st_size for p in folder.rglob("*")
-               if p.is_file() and p.relative_to(folder).parts[0] != "variants")
+    tops = [p for p in folder.iterdir() if p.name != "variants" and not p.name.startswith(".")]
+    return sum(p.stat().st_size for top in tops for p in [top, *top.rglob("*")] if p.is_file())
 
 
 def measure(model_dir: Path, inputs: list, loader: str = LOADER) -> dict:

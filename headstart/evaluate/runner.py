@@ -202,8 +202,7 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
     say(f"reading {data or config.data.source}")
     evaluated = examples.load(run_dir, config.data, labels, requested, data,
                               _data_config(config, data, data_updates, predictor.modality))
-    if evaluated.modality != predictor.modality:
-        raise HeadstartError(f"The model reads {predictor.modality}s, but {evaluated.source} holds {evaluated.modality}s.")
+    examples.check_modality(predictor.modality, evaluated.modality, evaluated.source)
     batch, samples, seed = config.train.eval_batch_size, settings.bootstrap, settings.seed
     y, val_y = examples.targets(evaluated.test), examples.targets(evaluated.val)
     positive = positive_index(labels, examples.targets(evaluated.train), settings.positive_label)
