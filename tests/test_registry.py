@@ -205,3 +205,133 @@ def test_a_file_given_as_the_registry_is_refused(tmp_path):
     listing = cli("registry", "list", "--registry", str(path))
     assert listing.returncode == 2 and "is a file. A registry is a folder" in listing.stderr
     assert "Traceback" not in listing.stderr and path.read_text() == "{}"
+
+
+def _copy_run(tiny_run, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(tiny_run.path, target, ignore=shutil.ignore_patterns("checkpoints"))
+    return target
+
+
+def _edit_json(path: Path, **changes) -> None:
+    path.chmod(0o644)
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_a_removed_version_number_is_never_reused_and_its_aliases_are_reported(tiny_run, tmp_path):
+    import shutil
+
+    reg = Registry(tmp_path / "reg")
+    reg.push(tiny_run.path, "digits")
+    reg.push(tiny_run.path, "digits")
+    reg.promote("digits", 2)
+    shutil.rmtree(tmp_path / "reg" / "digits" / "versions" / "2")  # by hand, production included
+    assert reg.push(tiny_run.path, "digits").number == 3  # not 2: production must not point at it
+    with pytest.raises(HeadstartError, match="digits@production points at version 2, whose folder is missing"):
+        reg.resolve("digits")
+    assert reg.dangling("digits") == {"production": 2}
+    shutil.rmtree(tmp_path / "reg" / "digits" / "versions" / "3")  # the highest: still never given again
+    assert reg.push(tiny_run.path, "digits").number == 4
+    (tmp_path / "reg" / "digits" / "last-version").write_text("lots")
+    with pytest.raises(HeadstartError, match="last-version is damaged"):
+        reg.push(tiny_run.path, "digits")
+    assert reg.numbers("digits") == [1, 4]
+
+    args = ("--registry", str(reg.root))
+    shown = cli("registry", "show", "digits", *args)
+    assert shown.returncode == 0 and "digits@production points at version 2, whose folder is missing" in shown.stdout
+    assert "2 (missing)" in cli("registry", "list", *args).stdout
+    resolved = cli("registry", "show", "digits@production", *args)
+    assert resolved.returncode == 2 and "points at version 2" in resolved.stderr and "Traceback" not in resolved.stderr
+
+
+def test_push_refuses_another_modality_and_diff_names_other_labels(tiny_run, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    reg.push(tiny_run.path, "digits")
+    text = _copy_run(tiny_run, tmp_path / "text")
+    _edit_json(text / "model" / "config.json", modality="text")
+    with pytest.raises(HeadstartError, match="holds a text model, but the versions of digits classify images"):
+        reg.push(text, "digits")
+    assert reg.numbers("digits") == [1]
+    renamed = _copy_run(tiny_run, tmp_path / "renamed")
+    _edit_json(renamed / "model" / "config.json", labels=["zero", "one", "digit2"])
+    reg.push(renamed, "digits")
+    diff = cli("registry", "diff", "digits", "1", "2", "--registry", str(reg.root))
+    assert "different labels (only in v1: digit0, digit1; only in v2: zero, one)" in diff.stdout, diff.stderr
+
+
+def _break(run: Path, damage: str) -> None:
+    if damage == "weights":
+        (run / "model" / "model.safetensors").write_text("xx\n")
+    elif damage == "model":
+        import shutil
+
+        shutil.rmtree(run / "model")
+    elif damage == "split":
+        (run / "split.csv").write_text("path,class\na.png,digit0\n")
+    else:
+        file, text = damage.split(":")
+        (run / file).write_text(text)
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("weights", r"model.safetensors is not a readable safetensors file"),
+    ("model", r"not a finished run folder: model is missing"),
+    ("split", r"split.csv has no origin, label, split column"),
+    ("results.json:{nope", r"results.json is not valid JSON"),
+    ("results.json:[1]", r"results.json holds a JSON list, not an object"),
+    ("metrics.json:{nope", r"metrics.json is not valid JSON"),
+])
+def test_push_refuses_a_damaged_run_and_registers_nothing(tiny_run, tmp_path, damage, message):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    _break(run, damage)
+    reg = Registry(tmp_path / "reg")
+    with pytest.raises(HeadstartError, match=message):
+        reg.push(run, "digits")
+    assert reg.numbers("digits") == []
+
+
+def test_damaged_aliases_are_named_and_do_not_hide_other_models(tiny_run, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    for name in ("digits", "other"):
+        reg.push(tiny_run.path, name)
+        reg.promote(name, 1)
+    aliases = reg.root / "digits" / "aliases.json"
+    aliases.write_text('{"aliases": {"produc')
+    for action in (lambda: reg.resolve("digits"), lambda: reg.promote("digits", 1), lambda: reg.rollback("digits"),
+                   lambda: reg.push(tiny_run.path, "digits")):
+        with pytest.raises(HeadstartError, match="aliases.json is not valid JSON"):
+            action()
+    listing = cli("registry", "list", "--registry", str(reg.root))
+    assert listing.returncode == 0 and "other" in listing.stdout and "Traceback" not in listing.stderr
+    assert f"{aliases} is not valid JSON" in " ".join(listing.stdout.split()), listing.stdout
+    aliases.write_text('{"aliases": {"production": 9}}')
+    with pytest.raises(HeadstartError, match='aliases.json is damaged: it needs "aliases"'):
+        reg.rollback("digits")
+    assert reg.resolve("other").number == 1
+
+
+def test_promote_and_rollback_refuse_a_version_whose_files_changed(tiny_run, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    reg.push(tiny_run.path, "digits")
+    reg.push(tiny_run.path, "digits")
+    reg.promote("digits", 1)
+    reg.promote("digits", 2)
+    weights = reg.version("digits", 1).model_dir / "model.safetensors"
+    weights.chmod(0o644)
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\1")
+    before = reg.aliases("digits")
+    promoted = cli("registry", "promote", "digits", "1", "--registry", str(reg.root))
+    assert promoted.returncode == 2 and "differs from the file registered in digits@1" in promoted.stderr
+    with pytest.raises(HeadstartError, match="differs from the file registered in digits@1"):
+        reg.rollback("digits")
+    assert reg.aliases("digits") == before
+
+
+def test_a_reference_with_nothing_after_the_at_is_refused(tiny_run, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    reg.push(tiny_run.path, "digits")
+    reg.promote("digits", 1)
+    with pytest.raises(HeadstartError, match="'digits@' has nothing after '@'"):
+        reg.resolve("digits@")

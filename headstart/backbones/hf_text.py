@@ -14,6 +14,10 @@ from torch import nn
 from headstart.backbones.base import Backbone, State
 from headstart.errors import HeadstartError
 
+# Texts are cut to max_length * CHARS_PER_TOKEN characters before tokenizing: far more than max_length tokens of
+# any real text span, so the tokens kept are the same, and a huge text is not tokenized whole only to be truncated.
+CHARS_PER_TOKEN = 32
+
 
 def _blocks_prefix(model: nn.Module) -> str:
     """Name of the ModuleList holding the transformer blocks: the one with the most parameters."""
@@ -101,9 +105,10 @@ class HFTextEncoder(Backbone):
         return groups
 
     def prepare(self, inputs: list[str]) -> dict[str, torch.Tensor]:
+        budget = self.max_length * CHARS_PER_TOKEN
         # pad to the longest text of the batch, not to max_length: short batches cost less
-        encoded = self.tokenizer(list(inputs), padding=True, truncation=True, max_length=self.max_length,
-                                 return_tensors="pt")
+        encoded = self.tokenizer([text[:budget] for text in inputs], padding=True, truncation=True,
+                                 max_length=self.max_length, return_tensors="pt")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 
     @cached_property

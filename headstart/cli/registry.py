@@ -10,6 +10,8 @@ import typer
 from rich.table import Table
 
 from headstart.cli.app import app, console
+from headstart.errors import HeadstartError
+from headstart.registry import ALIASES
 
 registry_app = typer.Typer(no_args_is_help=True, help="Versioned models: push, list, show, diff, promote, rollback.")
 app.add_typer(registry_app, name="registry")
@@ -51,11 +53,21 @@ def registry_list(registry: Optional[Path] = REGISTRY_OPTION) -> None:
     table = Table(title=f"Registry {reg.root}")
     for column in ("model", "versions", "production", "candidate", "latest created"):
         table.add_column(column)
+    problems = []
     for name in reg.names():
-        numbers, aliases = reg.numbers(name), reg.aliases(name)["aliases"]
-        table.add_row(name, str(len(numbers)), str(aliases.get("production", "")), str(aliases.get("candidate", "")),
-                      reg.version(name, numbers[-1]).meta["created"])
+        numbers = reg.numbers(name)
+        try:  # one damaged model must not hide the others
+            aliases, missing = reg.aliases(name)["aliases"], reg.dangling(name)
+            created = reg.version(name, numbers[-1]).meta["created"] if numbers else ""
+        except HeadstartError as exc:
+            problems.append(str(exc))
+            table.add_row(name, str(len(numbers)), "?", "?", "(damaged: see below)")
+            continue
+        marks = [f"{aliases[a]} (missing)" if a in missing else str(aliases.get(a, "")) for a in ALIASES]
+        table.add_row(name, str(len(numbers)), *marks, created)
     console.print(table)
+    for problem in problems:
+        console.print(f"[bold red]Damaged:[/] {problem}", highlight=False)
 
 
 @registry_app.command("show")
@@ -78,6 +90,10 @@ def registry_show(
     if not table.rows:
         reg.resolve(spec + "@latest")  # explains that there is no such model
     console.print(table)
+    for alias, number in reg.dangling(spec).items():
+        console.print(f"[bold red]{spec}@{alias} points at version {number}, whose folder is missing[/] (removed by "
+                      f"hand): promote an existing version with `headstart registry promote {spec} N --to {alias}`.",
+                      highlight=False)
 
 
 @registry_app.command("diff")
@@ -97,6 +113,12 @@ def registry_diff(
         change = "" if x is None or y is None else f"{y - x:+.4f}"
         table.add_row(key, "" if x is None else f"{x:.4f}", "" if y is None else f"{y:.4f}", change)
     console.print(table)
+    la, lb = va.meta["labels"], vb.meta["labels"]
+    if la != lb:
+        only = [f"only in v{v.number}: {', '.join(extra)}" for v, extra in
+                ((va, [x for x in la if x not in lb]), (vb, [x for x in lb if x not in la])) if extra]
+        console.print(f"The versions have different labels ({'; '.join(only) or 'in another order'}): their "
+                      "metrics are not measured on the same classes.", highlight=False)
 
 
 @registry_app.command("promote")

@@ -50,11 +50,21 @@ def serve(
 
 
 def _check_port(host: str, port: int) -> None:
-    """Refuse a port that cannot be bound (in use, or not allowed) before anything is loaded or announced."""
+    """Refuse an address that cannot be bound (a host that does not resolve or is not this machine's, a port in use
+    or not allowed) before anything is loaded or announced."""
+    import errno
     import socket
 
     try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise HeadstartError(f"--host {host}: the name does not resolve ({exc.strerror}). Give an address or name of "
+                             "this machine, e.g. 127.0.0.1 (or 0.0.0.0 for every interface).") from None
+    try:
         socket.create_server((host, port)).close()  # with SO_REUSEADDR, as uvicorn binds
     except OSError as exc:
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise HeadstartError(f"--host {host}: not an address of this machine ({exc.strerror}). Give one of its "
+                                 "addresses, e.g. 127.0.0.1 (or 0.0.0.0 for every interface).") from None
         raise HeadstartError(f"Cannot listen on {host}:{port}: {exc.strerror or exc}. Another program may be using "
                              "the port: give another --port (or stop that program).") from None

@@ -31,7 +31,7 @@ MAX_LOGIT_DIFFERENCE = 1e-3  # ONNX Runtime against PyTorch, float32
 LOADER = "headstart.compress.variants:load_any_variant"
 STAGING = ".variants-staging"  # the set being written, swapped into variants/ when the call completes
 PREVIOUS = ".variants-previous"  # the set it replaces, for the moment of the swap
-LOCK = ".compress.lock.txt"  # hidden and with a suffix `registry push` accepts: it checks every file of the folder
+LOCK = ".compress.lock"  # hidden: `registry push` leaves it out
 
 
 def linear_heavy(model) -> bool:

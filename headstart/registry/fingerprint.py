@@ -5,6 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from headstart.errors import HeadstartError
+
+REWRITE = "Push a run folder written by `headstart fit`, or run it again."
+
 def file_digest(path: Path) -> str:
     """sha256 of a file's bytes."""
     with open(path, "rb") as handle:
@@ -16,7 +20,14 @@ def data_fingerprint(split_csv: Path) -> dict:
     (independent of row order), and the number of examples per split."""
     import pandas as pd
 
-    table = pd.read_csv(split_csv, keep_default_na=False, dtype=str)
+    try:
+        table = pd.read_csv(split_csv, keep_default_na=False, dtype=str)
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas' EmptyDataError and ParserError are ValueErrors
+        raise HeadstartError(f"{split_csv} is not a readable CSV file ({exc}). {REWRITE}") from None
+    missing = [column for column in ("origin", "label", "split") if column not in table.columns]
+    if missing:
+        raise HeadstartError(f"{split_csv} has no {', '.join(missing)} column: it is not a split manifest written "
+                             f"by `headstart fit`. {REWRITE}")
     rows = sorted("\t".join((r.origin, r.label, r.split)) for r in table[["origin", "label", "split"]].itertuples())
     return {"sha256": hashlib.sha256("\n".join(rows).encode()).hexdigest(),
             "examples": {split: int(n) for split, n in table["split"].value_counts().sort_index().items()},

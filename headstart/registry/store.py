@@ -4,6 +4,7 @@
     <registry>/<name>/versions/<n>/model/         the model folder, compressed variants included
     <registry>/<name>/versions/<n>/run/           config.yaml, results.json and metrics.json of the run
     <registry>/<name>/aliases.json                {"production": n, "candidate": m} and the production history
+    <registry>/<name>/last-version                the highest number ever given (numbers are never reused)
     <registry>/<name>/.lock                       held by the one writer at a time
 
 A version is staged in a hidden folder and renamed into place only when complete, and aliases.json is replaced by
@@ -33,6 +34,21 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ALLOWED_SUFFIXES = {".json", ".safetensors", ".onnx", ".txt", ".model", ".md", ".html", ".csv", ".yaml"}
 RUN_FILES = ("config.yaml", "results.json", "metrics.json")
 FORMAT = "headstart-registry-version"
+
+
+def _read_json(path: Path, fix: str) -> dict:
+    """The JSON object in `path`; anything else is refused, naming the file, with `fix` (what to do)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except ValueError as exc:  # invalid JSON or UTF-8
+        raise HeadstartError(f"{path} is not valid JSON ({exc}). {fix}") from None
+    if not isinstance(value, dict):
+        raise HeadstartError(f"{path} holds a JSON {type(value).__name__}, not an object. {fix}")
+    return value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def is_version_model(model_dir: Path) -> bool:
@@ -86,10 +102,13 @@ class Version:
 
 def parse_spec(spec: str) -> tuple[str, str]:
     """'name', 'name@3', 'name@production', 'name@latest' -> (name, reference); a bare name means production."""
-    name, _, ref = spec.partition("@")
+    name, at, ref = spec.partition("@")
     if not NAME.match(name):
         raise HeadstartError(f"'{name}' is not a valid model name: use letters, digits, '.', '_' and '-' "
                              "(at most 64, starting with a letter or digit).")
+    if at and not ref:
+        raise HeadstartError(f"'{spec}' has nothing after '@': give a version number, latest, "
+                             f"{' or '.join(ALIASES)} (or the bare name for production).")
     return name, ref or "production"
 
 
@@ -106,17 +125,20 @@ def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
 def headline_metrics(run_dir: Path) -> dict[str, float]:
     """Test metrics of results.json, and the overall metrics and latency of metrics.json when evaluated."""
     out: dict[str, float] = {}
-    results = json.loads((run_dir / "results.json").read_text())
+    fix = "Push a run whose files `headstart fit` / `headstart evaluate` wrote, or write them again."
+    results = _read_json(run_dir / "results.json", fix)
     _flatten("test", results.get("test", {}), out)
     if (run_dir / "metrics.json").is_file():
-        evaluation = json.loads((run_dir / "metrics.json").read_text())
+        evaluation = _read_json(run_dir / "metrics.json", fix)
         _flatten("overall", evaluation.get("overall", {}), out)
         _flatten("latency", evaluation.get("latency") or {}, out)
     return out
 
 
 def _copy_model(source: Path, target: Path) -> None:
-    refused = [p for p in source.rglob("*") if p.is_file() and p.suffix.lower() not in ALLOWED_SUFFIXES]
+    """Copy a model folder, hidden files and folders left out (a compress call's lock and staging)."""
+    kept = [p for p in source.rglob("*") if not any(part.startswith(".") for part in p.relative_to(source).parts)]
+    refused = [p for p in kept if p.is_file() and p.suffix.lower() not in ALLOWED_SUFFIXES]
     if refused:
         names = ", ".join(str(p.relative_to(source)) for p in refused[:5])
         raise HeadstartError(f"{source} holds files the registry does not accept: {names}. A registered model holds "
@@ -165,7 +187,8 @@ class Registry:
         if not (path / "version.json").is_file():
             known = ", ".join(map(str, self.numbers(name))) or "none"
             raise HeadstartError(f"{name} has no version {number} in {self.root} (versions: {known}).")
-        return Version(name, number, path, json.loads((path / "version.json").read_text()))
+        meta = _read_json(path / "version.json", "The registered version is damaged: push its run again.")
+        return Version(name, number, path, meta)
 
     def versions(self, name: str) -> list[Version]:
         return [self.version(name, n) for n in self.numbers(name)]
@@ -175,7 +198,21 @@ class Registry:
         path = self._folder(name) / "aliases.json"
         if not path.is_file():
             return {"aliases": {}, "history": {"production": []}, "events": []}
-        return json.loads(path.read_text())
+        fix = (f"Restore it from a backup, or delete it and promote again (`headstart registry promote {name} N "
+               "--to production`).")
+        state = _read_json(path, fix)
+        aliases, history = state.get("aliases"), state.get("history")
+        if not (isinstance(aliases, dict) and all(a in ALIASES and _is_number(n) for a, n in aliases.items())
+                and isinstance(history, dict) and isinstance(history.get("production"), list)
+                and all(map(_is_number, history["production"])) and isinstance(state.get("events"), list)):
+            raise HeadstartError(f'{path} is damaged: it needs "aliases" ({{"production": N, "candidate": N}}), '
+                                 f'"history" ({{"production": [N, ...]}}) and "events" ([...]). {fix}')
+        return state
+
+    def dangling(self, name: str) -> dict[str, int]:
+        """{alias: version} for the aliases pointing at a version whose folder is missing."""
+        numbers = self.numbers(name)
+        return {alias: n for alias, n in self.aliases(name)["aliases"].items() if n not in numbers}
 
     def _existing(self, name: str) -> list[int]:
         """The version numbers of `name`; refused if nothing is registered under that name."""
@@ -195,33 +232,57 @@ class Registry:
         if ref == "latest":
             return self.version(name, numbers[-1])
         number = self.aliases(name)["aliases"].get(ref)
+        hint = f"Promote a version first: `headstart registry promote {name} {numbers[-1]} --to {ref}`."
         if number is None:
-            hint = (f"Promote a version first: `headstart registry promote {name} {numbers[-1]} --to {ref}`."
-                    if ref in ALIASES else f"Use a version number, 'latest', or an alias ({', '.join(ALIASES)}).")
+            hint = hint if ref in ALIASES else f"Use a version number, 'latest', or an alias ({', '.join(ALIASES)})."
             raise HeadstartError(f"{name} has no version marked '{ref}'. {hint}")
+        if number not in numbers:
+            raise HeadstartError(f"{name}@{ref} points at version {number}, whose folder is missing from "
+                                 f"{self.root / name / 'versions'} (removed by hand). {hint}")
         return self.version(name, number)
+
+    def _last_number(self, name: str) -> int:
+        """The highest version number ever given to `name` (its folder may have been removed since)."""
+        path = self._folder(name) / "last-version"
+        text = path.read_text().strip() if path.is_file() else "0"
+        if not text.isdigit():
+            raise HeadstartError(f"{path} is damaged: it should hold the highest version number {name} ever had. "
+                                 "Write that number into it (at least the highest folder in versions/).")
+        return int(text)
 
     def push(self, run_dir: str | Path, name: str, parent: int | None = None) -> Version:
         """Register a finished run's model as the next version of `name`: model folder (with compressed variants),
         run config, results and metrics, the data fingerprint of its split manifest, and its parent version
-        (default: the production version at the time of the push)."""
+        (default: the production version at the time of the push). Numbers are never reused, even of a version
+        whose folder was removed."""
         run_dir = Path(run_dir)
         model_dir = run_dir / "model"
-        for required in (run_dir / "config.yaml", run_dir / "results.json", run_dir / "split.csv",
+        for required in (run_dir / "config.yaml", run_dir / "results.json", run_dir / "split.csv", model_dir,
                          model_dir / "config.json", model_dir / "model.safetensors"):
-            if not required.is_file():
-                raise HeadstartError(f"{run_dir} is not a finished run folder: {required.name} is missing. Give a "
-                                     "folder written by `headstart fit` (runs/<name>).")
-        from headstart.model.folder import read_model_config
+            if not (required.is_dir() if required == model_dir else required.is_file()):
+                raise HeadstartError(f"{run_dir} is not a finished run folder: {required.relative_to(run_dir)} is "
+                                     "missing. Give a folder written by `headstart fit` (runs/<name>).")
+        from headstart.model.folder import load_model, read_model_config
 
         model_config = read_model_config(model_dir)
+        load_model(model_dir)  # weights that do not load would make a version nobody can serve
+        data = data_fingerprint(run_dir / "split.csv")
+        metrics = headline_metrics(run_dir)
         folder = self._folder(name)
-        (folder / "versions").mkdir(parents=True, exist_ok=True)
+        try:
+            (folder / "versions").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise HeadstartError(f"Cannot create the registry folder {folder} ({exc.strerror}): give a writable "
+                                 "--registry (or $HEADSTART_REGISTRY).") from None
         with self._lock(name):
             for stale in folder.glob(".staging-*"):  # left by a writer that died; we hold the lock, so it is dead
                 shutil.rmtree(stale, ignore_errors=True)
             numbers = self.numbers(name)
-            number = numbers[-1] + 1 if numbers else 1
+            modalities = {v.meta["modality"] for v in self.versions(name)} - {model_config["modality"]}
+            if modalities:
+                raise HeadstartError(f"{run_dir} holds a {model_config['modality']} model, but the versions of "
+                                     f"{name} classify {', '.join(sorted(modalities))}s: push it under another name.")
+            number = max(self._last_number(name), *numbers, 0) + 1
             if parent is None:
                 parent = self.aliases(name)["aliases"].get("production")
             elif parent not in numbers:
@@ -240,8 +301,7 @@ class Registry:
                 "source": str(run_dir.resolve()), "parent": parent,
                 "modality": model_config["modality"], "labels": model_config["labels"],
                 "backbone": model_config["backbone"], "preprocessing": model_config.get("preprocessing"),
-                "metrics": headline_metrics(run_dir),
-                "data": data_fingerprint(run_dir / "split.csv"),
+                "metrics": metrics, "data": data,
                 "variants": [{k: v.get(k) for k in ("name", "runtime", "precision", "accepted")}
                              for v in list_variants(staging / "model")],
                 "files": folder_digests(staging),
@@ -251,7 +311,18 @@ class Registry:
             sync_tree(staging)
             os.rename(staging, folder / "versions" / str(number))
             fsync_path(folder / "versions")  # the rename itself
+            write_atomic(folder / "last-version", f"{number}\n")  # until written, the folder itself counts
         return self.version(name, number)
+
+    def _set_alias(self, name: str, number: int, alias: str, action: str, state: dict) -> Version:
+        """Point `alias` at version `number` (checked against its digests) in `state`, and write it."""
+        version = self.version(name, number)
+        version.verify()  # a version whose files changed is never promoted
+        current = state["aliases"].get(alias)
+        state["aliases"][alias] = number
+        state["events"].append({"time": now(), "action": action, "alias": alias, "from": current, "to": number})
+        write_atomic(self._folder(name) / "aliases.json", json.dumps(state, indent=2))
+        return version
 
     def promote(self, name: str, number: int, alias: str = "production") -> Version:
         """Point `alias` at version `number`. Promoting to production remembers the version it replaces (for
@@ -260,17 +331,13 @@ class Registry:
             raise HeadstartError(f"--to {alias}: aliases are {', '.join(ALIASES)}.")
         self._existing(name)  # before the lock, whose file would create the model's folder
         with self._lock(name):
-            version = self.version(name, number)
             state = self.aliases(name)
             current = state["aliases"].get(alias)
             if alias == "production" and current is not None and current != number:
                 state["history"]["production"].append(current)
             if alias == "production" and state["aliases"].get("candidate") == number:
                 del state["aliases"]["candidate"]
-            state["aliases"][alias] = number
-            state["events"].append({"time": now(), "action": "promote", "alias": alias, "from": current, "to": number})
-            write_atomic(self._folder(name) / "aliases.json", json.dumps(state, indent=2))
-        return version
+            return self._set_alias(name, number, alias, "promote", state)
 
     def restore_aliases(self, name: str, state: dict) -> None:
         """Put back the aliases (and their history) as `aliases(name)` returned them: undoes a change that could
@@ -286,13 +353,7 @@ class Registry:
             history = state["history"]["production"]
             if not history:
                 raise HeadstartError(f"{name} has no earlier production version to roll back to.")
-            current, previous = state["aliases"].get("production"), history.pop()
-            state["aliases"]["production"] = previous
-            state["events"].append({"time": now(), "action": "rollback", "alias": "production", "from": current,
-                                    "to": previous})
-            version = self.version(name, previous)
-            write_atomic(self._folder(name) / "aliases.json", json.dumps(state, indent=2))
-        return version
+            return self._set_alias(name, history.pop(), "production", "rollback", state)
 
     def diff(self, name: str, a: str, b: str) -> list[tuple[str, float | None, float | None]]:
         """(metric, value in A, value in B) for every metric either version has; A and B are version references."""

@@ -7,6 +7,7 @@ refuses (4xx) logs nothing. See README, "Registry and serving".
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import secrets
 import time
@@ -23,14 +24,14 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from headstart.errors import HeadstartError
-from headstart.registry import Registry, parse_spec
+from headstart.registry import ALIASES, Registry, Version, parse_spec
 from headstart.serve import schemas
 from headstart.serve.batching import ShuttingDown
 from headstart.serve.inputs import BadInput, Item, parse_json, parse_multipart
 from headstart.serve.limits import BodyLimit
 from headstart.serve.log import PredictionLog, database_url
 from headstart.serve.metrics import RequestMetrics, ServiceMetrics
-from headstart.serve.models import Arm, load_arm
+from headstart.serve.models import Arm, check_pair, load_predictor
 from headstart.serve.router import Router
 
 
@@ -52,30 +53,30 @@ class ServeConfig:
     admin_token_env: str = "HEADSTART_ADMIN_TOKEN"
     seed: int | None = None
 
-    def check(self) -> None:
-        """Refuse settings that cannot work, before the service starts: versions, their files and variant, the
-        prediction log's database (the models load when it starts)."""
+    def check(self) -> dict[str, Version]:
+        """Refuse settings that cannot work, before the service starts: options, versions (a candidate of the same
+        model and modality), the prediction log's database. Returns the versions to serve, by role."""
         from headstart.serve.router import MODES
 
-        from headstart.serve.models import choose_variant
-
+        if self.mode not in MODES:
+            raise HeadstartError(f"--mode {self.mode}: use ab or shadow.")
+        if not 0 <= self.split <= 1:
+            raise HeadstartError(f"--split {self.split}: the candidate's share of traffic is between 0 and 1.")
+        for option in ("max_batch_size", "max_inputs", "max_body_mb", "max_wait_ms"):
+            value, zero = getattr(self, option), option == "max_wait_ms"  # not waiting is fine; no body is not
+            if not (math.isfinite(value) and (value >= 0 if zero else value > 0)):
+                raise HeadstartError(f"--{option.replace('_', '-')} {value}: give a "
+                                     f"{'non-negative' if zero else 'positive'} finite number.")
         registry = Registry(self.registry)
         name, _ = parse_spec(self.model)
         if self.candidate and parse_spec(self.candidate)[0] != name:
             raise HeadstartError(f"--candidate {self.candidate} must be a version of the served model '{name}' "
                                  f"(e.g. {name}@candidate).")
-        for spec in filter(None, (self.model, self.candidate)):
-            version = registry.resolve(spec)
-            version.verify()
-            choose_variant(version, self.runtime)
+        versions = {role: registry.resolve(spec) for role, spec in (("production", self.model),
+                                                                    ("candidate", self.candidate)) if spec}
+        check_pair(versions["production"], versions.get("candidate"))
         PredictionLog(database_url(self.db, registry.root / name / "predictions.sqlite")).close()
-        if self.mode not in MODES:
-            raise HeadstartError(f"--mode {self.mode}: use ab or shadow.")
-        if not 0 <= self.split <= 1:
-            raise HeadstartError(f"--split {self.split}: the candidate's share of traffic is between 0 and 1.")
-        for name in ("max_batch_size", "max_inputs", "max_body_mb"):
-            if getattr(self, name) <= 0:
-                raise HeadstartError(f"--{name.replace('_', '-')} must be positive.")
+        return versions
 
 
 class Service:
@@ -91,17 +92,18 @@ class Service:
         self.reload_lock = asyncio.Lock()
         self.router: Router | None = None
 
-    async def _arm(self, spec: str) -> Arm:
-        return await self._load(await asyncio.to_thread(self.registry.resolve, spec))
+    def _arm(self, version: Version, predictor, runtime: str) -> Arm:
+        return Arm(version, predictor, runtime, self.metrics, self.config.max_batch_size, self.config.max_wait_ms)
 
-    async def _load(self, version) -> Arm:
+    async def _load(self, version: Version) -> Arm:
+        """Load a version off the event loop (reading weights takes a while)."""
+        return self._arm(version, *await asyncio.to_thread(load_predictor, version, self.config.runtime))
+
+    async def start(self, loaded: dict[str, tuple]) -> None:
+        """Serve the (version, predictor, runtime) loaded before the start, by role."""
+        arms = {role: self._arm(*value) for role, value in loaded.items()}
         c = self.config
-        return await load_arm(version, c.runtime, self.metrics, c.max_batch_size, c.max_wait_ms)
-
-    async def start(self) -> None:
-        production = await self._arm(self.config.model)
-        candidate = await self._arm(self.config.candidate) if self.config.candidate else None
-        self.router = Router(production, candidate, self.config.mode, self.config.split, self.config.seed)
+        self.router = Router(arms["production"], arms.get("candidate"), c.mode, c.split, c.seed)
         self._gauges()
 
     async def stop(self) -> None:
@@ -118,25 +120,40 @@ class Service:
             self.metrics.serving.labels(self.name, role).set(arm.number)
 
     async def in_db(self, function, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.db, function, *args)
+        """Run a prediction log call on the database thread; a database that fails gets the request a 503."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.db, function, *args)
+        except Exception as exc:
+            raise HTTPException(503, f"The prediction log is unavailable ({type(exc).__name__}); try again.") from None
+
+    def _targets(self) -> dict[str, Version | None]:
+        """The versions the registry's production and the served candidate reference mean now (None: the
+        candidate alias was cleared), checked as a pair."""
+        targets = {"production": self.registry.resolve(f"{self.name}@production")}
+        if self.config.candidate:
+            ref = parse_spec(self.config.candidate)[1]
+            cleared = ref in ALIASES and ref not in self.registry.aliases(self.name)["aliases"]
+            targets["candidate"] = None if cleared else self.registry.resolve(self.config.candidate)
+        check_pair(targets["production"], targets.get("candidate"))
+        return targets
 
     async def follow_registry(self) -> None:
         """Serve the registry's production version (and candidate, when one is served) after an admin change:
-        the new model loads while the old one answers; then the arms are swapped."""
-        targets = {"production": f"{self.name}@production"}
-        if self.config.candidate:
-            targets["candidate"] = self.config.candidate
-        for role, spec in targets.items():
-            current = getattr(self.router, role)
-            try:
-                version = await asyncio.to_thread(self.registry.resolve, spec)
-            except HeadstartError:
-                if role == "candidate":  # the candidate alias was cleared (promoted): serve production alone
-                    self.router.replace(role, None)
-                    continue
-                raise
-            if current is None or current.number != version.number:
-                self.router.replace(role, await self._load(version))
+        the new models load while the old ones answer; then the arms are swapped, all of them or none."""
+        targets = await asyncio.to_thread(self._targets)
+        loaded = {}
+        try:
+            for role, version in targets.items():
+                current = getattr(self.router, role)
+                if version is not None and (current is None or current.number != version.number):
+                    loaded[role] = await self._load(version)
+        except BaseException:
+            for arm in loaded.values():
+                arm.retire()
+            raise
+        for role, version in targets.items():
+            if version is None or role in loaded:
+                self.router.replace(role, loaded.get(role))
         self._gauges()
 
     def rows(self, items: list[Item], results: list[dict], arm: Arm, role: str, request_id: str,
@@ -175,14 +192,15 @@ async def _shadow(service: Service, arm: Arm, items: list[Item], request_id: str
 
 
 def create_app(config: ServeConfig) -> FastAPI:
-    """The FastAPI application for `config`; the models load when it starts (its lifespan)."""
-    config.check()
+    """The FastAPI application for `config`. Its models load here, so one that does not load is refused before the
+    service starts; their micro-batchers start with it (its lifespan)."""
+    loaded = {role: (version, *load_predictor(version, config.runtime)) for role, version in config.check().items()}
     service_metrics = ServiceMetrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         service = Service(config, service_metrics)
-        await service.start()
+        await service.start(loaded)
         app.state.service = service
         try:
             yield
@@ -193,7 +211,9 @@ def create_app(config: ServeConfig) -> FastAPI:
                   description=f"Predictions of the registered model {config.model}, every one logged.")
     bearer = HTTPBearer(auto_error=False, description=f"The token in ${config.admin_token_env}.")
     max_bytes = int(config.max_body_mb * 1_000_000)
-    bad = {status: {"model": schemas.Error} for status in (400, 413, 415, 422, 503)}
+
+    def errors(*statuses: int) -> dict:
+        return {status: {"model": schemas.Error} for status in statuses}
 
     @app.exception_handler(BadInput)
     async def refuse(_request: Request, exc: BadInput):
@@ -227,7 +247,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         "application/json": {"schema": schemas.PredictJSON.model_json_schema()},
         "multipart/form-data": {"schema": schemas.PredictMultipart.model_json_schema()}}}}
 
-    @app.post("/predict", response_model=schemas.PredictResponse, responses=bad, openapi_extra=predict_body)
+    @app.post("/predict", response_model=schemas.PredictResponse, responses=errors(400, 413, 415, 422, 503),
+              openapi_extra=predict_body)
     async def predict(request: Request):
         """Classify texts (JSON `{"texts": [...]}`) or images (JSON `{"images": [base64, ...]}` or multipart
         file uploads). Each input gets a label, class probabilities, a prediction id and the model version."""
@@ -254,10 +275,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                     results, shadow_rows = await asyncio.gather(arm.predict(inputs),
                                                                 _shadow(service, shadow, items, request_id))
             rows = service.rows(items, results, arm, role, request_id, (time.perf_counter() - start) * 1000)
-        try:
-            await service.in_db(service.log.write_predictions, rows + shadow_rows)
-        except Exception as exc:
-            raise HTTPException(503, f"The prediction could not be logged ({type(exc).__name__}); try again.")
+        await service.in_db(service.log.write_predictions, rows + shadow_rows)
         service.count(rows + shadow_rows)
         return {"request_id": request_id, "predictions": [
             {"id": row["id"], "label": row["label"], "confidence": row["confidence"],
@@ -265,7 +283,7 @@ def create_app(config: ServeConfig) -> FastAPI:
              "arm": row["arm"]} for row in rows]}
 
     @app.post("/feedback", response_model=schemas.FeedbackResponse,
-              responses={404: {"model": schemas.Error}, 422: {"model": schemas.Error}})
+              responses=errors(400, 404, 413, 422, 503))
     async def feedback(body: schemas.FeedbackRequest, request: Request):
         """Record the true label of an earlier prediction."""
         service: Service = request.app.state.service
@@ -295,40 +313,42 @@ def create_app(config: ServeConfig) -> FastAPI:
         return Response(service_metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     async def changed(service: Service, change, *args) -> dict:
-        """Change the registry's aliases and serve what they name now; if that cannot be loaded, put the aliases
-        back, so the registry and the service agree on what production is."""
+        """Change the registry's aliases and serve what they name now. A change the registry refuses is a 409; so
+        is one whose versions cannot be served, after the aliases are put back (so the registry and the service
+        agree on what production is)."""
         async with service.reload_lock:
-            before = await asyncio.to_thread(service.registry.aliases, service.name)
-            await asyncio.to_thread(change, *args)
+            try:
+                before = await asyncio.to_thread(service.registry.aliases, service.name)
+                await asyncio.to_thread(change, *args)
+            except HeadstartError as exc:
+                raise HTTPException(409, str(exc)) from None
             try:
                 await service.follow_registry()
             except Exception as exc:
                 await asyncio.to_thread(service.registry.restore_aliases, service.name, before)
-                await service.follow_registry()
                 raise HTTPException(409, f"The new version could not be served ({exc}); the registry's aliases "
                                          "were put back and the service goes on serving the versions it served.")
         return service.health()
 
     @app.post("/admin/promote", response_model=schemas.Health, dependencies=[Depends(admin)],
-              responses={401: {"model": schemas.Error}, 403: {"model": schemas.Error}, 404: {"model": schemas.Error}})
+              responses=errors(400, 401, 403, 404, 409, 413, 422))
     async def promote(body: schemas.PromoteRequest, request: Request):
         """Promote a version to production or candidate in the registry, and serve it (no request is dropped)."""
         service: Service = request.app.state.service
-        try:
-            return await changed(service, service.registry.promote, service.name, body.version, body.to)
-        except HeadstartError as exc:
-            raise HTTPException(404, str(exc))
+        numbers = await asyncio.to_thread(service.registry.numbers, service.name)
+        if body.version not in numbers:
+            raise HTTPException(404, f"{service.name} has no version {body.version} (versions: "
+                                     f"{', '.join(map(str, numbers))}).")
+        return await changed(service, service.registry.promote, service.name, body.version, body.to)
 
     @app.post("/admin/rollback", response_model=schemas.Health, dependencies=[Depends(admin)],
-              responses={401: {"model": schemas.Error}, 403: {"model": schemas.Error}, 409: {"model": schemas.Error}})
+              responses=errors(401, 403, 409))
     async def rollback(request: Request):
         """Point production back at the previous production version, and serve it (no request is dropped)."""
         service: Service = request.app.state.service
-        try:
-            return await changed(service, service.registry.rollback, service.name)
-        except HeadstartError as exc:
-            raise HTTPException(409, str(exc))
+        return await changed(service, service.registry.rollback, service.name)
 
-    app.add_middleware(RequestMetrics, metrics=service_metrics)
+    # the metrics wrap the body limit, so a body refused for its declared length is counted too
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
+    app.add_middleware(RequestMetrics, metrics=service_metrics)
     return app

@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import re
+import unicodedata
 import zlib
 from dataclasses import dataclass, field
 
@@ -22,6 +23,8 @@ SKETCH_SIZE = 32  # text: hashed word buckets; images: a 4x4 RGB thumbnail (48 v
 WORD = re.compile(r"\w+")
 
 MAX_PIXELS = 50 * 10**6  # per image: a small compressed file can decode to gigabytes
+# Unicode categories drawing nothing: controls, format characters (zero-width space...), unassigned, separators
+INVISIBLE = {"Cc", "Cf", "Cn", "Zs", "Zl", "Zp"}
 
 
 class BadInput(Exception):
@@ -59,11 +62,16 @@ def sketch_image(image) -> list[float]:
     return [round(float(v), 4) for v in small.reshape(-1)]
 
 
+def visible(text: str) -> bool:
+    """True if `text` has a character that draws something (stops at the first one)."""
+    return any(unicodedata.category(c) not in INVISIBLE for c in text.strip())
+
+
 def text_items(texts, max_inputs: int) -> list[Item]:
     items = []
     for i, text in enumerate(_strings(texts, "texts", max_inputs, "a string")):
-        if not text.strip():
-            raise BadInput(422, f"texts[{i}] is empty: give some text to classify.")
+        if not visible(text):
+            raise BadInput(422, f"texts[{i}] is empty (no visible characters): give some text to classify.")
         try:
             digest = hashlib.sha256(text.encode()).hexdigest()
         except UnicodeEncodeError:  # JSON allows an unpaired surrogate escape such as "\ud800"; UTF-8 does not
@@ -99,7 +107,8 @@ def base64_items(images, max_inputs: int) -> list[Item]:
         try:
             data = base64.b64decode(payload, validate=True)
         except (binascii.Error, ValueError):
-            raise BadInput(422, f"images[{i}] is not valid base64. Encode the image file's bytes with base64.") from None
+            raise BadInput(422, f"images[{i}] is not valid base64. Encode the image file's bytes with "
+                                "base64.") from None
         items.append(image_item(data, f"images[{i}]"))
     return items
 

@@ -37,17 +37,31 @@ def choose_variant(version: Version, runtime: str) -> dict | None:
                          f"(accepted: {known}). Use auto, torch, or one of those.")
 
 
+def check_pair(production: Version, candidate: Version | None) -> None:
+    """Refuse a candidate of another modality than production: a request could not go to both."""
+    if candidate is not None and candidate.meta["modality"] != production.meta["modality"]:
+        raise HeadstartError(f"The candidate {candidate.spec} classifies {candidate.meta['modality']}s but production "
+                             f"{production.spec} classifies {production.meta['modality']}s: a request could not go "
+                             "to both. Serve a candidate of the same modality.")
+
+
 def load_predictor(version: Version, runtime: str = "auto"):
     """(predictor, runtime label) for a version, after checking its files against the registry's digests."""
     version.verify()
     variant = choose_variant(version, runtime)
-    if variant is None:
-        from headstart.predict import load
+    try:
+        if variant is None:
+            from headstart.predict import load
 
-        return load(version.model_dir), "torch"
-    from headstart.compress.variants import load_variant
+            return load(version.model_dir), "torch"
+        from headstart.compress.variants import load_variant
 
-    return load_variant(variant["folder"]), variant["name"]
+        return load_variant(variant["folder"]), variant["name"]
+    except HeadstartError:
+        raise
+    except Exception as exc:  # a runtime's own error (ONNX Runtime, safetensors): one line, not a traceback
+        raise HeadstartError(f"{version.spec} could not be loaded ({type(exc).__name__}: {exc}). Push its run "
+                             "again as a new version.") from None
 
 
 class Arm:
@@ -99,12 +113,3 @@ class Arm:
 
         if self.closed is None:
             self.closed = asyncio.get_running_loop().create_task(self.batcher.close())
-
-
-async def load_arm(version: Version, runtime: str, metrics: ServiceMetrics, max_batch: int,
-                   max_wait_ms: float) -> Arm:
-    """Load a version off the event loop (reading weights takes a while) and start its batcher."""
-    import asyncio
-
-    predictor, label = await asyncio.to_thread(load_predictor, version, runtime)
-    return Arm(version, predictor, label, metrics, max_batch, max_wait_ms)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 
-from headstart.errors import HeadstartError
 from headstart.serve.models import Arm
 
 MODES = ("ab", "shadow")
@@ -16,9 +15,6 @@ class Router:
 
     def __init__(self, production: Arm, candidate: Arm | None = None, mode: str = "ab", split: float = 0.1,
                  seed: int | None = None):
-        if candidate is not None and candidate.modality != production.modality:
-            raise HeadstartError(f"The candidate {candidate.version.spec} classifies {candidate.modality}s but "
-                                 f"production {production.version.spec} classifies {production.modality}s.")
         self.production, self.candidate, self.mode, self.split = production, candidate, mode, split
         self.random = random.Random(seed)
 

@@ -66,7 +66,7 @@ class Health(BaseModel):
 
 
 class PromoteRequest(BaseModel):
-    version: int
+    version: int = Field(..., strict=True, ge=1, description="Version number (an integer: true is not 1).")
     to: Literal["production", "candidate"] = "production"
 
 
