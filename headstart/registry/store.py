@@ -135,8 +135,9 @@ def headline_metrics(run_dir: Path) -> dict[str, float]:
     return out
 
 
-def _copy_model(source: Path, target: Path) -> None:
-    """Copy a model folder, hidden files and folders left out (a compress call's lock and staging)."""
+def _check_model_files(source: Path) -> None:
+    """Refuse a model folder holding files a version may not hold; hidden ones (a compress call's lock and staging)
+    are not copied, so not checked."""
     kept = [p for p in source.rglob("*") if not any(part.startswith(".") for part in p.relative_to(source).parts)]
     refused = [p for p in kept if p.is_file() and p.suffix.lower() not in ALLOWED_SUFFIXES]
     if refused:
@@ -144,7 +145,6 @@ def _copy_model(source: Path, target: Path) -> None:
         raise HeadstartError(f"{source} holds files the registry does not accept: {names}. A registered model holds "
                              "weights only as safetensors or ONNX (never pickles) plus JSON / text assets; remove "
                              "them, or re-save the model with `headstart fit`.")
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(".*"))
 
 
 def _read_only(folder: Path) -> None:
@@ -241,6 +241,16 @@ class Registry:
                                  f"{self.root / name / 'versions'} (removed by hand). {hint}")
         return self.version(name, number)
 
+    def _modalities(self, name: str) -> set[str]:
+        """What the readable versions of `name` classify (a damaged version must not block every later push)."""
+        out = set()
+        for number in self.numbers(name):
+            try:
+                out.add(self.version(name, number).meta.get("modality"))
+            except HeadstartError:
+                continue
+        return out - {None}
+
     def _last_number(self, name: str) -> int:
         """The highest version number ever given to `name` (its folder may have been removed since)."""
         path = self._folder(name) / "last-version"
@@ -265,6 +275,7 @@ class Registry:
         from headstart.model.folder import load_model, read_model_config
 
         model_config = read_model_config(model_dir)
+        _check_model_files(model_dir)  # before the first write: a refused push leaves the registry as it was
         load_model(model_dir)  # weights that do not load would make a version nobody can serve
         data = data_fingerprint(run_dir / "split.csv")
         metrics = headline_metrics(run_dir)
@@ -278,7 +289,7 @@ class Registry:
             for stale in folder.glob(".staging-*"):  # left by a writer that died; we hold the lock, so it is dead
                 shutil.rmtree(stale, ignore_errors=True)
             numbers = self.numbers(name)
-            modalities = {v.meta["modality"] for v in self.versions(name)} - {model_config["modality"]}
+            modalities = self._modalities(name) - {model_config["modality"]}
             if modalities:
                 raise HeadstartError(f"{run_dir} holds a {model_config['modality']} model, but the versions of "
                                      f"{name} classify {', '.join(sorted(modalities))}s: push it under another name.")
@@ -289,7 +300,7 @@ class Registry:
                 raise HeadstartError(f"--parent {parent}: {name} has no such version (versions: "
                                      f"{', '.join(map(str, numbers)) or 'none'}).")
             staging = folder / f".staging-{number}-{os.getpid()}"
-            _copy_model(model_dir, staging / "model")
+            shutil.copytree(model_dir, staging / "model", ignore=shutil.ignore_patterns(".*"))
             (staging / "run").mkdir()
             for file in RUN_FILES:
                 if (run_dir / file).is_file():

@@ -254,7 +254,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         file uploads). Each input gets a label, class probabilities, a prediction id and the model version."""
         service: Service = request.app.state.service
         start = time.perf_counter()
-        modality = service.router.production.modality  # every arm has it (checked by the router)
+        modality = service.router.production.modality  # every arm has it (`check_pair`)
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "application/json":
             items = parse_json(await request.body(), modality, config.max_inputs)
