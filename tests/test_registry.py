@@ -345,3 +345,18 @@ def test_a_reference_with_nothing_after_the_at_is_refused(tiny_run, tmp_path):
     reg.promote("digits", 1)
     with pytest.raises(HeadstartError, match="'digits@' has nothing after '@'"):
         reg.resolve("digits@")
+
+
+def test_aliases_are_put_back_only_as_the_change_left_them(tiny_run, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    reg.push(tiny_run.path, "digits")
+    reg.push(tiny_run.path, "digits")
+    reg.promote("digits", 1)
+    before = reg.aliases("digits")
+    reg.promote("digits", 2)
+    after = reg.aliases("digits")
+    reg.promote("digits", 1, "candidate")  # another writer, after the change to undo
+    assert not reg.restore_aliases("digits", before, after)
+    assert reg.aliases("digits")["aliases"] == {"production": 2, "candidate": 1}
+    assert reg.restore_aliases("digits", before, reg.aliases("digits"))
+    assert reg.aliases("digits") == before

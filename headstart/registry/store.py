@@ -350,11 +350,15 @@ class Registry:
                 del state["aliases"]["candidate"]
             return self._set_alias(name, number, alias, "promote", state)
 
-    def restore_aliases(self, name: str, state: dict) -> None:
-        """Put back the aliases (and their history) as `aliases(name)` returned them: undoes a change that could
-        not be served."""
+    def restore_aliases(self, name: str, state: dict, changed: dict) -> bool:
+        """Put back the aliases (and their history) as `aliases(name)` returned them, undoing a change that could
+        not be served, unless they are no longer as that change left them (`changed`): another writer's later
+        change is kept. Returns whether they were put back."""
         with self._lock(name):
+            if self.aliases(name) != changed:
+                return False
             write_atomic(self._folder(name) / "aliases.json", json.dumps(state, indent=2))
+            return True
 
     def rollback(self, name: str) -> Version:
         """Point production back at the version that was production before the current one."""

@@ -315,19 +315,25 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def changed(service: Service, change, *args) -> dict:
         """Change the registry's aliases and serve what they name now. A change the registry refuses is a 409; so
         is one whose versions cannot be served, after the aliases are put back (so the registry and the service
-        agree on what production is)."""
+        agree on what production is) unless another writer changed them since."""
+        registry, name = service.registry, service.name
         async with service.reload_lock:
             try:
-                before = await asyncio.to_thread(service.registry.aliases, service.name)
+                before = await asyncio.to_thread(registry.aliases, name)
                 await asyncio.to_thread(change, *args)
+                after = await asyncio.to_thread(registry.aliases, name)
             except HeadstartError as exc:
                 raise HTTPException(409, str(exc)) from None
+            except OSError as exc:
+                raise HTTPException(503, f"The registry could not be changed ({exc}); try again.") from None
             try:
                 await service.follow_registry()
             except Exception as exc:
-                await asyncio.to_thread(service.registry.restore_aliases, service.name, before)
-                raise HTTPException(409, f"The new version could not be served ({exc}); the registry's aliases "
-                                         "were put back and the service goes on serving the versions it served.")
+                restored = await asyncio.to_thread(registry.restore_aliases, name, before, after)
+                what = ("the registry's aliases were put back" if restored else "the registry's aliases were changed "
+                        "again meanwhile by another writer, and are left as that writer set them")
+                raise HTTPException(409, f"The new version could not be served ({exc}); {what}, and the service "
+                                         "goes on serving the versions it served.") from None
         return service.health()
 
     @app.post("/admin/promote", response_model=schemas.Health, dependencies=[Depends(admin)],
