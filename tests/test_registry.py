@@ -360,3 +360,19 @@ def test_aliases_are_put_back_only_as_the_change_left_them(tiny_run, tmp_path):
     assert reg.aliases("digits")["aliases"] == {"production": 2, "candidate": 1}
     assert reg.restore_aliases("digits", before, reg.aliases("digits"))
     assert reg.aliases("digits") == before
+
+
+def test_rollback_skips_versions_removed_by_hand(tiny_run, tmp_path):
+    import shutil
+
+    reg = Registry(tmp_path / "reg")
+    for number in (1, 2, 3):
+        reg.push(tiny_run.path, "digits")
+        reg.promote("digits", number)
+    removed = reg.version("digits", 2).path
+    for path in [removed, *removed.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    shutil.rmtree(removed)
+    assert reg.rollback("digits").number == 1
+    with pytest.raises(HeadstartError, match="no earlier production version"):
+        reg.rollback("digits")

@@ -361,11 +361,14 @@ class Registry:
             return True
 
     def rollback(self, name: str) -> Version:
-        """Point production back at the version that was production before the current one."""
-        self._existing(name)
+        """Point production back at the version that was production before the current one (skipping versions
+        whose folders were removed by hand)."""
+        numbers = self._existing(name)
         with self._lock(name):
             state = self.aliases(name)
             history = state["history"]["production"]
+            while history and history[-1] not in numbers:
+                history.pop()
             if not history:
                 raise HeadstartError(f"{name} has no earlier production version to roll back to.")
             return self._set_alias(name, history.pop(), "production", "rollback", state)
