@@ -373,6 +373,87 @@ def test_rollback_skips_versions_removed_by_hand(tiny_run, tmp_path):
     for path in [removed, *removed.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     shutil.rmtree(removed)
+    before = reg.aliases("digits")
+    assert reg.rollback_target("digits") == 1 and reg.aliases("digits") == before  # what rollback does, unwritten
     assert reg.rollback("digits").number == 1
-    with pytest.raises(HeadstartError, match="no earlier production version"):
-        reg.rollback("digits")
+    for change in (reg.rollback_target, reg.rollback):
+        with pytest.raises(HeadstartError, match="no earlier production version"):
+            change("digits")
+
+
+def _variants(folder: Path, tag: str) -> None:
+    """A set of variants as `headstart compress` writes it (a manifest and metrics.json), marked with `tag`."""
+    from headstart.compress.variants import write_manifest
+
+    (folder / "int8-dynamic").mkdir(parents=True)
+    write_manifest(folder / "int8-dynamic", {"name": "int8-dynamic", "runtime": "onnxruntime", "accepted": True,
+                                            "verdict": tag})
+    (folder / "metrics.json").write_text(json.dumps({"tag": tag}))
+
+
+def _registered_set(version) -> str:
+    return json.loads((version.model_dir / "variants" / "metrics.json").read_text())["tag"]
+
+
+def test_push_waits_for_a_compress_swapping_the_variants(tiny_run, tmp_path, monkeypatch):
+    import fcntl
+    import re
+    import threading
+
+    from headstart.compress.pipeline import LOCK, PREVIOUS, STAGING
+
+    run = _copy_run(tiny_run, tmp_path / "run")
+    model = run / "model"
+    _variants(model / "variants", "old")
+    reg = Registry(tmp_path / "reg")
+    fd = os.open(model / LOCK, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # as `headstart compress` in another process, in the middle of its swap
+    (model / "variants").rename(model / PREVIOUS)
+    _variants(model / STAGING, "new")
+
+    def finish():
+        time.sleep(0.5)
+        (model / STAGING).rename(model / "variants")
+        (model / PREVIOUS / "metrics.json").unlink()  # compress then removes the previous set
+        os.close(fd)
+
+    monkeypatch.setattr("headstart.registry.store.COMPRESS_WAIT", 0.2)
+    with pytest.raises(HeadstartError, match=f"^`headstart compress` has been writing the variants of "
+                                             f"{re.escape(str(model))} for over 0.2 s"):
+        reg.push(run, "digits")
+    assert reg.numbers("digits") == [] and not (model / "variants").exists()
+    monkeypatch.setattr("headstart.registry.store.COMPRESS_WAIT", 30.0)
+    compress = threading.Thread(target=finish)
+    compress.start()
+    start = time.monotonic()
+    version = reg.push(run, "digits")
+    compress.join()
+    assert time.monotonic() - start >= 0.4  # it waited for the swap to finish, then copied the new set
+    assert _registered_set(version) == "new" and version.meta["variants"][0]["name"] == "int8-dynamic"
+    version.verify()
+
+
+@pytest.mark.parametrize("swapped", [False, True])
+def test_push_completes_a_swap_that_a_killed_compress_left_half_done(tiny_run, tmp_path, swapped):
+    """As the next `headstart compress` would: the previous set goes back if the new one was not in place yet, else
+    the new one stays; the staging and previous folders go. The version gets that one whole set."""
+    from headstart.compress.pipeline import PREVIOUS, STAGING
+
+    run = _copy_run(tiny_run, tmp_path / "run")
+    model = run / "model"
+    _variants(model / PREVIOUS, "old")  # moved aside by the swap
+    _variants(model / ("variants" if swapped else STAGING), "new")
+    version = Registry(tmp_path / "reg").push(run, "digits")
+    assert _registered_set(version) == ("new" if swapped else "old")
+    assert sorted(p.name for p in model.iterdir() if p.name.startswith(".variants")) == []
+    assert json.loads((model / "variants" / "metrics.json").read_text())["tag"] == _registered_set(version)
+
+
+def test_push_of_a_model_folder_it_cannot_write_takes_no_lock(tiny_run, tmp_path, monkeypatch):
+    from headstart.compress.pipeline import LOCK
+
+    run = _copy_run(tiny_run, tmp_path / "run")
+    (run / "model" / LOCK).unlink(missing_ok=True)
+    monkeypatch.setattr("headstart.compress.pipeline.os.access", lambda *_args, **_kwargs: False)  # read-only
+    assert Registry(tmp_path / "reg").push(run, "digits").number == 1  # never compressed: nothing to wait for
+    assert not (run / "model" / LOCK).exists()

@@ -473,3 +473,97 @@ def test_long_texts_are_tokenized_from_their_start_without_changing_the_tokens()
     longest.clear()
     encoder.prepare(["word " * 2_000_000])  # 10 MB: tokenized whole, it held the model's thread for seconds
     assert max(longest) <= 32 * CHARS_PER_TOKEN
+
+
+def _watch_loads(registry: Registry, monkeypatch, broken: set[int]) -> list[tuple[int, int]]:
+    """(version, production in aliases.json at that moment) for every load of the service; versions in `broken`
+    fail to load, as a version with a broken variant does."""
+    from headstart.errors import HeadstartError
+    from headstart.serve import app as serve_app
+
+    load, seen = serve_app.load_predictor, []
+
+    def watched(version, runtime="auto"):
+        seen.append((version.number, registry.aliases("digits")["aliases"].get("production")))
+        if version.number in broken:
+            raise HeadstartError(f"{version.spec} could not be loaded (a broken variant).")
+        return load(version, runtime)
+
+    monkeypatch.setattr(serve_app, "load_predictor", watched)
+    return seen
+
+
+def test_an_admin_change_loads_the_version_before_it_writes_the_registry(registry, pngs, monkeypatch):
+    """A service stopped while the new version loads (seconds for a big model) leaves production where it was, and
+    a version that cannot be loaded is never named in aliases.json, not even for a moment."""
+    monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    broken: set[int] = set()
+    seen = _watch_loads(registry, monkeypatch, broken)
+    with client(registry) as api:
+        for call, target, production in [(lambda: api.post("/admin/promote", json={"version": 2}, headers=admin), 2, 1),
+                                         (lambda: api.post("/admin/rollback", headers=admin), 1, 2)]:
+            before = registry.aliases("digits")
+            broken.add(target)
+            seen.clear()
+            refused = call()
+            assert refused.status_code == 409, refused.text
+            assert f"digits@{target} could not be loaded" in refused.json()["detail"]
+            assert "aliases were not changed" in refused.json()["detail"]
+            assert seen == [(target, production)]  # the load failed before anything was written
+            assert registry.aliases("digits") == before
+            assert api.get("/health").json()["production"]["version"] == production
+            broken.clear()
+            seen.clear()
+            done = call()
+            assert done.status_code == 200 and done.json()["production"]["version"] == target, done.text
+            assert seen == [(target, production)]  # loaded once, while the registry still named the old version
+            assert registry.resolve("digits").number == target
+            answer = api.post("/predict", json={"images": [b64(pngs[0])]}).json()["predictions"][0]
+            assert answer["version"] == target
+    assert [(e["action"], e["to"]) for e in registry.aliases("digits")["events"]] == [
+        ("promote", 1), ("promote", 2), ("promote", 2), ("rollback", 1)]
+
+
+def test_a_loaded_version_the_change_does_not_serve_is_closed(tiny_run, registry, monkeypatch):
+    """The registry refuses the change after the new version loaded, or another writer changes the aliases while
+    it loads (the service then serves what the registry says): the version loaded for nothing is closed."""
+    from headstart.errors import HeadstartError
+    from headstart.serve import app as serve_app
+
+    monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    arms, load, load_predictor = [], serve_app.Service._load, serve_app.load_predictor
+
+    async def recorded(self, version):
+        arms.append(await load(self, version))
+        return arms[-1]
+
+    monkeypatch.setattr(serve_app.Service, "_load", recorded)
+    reg_promote = Registry.promote
+    for _ in range(2):
+        registry.push(tiny_run.path, "digits")  # versions 3 and 4
+    registry.promote("digits", 3)  # production 3 (history [1]), candidate 2
+
+    def another_writer(version, runtime="auto"):
+        if version.number == 1:  # while the rollback's target loads
+            reg_promote(registry, "digits", 4)
+            reg_promote(registry, "digits", 1)  # history [1, 3, 4]: the rollback now goes to 4
+        return load_predictor(version, runtime)
+
+    with client(registry, candidate="digits@candidate") as api:
+        def refuse(*_args):
+            raise HeadstartError("The registry refuses.")
+
+        monkeypatch.setattr(Registry, "promote", refuse)
+        refused = api.post("/admin/promote", json={"version": 1, "to": "candidate"}, headers=admin)
+        assert refused.status_code == 409 and refused.json()["detail"] == "The registry refuses."
+        assert [arm.number for arm in arms] == [1] and arms[0].retired and arms[0].closed is not None
+        assert api.get("/health").json()["candidate"]["version"] == 2
+
+        monkeypatch.setattr(serve_app, "load_predictor", another_writer)
+        rolled = api.post("/admin/rollback", headers=admin)
+        assert rolled.status_code == 200 and rolled.json()["production"]["version"] == 4, rolled.text
+        assert [arm.number for arm in arms] == [1, 1, 4]
+        assert arms[1].retired and arms[1].closed is not None and not arms[2].retired
+    assert registry.aliases("digits")["aliases"] == {"production": 4, "candidate": 2}

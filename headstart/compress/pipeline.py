@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -288,17 +289,39 @@ def _write(c: Compression, method: str, kind: str | None, calibration_set: dict 
 
 
 @contextmanager
-def _locked(model_dir: Path):
-    """Hold the model folder's compress lock; refused at once while another call holds it."""
+def _locked(model_dir: Path, timeout: float = 0, busy: str | None = None):
+    """Hold the model folder's compress lock, waiting up to `timeout` seconds for the call (or push) holding it;
+    `busy`: the refusal when it is not released in time."""
     with ExitStack() as stack:
         try:
-            stack.enter_context(locked(model_dir / LOCK, timeout=0))
+            stack.enter_context(locked(model_dir / LOCK, timeout=timeout))
         except HeadstartError:
-            raise HeadstartError(f"Another `headstart compress` is writing the variants of {model_dir} (it holds "
-                                 f"{model_dir / LOCK}). Wait for it to finish, then run this one again.") from None
+            raise HeadstartError(busy or f"Another `headstart compress` is writing the variants of {model_dir}, or "
+                                 f"`headstart registry push` is copying them (it holds {model_dir / LOCK}). Wait "
+                                 "for it to finish, then run this one again.") from None
         except OSError as exc:
             raise HeadstartError(f"{model_dir} cannot be written ({exc.strerror}), and compress writes the variants "
                                  "there. Make it writable, or compress a copy of the model folder.") from None
+        yield
+
+
+@contextmanager
+def settled(model_dir: Path, timeout: float):
+    """Hold the compress lock of `model_dir` while its variants are read as one set (`registry push` copies them):
+    waits up to `timeout` seconds for a running call, and first tidies a swap a killed call left half done, as
+    that call's next run would (the previous set back, or the new one kept if it was already in place)."""
+    if not (model_dir / LOCK).exists() and not os.access(model_dir, os.W_OK):
+        yield  # never compressed (a call creates its lock file first), and it cannot be: nothing to wait for
+        return
+    busy = (f"`headstart compress` has been writing the variants of {model_dir} for over {timeout:g} s (it holds "
+            f"{model_dir / LOCK}): try again once it has finished.")
+    with _locked(model_dir, timeout, busy):
+        try:
+            _tidy(model_dir)
+        except OSError as exc:
+            raise HeadstartError(f"A stopped `headstart compress` left the variants of {model_dir} half swapped, and "
+                                 f"they cannot be put back ({exc.strerror}): make it writable, then try again.") \
+                from None
         yield
 
 

@@ -27,7 +27,12 @@ def locked(path: Path, timeout: float = 60.0):
     if key in held:  # re-entrant within one thread: promote inside push, for instance
         yield
         return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        if not path.is_file():
+            raise
+        fd = os.open(path, os.O_RDONLY)  # a lock file this user may not write (another's): flock needs no more
     try:
         deadline = time.monotonic() + timeout
         while True:

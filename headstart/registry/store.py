@@ -34,6 +34,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ALLOWED_SUFFIXES = {".json", ".safetensors", ".onnx", ".txt", ".model", ".md", ".html", ".csv", ".yaml"}
 RUN_FILES = ("config.yaml", "results.json", "metrics.json")
 FORMAT = "headstart-registry-version"
+COMPRESS_WAIT = 60.0  # seconds push waits for a `headstart compress` of the run's model to finish
 
 
 def _read_json(path: Path, fix: str) -> dict:
@@ -264,7 +265,8 @@ class Registry:
         """Register a finished run's model as the next version of `name`: model folder (with compressed variants),
         run config, results and metrics, the data fingerprint of its split manifest, and its parent version
         (default: the production version at the time of the push). Numbers are never reused, even of a version
-        whose folder was removed."""
+        whose folder was removed. The model folder is read under `headstart compress`'s lock, so its variants are
+        one whole set (see `headstart.compress.pipeline.settled`)."""
         run_dir = Path(run_dir)
         model_dir = run_dir / "model"
         for required in (run_dir / "config.yaml", run_dir / "results.json", run_dir / "split.csv", model_dir,
@@ -272,57 +274,59 @@ class Registry:
             if not (required.is_dir() if required == model_dir else required.is_file()):
                 raise HeadstartError(f"{run_dir} is not a finished run folder: {required.relative_to(run_dir)} is "
                                      "missing. Give a folder written by `headstart fit` (runs/<name>).")
+        from headstart.compress.pipeline import settled
+        from headstart.compress.variants import list_variants
         from headstart.model.folder import load_model, read_model_config
 
         model_config = read_model_config(model_dir)
-        _check_model_files(model_dir)  # before the first write: a refused push leaves the registry as it was
-        load_model(model_dir)  # weights that do not load would make a version nobody can serve
-        data = data_fingerprint(run_dir / "split.csv")
-        metrics = headline_metrics(run_dir)
-        folder = self._folder(name)
-        try:
-            (folder / "versions").mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise HeadstartError(f"Cannot create the registry folder {folder} ({exc.strerror}): give a writable "
-                                 "--registry (or $HEADSTART_REGISTRY).") from None
-        with self._lock(name):
-            for stale in folder.glob(".staging-*"):  # left by a writer that died; we hold the lock, so it is dead
-                shutil.rmtree(stale, ignore_errors=True)
-            numbers = self.numbers(name)
-            modalities = self._modalities(name) - {model_config["modality"]}
-            if modalities:
-                raise HeadstartError(f"{run_dir} holds a {model_config['modality']} model, but the versions of "
-                                     f"{name} classify {', '.join(sorted(modalities))}s: push it under another name.")
-            number = max(self._last_number(name), *numbers, 0) + 1
-            if parent is None:
-                parent = self.aliases(name)["aliases"].get("production")
-            elif parent not in numbers:
-                raise HeadstartError(f"--parent {parent}: {name} has no such version (versions: "
-                                     f"{', '.join(map(str, numbers)) or 'none'}).")
-            staging = folder / f".staging-{number}-{os.getpid()}"
-            shutil.copytree(model_dir, staging / "model", ignore=shutil.ignore_patterns(".*"))
-            (staging / "run").mkdir()
-            for file in RUN_FILES:
-                if (run_dir / file).is_file():
-                    shutil.copy2(run_dir / file, staging / "run" / file)
-            from headstart.compress.variants import list_variants
-
-            meta = {
-                "format": FORMAT, "version": 1, "name": name, "number": number, "created": now(),
-                "source": str(run_dir.resolve()), "parent": parent,
-                "modality": model_config["modality"], "labels": model_config["labels"],
-                "backbone": model_config["backbone"], "preprocessing": model_config.get("preprocessing"),
-                "metrics": metrics, "data": data,
-                "variants": [{k: v.get(k) for k in ("name", "runtime", "precision", "accepted")}
-                             for v in list_variants(staging / "model")],
-                "files": folder_digests(staging),
-            }
-            write_atomic(staging / "version.json", json.dumps(meta, indent=2))
-            _read_only(staging)
-            sync_tree(staging)
-            os.rename(staging, folder / "versions" / str(number))
-            fsync_path(folder / "versions")  # the rename itself
-            write_atomic(folder / "last-version", f"{number}\n")  # until written, the folder itself counts
+        with settled(model_dir, COMPRESS_WAIT):  # compress's lock: no swap of its variants, nor half of one
+            _check_model_files(model_dir)  # before the first write: a refused push leaves the registry as it was
+            load_model(model_dir)  # weights that do not load would make a version nobody can serve
+            data = data_fingerprint(run_dir / "split.csv")
+            metrics = headline_metrics(run_dir)
+            folder = self._folder(name)
+            try:
+                (folder / "versions").mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise HeadstartError(f"Cannot create the registry folder {folder} ({exc.strerror}): give a writable "
+                                     "--registry (or $HEADSTART_REGISTRY).") from None
+            with self._lock(name):
+                for stale in folder.glob(".staging-*"):  # left by a writer that died (we hold the lock)
+                    shutil.rmtree(stale, ignore_errors=True)
+                numbers = self.numbers(name)
+                modalities = self._modalities(name) - {model_config["modality"]}
+                if modalities:
+                    raise HeadstartError(f"{run_dir} holds a {model_config['modality']} model, but the versions "
+                                         f"of {name} classify {', '.join(sorted(modalities))}s: push it under another "
+                                         "name.")
+                number = max(self._last_number(name), *numbers, 0) + 1
+                if parent is None:
+                    parent = self.aliases(name)["aliases"].get("production")
+                elif parent not in numbers:
+                    raise HeadstartError(f"--parent {parent}: {name} has no such version (versions: "
+                                         f"{', '.join(map(str, numbers)) or 'none'}).")
+                staging = folder / f".staging-{number}-{os.getpid()}"
+                shutil.copytree(model_dir, staging / "model", ignore=shutil.ignore_patterns(".*"))
+                (staging / "run").mkdir()
+                for file in RUN_FILES:
+                    if (run_dir / file).is_file():
+                        shutil.copy2(run_dir / file, staging / "run" / file)
+                meta = {
+                    "format": FORMAT, "version": 1, "name": name, "number": number, "created": now(),
+                    "source": str(run_dir.resolve()), "parent": parent,
+                    "modality": model_config["modality"], "labels": model_config["labels"],
+                    "backbone": model_config["backbone"], "preprocessing": model_config.get("preprocessing"),
+                    "metrics": metrics, "data": data,
+                    "variants": [{k: v.get(k) for k in ("name", "runtime", "precision", "accepted")}
+                                 for v in list_variants(staging / "model")],
+                    "files": folder_digests(staging),
+                }
+                write_atomic(staging / "version.json", json.dumps(meta, indent=2))
+                _read_only(staging)
+                sync_tree(staging)
+                os.rename(staging, folder / "versions" / str(number))
+                fsync_path(folder / "versions")  # the rename itself
+                write_atomic(folder / "last-version", f"{number}\n")  # until written, the folder itself counts
         return self.version(name, number)
 
     def _set_alias(self, name: str, number: int, alias: str, action: str, state: dict) -> Version:
@@ -360,18 +364,29 @@ class Registry:
             write_atomic(self._folder(name) / "aliases.json", json.dumps(state, indent=2))
             return True
 
+    @staticmethod
+    def _pop_rollback(name: str, state: dict, numbers: list[int]) -> int:
+        """Pop from `state`'s production history the version a rollback goes back to: the last one whose folder
+        exists (later ones, removed by hand, are dropped)."""
+        history = state["history"]["production"]
+        while history and history[-1] not in numbers:
+            history.pop()
+        if not history:
+            raise HeadstartError(f"{name} has no earlier production version to roll back to.")
+        return history.pop()
+
+    def rollback_target(self, name: str) -> int:
+        """The version `rollback(name)` would point production at now; nothing is written."""
+        numbers = self._existing(name)
+        return self._pop_rollback(name, self.aliases(name), numbers)
+
     def rollback(self, name: str) -> Version:
         """Point production back at the version that was production before the current one (skipping versions
         whose folders were removed by hand)."""
         numbers = self._existing(name)
         with self._lock(name):
             state = self.aliases(name)
-            history = state["history"]["production"]
-            while history and history[-1] not in numbers:
-                history.pop()
-            if not history:
-                raise HeadstartError(f"{name} has no earlier production version to roll back to.")
-            return self._set_alias(name, history.pop(), "production", "rollback", state)
+            return self._set_alias(name, self._pop_rollback(name, state, numbers), "production", "rollback", state)
 
     def diff(self, name: str, a: str, b: str) -> list[tuple[str, float | None, float | None]]:
         """(metric, value in A, value in B) for every metric either version has; A and B are version references."""

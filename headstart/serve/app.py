@@ -137,24 +137,42 @@ class Service:
         check_pair(targets["production"], targets.get("candidate"))
         return targets
 
-    async def follow_registry(self) -> None:
+    async def preload(self, alias: str, number: int) -> dict[str, Arm]:
+        """{role: arm} with version `number` loaded for the arm that serves `alias` (production, or the candidate
+        when the served candidate is that alias); empty when no arm serves it or the arm serves that version."""
+        if alias == "production":
+            role = "production"
+        elif self.config.candidate and parse_spec(self.config.candidate)[1] == alias:
+            role = "candidate"
+        else:
+            return {}
+        current = getattr(self.router, role)
+        if current is not None and current.number == number:
+            return {}
+        return {role: await self._load(await asyncio.to_thread(self.registry.version, self.name, number))}
+
+    async def follow_registry(self, preloaded: dict[str, Arm] | None = None) -> None:
         """Serve the registry's production version (and candidate, when one is served) after an admin change:
-        the new models load while the old ones answer; then the arms are swapped, all of them or none."""
-        targets = await asyncio.to_thread(self._targets)
-        loaded = {}
+        the new models load while the old ones answer (a `preloaded` arm of the right version is used as it is);
+        then the arms are swapped, all of them or none. Preloaded arms left unused are retired."""
+        preloaded, loaded = dict(preloaded or {}), {}
         try:
+            targets = await asyncio.to_thread(self._targets)
             for role, version in targets.items():
-                current = getattr(self.router, role)
+                current, ready = getattr(self.router, role), preloaded.get(role)
                 if version is not None and (current is None or current.number != version.number):
-                    loaded[role] = await self._load(version)
-        except BaseException:
-            for arm in loaded.values():
+                    if ready is not None and ready.number == version.number:
+                        loaded[role] = preloaded.pop(role)
+                    else:  # none preloaded, or another writer changed the aliases since the preload
+                        loaded[role] = await self._load(version)
+            for role, version in targets.items():
+                if version is None or role in loaded:
+                    self.router.replace(role, loaded.get(role))
+            self._gauges()
+            loaded = {}  # served now
+        finally:
+            for arm in {*preloaded.values(), *loaded.values()}:
                 arm.retire()
-            raise
-        for role, version in targets.items():
-            if version is None or role in loaded:
-                self.router.replace(role, loaded.get(role))
-        self._gauges()
 
     def rows(self, items: list[Item], results: list[dict], arm: Arm, role: str, request_id: str,
              latency_ms: float) -> list[dict]:
@@ -312,22 +330,40 @@ def create_app(config: ServeConfig) -> FastAPI:
 
         return Response(service_metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    async def changed(service: Service, change, *args) -> dict:
-        """Change the registry's aliases and serve what they name now. A change the registry refuses is a 409; so
-        is one whose versions cannot be served, after the aliases are put back (so the registry and the service
-        agree on what production is) unless another writer changed them since."""
+    async def in_registry(function, *args):
+        """A registry call off the event loop: one it refuses is a 409, a file system failure a 503."""
+        try:
+            return await asyncio.to_thread(function, *args)
+        except HeadstartError as exc:
+            raise HTTPException(409, str(exc)) from None
+        except OSError as exc:
+            raise HTTPException(503, f"The registry could not be changed ({exc}); try again.") from None
+
+    async def changed(service: Service, alias: str, target, change) -> dict:
+        """Point `alias` at version `target()` with `change()` and serve what the aliases name then. The version
+        loads first, while the registry is unchanged: one that cannot be served is a 409 and nothing is written, so
+        the registry never names a version the service did not load. A change the registry refuses is a 409; so is
+        one whose versions cannot be served after it was written, after the aliases are put back (so the registry
+        and the service agree on what production is) unless another writer changed them since."""
         registry, name = service.registry, service.name
         async with service.reload_lock:
+            number = await in_registry(target)
             try:
-                before = await asyncio.to_thread(registry.aliases, name)
-                await asyncio.to_thread(change, *args)
-                after = await asyncio.to_thread(registry.aliases, name)
-            except HeadstartError as exc:
-                raise HTTPException(409, str(exc)) from None
-            except OSError as exc:
-                raise HTTPException(503, f"The registry could not be changed ({exc}); try again.") from None
+                preloaded = await service.preload(alias, number)
+            except Exception as exc:
+                raise HTTPException(409, f"The new version could not be served ({exc}); the registry's aliases were "
+                                         "not changed, and the service goes on serving the versions it served.") \
+                    from None
             try:
-                await service.follow_registry()
+                before = await in_registry(registry.aliases, name)  # after the load: as the change finds them
+                await in_registry(change)
+                after = await in_registry(registry.aliases, name)
+            except BaseException:
+                for arm in preloaded.values():
+                    arm.retire()
+                raise
+            try:
+                await service.follow_registry(preloaded)
             except Exception as exc:
                 restored = await asyncio.to_thread(registry.restore_aliases, name, before, after)
                 what = ("the registry's aliases were put back" if restored else "the registry's aliases were changed "
@@ -341,18 +377,22 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def promote(body: schemas.PromoteRequest, request: Request):
         """Promote a version to production or candidate in the registry, and serve it (no request is dropped)."""
         service: Service = request.app.state.service
-        numbers = await asyncio.to_thread(service.registry.numbers, service.name)
+        registry, name = service.registry, service.name
+        numbers = await asyncio.to_thread(registry.numbers, name)
         if body.version not in numbers:
-            raise HTTPException(404, f"{service.name} has no version {body.version} (versions: "
+            raise HTTPException(404, f"{name} has no version {body.version} (versions: "
                                      f"{', '.join(map(str, numbers))}).")
-        return await changed(service, service.registry.promote, service.name, body.version, body.to)
+        return await changed(service, body.to, lambda: body.version,
+                             lambda: registry.promote(name, body.version, body.to))
 
     @app.post("/admin/rollback", response_model=schemas.Health, dependencies=[Depends(admin)],
               responses=errors(401, 403, 409))
     async def rollback(request: Request):
         """Point production back at the previous production version, and serve it (no request is dropped)."""
         service: Service = request.app.state.service
-        return await changed(service, service.registry.rollback, service.name)
+        registry, name = service.registry, service.name
+        return await changed(service, "production", lambda: registry.rollback_target(name),
+                             lambda: registry.rollback(name))
 
     # the metrics wrap the body limit, so a body refused for its declared length is counted too
     app.add_middleware(BodyLimit, max_bytes=max_bytes)
