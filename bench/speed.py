@@ -72,26 +72,30 @@ def step_seconds(dataset: str, precision: str, source: str) -> float:
 
 
 def bare_step_seconds(dataset: str, precision: str, source: str, steps: int = 10) -> float:
-    """The same model, optimizer, batch size and precision in a plain PyTorch loop."""
+    """The same model, optimizer, batch size and precision in a plain PyTorch loop, on the device headstart uses."""
     config = load_config(CONFIGS[dataset], [f"data.source={source}"])
     table = pd.read_csv(source)
     inputs = table["text" if dataset == "bbc" else "image"].tolist()
     labels = sorted(table["label"].unique())
     targets = torch.tensor([labels.index(label) for label in table["label"]])
-    model = Classifier(build(config.backbone, config.data), labels, config.head.hidden, config.head.dropout)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where headstart's accelerator `auto` trains
+    model = Classifier(build(config.backbone, config.data), labels, config.head.hidden, config.head.dropout).to(device)
     model.set_trainable(len(model.groups))
     model.train()
     optimizer = build_optimizer(model, config.train, config.strategy)
     size = config.train.batch_size
-    batches = [(model.backbone.prepare(inputs[i:i + size]), targets[i:i + size]) for i in range(0, steps * size, size)]
+    batches = [({k: v.to(device) for k, v in model.backbone.prepare(inputs[i:i + size]).items()},
+                targets[i:i + size].to(device)) for i in range(0, steps * size, size)]
     times = []
     for batch, target in batches:
         started = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
             loss = torch.nn.functional.cross_entropy(model(**batch), target)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
+        if device == "cuda":
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
     return statistics.median(times)
 
@@ -129,8 +133,9 @@ def main() -> None:
     parser.add_argument("--datasets", nargs="+", choices=["bbc", "elpv"], default=["bbc", "elpv"])
     args = parser.parse_args()
     parts = args.only
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     results = {"date": str(date.today()), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-               f"torch {torch.__version__}", "head_only": {}, "steps": {}, "whole": {}}
+               f"torch {torch.__version__}{gpu}", "head_only": {}, "steps": {}, "whole": {}}
     for dataset in args.datasets:
         if "whole" in parts:
             results["whole"][dataset] = whole_run(dataset)

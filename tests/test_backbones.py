@@ -93,6 +93,12 @@ def test_a_parameter_outside_every_group_is_named():
         layer_groups(_Ungrouped())
 
 
+def test_a_long_text_is_cut_without_the_tokenizers_length_warning(capfd):
+    encoder = build("minilm", DataConfig(source="unused", max_length=128))
+    assert encoder.prepare(["word " * 2000])["input_ids"].shape == (1, 128)
+    assert "Token indices sequence length" not in capfd.readouterr().err
+
+
 def test_unknown_backbone_lists_the_known_ones():
     with pytest.raises(HeadstartError, match="Unknown backbone 'resnet'.*efficientnet_lite0.*minilm"):
         build("resnet", DataConfig(source="unused"))

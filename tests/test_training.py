@@ -143,6 +143,13 @@ def test_bf16_mixed_precision_on_cpu(tiny_config):
     assert json.loads((run.model_dir / "config.json").read_text())["labels"] == ["digit0", "digit1", "digit2"]
 
 
+def test_devices_this_machine_lacks_are_named(tiny_config):
+    with pytest.raises(headstart.HeadstartError, match="train.accelerator 'gpu' with train.devices 64 cannot run "
+                                                      "here: .*train.devices=1"):
+        headstart.fit(tiny_config, ["train.accelerator=gpu", "train.devices=64"])
+    assert not (Path(tiny_config["output"]) / "tiny").exists()
+
+
 def test_refuses_to_overwrite_a_run(tiny_config):
     tiny_config["train"]["max_epochs"] = 1
     headstart.fit(tiny_config)

@@ -112,7 +112,8 @@ class HFTextEncoder(Backbone):
             end = next((i for i in range(span, span // 2, -1) if text[i].isspace()), None)
             if end is not None:
                 head = text[:end]
-                if len(self.tokenizer(head, add_special_tokens=False)["input_ids"]) > self.max_length:
+                # verbose=False: this count is meant to run past the model's limit; nothing longer reaches the model
+                if len(self.tokenizer(head, add_special_tokens=False, verbose=False)["input_ids"]) > self.max_length:
                     return head
             span *= 4
         return text

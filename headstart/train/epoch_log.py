@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 
 FIELDS = ["epoch", "train_loss", "val_loss", "val_acc", "val_f1", "lr_head", "trainable_groups", "unfrozen",
@@ -36,9 +37,11 @@ class EpochLog(Callback):
         self._steps = []
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_index) -> None:
+        _wait_for_device(pl_module.device)
         self._step_started = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_index) -> None:
+        _wait_for_device(pl_module.device)
         self._steps.append(time.perf_counter() - self._step_started)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -64,3 +67,9 @@ class EpochLog(Callback):
     def read(path: Path) -> list[dict]:
         with Path(path).open(newline="") as handle:
             return list(csv.DictReader(handle))
+
+
+def _wait_for_device(device: torch.device) -> None:
+    """A GPU runs a step after Python has queued it: time the step itself, not its queueing."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)

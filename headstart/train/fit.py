@@ -160,6 +160,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
     data = prepare_data(config.data, run_dir, write=not worker)  # before lightning: data errors answer quickly
     import lightning as L  # lazily: importing it takes seconds
     import torch
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     from headstart.backbones.registry import build
 
@@ -194,10 +195,16 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
     _quiet_lightning()
 
     def make_trainer(strategy):
-        return L.Trainer(max_epochs=train.max_epochs, precision=PRECISION[train.precision],
-                         accelerator=train.accelerator, devices=train.devices, strategy=strategy,
-                         num_nodes=train.num_nodes, callbacks=callbacks, logger=False, default_root_dir=run_dir,
-                         num_sanity_val_steps=0, enable_model_summary=False, reload_dataloaders_every_n_epochs=1)
+        try:
+            return L.Trainer(max_epochs=train.max_epochs, precision=PRECISION[train.precision],
+                             accelerator=train.accelerator, devices=train.devices, strategy=strategy,
+                             num_nodes=train.num_nodes, callbacks=callbacks, logger=False, default_root_dir=run_dir,
+                             num_sanity_val_steps=0, enable_model_summary=False, reload_dataloaders_every_n_epochs=1)
+        except MisconfigurationException as exc:  # e.g. a GPU asked for on a machine without one, or too many
+            raise HeadstartError(f"train.accelerator {train.accelerator!r} with train.devices {train.devices!r} "
+                                 f"cannot run here: {' '.join(str(exc).split())}. Ask for what this machine has "
+                                 "(train.accelerator=auto uses a GPU when there is one, else the CPU; "
+                                 "train.devices=1).") from None
 
     trainer = make_trainer(_strategy(config, ddp=train.strategy == "ddp"))
     if train.strategy == "auto" and trainer.world_size > 1:  # Lightning chose DDP for several devices
@@ -207,9 +214,10 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
     last = run_dir / "checkpoints" / "last.ckpt"
     with warnings.catch_warnings():
         for message in (".*does not have many workers.*", ".*module\\(s\\) in eval mode.*", ".*LeafSpec.*",
-                        ".*all_gather is deprecated.*", ".*recommended to use `self.log\\(.*sync_dist.*"):
+                        ".*all_gather is deprecated.*", ".*recommended to use `self.log\\(.*sync_dist.*",
+                        ".*Checkpoint directory .* exists and is not empty.*"):
             # frozen groups are in eval mode on purpose; workers are a choice (train.num_workers); metrics are
-            # gathered from every process by the module itself
+            # gathered from every process by the module itself; a resumed run's checkpoints are meant to be there
             warnings.filterwarnings("ignore", message=message)
         try:
             with _interruptible():
