@@ -237,6 +237,10 @@ def test_damaged_model_files_are_named(tiny_run, tmp_path):
     config_path.write_text(json.dumps({**config, "labels": config["labels"] + ["digit9"]}))
     with pytest.raises(HeadstartError, match="does not match the architecture in .* labels or head changed by hand"):
         evaluate_run(run, progress=False)
+    config_path.write_text(json.dumps({**config, "labels": config["labels"][::-1]}))
+    with pytest.raises(HeadstartError, match=r"lists the labels \['digit2', 'digit1', 'digit0'\], but model.safetensors "
+                                             r"was trained with them in the order \['digit0', 'digit1', 'digit2'\]"):
+        evaluate_run(run, progress=False)
     config_path.write_text(json.dumps(config))
     weights.write_bytes(weights.read_bytes()[:5000])
     with pytest.raises(HeadstartError, match="model.safetensors is not a readable safetensors file"):

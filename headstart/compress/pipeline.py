@@ -119,12 +119,12 @@ class Compression:
 def _bf16(c: Compression) -> dict:
     from safetensors.torch import save_file
 
-    from headstart.model.folder import load_model
+    from headstart.model.folder import load_model, weights_metadata
 
     folder = c.fresh("bf16")
     state = {k: (v.to(torch.bfloat16) if v.is_floating_point() else v).contiguous()
              for k, v in c.model.state_dict().items()}
-    save_file(state, str(folder / "model.safetensors"), metadata={"format": "headstart-model", "dtype": "bfloat16"})
+    save_file(state, str(folder / "model.safetensors"), metadata={**weights_metadata(c.model), "dtype": "bfloat16"})
     model = load_model(c.model_dir, weights=folder / "model.safetensors")
     with torch.autocast("cpu", dtype=torch.bfloat16):
         proba = c._torch_probabilities(model, c.test_batches)

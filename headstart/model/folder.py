@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from headstart.backbones.registry import rebuild
@@ -40,12 +40,18 @@ def save_model(model: Classifier, folder: Path, head: dict[str, Any], extra: dic
     }
     (staging / "config.json").write_text(json.dumps(config, indent=2))
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
-    save_file(state, str(staging / "model.safetensors"), metadata={"format": FORMAT})
+    save_file(state, str(staging / "model.safetensors"), metadata=weights_metadata(model))
     model.backbone.save_assets(staging)
     if folder.exists():
         shutil.rmtree(folder)
     staging.rename(folder)
     return folder
+
+
+def weights_metadata(model: Classifier) -> dict[str, str]:
+    """The safetensors header of a model's weights: the labels in the order of the head's outputs, so that a
+    config.json whose labels were reordered by hand is caught on loading rather than swapping predictions."""
+    return {"format": FORMAT, "labels": json.dumps(model.labels)}
 
 
 def read_model_config(folder: Path) -> dict[str, Any]:
@@ -77,8 +83,10 @@ def load_model(folder: Path, weights: Path | None = None) -> Classifier:
     if not weights.is_file():
         raise HeadstartError(f"{folder} has no model.safetensors: the model folder is incomplete.")
     try:
+        with safe_open(str(weights), "pt") as handle:
+            trained = json.loads((handle.metadata() or {}).get("labels", "null"))  # null: saved before labels were
         missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
-    except (SafetensorError, OSError) as exc:
+    except (SafetensorError, OSError, ValueError) as exc:  # ValueError: a header that is not JSON
         raise HeadstartError(f"{weights} is not a readable safetensors file ({exc}): the model folder is damaged. "
                              "Write it again from its run, or restore the file.") from None
     except RuntimeError as exc:  # tensors of other shapes: config.json (labels, head) edited after training
@@ -86,6 +94,11 @@ def load_model(folder: Path, weights: Path | None = None) -> Classifier:
         raise HeadstartError(f"{weights} does not match the architecture in {folder / 'config.json'} ({shapes}). "
                              "Were its labels or head changed by hand? Restore the config.json written with "
                              "the weights.") from None
+    # renamed labels are the user's to give; the same labels in another order would silently swap predictions
+    if trained is not None and trained != config["labels"] and sorted(trained) == sorted(config["labels"]):
+        raise HeadstartError(f"{folder / 'config.json'} lists the labels {config['labels']}, but {weights.name} "
+                             f"was trained with them in the order {trained} (the order of the model's outputs): "
+                             "config.json was reordered by hand. Restore that order.")
     if missing or unexpected:
         raise HeadstartError(f"{weights} does not match the architecture in config.json (missing: {missing[:3]}, "
                              f"unexpected: {unexpected[:3]}).")

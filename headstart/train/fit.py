@@ -201,10 +201,10 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
                              num_nodes=train.num_nodes, callbacks=callbacks, logger=False, default_root_dir=run_dir,
                              num_sanity_val_steps=0, enable_model_summary=False, reload_dataloaders_every_n_epochs=1)
         except MisconfigurationException as exc:  # e.g. a GPU asked for on a machine without one, or too many
+            why = " ".join(str(exc).split()).rstrip(".!")
             raise HeadstartError(f"train.accelerator {train.accelerator!r} with train.devices {train.devices!r} "
-                                 f"cannot run here: {' '.join(str(exc).split())}. Ask for what this machine has "
-                                 "(train.accelerator=auto uses a GPU when there is one, else the CPU; "
-                                 "train.devices=1).") from None
+                                 f"cannot run here: {why}. Ask for what this machine has (train.accelerator=auto "
+                                 "uses a GPU when there is one, else the CPU; train.devices=1).") from None
 
     trainer = make_trainer(_strategy(config, ddp=train.strategy == "ddp"))
     if train.strategy == "auto" and trainer.world_size > 1:  # Lightning chose DDP for several devices
