@@ -95,7 +95,8 @@ def load_model(folder: Path, weights: Path | None = None) -> Classifier:
                              "Were its labels or head changed by hand? Restore the config.json written with "
                              "the weights.") from None
     # renamed labels are the user's to give; the same labels in another order would silently swap predictions
-    if trained is not None and trained != config["labels"] and sorted(trained) == sorted(config["labels"]):
+    if (isinstance(trained, list) and trained != config["labels"]
+            and sorted(map(str, trained)) == sorted(map(str, config["labels"]))):
         raise HeadstartError(f"{folder / 'config.json'} lists the labels {config['labels']}, but {weights.name} "
                              f"was trained with them in the order {trained} (the order of the model's outputs): "
                              "config.json was reordered by hand. Restore that order.")
