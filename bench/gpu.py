@@ -54,10 +54,10 @@ def fit(name: str, config: dict, *overrides: str) -> dict:
             "step_s": float(run.history["step_seconds"].median())}
 
 
-def cli(*args: str, env: dict | None = None) -> subprocess.Popen:
-    """`headstart ARGS` in a new process; its output is read with communicate()."""
-    return subprocess.Popen([sys.executable, "-m", "headstart.cli", *args], text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env)
+def cli(*args: str, env: dict | None = None, output: int = subprocess.PIPE) -> subprocess.Popen:
+    """`headstart ARGS` in a new process; piped output is read with communicate()."""
+    return subprocess.Popen([sys.executable, "-m", "headstart.cli", *args], text=True, stdout=output, stderr=output,
+                            env=env)
 
 
 def resume(config: dict) -> dict:
@@ -66,8 +66,7 @@ def resume(config: dict) -> dict:
     path.write_text(yaml.safe_dump({**config, "output": str(RUNS), "train": {**config["train"], "max_epochs": 4}}))
     unbroken = fit("gpu-resume-unbroken", config, "train.max_epochs=4")
     shutil.rmtree(RUNS / "gpu-resume-killed", ignore_errors=True)  # a second bench run starts it afresh
-    killed = subprocess.Popen([sys.executable, "-m", "headstart.cli", "fit", str(path), "--set",
-                               "name=gpu-resume-killed"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = cli("fit", str(path), "--set", "name=gpu-resume-killed", output=subprocess.DEVNULL)
     metrics = RUNS / "gpu-resume-killed" / "metrics.csv"
     while killed.poll() is None and not (metrics.exists() and len(metrics.read_text().splitlines()) >= 3):
         time.sleep(0.1)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from headstart.backbones.registry import rebuild
 from headstart.errors import HeadstartError
@@ -83,9 +83,10 @@ def load_model(folder: Path, weights: Path | None = None) -> Classifier:
     if not weights.is_file():
         raise HeadstartError(f"{folder} has no model.safetensors: the model folder is incomplete.")
     try:
-        with safe_open(str(weights), "pt") as handle:
+        with safe_open(str(weights), "pt") as handle:  # one read: the header's label order, then the tensors
             trained = json.loads((handle.metadata() or {}).get("labels", "null"))  # null: saved before labels were
-        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+        missing, unexpected = model.load_state_dict(state, strict=False)
     except (SafetensorError, OSError, ValueError) as exc:  # ValueError: a header that is not JSON
         raise HeadstartError(f"{weights} is not a readable safetensors file ({exc}): the model folder is damaged. "
                              "Write it again from its run, or restore the file.") from None
