@@ -24,7 +24,7 @@ def test_push_records_an_immutable_version(tiny_run, tmp_path):
     meta = version.meta
     assert meta["labels"] == ["digit0", "digit1", "digit2"] and meta["modality"] == "image"
     assert meta["backbone"]["factory"] == "tests.tiny:tiny_cnn" and meta["preprocessing"]["image_size"] == 16
-    assert meta["parent"] is None and meta["source"] == str(tiny_run.path.resolve())
+    assert meta["parent"] is None and meta["source"] == str(tiny_run.path.resolve()) and meta["same_model_as"] is None
     assert meta["metrics"]["test.test_acc"] == pytest.approx(tiny_run.test_metrics["test_acc"])
     assert sum(meta["data"]["examples"].values()) == len(tiny_run.split)
     assert (version.model_dir / "model.safetensors").is_file() and (version.path / "run" / "config.yaml").is_file()
@@ -114,7 +114,9 @@ def test_a_damaged_version_does_not_block_later_pushes(tiny_run, tmp_path):
     meta = first.path / "version.json"
     meta.chmod(0o644)
     meta.write_text("{")
-    assert reg.push(tiny_run.path, "digits").number == 2
+    second = reg.push(tiny_run.path, "digits")
+    assert second.number == 2 and second.meta["same_model_as"] is None  # version 1 cannot be read
+    assert reg.push(tiny_run.path, "digits").meta["same_model_as"] == 2
 
 
 def test_push_refuses_pickles_and_unfinished_runs(tiny_run, tmp_path):
@@ -192,6 +194,7 @@ def test_registry_cli(tiny_run, tmp_path):
     Registry(reg).push(tiny_run.path, "digits")
     result = cli("registry", "push", str(tiny_run.path), "--name", "digits", "--registry", reg, "--parent", "1")
     assert result.returncode == 0 and "Registered digits@2" in result.stdout, result.stderr
+    assert "identical to digits@1's" in result.stdout
     Registry(reg).promote("digits", 1)
     assert cli("registry", "promote", "digits", "2", "--registry", reg).returncode == 0
     listing = cli("registry", "list", "--registry", reg).stdout
@@ -266,7 +269,7 @@ def test_push_refuses_another_modality_and_diff_names_other_labels(tiny_run, tmp
     assert reg.numbers("digits") == [1]
     renamed = _copy_run(tiny_run, tmp_path / "renamed")
     _edit_json(renamed / "model" / "config.json", labels=["zero", "one", "digit2"])
-    reg.push(renamed, "digits")
+    assert reg.push(renamed, "digits").meta["same_model_as"] is None  # its config.json differs
     diff = cli("registry", "diff", "digits", "1", "2", "--registry", str(reg.root))
     assert "different labels (only in v1: digit0, digit1; only in v2: zero, one)" in diff.stdout, diff.stderr
 

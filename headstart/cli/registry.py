@@ -44,6 +44,9 @@ def registry_push(
     version = _registry(registry).push(run_dir, name, parent=parent)
     console.print(f"Registered {version.spec} ({version.path}). Promote it with "
                   f"`headstart registry promote {name} {version.number} --to production`.")
+    if version.meta["same_model_as"] is not None:
+        console.print(f"Its model files are identical to {name}@{version.meta['same_model_as']}'s: that model was "
+                      "registered before (the same run pushed again?).")
 
 
 @registry_app.command("list")

@@ -148,6 +148,13 @@ def _check_model_files(source: Path) -> None:
                              "them, or re-save the model with `headstart fit`.")
 
 
+def _model_files(files: Any) -> dict[str, str]:
+    """{path: sha256} of the model folder's files in a version's file list (empty for a damaged list)."""
+    if not isinstance(files, dict):
+        return {}
+    return {path: digest for path, digest in files.items() if path.startswith("model/")}
+
+
 def _read_only(folder: Path) -> None:
     for path in folder.rglob("*"):
         if path.is_file():
@@ -242,15 +249,15 @@ class Registry:
                                  f"{self.root / name / 'versions'} (removed by hand). {hint}")
         return self.version(name, number)
 
-    def _modalities(self, name: str) -> set[str]:
-        """What the readable versions of `name` classify (a damaged version must not block every later push)."""
-        out = set()
+    def _readable(self, name: str) -> list[Version]:
+        """The versions of `name` whose version.json reads (a damaged version must not block every later push)."""
+        out = []
         for number in self.numbers(name):
             try:
-                out.add(self.version(name, number).meta.get("modality"))
+                out.append(self.version(name, number))
             except HeadstartError:
                 continue
-        return out - {None}
+        return out
 
     def _last_number(self, name: str) -> int:
         """The highest version number ever given to `name` (its folder may have been removed since)."""
@@ -265,8 +272,9 @@ class Registry:
         """Register a finished run's model as the next version of `name`: model folder (with compressed variants),
         run config, results and metrics, the data fingerprint of its split manifest, and its parent version
         (default: the production version at the time of the push). Numbers are never reused, even of a version
-        whose folder was removed. The model folder is read under `headstart compress`'s lock, so its variants are
-        one whole set (see `headstart.compress.pipeline.settled`)."""
+        whose folder was removed; a push of a model already registered makes a new version too, whose
+        `same_model_as` names the latest earlier version with the same model files. The model folder is read under
+        `headstart compress`'s lock, so its variants are one whole set (see `headstart.compress.pipeline.settled`)."""
         run_dir = Path(run_dir)
         model_dir = run_dir / "model"
         for required in (run_dir / "config.yaml", run_dir / "results.json", run_dir / "split.csv", model_dir,
@@ -293,8 +301,8 @@ class Registry:
             with self._lock(name):
                 for stale in folder.glob(".staging-*"):  # left by a writer that died (we hold the lock)
                     shutil.rmtree(stale, ignore_errors=True)
-                numbers = self.numbers(name)
-                modalities = self._modalities(name) - {model_config["modality"]}
+                numbers, earlier = self.numbers(name), self._readable(name)
+                modalities = {v.meta.get("modality") for v in earlier} - {model_config["modality"], None}
                 if modalities:
                     raise HeadstartError(f"{run_dir} holds a {model_config['modality']} model, but the versions "
                                          f"of {name} classify {', '.join(sorted(modalities))}s: push it under another "
@@ -311,6 +319,8 @@ class Registry:
                 for file in RUN_FILES:
                     if (run_dir / file).is_file():
                         shutil.copy2(run_dir / file, staging / "run" / file)
+                files = folder_digests(staging)
+                same = [v.number for v in earlier if _model_files(v.meta.get("files")) == _model_files(files)]
                 meta = {
                     "format": FORMAT, "version": 1, "name": name, "number": number, "created": now(),
                     "source": str(run_dir.resolve()), "parent": parent,
@@ -319,7 +329,8 @@ class Registry:
                     "metrics": metrics, "data": data,
                     "variants": [{k: v.get(k) for k in ("name", "runtime", "precision", "accepted")}
                                  for v in list_variants(staging / "model")],
-                    "files": folder_digests(staging),
+                    "same_model_as": same[-1] if same else None,
+                    "files": files,
                 }
                 write_atomic(staging / "version.json", json.dumps(meta, indent=2))
                 _read_only(staging)
