@@ -320,7 +320,8 @@ class Registry:
                     if (run_dir / file).is_file():
                         shutil.copy2(run_dir / file, staging / "run" / file)
                 files = folder_digests(staging)
-                same = [v.number for v in earlier if _model_files(v.meta.get("files")) == _model_files(files)]
+                model_files = _model_files(files)
+                same = [v.number for v in earlier if _model_files(v.meta.get("files")) == model_files]
                 meta = {
                     "format": FORMAT, "version": 1, "name": name, "number": number, "created": now(),
                     "source": str(run_dir.resolve()), "parent": parent,
