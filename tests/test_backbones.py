@@ -99,6 +99,14 @@ def test_a_long_text_is_cut_without_the_tokenizers_length_warning(capfd):
     assert "Token indices sequence length" not in capfd.readouterr().err
 
 
+def test_an_efficientnet_reads_images_at_its_pretraining_size_unless_told():
+    from headstart.backbones.registry import EFFICIENTNET_SIZES
+
+    for variant, size in EFFICIENTNET_SIZES.items():
+        assert build(f"efficientnet_lite{variant}", DataConfig(source="unused")).image_size == size
+    assert build("efficientnet_lite1", DataConfig(source="unused", image_size=300)).image_size == 300
+
+
 def test_unknown_backbone_lists_the_known_ones():
     with pytest.raises(HeadstartError, match="Unknown backbone 'resnet'.*efficientnet_lite0.*minilm"):
         build("resnet", DataConfig(source="unused"))

@@ -15,8 +15,6 @@ from headstart.errors import HeadstartError
 
 # EfficientNet-Lite was trained on inputs scaled as (x - 127) / 128
 MEAN, STD = (127 / 255,) * 3, (128 / 255,) * 3
-# variant -> the resolution its ImageNet weights were trained at, the default image size
-VARIANTS = {0: 224, 1: 240, 2: 260}
 
 
 def _weights_path(variant: int) -> str:
@@ -33,8 +31,8 @@ def _weights_path(variant: int) -> str:
 class EfficientNetLite(ImageBackbone):
     """EfficientNet-Lite<variant> without its classifier; features are the pooled 1280-channel head output."""
 
-    def __init__(self, variant: int = 0, image_size: int | None = None, pretrained: bool = True):
-        super().__init__(image_size or VARIANTS[variant], MEAN, STD)
+    def __init__(self, variant: int, image_size: int, pretrained: bool = True):
+        super().__init__(image_size, MEAN, STD)
         from efficientnet_lite_pytorch import EfficientNet
 
         self.variant = variant

