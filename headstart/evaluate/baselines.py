@@ -104,7 +104,8 @@ def frozen_logreg(config: RunConfig, data: EvalData) -> Baseline:
     from headstart.backbones.registry import build
 
     backbone = build(config.backbone, config.data)
-    batch, bf16 = config.train.eval_batch_size, config.train.precision == "bf16-mixed"  # the run's own precision
+    batch = config.train.eval_batch(backbone.modality)
+    bf16 = config.train.precision == "bf16-mixed"  # the run's own precision
     return _fit_on_splits(_logreg, lambda inputs: frozen_features(backbone, inputs, batch, bf16), data,
                           DESCRIPTIONS["frozen_logreg"])
 

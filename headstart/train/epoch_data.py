@@ -18,7 +18,7 @@ class EpochData:
     def __init__(self, data: PreparedData, backbone: Backbone, config: RunConfig, cache: PrefixCache,
                  unfreezing: GradualUnfreezing):
         self.config, self.cache, self.unfreezing = config, cache, unfreezing
-        self.collate = Collate(backbone)
+        self.collate, self.modality = Collate(backbone), backbone.modality
         self.targets, self.raw = {}, {}
         for split in ("train", "val", "test"):
             frame = data.part(split)
@@ -48,9 +48,9 @@ class EpochData:
                                batch_size, sampler)
         return make_loader(self.raw["train"], self.collate, batch_size, sampler, train.num_workers)
 
-    def evaluation(self, split: str) -> DataLoader:
+    def evaluation(self, split: str, trainer: L.Trainer) -> DataLoader:
         train = self.config.train
+        batch_size = train.eval_batch(self.modality, trainer.strategy.root_device.type == "cuda")
         if split == "val" and self.cache.replaying("val"):
-            return make_loader(CachedDataset(self.cache, "val", self.targets["val"]), collate_cached,
-                               train.eval_batch_size)
-        return make_loader(self.raw[split], self.collate, train.eval_batch_size, num_workers=train.num_workers)
+            return make_loader(CachedDataset(self.cache, "val", self.targets["val"]), collate_cached, batch_size)
+        return make_loader(self.raw[split], self.collate, batch_size, num_workers=train.num_workers)

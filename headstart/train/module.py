@@ -48,10 +48,10 @@ class FineTuner(L.LightningModule):
         return self.data.train(self.trainer, self)
 
     def val_dataloader(self):
-        return self.data.evaluation("val")
+        return self.data.evaluation("val", self.trainer)
 
     def test_dataloader(self):
-        return self.data.evaluation("test")
+        return self.data.evaluation("test", self.trainer)
 
     def on_train_epoch_start(self) -> None:
         self._tokens = [0, 0]
