@@ -118,12 +118,12 @@ class TrainConfig(_Section):
     cache_memory_gb: float = Field(4.0, gt=0)
     eval_batch_size: int | None = Field(None, ge=1)
 
-    def eval_batch(self, modality: str, cuda: bool = False) -> int:
-        """`eval_batch_size`, or when unset 8 for images on a CPU and 64 otherwise: on a CPU an image costs about
-        half as much in batches of 4 to 8 as in batches of 64 (BENCHMARKS.md), while texts gain from large ones."""
+    def eval_batch(self, images_on_cpu: bool) -> int:
+        """`eval_batch_size`, or when unset 8 for images through a backbone on a CPU and 64 otherwise: on a CPU an
+        image costs about half as much in batches of 4 to 8 as in batches of 64 (BENCHMARKS.md), texts do not."""
         if self.eval_batch_size is not None:
             return self.eval_batch_size
-        return 8 if modality == "image" and not cuda else 64
+        return 8 if images_on_cpu else 64
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -120,9 +120,9 @@ def test_a_bare_off_in_yaml_turns_the_cache_off():
 def test_the_evaluation_batch_is_small_for_images_on_a_cpu_unless_set():
     train = load_config({"name": "x", "data": {"source": "bbc"}}).train
     assert train.eval_batch_size is None
-    assert (train.eval_batch("image"), train.eval_batch("image", cuda=True), train.eval_batch("text")) == (8, 64, 64)
+    assert (train.eval_batch(images_on_cpu=True), train.eval_batch(images_on_cpu=False)) == (8, 64)
     train = load_config({"name": "x", "data": {"source": "bbc"}}, ["train.eval_batch_size=32"]).train
-    assert (train.eval_batch("image"), train.eval_batch("text", cuda=True)) == (32, 32)
+    assert (train.eval_batch(images_on_cpu=True), train.eval_batch(images_on_cpu=False)) == (32, 32)
 
 
 @pytest.mark.parametrize("devices, parsed", [

@@ -104,7 +104,7 @@ def frozen_logreg(config: RunConfig, data: EvalData) -> Baseline:
     from headstart.backbones.registry import build
 
     backbone = build(config.backbone, config.data)
-    batch = config.train.eval_batch(backbone.modality)
+    batch = config.train.eval_batch(backbone.modality == "image")
     bf16 = config.train.precision == "bf16-mixed"  # the run's own precision
     return _fit_on_splits(_logreg, lambda inputs: frozen_features(backbone, inputs, batch, bf16), data,
                           DESCRIPTIONS["frozen_logreg"])

@@ -203,7 +203,7 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
     evaluated = examples.load(run_dir, config.data, labels, requested, data,
                               _data_config(config, data, data_updates, predictor.modality))
     examples.check_modality(predictor.modality, evaluated.modality, evaluated.source)
-    batch, samples, seed = config.train.eval_batch(predictor.modality), settings.bootstrap, settings.seed
+    batch, samples, seed = config.train.eval_batch(predictor.modality == "image"), settings.bootstrap, settings.seed
     y, val_y = examples.targets(evaluated.test), examples.targets(evaluated.val)
     positive = positive_index(labels, examples.targets(evaluated.train), settings.positive_label)
     cost_matrix(settings.costs, labels, positive)  # a cost naming an unknown label stops here, before the work

@@ -50,7 +50,9 @@ class EpochData:
 
     def evaluation(self, split: str, trainer: L.Trainer) -> DataLoader:
         train = self.config.train
-        batch_size = train.eval_batch(self.modality, trainer.strategy.root_device.type == "cuda")
-        if split == "val" and self.cache.replaying("val"):
-            return make_loader(CachedDataset(self.cache, "val", self.targets["val"]), collate_cached, batch_size)
-        return make_loader(self.raw[split], self.collate, batch_size, num_workers=train.num_workers)
+        if split == "val" and self.cache.replaying("val"):  # stored states: the backbone's frozen part does not run
+            return make_loader(CachedDataset(self.cache, "val", self.targets["val"]), collate_cached,
+                               train.eval_batch(images_on_cpu=False))
+        on_cpu = trainer.strategy.root_device.type != "cuda"
+        return make_loader(self.raw[split], self.collate, train.eval_batch(self.modality == "image" and on_cpu),
+                           num_workers=train.num_workers)
