@@ -48,10 +48,10 @@ def _efficientnet_lite(variant: int, default_size: int) -> Factory:
 
 # EfficientNet-Lite variant -> the resolution its ImageNet weights were trained at, the default image size
 EFFICIENTNET_SIZES = {0: 224, 1: 240, 2: 260}
-EFFICIENTNETS = [f"efficientnet_lite{variant}" for variant in EFFICIENTNET_SIZES]
+EFFICIENTNETS = {f"efficientnet_lite{variant}": variant for variant in EFFICIENTNET_SIZES}
 register("minilm", _minilm)
-for _variant, _size in EFFICIENTNET_SIZES.items():
-    register(f"efficientnet_lite{_variant}", _efficientnet_lite(_variant, _size))
+for _name, _variant in EFFICIENTNETS.items():
+    register(_name, _efficientnet_lite(_variant, EFFICIENTNET_SIZES[_variant]))
 
 
 def _import_factory(target: str) -> Callable:
