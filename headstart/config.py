@@ -96,6 +96,11 @@ class StrategyConfig(_Section):
         return unfreeze
 
 
+# On a CPU an image costs about half as much in batches of 8 as in batches of 32 to 64: the activations of a small
+# batch stay in cache (BENCHMARKS.md, bench/eval_batch.py). Texts gain nothing from small batches.
+CPU_IMAGE_BATCH = 8
+
+
 class TrainConfig(_Section):
     max_epochs: int = Field(20, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -119,11 +124,11 @@ class TrainConfig(_Section):
     eval_batch_size: int | None = Field(None, ge=1)
 
     def eval_batch(self, images_on_cpu: bool) -> int:
-        """`eval_batch_size`, or when unset 8 for images through a backbone on a CPU and 64 otherwise: on a CPU an
-        image costs about half as much in batches of 4 to 8 as in batches of 64 (BENCHMARKS.md), texts do not."""
+        """`eval_batch_size`, or when unset `CPU_IMAGE_BATCH` for images through a backbone on a CPU and 64
+        otherwise."""
         if self.eval_batch_size is not None:
             return self.eval_batch_size
-        return 8 if images_on_cpu else 64
+        return CPU_IMAGE_BATCH if images_on_cpu else 64
 
     @field_validator("precision", mode="before")
     @classmethod

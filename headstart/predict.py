@@ -9,6 +9,7 @@ from typing import Iterable
 import pandas as pd
 import torch
 
+from headstart.config import CPU_IMAGE_BATCH
 from headstart.data.images import DECODE_ERRORS
 from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, read_table, read_text_file, row_origins,
                                      visible_files)
@@ -25,16 +26,23 @@ class Predictor:
         self.labels = self.model.labels
         self.modality = self.model.backbone.modality
 
+    @property
+    def batch_size(self) -> int:
+        """Inputs per forward pass unless a caller names another: `CPU_IMAGE_BATCH` images (models are served on a
+        CPU) or 32 texts."""
+        return CPU_IMAGE_BATCH if self.modality == "image" else 32
+
     @torch.inference_mode()
-    def probabilities(self, inputs: list, batch_size: int = 32) -> torch.Tensor:
-        """(len(inputs), n_classes) class probabilities."""
+    def probabilities(self, inputs: list, batch_size: int | None = None) -> torch.Tensor:
+        """(len(inputs), n_classes) class probabilities, `batch_size` inputs per forward pass."""
+        batch_size = batch_size or self.batch_size
         out = []
         for start in range(0, len(inputs), batch_size):
             batch = self.model.backbone.prepare(inputs[start:start + batch_size])
             out.append(self.model(**batch).float().softmax(-1))
         return torch.cat(out) if out else torch.empty(0, len(self.labels))
 
-    def predict(self, inputs: list, batch_size: int = 32) -> list[dict]:
+    def predict(self, inputs: list, batch_size: int | None = None) -> list[dict]:
         """[{"label": ..., "confidence": p, "probabilities": {label: p, ...}}, ...] in input order."""
         results = []
         for row in self.probabilities(inputs, batch_size).tolist():

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,6 +34,16 @@ def test_predict_images_and_folders_as_json(tiny_run, digits_folder):
         assert line["label"] == max(line["probabilities"], key=line["probabilities"].get)
     # the model learned something: most digit2 images are called digit2
     assert sum(line["label"] == "digit2" for line in lines[1:]) > 0.6 * (len(lines) - 1)
+
+
+def test_a_loaded_model_runs_images_in_batches_of_8_unless_told(tiny_run, digits_folder):
+    import headstart
+
+    model = headstart.load(tiny_run.model_dir)
+    images = [str(p) for p in sorted((digits_folder / "digit1").iterdir())[:20]]
+    assert model.batch_size == 8
+    by_8, by_20 = model.probabilities(images), model.probabilities(images, batch_size=20)
+    assert by_8.shape == (20, 3) and torch.allclose(by_8, by_20, atol=1e-6)
 
 
 def test_predict_prints_a_table_and_accepts_a_run_folder(tiny_run, digits_folder):

@@ -136,6 +136,12 @@ class VariantPredictor(Predictor):
         else:
             raise HeadstartError(f"{self.folder / MANIFEST} names a runtime this headstart does not know: {runtime}.")
 
+    @property
+    def batch_size(self) -> int:
+        """32 inputs per ONNX Runtime call: unlike PyTorch, it runs images no faster in smaller batches (int8: 1.4x
+        slower in batches of 8, BENCHMARKS.md)."""
+        return 32 if isinstance(self.model, OnnxModel) else super().batch_size
+
 
 def load_variant(folder: str | Path, force: bool = False) -> VariantPredictor:
     """Open a variant folder (<model>/variants/<name>) for predictions; a rejected one only with force=True."""

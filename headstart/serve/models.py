@@ -76,13 +76,12 @@ class Arm:
         self.version, self.predictor, self.runtime, self.metrics = version, predictor, runtime, metrics
         self.name, self.number = version.name, version.number
         self.labels, self.modality = predictor.labels, predictor.modality
-        self.max_batch = max_batch
         self.batcher = MicroBatcher(self._run, max_batch, max_wait_ms, name=f"{version.name}-{version.number}")
         self.active, self.retired, self.closed = 0, False, None
 
     def _run(self, inputs: list) -> list[dict]:
         start = time.perf_counter()
-        results = self.predictor.predict(inputs, batch_size=self.max_batch)
+        results = self.predictor.predict(inputs)  # a micro-batch runs in chunks of the predictor's batch size
         labels = (self.name, str(self.number))
         self.metrics.batch_size.labels(*labels).observe(len(inputs))
         self.metrics.batch_seconds.labels(*labels).observe(time.perf_counter() - start)

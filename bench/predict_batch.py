@@ -1,0 +1,59 @@
+"""Per-input cost of predictions by batch size, decoding included: a model folder's PyTorch predictor and each of
+its compressed variants, on inputs as `headstart predict` reads them. The figures behind `Predictor.batch_size`.
+Writes bench/results/predict_batch.json and prints a Markdown table.
+
+    python bench/predict_batch.py runs/elpv-defects/model data/cells/ [--batches 1 4 8 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+from headstart.compress.variants import list_variants, load_any_variant
+from headstart.predict import gather_inputs, load
+
+OUT = Path(__file__).resolve().parents[1] / "bench" / "results"
+
+
+def ms_per_input(predictor, inputs: list, batch: int) -> float:
+    """Milliseconds per input for one pass over `inputs`, after a warm-up batch."""
+    predictor.probabilities(inputs[:batch], batch)
+    start = time.perf_counter()
+    predictor.probabilities(inputs, batch)
+    return (time.perf_counter() - start) / len(inputs) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path, help="a model folder (runs/<name>/model)")
+    parser.add_argument("inputs", nargs="+", help="image files or folders, texts, .txt files or tables")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 32])
+    parser.add_argument("--text-column", default="text")
+    args = parser.parse_args()
+    full = load(args.model)
+    inputs, _ = gather_inputs(args.inputs, full.modality, args.text_column)
+    predictors = [("PyTorch fp32", full)]
+    predictors += [(v["name"], load_any_variant(v["folder"])) for v in list_variants(args.model)]
+    rows = []
+    print(f"{len(inputs)} inputs; milliseconds per input, decoding included")
+    print("| predictor | default batch | " + " | ".join(f"batch {b}" for b in args.batches) + " |")
+    print("| --- | --- |" + " --- |" * len(args.batches))
+    for name, predictor in predictors:
+        times = {b: ms_per_input(predictor, inputs, b) for b in args.batches}
+        rows.append({"predictor": name, "default_batch": predictor.batch_size, "ms_per_input": times})
+        print(f"| {name} | {predictor.batch_size} | " + " | ".join(f"{t:.1f}" for t in times.values()) + " |",
+              flush=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    machine = {"date": str(date.today()), "threads": torch.get_num_threads(), "cores": os.cpu_count()}
+    (OUT / "predict_batch.json").write_text(json.dumps({**machine, "inputs": len(inputs), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
