@@ -138,7 +138,7 @@ class VariantPredictor(Predictor):
 
     @property
     def batch_size(self) -> int:
-        """32 inputs per ONNX Runtime call: unlike PyTorch, it runs images no faster in smaller batches (int8: 1.4x
+        """32 inputs per ONNX Runtime call: unlike PyTorch, it runs images no faster in smaller batches (int8: 1.3x
         slower in batches of 8, BENCHMARKS.md)."""
         return 32 if isinstance(self.model, OnnxModel) else super().batch_size
 
