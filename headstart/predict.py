@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pandas as pd
 import torch
@@ -15,6 +15,17 @@ from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, read_table, 
                                      visible_files)
 from headstart.errors import HeadstartError
 from headstart.model.folder import load_model
+
+
+def in_batches(inputs: list, size: int, progress: bool = False, desc: str = "predicting") -> Iterator[list]:
+    """`inputs` in slices of `size`, with a progress bar on stderr when asked for more than one slice."""
+    from tqdm.auto import tqdm
+
+    with tqdm(total=len(inputs), desc=desc, unit="input", leave=False,
+              disable=not progress or len(inputs) <= size) as bar:
+        for start in range(0, len(inputs), size):
+            yield inputs[start:start + size]
+            bar.update(min(size, len(inputs) - start))
 
 
 class Predictor:
@@ -33,19 +44,17 @@ class Predictor:
         return CPU_IMAGE_BATCH if self.modality == "image" else 32
 
     @torch.inference_mode()
-    def probabilities(self, inputs: list, batch_size: int | None = None) -> torch.Tensor:
-        """(len(inputs), n_classes) class probabilities, `batch_size` inputs per forward pass."""
-        batch_size = batch_size or self.batch_size
+    def probabilities(self, inputs: list, batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
+        """(len(inputs), n_classes) class probabilities, `batch_size` inputs per forward pass; `progress`: a bar."""
         out = []
-        for start in range(0, len(inputs), batch_size):
-            batch = self.model.backbone.prepare(inputs[start:start + batch_size])
-            out.append(self.model(**batch).float().softmax(-1))
+        for chunk in in_batches(inputs, batch_size or self.batch_size, progress):
+            out.append(self.model(**self.model.backbone.prepare(chunk)).float().softmax(-1))
         return torch.cat(out) if out else torch.empty(0, len(self.labels))
 
-    def predict(self, inputs: list, batch_size: int | None = None) -> list[dict]:
+    def predict(self, inputs: list, batch_size: int | None = None, progress: bool = False) -> list[dict]:
         """[{"label": ..., "confidence": p, "probabilities": {label: p, ...}}, ...] in input order."""
         results = []
-        for row in self.probabilities(inputs, batch_size).tolist():
+        for row in self.probabilities(inputs, batch_size, progress).tolist():
             best = max(range(len(row)), key=row.__getitem__)
             results.append({"label": self.labels[best], "confidence": row[best],
                             "probabilities": dict(zip(self.labels, row))})

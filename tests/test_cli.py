@@ -34,6 +34,8 @@ def test_predict_images_and_folders_as_json(tiny_run, digits_folder):
         assert line["label"] == max(line["probabilities"], key=line["probabilities"].get)
     # the model learned something: most digit2 images are called digit2
     assert sum(line["label"] == "digit2" for line in lines[1:]) > 0.6 * (len(lines) - 1)
+    # progress goes to stderr, so the JSON lines stay clean
+    assert f"predicting:   0%|          | 0/{len(lines)}" in result.stderr
 
 
 def test_a_loaded_model_runs_images_in_batches_of_8_unless_told(tiny_run, digits_folder):

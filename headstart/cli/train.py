@@ -61,7 +61,7 @@ def predict(
         check_images(items)
     if not items:
         raise HeadstartError("No inputs found: give image files, a folder of images, or texts.")
-    results = predictor.predict(items)
+    results = predictor.predict(items, progress=True)
     if as_json:
         for name, result in zip(names, results):
             print(json.dumps({"input": name, **result}))

@@ -87,26 +87,28 @@ def _logreg(c: float):
     return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=MAX_ITER))
 
 
-def frozen_features(backbone, inputs: list, batch_size: int, bf16: bool = False) -> np.ndarray:
+def frozen_features(backbone, inputs: list, batch_size: int, bf16: bool = False, progress: bool = False) -> np.ndarray:
     """Features of the backbone in eval mode (under bf16 autocast on CPU if asked, as bench/accuracy.py does)."""
     import torch
+
+    from headstart.predict import in_batches
 
     backbone.eval()
     chunks = []
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        for start in range(0, len(inputs), batch_size):
-            chunks.append(backbone(**backbone.prepare(inputs[start:start + batch_size])).float())
+        for chunk in in_batches(inputs, batch_size, progress, desc="frozen features"):
+            chunks.append(backbone(**backbone.prepare(chunk)).float())
     return torch.cat(chunks).numpy().astype(np.float64)
 
 
-def frozen_logreg(config: RunConfig, data: EvalData) -> Baseline:
-    """Logistic regression on the pretrained, frozen backbone's features."""
+def frozen_logreg(config: RunConfig, data: EvalData, progress: bool = False) -> Baseline:
+    """Logistic regression on the pretrained, frozen backbone's features; `progress`: bars while they are computed."""
     from headstart.backbones.registry import build
 
     backbone = build(config.backbone, config.data)
     batch = config.train.eval_batch(backbone.modality == "image")
     bf16 = config.train.precision == "bf16-mixed"  # the run's own precision
-    return _fit_on_splits(_logreg, lambda inputs: frozen_features(backbone, inputs, batch, bf16), data,
+    return _fit_on_splits(_logreg, lambda inputs: frozen_features(backbone, inputs, batch, bf16, progress), data,
                           DESCRIPTIONS["frozen_logreg"])
 
 

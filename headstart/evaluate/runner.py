@@ -112,20 +112,20 @@ def _clean(value):
     return value
 
 
-def _probabilities(predictor, inputs: list, batch_size: int) -> np.ndarray:
+def _probabilities(predictor, inputs: list, batch_size: int, progress: bool) -> np.ndarray:
     if not inputs:
         return np.empty((0, len(predictor.labels)))
-    proba = predictor.probabilities(inputs, batch_size).double().numpy()
+    proba = predictor.probabilities(inputs, batch_size, progress).double().numpy()
     return proba / proba.sum(1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
 
 
-def _baselines(config, data, y, proba, samples, seed, positive, say) -> tuple[dict, dict]:
+def _baselines(config, data, y, proba, samples, seed, positive, say, bars: bool) -> tuple[dict, dict]:
     from headstart.evaluate import baselines
     from headstart.evaluate.bootstrap import bootstrap, interval, metric_functions
     from headstart.evaluate.metrics import HEADLINE, headline
 
     say("baseline: frozen backbone + logistic regression")
-    fitted = {"frozen_logreg": baselines.frozen_logreg(config, data)}
+    fitted = {"frozen_logreg": baselines.frozen_logreg(config, data, bars)}
     say("baseline: classical model")
     fitted["classical"] = baselines.classical(data)
     probas = {"model": proba, **{name: baseline.proba for name, baseline in fitted.items()}}
@@ -189,6 +189,7 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
     from headstart.run import Run
 
     say = progress if callable(progress) else (_printer() if progress else (lambda message: None))
+    bars = bool(progress)
     run = Run(run_dir)
     run_dir, config = run.path, run.config
     settings, data_updates = _settings(config.evaluate, overrides)
@@ -210,9 +211,9 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
 
     say(f"predicting {len(y)} examples ({evaluated.scope})")
     inputs = evaluated.test["input"].tolist()
-    proba = _probabilities(predictor, inputs, batch)
+    proba = _probabilities(predictor, inputs, batch, bars)
     say(f"predicting {len(val_y)} validation examples (for the decision threshold)")
-    val_proba = _probabilities(predictor, evaluated.val["input"].tolist(), batch)
+    val_proba = _probabilities(predictor, evaluated.val["input"].tolist(), batch, bars)
 
     say(f"bootstrap: {samples} resamples")
     point = full_report(y, proba, labels, positive)
@@ -220,7 +221,7 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
     boot = {}
     baselines = None
     if settings.baselines:
-        baselines, model_boot = _baselines(config, evaluated, y, proba, samples, seed, positive, say)
+        baselines, model_boot = _baselines(config, evaluated, y, proba, samples, seed, positive, say, bars)
         boot.update(model_boot)
     elif samples:
         boot.update(bootstrap(y, {"model": proba}, metric_functions(GAIN_METRICS, positive), samples, seed)["model"])
