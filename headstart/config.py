@@ -96,8 +96,8 @@ class StrategyConfig(_Section):
         return unfreeze
 
 
-# On a CPU an image costs about half as much in batches of 8 as in batches of 32 to 64: the activations of a small
-# batch stay in cache (BENCHMARKS.md, bench/eval_batch.py). Texts gain nothing from small batches.
+# On a CPU an image costs 0.4 to 0.8 times as much in batches of 8 as in batches of 32 to 64: the activations of a
+# small batch stay in cache (BENCHMARKS.md, bench/eval_batch.py). Texts gain nothing from small batches.
 CPU_IMAGE_BATCH = 8
 
 

@@ -21,6 +21,9 @@ def in_batches(inputs: list, size: int, progress: bool = False, desc: str = "pre
     """`inputs` in slices of `size`, with a progress bar on stderr when asked for more than one slice."""
     from tqdm.auto import tqdm
 
+    if size < 1:
+        raise HeadstartError(f"batch_size must be at least 1, not {size}: give the inputs per forward pass.")
+
     with tqdm(total=len(inputs), desc=desc, unit="input", leave=False,
               disable=not progress or len(inputs) <= size) as bar:
         for start in range(0, len(inputs), size):
@@ -47,7 +50,7 @@ class Predictor:
     def probabilities(self, inputs: list, batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
         """(len(inputs), n_classes) class probabilities, `batch_size` inputs per forward pass; `progress`: a bar."""
         out = []
-        for chunk in in_batches(inputs, batch_size or self.batch_size, progress):
+        for chunk in in_batches(inputs, self.batch_size if batch_size is None else batch_size, progress):
             out.append(self.model(**self.model.backbone.prepare(chunk)).float().softmax(-1))
         return torch.cat(out) if out else torch.empty(0, len(self.labels))
 

@@ -159,8 +159,14 @@ def test_baselines_match_an_independent_scikit_learn_computation(tiny_run, tiny_
         assert gain["accuracy_ci"][0] <= gain["accuracy"] <= gain["accuracy_ci"][1]
 
 
-def test_binary_run_costs_slices_and_latency(binary_run):
-    metrics = evaluate_run(binary_run.path, progress=False)
+def test_binary_run_costs_slices_and_latency(binary_run, capfd):
+    capfd.readouterr()
+    messages = []
+    metrics = evaluate_run(binary_run.path, progress=messages.append)
+    # a callable gets the steps; the bars are left to `progress=True`
+    assert "predicting" in " ".join(messages) and "frozen" in " ".join(messages)
+    err = capfd.readouterr().err
+    assert "predicting:" not in err and "frozen features:" not in err
     assert metrics["data"]["positive_label"] == "zero"  # the rarer class
     costs = metrics["costs"]
     assert costs["given"] == "false positive / false negative"
@@ -172,6 +178,7 @@ def test_binary_run_costs_slices_and_latency(binary_run):
     latency = metrics["latency"]
     assert 0 < latency["batch1_p50_ms"] <= latency["batch1_p95_ms"]
     assert latency["batch32_throughput_per_s"] > 0 and latency["model_size_mb"] > 0
+    assert latency["batch32_batch_size"] == 8  # 32 images timed as served: in PyTorch's batches of 8
     assert latency["memory_peak_mb"] >= latency["memory_before_load_mb"] > 0
     _check_report_against_metrics(binary_run.path / "report.html", metrics)
 

@@ -67,3 +67,11 @@ def test_text_baselines_match_an_independent_scikit_learn_computation(news_run, 
     assert 0 <= frozen["accuracy"] <= 1 and frozen["gain"]["accuracy"] == pytest.approx(
         news_metrics["overall"]["accuracy"] - frozen["accuracy"])
     assert np.isfinite(frozen["gain"]["accuracy_ci"]).all()
+
+
+def test_a_loaded_text_model_runs_32_texts_a_batch(news_run):
+    model = headstart.load(news_run.model_dir)
+    texts = read_source(DataConfig(source="bbc")).frame["input"].head(40).tolist()
+    assert model.batch_size == 32
+    by_32, by_40 = model.probabilities(texts), model.probabilities(texts, batch_size=40)
+    assert by_32.shape == (40, 5) and np.allclose(by_32.numpy(), by_40.numpy(), atol=1e-5)

@@ -257,7 +257,7 @@ def test_metrics_count_requests_and_predictions_per_version_and_class(registry, 
 
 
 def test_a_micro_batch_of_images_runs_in_batches_of_8(registry, pngs, monkeypatch):
-    """On a CPU an image costs about half as much in batches of 8 as in batches of 32 (BENCHMARKS.md)."""
+    """On a CPU PyTorch runs an image 1.8x faster in batches of 8 than of 32 (BENCHMARKS.md)."""
     from headstart.model.classifier import Classifier
 
     sizes, forward = [], Classifier.forward

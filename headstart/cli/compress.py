@@ -24,7 +24,7 @@ def compress(
                                                          "validation split."),
     set_: List[str] = typer.Option([], "--set", help="Say how to read --data / --calibration: --set "
                                                      "data.image_column=path (repeatable)."),
-    latency: bool = typer.Option(True, help="Time every variant (batch 1 and batch 32, each in a fresh process)."),
+    latency: bool = typer.Option(True, help="Time every variant (batch 1 and 32 inputs, each in a fresh process)."),
     force_calibration: bool = typer.Option(False, help="Use a calibration set that fails the checks (one class, "
                                                        "too few examples); the report marks it broken."),
     qat_epochs: int = typer.Option(2, help="Epochs of quantization-aware training."),

@@ -39,12 +39,12 @@ def size_mb(path: Path) -> float:
 
 
 def latency(folder: Path, inputs: list, loader: str) -> dict:
-    """p50 / p95 at batch 1 and throughput at batch 32 (end to end, and the model alone on a prepared batch), timed
-    in a fresh process (headstart.evaluate.latency)."""
+    """p50 / p95 at batch 1, throughput on 32 inputs as served (in the variant's own batches) and of the model alone
+    on one prepared batch of 32, timed in a fresh process (headstart.evaluate.latency)."""
     from headstart.evaluate.latency import measure
 
     timed = measure(folder, inputs, loader)
-    keys = ("batch1_p50_ms", "batch1_p95_ms", "batch32_throughput_per_s",
+    keys = ("batch1_p50_ms", "batch1_p95_ms", "batch32_throughput_per_s", "batch32_batch_size",
             "batch32_model_throughput_per_s", "load_seconds", "memory_peak_mb", "threads",
             "machine", "load_average")
     return {key: timed[key] for key in keys}

@@ -1,13 +1,15 @@
 """Latency, throughput, size and memory of the model as it is served: a fresh process loads the model folder with
 `headstart.load` and times `Predictor.probabilities` (eval mode, inference mode, preprocessing included) on real
-evaluated inputs, at batch 1 (p50 / p95) and batch 32 (throughput), and the model alone at batch 32 on a prepared
-batch (decoding and resizing images or tokenizing texts left out); its peak resident memory is the serving cost.
+evaluated inputs: one input at a time (p50 / p95), 32 inputs in the predictor's own batches as served
+(throughput), and the model alone on one prepared batch of 32 (decoding and resizing images or tokenizing texts left
+out); its peak resident memory is the serving cost.
 
     python -m headstart.evaluate.latency MODEL_DIR INPUTS.json [LOADER]   # prints one JSON object
 
-LOADER (`package.module:function`, default `headstart.predict:load`) opens MODEL_DIR as something with
-`probabilities(inputs, batch_size)` and a `model` called on a prepared batch (`model(**model.backbone.prepare(inputs))`),
-as `headstart.predict.Predictor` has; compressed variants are timed the same way with their own loader.
+LOADER (`package.module:function`, default `headstart.predict:load`) opens MODEL_DIR as something with a
+`batch_size`, `probabilities(inputs)` (running `batch_size` inputs per forward pass) and a `model` called on a prepared
+batch (`model(**model.backbone.prepare(inputs))`), as `headstart.predict.Predictor` has; compressed variants are
+timed the same way with their own loader.
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def _time_batch(call) -> list[float]:
 
 
 def serve_and_time(model_dir: str, inputs: list, loader: str = LOADER) -> dict:
-    """Runs in the fresh process: load, warm up, time batch 1 and batch 32."""
+    """Runs in the fresh process: load, warm up, time one input, 32 inputs as served, and the model alone at 32."""
     import importlib
 
     import torch
@@ -91,7 +93,7 @@ def serve_and_time(model_dir: str, inputs: list, loader: str = LOADER) -> dict:
         if i + 1 >= MIN_RUNS and time.perf_counter() - started > BUDGET_S:
             break
     batch = [inputs[i % len(inputs)] for i in range(BATCH)]
-    batched = _time_batch(lambda: predictor.probabilities(batch, BATCH))
+    batched = _time_batch(lambda: predictor.probabilities(batch))
     prepared = predictor.model.backbone.prepare(batch)
     with torch.inference_mode():
         model_only = _time_batch(lambda: predictor.model(**prepared))
@@ -99,6 +101,7 @@ def serve_and_time(model_dir: str, inputs: list, loader: str = LOADER) -> dict:
         "batch1_p50_ms": 1000 * _percentile(single, 50), "batch1_p95_ms": 1000 * _percentile(single, 95),
         "batch1_runs": len(single), "batch32_seconds_median": _percentile(batched, 50),
         "batch32_throughput_per_s": BATCH / _percentile(batched, 50), "batch32_runs": len(batched),
+        "batch32_batch_size": predictor.batch_size,
         "batch32_model_throughput_per_s": BATCH / _percentile(model_only, 50),
         "load_seconds": load_seconds, "memory_before_load_mb": before, "memory_after_load_mb": after_load,
         "memory_peak_mb": _peak_mb(), "threads": torch.get_num_threads(), "device": "cpu",

@@ -213,9 +213,10 @@ def _latency(m: dict) -> str:
     t = m["latency"]
     if not t:
         return "<h2>Latency and size</h2><p class='muted'>Not measured (evaluate.latency: false).</p>"
+    served = f"32 inputs as served, in batches of {t.get('batch32_batch_size', 32)}, throughput (examples/s)"
     rows = [[label, num(t[k], ["latency", k], digits)] for label, k, digits in (
         ("batch 1, p50 (ms)", "batch1_p50_ms", 2), ("batch 1, p95 (ms)", "batch1_p95_ms", 2),
-        ("batch 32, throughput (examples/s)", "batch32_throughput_per_s", 1),
+        (served, "batch32_throughput_per_s", 1),
         ("batch 32, the model alone on a prepared batch (examples/s)", "batch32_model_throughput_per_s", 1),
         ("model folder on disk (MB)", "model_size_mb", 2),
         ("weights (MB)", "weights_size_mb", 2), ("peak memory of the serving process (MB)", "memory_peak_mb", 1),
@@ -223,8 +224,8 @@ def _latency(m: dict) -> str:
     return ("<h2>Latency and size</h2>" + table(["measure", "value"], rows)
             + f"<p class='muted'>The model as served (headstart.load, Predictor.probabilities, preprocessing included) "
               f"in a fresh process on this machine: {escape(t['machine'])}, {t['threads']} threads, torch {escape(t['torch'])}; "
-              f"{t['batch1_runs']} single-example runs, {t['batch32_runs']} batches of 32. Timings vary with the load of "
-              f"the machine (load average {fmt(t['load_average'], 2)} while timing).</p>")
+              f"{t['batch1_runs']} single-example runs, {t['batch32_runs']} runs of 32 inputs. Timings vary with the "
+              f"load of the machine (load average {fmt(t['load_average'], 2)} while timing).</p>")
 
 
 def _training(m: dict) -> str:

@@ -8,6 +8,7 @@ import numpy as np
 from headstart.evaluate import perturb
 from headstart.evaluate.bootstrap import bootstrap, interval, metric_functions
 from headstart.evaluate.metrics import CORE, headline
+from headstart.predict import in_batches
 
 
 def subset(n: int, limit: int, seed: int) -> np.ndarray:
@@ -20,8 +21,8 @@ def subset(n: int, limit: int, seed: int) -> np.ndarray:
 def perturbed_probabilities(predictor, name: str, modality: str, inputs: list, seed: int,
                             batch_size: int) -> np.ndarray:
     chunks = []
-    for start in range(0, len(inputs), batch_size):
-        batch = perturb.apply(name, modality, inputs[start:start + batch_size], seed, offset=start)
+    for i, chunk in enumerate(in_batches(inputs, batch_size)):
+        batch = perturb.apply(name, modality, chunk, seed, offset=i * batch_size)
         chunks.append(predictor.probabilities(batch, batch_size).double().numpy())
     proba = np.concatenate(chunks)
     return proba / proba.sum(1, keepdims=True)

@@ -175,7 +175,8 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
     data: another data source (read with the run's column settings) to evaluate on instead of the test split;
     its files go to <run_dir>/evaluations/<source name>/ unless `output` names a folder. slice_by: metadata
     columns to slice by, besides evaluate.slice_by. overrides: evaluate.* settings (dict or "key=value").
-    Returns the metrics written to metrics.json.
+    progress: True prints each step and draws progress bars on stderr; a callable gets the step messages (no
+    bars); False is silent. Returns the metrics written to metrics.json.
     """
     from headstart.evaluate import examples
     from headstart.evaluate.bootstrap import bootstrap, metric_functions, with_intervals
@@ -189,7 +190,7 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
     from headstart.run import Run
 
     say = progress if callable(progress) else (_printer() if progress else (lambda message: None))
-    bars = bool(progress)
+    bars = progress is True
     run = Run(run_dir)
     run_dir, config = run.path, run.config
     settings, data_updates = _settings(config.evaluate, overrides)

@@ -35,5 +35,5 @@ def summary_rows(metrics: dict) -> list[tuple[str, str, str]]:
     if metrics["latency"]:
         t = metrics["latency"]
         rows.append(("latency batch 1 p50 / p95 (ms)", f"{t['batch1_p50_ms']:.1f} / {t['batch1_p95_ms']:.1f}", ""))
-        rows.append(("throughput batch 32 (examples/s)", f"{t['batch32_throughput_per_s']:.1f}", ""))
+        rows.append(("throughput, 32 inputs as served (examples/s)", f"{t['batch32_throughput_per_s']:.1f}", ""))
     return rows

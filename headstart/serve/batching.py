@@ -1,4 +1,5 @@
-"""Micro-batching: concurrent requests to one model are gathered into one forward pass.
+"""Micro-batching: concurrent requests to one model are gathered into one micro-batch, which the model runs in its
+own batches (`Predictor.batch_size`).
 
 A batch starts with the oldest waiting request and takes more while it holds fewer than `max_batch` inputs and
 the oldest has waited less than `max_wait_ms`. Inference runs on one worker thread per model, so the event loop

@@ -24,9 +24,9 @@ class ServiceMetrics:
                                  ["method", "path"], buckets=LATENCY_BUCKETS, registry=r)
         self.predictions = Counter("headstart_predictions_total", "Predictions by model version, arm and class",
                                    ["model", "version", "arm", "label"], registry=r)
-        self.batch_size = Histogram("headstart_inference_batch_size", "Inputs per inference batch",
+        self.batch_size = Histogram("headstart_inference_batch_size", "Inputs per micro-batch",
                                     ["model", "version"], buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
-        self.batch_seconds = Histogram("headstart_inference_batch_seconds", "Seconds per inference batch",
+        self.batch_seconds = Histogram("headstart_inference_batch_seconds", "Seconds per micro-batch",
                                        ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
         self.serving = Gauge("headstart_serving_version", "Model version served by each arm", ["model", "arm"],
                              registry=r)
