@@ -213,7 +213,7 @@ def _latency(m: dict) -> str:
     t = m["latency"]
     if not t:
         return "<h2>Latency and size</h2><p class='muted'>Not measured (evaluate.latency: false).</p>"
-    served = f"32 inputs as served, in batches of {t.get('batch32_batch_size', 32)}, throughput (examples/s)"
+    served = f"32 inputs as served, in batches of {t['batch32_batch_size']}, throughput (examples/s)"
     rows = [[label, num(t[k], ["latency", k], digits)] for label, k, digits in (
         ("batch 1, p50 (ms)", "batch1_p50_ms", 2), ("batch 1, p95 (ms)", "batch1_p95_ms", 2),
         (served, "batch32_throughput_per_s", 1),
