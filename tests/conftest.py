@@ -25,6 +25,21 @@ def digits_folder(tmp_path_factory):
 
 
 @pytest.fixture
+def forward_sizes(monkeypatch) -> list[int]:
+    """The batch size of every forward pass of a headstart model from here on, in order."""
+    from headstart.model.classifier import Classifier
+
+    sizes, forward = [], Classifier.forward
+
+    def recorded(model, **batch):
+        sizes.append(len(next(iter(batch.values()))))
+        return forward(model, **batch)
+
+    monkeypatch.setattr(Classifier, "forward", recorded)
+    return sizes
+
+
+@pytest.fixture
 def tiny_config(digits_folder, tmp_path):
     """A run config for the tiny CNN on the digits folder: trains in seconds."""
     return {

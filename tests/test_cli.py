@@ -40,23 +40,30 @@ def test_predict_images_and_folders_as_json(tiny_run, digits_folder):
     assert "predicting:" in result.stderr and f"0/{len(lines)}" in result.stderr
 
 
-def test_a_loaded_model_runs_images_in_batches_of_8_unless_told(tiny_run, digits_folder):
+def test_a_loaded_model_runs_images_in_batches_of_8_unless_told(tiny_run, digits_folder, forward_sizes):
     import headstart
 
     model = headstart.load(tiny_run.model_dir)
     images = [str(p) for p in sorted((digits_folder / "digit1").iterdir())[:20]]
     assert model.batch_size == 8
     by_8, by_20 = model.probabilities(images), model.probabilities(images, batch_size=20)
+    assert forward_sizes == [8, 8, 4, 20]
     assert by_8.shape == (20, 3) and torch.allclose(by_8, by_20, atol=1e-6)
     with pytest.raises(HeadstartError, match="batch_size must be at least 1, not 0"):
         model.probabilities(images, batch_size=0)
 
 
 def test_predict_prints_a_table_and_accepts_a_run_folder(tiny_run, digits_folder):
+    import headstart
+
     image = next((digits_folder / "digit0").iterdir())
     result = cli("predict", str(tiny_run.path), str(image))
     assert result.returncode == 0, result.stderr
-    assert image.name in result.stdout and "digit" in result.stdout
+    expected = headstart.load(tiny_run.model_dir).predict([str(image)])[0]
+    ranked = sorted(expected["probabilities"].items(), key=lambda kv: -kv[1])
+    row = next(line for line in result.stdout.splitlines() if image.name in line)
+    assert [cell.strip() for cell in row.split("│")[2:4]] == [
+        expected["label"], "  ".join(f"{label} {p:.3f}" for label, p in ranked)]
 
 
 def test_predict_explains_a_corrupt_image(tiny_run, tmp_path):

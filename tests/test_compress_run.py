@@ -130,6 +130,36 @@ def test_a_rejected_variant_opens_only_when_forced(compressed, tmp_path):
     assert "int8-static" not in [m["name"] for m in list_variants(model, accepted_only=True)]
 
 
+def _set_variants(run_dir, settings: dict) -> None:
+    """Rewrite variants' manifests: {name: {key: value}}."""
+    for name, values in settings.items():
+        manifest = run_dir / "model" / "variants" / name / "variant.json"
+        manifest.write_text(json.dumps({**json.loads(manifest.read_text()), **values}))
+
+
+def test_serving_picks_the_fastest_accepted_onnx_runtime_variant(compressed, tmp_path):
+    from headstart.registry.store import Registry
+    from headstart.serve.models import load_predictor
+
+    run, _ = compressed
+    copy = tmp_path / "tiny"
+    shutil.copytree(run.path, copy)
+    registry = Registry(tmp_path / "registry")
+    # measured throughputs vary from run to run: set them, and accept both ONNX Runtime variants
+    _set_variants(copy, {"fp32-onnx": {"accepted": True, "latency": {"batch32_throughput_per_s": 500.0}},
+                         "int8-static": {"accepted": True, "latency": {"batch32_throughput_per_s": 300.0}}})
+    version = registry.push(copy, "tiny")
+    assert [load_predictor(version, runtime)[1] for runtime in ("auto", "torch", "int8-static")] == [
+        "fp32-onnx", "torch", "int8-static"]
+    _set_variants(copy, {"fp32-onnx": {"accepted": False, "verdict": "accuracy drop +3.00 points exceeds the budget"}})
+    version = registry.push(copy, "tiny")  # the faster variant rejected: never served
+    assert load_predictor(version, "auto")[1] == "int8-static"
+    with pytest.raises(HeadstartError, match="--runtime fp32-onnx: tiny@2 has no accepted ONNX Runtime variant"):
+        load_predictor(version, "fp32-onnx")
+    _set_variants(copy, {"int8-static": {"accepted": False}})
+    assert load_predictor(registry.push(copy, "tiny"), "auto")[1] == "torch"  # none accepted: the PyTorch model
+
+
 def test_damaged_variant_files_are_named_not_tracebacks(compressed, tmp_path):
     run, _ = compressed
     model = tmp_path / "model"

@@ -48,9 +48,13 @@ def test_text_report_has_text_perturbations_snippets_and_slices(news_run, news_m
 
 
 def test_text_baselines_match_an_independent_scikit_learn_computation(news_run, news_metrics):
+    import torch
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from headstart.backbones.registry import build
 
     table = pd.read_csv(news_run.config.data.source)
     split = news_run.split
@@ -63,15 +67,23 @@ def test_text_baselines_match_an_independent_scikit_learn_computation(news_run, 
     classical = news_metrics["baselines"]["classical"]
     assert classical["description"] == "TF-IDF + logistic regression"
     assert classical["C"] == c and classical["accuracy"] == pytest.approx(accuracy, abs=1e-9)
+    backbone = build("minilm", news_run.config.data).eval()  # the pretrained encoder, as the run started from it
+    texts = {name: table["text"].iloc[r].tolist() for name, r in rows.items()}
+    with torch.inference_mode():
+        features = {name: backbone(**backbone.prepare(x)).numpy() for name, x in texts.items()}
+    c, accuracy = tuned_on_validation(
+        lambda c: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=5000)), features,
+        {name: table["label"].iloc[r] for name, r in rows.items()})
     frozen = news_metrics["baselines"]["frozen_logreg"]
-    assert 0 <= frozen["accuracy"] <= 1 and frozen["gain"]["accuracy"] == pytest.approx(
-        news_metrics["overall"]["accuracy"] - frozen["accuracy"])
+    assert frozen["C"] == c and frozen["accuracy"] == pytest.approx(accuracy, abs=0.02)
+    assert frozen["gain"]["accuracy"] == pytest.approx(news_metrics["overall"]["accuracy"] - frozen["accuracy"])
     assert np.isfinite(frozen["gain"]["accuracy_ci"]).all()
 
 
-def test_a_loaded_text_model_runs_32_texts_a_batch(news_run):
+def test_a_loaded_text_model_runs_32_texts_a_batch(news_run, forward_sizes):
     model = headstart.load(news_run.model_dir)
     texts = read_source(DataConfig(source="bbc")).frame["input"].head(40).tolist()
     assert model.batch_size == 32
     by_32, by_40 = model.probabilities(texts), model.probabilities(texts, batch_size=40)
+    assert forward_sizes == [32, 8, 40]
     assert by_32.shape == (40, 5) and np.allclose(by_32.numpy(), by_40.numpy(), atol=1e-5)

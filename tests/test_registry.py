@@ -173,20 +173,35 @@ def test_two_concurrent_writers(tiny_run, tmp_path):
     assert len(state["events"]) == 6 and len(state["history"]["production"]) == 5
 
 
-def test_a_writer_killed_mid_write_leaves_the_registry_intact(tiny_run, tmp_path):
+# a push killed (SIGKILL) at a chosen point: copying the run's files, or renaming the finished version into place
+KILLED_PUSHER = """
+import os, shutil, signal, sys
+from headstart.registry import Registry
+module, name = {"copy": (shutil, "copy2"), "rename": (os, "rename")}[sys.argv[3]]
+original, calls = getattr(module, name), []
+def dying(*args, **kwargs):
+    calls.append(args)
+    if name == "rename" or len(calls) == 2:  # the second run file, or the rename itself
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, **kwargs)
+setattr(module, name, dying)
+Registry(sys.argv[1]).push(sys.argv[2], "digits")
+"""
+
+
+@pytest.mark.parametrize("point", ["copy", "rename"])
+def test_a_writer_killed_mid_write_leaves_the_registry_intact(tiny_run, tmp_path, point):
     reg = Registry(tmp_path)
     reg.push(tiny_run.path, "digits")
-    (proc,) = _pushers(tmp_path, tiny_run.path, 1, 1000)
-    deadline = time.monotonic() + 60
-    while len(reg.numbers("digits")) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.13)  # somewhere inside the next copy, digest or rename
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed = subprocess.run([sys.executable, "-c", KILLED_PUSHER, str(tmp_path), str(tiny_run.path), point],
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    assert list((tmp_path / "digits").glob(".staging-*"))  # it died with a version half written
     _check_consistent(reg)
+    assert reg.numbers("digits") == [1]
     version = reg.push(tiny_run.path, "digits")  # the next writer gets the lock and cleans up
     assert not list((tmp_path / "digits").glob(".staging-*"))
-    assert version.number == len(reg.numbers("digits"))
+    assert version.number == 2 and reg.numbers("digits") == [1, 2]
 
 
 def test_registry_cli(tiny_run, tmp_path):

@@ -10,6 +10,9 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
+import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +50,9 @@ def test_killed_run_resumes_to_the_same_result(tiny_config, tmp_path):
     broken.wait()
     assert broken.returncode == -signal.SIGKILL, "the run ended before it could be killed"
     assert not (broken_dir / "results.json").exists() and _epochs_done(broken_dir) < 10
+    # the run goes on from its last finished epoch (whose checkpoint is written just before its metrics row)
+    last = torch.load(broken_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["epoch"] >= _epochs_done(broken_dir) - 1
 
     renamed = broken_dir.with_name("broken renamed")  # the folder given is the run, whatever it is called now
     broken_dir.rename(renamed)
@@ -63,7 +69,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_config, tmp_path):
     assert got["unfreeze_events"] == expected["unfreeze_events"]
     assert _history(broken_dir) == _history(whole_dir)
     # the plateau scheduler cut the learning rate during the run, and the resumed run replayed those cuts
-    assert "0.005" in (whole_dir / "metrics.csv").read_text()
+    assert (pd.read_csv(whole_dir / "metrics.csv")["lr_head"] < tiny_config["train"]["lr"]).any()
 
 
 def _history(run_dir: Path) -> list[str]:
@@ -93,3 +99,28 @@ def test_ctrl_c_keeps_the_run_for_resume_and_the_run_it_replaces(tiny_config, tm
     resumed = _fit(None, "--resume", str(run_dir))
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
     assert json.loads((run_dir / "results.json").read_text())["epochs_trained"] > 1 and not replaced.exists()
+
+
+class _Payload:
+    """An object that runs code when unpickled: what a tampered checkpoint could hold."""
+
+    def __reduce__(self):
+        return (print, ("UNPICKLED",))
+
+
+def test_resume_refuses_a_checkpoint_that_needs_unpickling_or_is_damaged(tiny_config, capfd):
+    import headstart
+
+    tiny_config["train"]["max_epochs"] = 1
+    run = headstart.fit(tiny_config)
+    (run.path / "results.json").unlink()  # as if killed after its last epoch
+    last = run.path / "checkpoints" / "last.ckpt"
+    torch.save({**torch.load(last, weights_only=True), "extra": _Payload()}, last)
+    tampered = last.read_bytes()
+    with pytest.raises(headstart.HeadstartError, match=r"last.ckpt is not a checkpoint headstart can read safely "
+                                                       r"\(Unsupported global: GLOBAL print was not an allowed global"):
+        headstart.fit(resume=run.path)
+    assert "UNPICKLED" not in capfd.readouterr().out and last.read_bytes() == tampered  # nothing ran or changed
+    last.write_bytes(tampered[: len(tampered) // 2])
+    with pytest.raises(headstart.HeadstartError, match="last.ckpt is not a checkpoint headstart can read safely"):
+        headstart.fit(resume=run.path)

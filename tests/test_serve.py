@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from headstart.registry import Registry
 from headstart.serve import ServeConfig, create_app
 from headstart.serve.log import FeedbackRow, PredictionLog, PredictionRow, database_url
+from headstart.serve.router import Router
 
 TOKEN = "s3cret-token"
 
@@ -256,21 +257,25 @@ def test_metrics_count_requests_and_predictions_per_version_and_class(registry, 
     assert 'headstart_serving_version{arm="production",model="digits"} 1.0' in text
 
 
-def test_a_micro_batch_of_images_runs_in_batches_of_8(registry, pngs, monkeypatch):
+def test_a_micro_batch_of_images_runs_in_batches_of_8(registry, pngs, forward_sizes):
     """On a CPU PyTorch runs an image 1.8x faster in batches of 8 than of 32 (BENCHMARKS.md)."""
-    from headstart.model.classifier import Classifier
-
-    sizes, forward = [], Classifier.forward
-
-    def recorded(model, **batch):
-        sizes.append(len(next(iter(batch.values()))))
-        return forward(model, **batch)
-
-    monkeypatch.setattr(Classifier, "forward", recorded)
     with client(registry, max_batch_size=32) as api:
         answer = api.post("/predict", json={"images": [b64(x) for x in pngs[:12]]})
     assert answer.status_code == 200 and len(answer.json()["predictions"]) == 12
-    assert sizes == [8, 4]
+    assert forward_sizes == [8, 4]
+
+
+def test_the_ab_split_sends_its_share_to_the_candidate():
+    production, candidate = object(), object()
+    router = Router(production, candidate, split=0.1, seed=0)
+    roles = [router.route() for _ in range(5000)]
+    share = sum(role == "candidate" for _, role, _ in roles) / len(roles)
+    assert 0.085 < share < 0.115  # 0.1, within 3.5 standard deviations
+    assert all(arm is (candidate if role == "candidate" else production) and shadow is None
+               for arm, role, shadow in roles)
+    assert {Router(production, candidate, split=0.0).route()[1] for _ in range(200)} == {"production"}
+    assert {Router(production, candidate, split=1.0).route()[1] for _ in range(200)} == {"candidate"}
+    assert Router(production, None, split=1.0).route() == (production, "production", None)
 
 
 def test_ab_split_and_shadow(registry, pngs):

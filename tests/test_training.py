@@ -10,9 +10,12 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import headstart
+from lightning.pytorch.callbacks import EarlyStopping
+
 from headstart.config import StrategyConfig, TrainConfig
 from headstart.model.classifier import Classifier
 from headstart.run import Run
@@ -88,6 +91,17 @@ def test_unfreezes_when_validation_plateaus():
     assert module.scheduler.num_bad_epochs == 0  # an unfreeze starts a new plateau for the LR scheduler too
 
 
+def test_an_unfreeze_restarts_early_stopping_count():
+    callback = GradualUnfreezing(StrategyConfig(unfreeze=[3]), "val_loss", n_groups=4)
+    stopping = EarlyStopping(monitor="val_loss", patience=3)
+    stopping.wait_count = 2
+    trainer = _fake_trainer(1.0, 3)
+    trainer.callbacks = [callback, stopping]
+    callback.apply(trainer, SimpleNamespace(model=Classifier(tiny_cnn(), ["a", "b"], [8], 0.3),
+                                            scheduler=SimpleNamespace(num_bad_epochs=2)))
+    assert callback.trainable == 2 and stopping.wait_count == 0
+
+
 def test_an_epoch_listed_twice_unfreezes_two_groups():
     callback = GradualUnfreezing(StrategyConfig(unfreeze=[2, 2, 3]), "val_loss", n_groups=4)
     module = SimpleNamespace(model=Classifier(tiny_cnn(), ["a", "b"], [8], 0.3),
@@ -101,17 +115,21 @@ def test_an_epoch_listed_twice_unfreezes_two_groups():
     assert all(p.requires_grad for p in module.model.backbone.block.parameters())
 
 
-def test_best_epoch_is_restored(tiny_config):
-    tiny_config["train"].update(max_epochs=5, lr=0.05)
+def test_early_stopping_ends_the_run_and_the_best_epoch_is_restored(tiny_config):
+    # at this rate validation loss is best at epoch 4, then worse twice: patience 2 stops the run after epoch 6
+    tiny_config["train"].update(max_epochs=10, lr=0.1, patience=2)
     run = headstart.fit(tiny_config)
     history = run.history
+    assert len(history) == 7 and run.results["epochs_trained"] < 10
     best_epoch = int(history.loc[history["val_loss"].idxmin(), "epoch"])
-    assert run.results["best_epoch"] == best_epoch
+    assert run.results["best_epoch"] == best_epoch == 4
     best = torch.load(run.path / "checkpoints" / "best.ckpt", weights_only=True)
-    assert best["epoch"] == best_epoch
+    last = torch.load(run.path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert best["epoch"] == best_epoch and last["epoch"] == 6
     saved = load_file(str(run.model_dir / "model.safetensors"))
     for name, value in best["state_dict"].items():
         assert torch.equal(saved[name[len("model."):]], value), name
+    assert not all(torch.equal(saved[name[len("model."):]], value) for name, value in last["state_dict"].items())
     # the test metrics are those of the restored model
     probabilities = headstart.load(run.model_dir).probabilities(
         run.split.query("split == 'test'")["origin"].tolist())
@@ -133,11 +151,30 @@ def test_class_weights_and_oversampling():
     assert first == list(EpochSampler(100, seed=0, epoch=1))
 
 
-def test_bf16_mixed_precision_on_cpu(tiny_config):
+def test_bf16_mixed_precision_on_cpu_with_class_weights(tiny_config, monkeypatch):
     tiny_config["train"].update(max_epochs=3, precision="bf16-mixed")
     tiny_config["strategy"] = {"name": "full"}
     tiny_config["data"]["balance"] = "class_weights"
+    dtypes, weights, forward, cross_entropy = set(), [], Classifier.forward, F.cross_entropy
+
+    def recorded_forward(model, **batch):
+        logits = forward(model, **batch)
+        dtypes.add((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu"), logits.dtype))
+        return logits
+
+    def recorded_loss(logits, targets, weight=None, **kwargs):
+        weights.append(weight)
+        return cross_entropy(logits, targets, weight=weight, **kwargs)
+
+    monkeypatch.setattr(Classifier, "forward", recorded_forward)
+    monkeypatch.setattr(F, "cross_entropy", recorded_loss)
     run = headstart.fit(tiny_config)
+    assert dtypes == {(True, torch.bfloat16, torch.bfloat16)}  # every pass: training, validation and test
+    train = run.split.query("split == 'train'")["label"]
+    expected = class_weights([run.results["labels"].index(label) for label in train], 3)
+    trained = [w for w in weights if w is not None]  # the validation metrics' losses are unweighted
+    steps = -(-len(train) // tiny_config["train"]["batch_size"]) * 3
+    assert len(trained) == steps and all(torch.equal(w.cpu(), expected) for w in trained)
     assert run.history["val_loss"].iloc[-1] < run.history["val_loss"].iloc[0]
     assert run.test_metrics["test_acc"] > 0.6
     assert json.loads((run.model_dir / "config.json").read_text())["labels"] == ["digit0", "digit1", "digit2"]

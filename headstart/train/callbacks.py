@@ -19,8 +19,10 @@ def make_callbacks(config: RunConfig, run_dir: Path, n_groups: int) -> list[Call
     return [
         unfreezing,
         EarlyStopping(monitor=monitor, mode=mode, patience=config.train.patience),
-        # a checkpoint each epoch (last.ckpt, for --resume) and the best one so far (best.ckpt, restored at the end)
+        # the best epoch so far (best.ckpt, restored at the end), then every epoch (last.ckpt, for --resume): the
+        # best one's save_last would write last.ckpt only in epochs that improve the monitor
         ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                        save_last=True, enable_version_counter=False),
+                        enable_version_counter=False),
+        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
         EpochLog(run_dir / "metrics.csv", unfreezing),
     ]

@@ -57,6 +57,24 @@ def _check_unfinished(run_dir: Path) -> None:
                              "--overwrite.")
 
 
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint written by `headstart fit`, read with `torch.load(weights_only=True)`: one that holds other
+    objects (which only unpickling could rebuild) or is damaged is refused, naming the file."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+        # torch's message runs to a page; its first sentence names the problem (after this prefix for an object)
+        why = str(exc).split("WeightsUnpickler error: ", 1)[-1].strip().split("\n")[0].split(". ")[0]
+        raise HeadstartError(f"{path} is not a checkpoint headstart can read safely ({why or 'it is empty'}). Checkpoints are read "
+                             "with torch.load(weights_only=True), which holds only tensors and plain values, so a "
+                             "file that needs unpickling, or a damaged one, is refused. Put back the checkpoint the "
+                             "run wrote, or start the run again with --overwrite.") from None
+
+
 def _replaced(run_dir: Path) -> Path:
     """Where --overwrite keeps the old run until the new one has finished."""
     return run_dir.with_name(f".{run_dir.name}.replaced")
@@ -110,6 +128,8 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     run_dir = Path(resume) if resume is not None else config.run_dir()  # a resumed run stays where it is now
     if resume is not None:
         _check_unfinished(run_dir)
+        if (run_dir / "checkpoints" / "last.ckpt").exists():  # before Lightning reads it, which would fail raw
+            read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     if is_worker():
         return _train(config, run_dir, resume is not None)
     replacing = _start_folder(run_dir, resume is not None, overwrite)
@@ -228,7 +248,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
             return Run(run_dir)
         best_path, best_epoch = run_dir / "checkpoints" / "best.ckpt", None
         if best_path.exists():
-            best = torch.load(best_path, map_location="cpu", weights_only=True)
+            best = read_checkpoint(best_path)
             module.load_state_dict(best["state_dict"])
             best_epoch = int(best["epoch"])
         # the test split is scored once, by one process: a sharded test would count padded duplicates
