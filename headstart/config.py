@@ -242,6 +242,16 @@ def explain(error: ValidationError, what: str, prefix: tuple[str, ...] = ()) -> 
                           + "\nFix these fields (every field is documented in the README) and run again.")
 
 
+def override_value(override: str, value: str):
+    """The value of a `--set key=value` read as YAML, or a clear error naming the option."""
+    try:
+        return yaml.safe_load(value)
+    except yaml.YAMLError as exc:
+        why = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise HeadstartError(f"--set '{override}': the value is not valid YAML ({why}). Quote it if it is text, e.g. "
+                             "--set 'name=\"my run\"'; a list is written [1, 2].") from None
+
+
 def apply_override(raw: dict, override: str) -> None:
     """Set the field that `key.sub=value` names in the raw config `raw` (the value read as YAML)."""
     if "=" not in override:
@@ -253,7 +263,7 @@ def apply_override(raw: dict, override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise HeadstartError(f"--set {key}: '{part}' is not a section of the config")
-    node[parts[-1]] = yaml.safe_load(value)
+    node[parts[-1]] = override_value(override, value)
 
 
 def load_config(source: Union[str, Path, dict, RunConfig], overrides: list[str] = ()) -> RunConfig:
@@ -271,9 +281,12 @@ def load_config(source: Union[str, Path, dict, RunConfig], overrides: list[str] 
             raise HeadstartError(f"Config file {path} does not exist. Give the path of a YAML run config, "
                                  "e.g. configs/bbc.yaml.")
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
             raise HeadstartError(f"Config file {path} is not valid YAML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise HeadstartError(f"Config file {path} is not UTF-8 text (byte {exc.start} cannot be read): save it "
+                                 "as UTF-8.") from None
         if not isinstance(raw, dict):
             raise HeadstartError(f"Config file {path} must hold a mapping of fields (name:, data:, ...).")
     for override in overrides:

@@ -130,6 +130,21 @@ def test_a_rejected_variant_opens_only_when_forced(compressed, tmp_path):
     assert "int8-static" not in [m["name"] for m in list_variants(model, accepted_only=True)]
 
 
+def test_an_onnx_variant_refuses_labels_reordered_by_hand(compressed, tmp_path):
+    run, _ = compressed
+    model = tmp_path / "model"
+    shutil.copytree(run.model_dir, model)
+    config = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**config, "labels": config["labels"][::-1]}))
+    for name in ("fp32-onnx", "int8-static", "bf16"):  # the ONNX files hold no labels; the bf16 weights do
+        with pytest.raises(HeadstartError, match=r"lists the labels \['digit2', 'digit1', 'digit0'\], but "
+                                                 r"model.safetensors was trained with them in the order"):
+            load_variant(model / "variants" / name, force=True)
+    renamed = {**config, "labels": ["zero", "one", "two"]}  # renaming is the user's to do
+    (model / "config.json").write_text(json.dumps(renamed))
+    assert load_variant(model / "variants" / "fp32-onnx", force=True).labels == ["zero", "one", "two"]
+
+
 def _set_variants(run_dir, settings: dict) -> None:
     """Rewrite variants' manifests: {name: {key: value}}."""
     for name, values in settings.items():
@@ -294,6 +309,7 @@ def test_data_of_another_modality_is_refused(run, text_model, digits_folder, tmp
     (["--budget", "nan"], "--budget nan: the accuracy budget is a number of points, 0 or more"),
     (["--budget", "-0.5"], "--budget -0.5"),
     (["--set", "data.image_column=path"], "--set data.* settings say how to read a --data or --calibration source"),
+    (["--set", "data.image_column=["], "--set 'data.image_column=[': the value is not valid YAML"),
     (["--method", "int4"], "--method int4 is not one of"),
 ])
 def test_cli_refuses_bad_options_before_writing(run, options, message):

@@ -60,6 +60,8 @@ def test_bad_overrides_are_refused(tmp_path):
         load_config(write_config(tmp_path), ["train.max_epochs"])
     with pytest.raises(HeadstartError, match="Did you mean 'train.max_epochs'"):
         load_config(write_config(tmp_path), ["train.max_epoch=3"])
+    with pytest.raises(HeadstartError, match=r"--set 'train.lr=\[': the value is not valid YAML \(expected"):
+        load_config(write_config(tmp_path), ["train.lr=["])
 
 
 @pytest.mark.parametrize("override, field, detail", [
@@ -97,6 +99,13 @@ def test_a_file_that_is_not_a_yaml_mapping_is_named(tmp_path, text, detail):
     with pytest.raises(HeadstartError, match=detail) as caught:
         load_config(path)
     assert str(path) in str(caught.value)
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_bytes(MINIMAL.encode() + "# caf\u00e9\n".encode("cp1252"))
+    with pytest.raises(HeadstartError, match=f"Config file {path} is not UTF-8 text \\(byte {len(MINIMAL) + 5} "):
+        load_config(path)
 
 
 def test_save_then_load_round_trips(tmp_path):

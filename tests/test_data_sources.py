@@ -186,12 +186,15 @@ def test_a_class_with_fewer_than_three_examples_is_named(tmp_path):
         read_and_check(path)
 
 
-def test_a_blank_group_is_reported_by_row(tmp_path):
+@pytest.mark.parametrize("name", ["news.csv", "news.jsonl"])
+def test_a_blank_group_is_reported_by_row(tmp_path, name):
     table = pd.concat([TEXTS, TEXTS], ignore_index=True)
-    groups = [f"g{i}" if i != 3 else None for i in range(len(table))]
-    path = write_table(table.assign(group=groups), tmp_path / "news.csv")
+    groups = [{3: None, 4: "", 6: "   "}.get(i, f"g{i}") for i in range(len(table))]  # missing, empty, spaces
+    path = write_table(table.assign(group=groups), tmp_path / name)
     examples, problems = read_and_check(path, group_column="group")
-    assert problems.values.tolist() == [["news.csv row 5", "no value in the group column 'group'"]]
+    first = 2 if name.endswith(".csv") else 1  # a CSV's first row of data is its line 2
+    assert problems.values.tolist() == [[f"{name} row {i + first}", "no value in the group column 'group'"]
+                                        for i in (3, 4, 6)]
     assert None not in examples.frame["group"].tolist()
 
 

@@ -180,7 +180,25 @@ def test_binary_run_costs_slices_and_latency(binary_run, capfd):
     assert latency["batch32_throughput_per_s"] > 0 and latency["model_size_mb"] > 0
     assert latency["batch32_batch_size"] == 8  # 32 images timed as served: in PyTorch's batches of 8
     assert latency["memory_peak_mb"] >= latency["memory_before_load_mb"] > 0
+    assert latency["fresh_process"] is True
     _check_report_against_metrics(binary_run.path / "report.html", metrics)
+
+
+def test_a_registered_backbone_is_timed_in_the_evaluating_process(tiny_config):
+    from headstart.backbones import registry
+    from tests.tiny import tiny_cnn
+
+    registry.register("tiny-by-name", lambda data: tiny_cnn())  # known to this process only
+    try:
+        tiny_config.update(backbone="tiny-by-name", evaluate={"bootstrap": 50, "baselines": False,
+                                                              "robustness": False})
+        tiny_config["train"]["max_epochs"] = 1
+        run = headstart.fit(tiny_config)  # the evaluation, latency included, ends the run
+    finally:
+        del registry._REGISTRY["tiny-by-name"]
+    latency = run.evaluation["latency"]
+    assert latency["fresh_process"] is False and latency["batch32_throughput_per_s"] > 0
+    assert "in the evaluating process (a backbone registered there" in (run.path / "report.html").read_text()
 
 
 def test_unknown_slice_column_lists_the_available_ones(binary_run, tiny_run):

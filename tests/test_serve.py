@@ -107,11 +107,19 @@ def test_predict_logs_every_input_and_takes_feedback(registry, pngs):
     log.close()
 
 
-def huge_png() -> bytes:
-    """A 8000x8000 one-bit PNG: a few kilobytes on the wire, 192 MB once decoded to RGB."""
+def huge_png(width: int = 8_000, height: int = 8_000) -> bytes:
+    """A one-bit PNG: a few kilobytes on the wire; 8000x8000 is 192 MB once decoded to RGB."""
     buffer = io.BytesIO()
-    Image.new("1", (8_000, 8_000)).save(buffer, format="PNG")
+    Image.new("1", (width, height)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def chunked_upload(size: int) -> dict:
+    """A multipart upload of one file of `size` bytes, sent in chunks without a Content-Length."""
+    body = (b'--xyz\r\nContent-Disposition: form-data; name="images"; filename="x.png"\r\n'
+            b"Content-Type: image/png\r\n\r\n" + b"0" * size + b"\r\n--xyz--\r\n")
+    return dict(content=iter([body[i:i + 8192] for i in range(0, len(body), 8192)]),
+                headers={"content-type": "multipart/form-data; boundary=xyz"})
 
 
 def test_bad_input_gets_a_4xx_and_nothing_is_logged(registry, pngs):
@@ -134,6 +142,8 @@ def test_bad_input_gets_a_4xx_and_nothing_is_logged(registry, pngs):
             (dict(content=b"[" * 5000 + b"]" * 5000, headers={"content-type": "application/json"}), 400,
              "nests JSON too deeply"),
             (dict(json={"images": [b64(huge_png())]}), 413, "8000x8000 pixels"),
+            (dict(json={"images": [b64(huge_png(20_000, 10_000))]}), 413, "over 50 million pixels"),  # Pillow's limit
+            (chunked_upload(60_000), 413, "larger than 0.05 MB"),
         ]
         for request, status, message in cases:
             answer = api.post("/predict", **request)

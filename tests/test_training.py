@@ -184,6 +184,8 @@ def test_devices_this_machine_lacks_are_named(tiny_config):
     with pytest.raises(headstart.HeadstartError, match="train.accelerator 'gpu' with train.devices 64 cannot run "
                                                       "here: .*train.devices=1"):
         headstart.fit(tiny_config, ["train.accelerator=gpu", "train.devices=64"])
+    with pytest.raises(headstart.HeadstartError, match=r"train.devices \[0, 63\] cannot run here: .*train.devices=1"):
+        headstart.fit(tiny_config, ["train.devices=[0, 63]"])  # GPU indices; accelerator auto
     assert not (Path(tiny_config["output"]) / "tiny").exists()
 
 

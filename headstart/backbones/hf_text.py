@@ -28,6 +28,13 @@ def _blocks_prefix(model: nn.Module) -> str:
     return max(lists)[1]
 
 
+def offline() -> bool:
+    """headstart's default is offline: only HF_HUB_OFFLINE set to 0 (or false, off, no) lets a hub name download.
+    Passed to each load rather than set in the environment, which huggingface_hub reads once, when first imported
+    (importing lightning does that)."""
+    return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() not in {"0", "false", "off", "no"}
+
+
 def _why(source: str, exc: Exception) -> str:
     """Why loading `source` failed: Hugging Face's reason for a folder that exists; for one that does not, that it
     does not, and, for a name that could be a hub model, that hub models are not downloaded offline."""
@@ -39,9 +46,7 @@ def _why(source: str, exc: Exception) -> str:
     missing = f"there is no folder {folder.resolve()}"
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", source):  # not a hub name either (`org/model`)
         return f"{missing}."
-    from huggingface_hub import is_offline_mode
-
-    if is_offline_mode():
+    if offline():
         return (f"{missing}, and the hub model '{source}' is not in the local Hugging Face cache; with "
                 f"HF_HUB_OFFLINE=1 (headstart's default) nothing is downloaded. Download it first (hf download "
                 f"{source}), or set HF_HUB_OFFLINE=0.")
@@ -66,14 +71,14 @@ class HFTextEncoder(Backbone):
     @classmethod
     def from_pretrained(cls, source: str, max_length: int) -> HFTextEncoder:
         """Load weights and tokenizer from a local folder (or the local Hugging Face cache for a hub name)."""
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before the import: huggingface_hub reads it when imported
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source)
-            model = AutoModel.from_pretrained(source)
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline())
+            # float32 whatever the weights were saved in: training and the head run in float32 (or autocast)
+            model = AutoModel.from_pretrained(source, local_files_only=offline(), dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise HeadstartError(f"Could not load a Hugging Face encoder from '{source}': {_why(source, exc)}\nGive a "
                                  "local folder holding config.json, the weights and the tokenizer files "

@@ -31,17 +31,16 @@ def compress(
     qat_lr: float = typer.Option(2e-5, help="Learning rate of quantization-aware training."),
 ) -> None:
     """Compress a model: ONNX, bf16 and int8 variants, each compared with the full model on the test split."""
-    import yaml
-
     from headstart.compress import compress as run_compress
     from headstart.compress.report import terminal_tables
+    from headstart.config import override_value
 
     settings = {}
     for item in set_:
         key, sep, value = item.partition("=")
         if not sep or not key.startswith("data.") or key.count(".") != 1:
             raise HeadstartError(f"--set '{item}' must look like data.key=value, e.g. --set data.image_column=path")
-        settings[key[5:]] = yaml.safe_load(value)
+        settings[key[5:]] = override_value(item, value)
     metrics = run_compress(path, method=method, budget=budget, data=data, calibration_data=calibration,
                            data_settings=settings, latency=latency, force_calibration=force_calibration,
                            qat_epochs=qat_epochs, qat_lr=qat_lr)

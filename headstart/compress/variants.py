@@ -111,7 +111,7 @@ class VariantPredictor(Predictor):
     """A compressed variant with `Predictor`'s interface: `probabilities(inputs)` and `predict(inputs)`."""
 
     def __init__(self, folder: Path, force: bool = False, threads: int | None = None):
-        from headstart.model.folder import load_model, read_model_config
+        from headstart.model.folder import check_label_order, load_model, read_model_config, trained_labels
 
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
@@ -123,7 +123,9 @@ class VariantPredictor(Predictor):
         self.labels = config["labels"]
         self.modality = config["modality"]
         runtime = self.manifest["runtime"]
-        if runtime == "onnxruntime":
+        if runtime == "onnxruntime":  # the ONNX file has no labels: check config.json against the full weights
+            weights = self.model_dir / "model.safetensors"
+            check_label_order(self.model_dir, self.labels, trained_labels(weights), weights)
             self.model = OnnxModel(self.folder / "model.onnx", preprocessing_backbone(self.model_dir, config), threads)
         elif runtime == "torch":
             weights = self.folder / "model.safetensors"

@@ -160,10 +160,11 @@ def _image_path_columns(table: pd.DataFrame) -> list[str]:
 
 
 def _as_text(column: pd.Series) -> list:
-    """Values as strings, blanks as None; whole floats (an integer column with a blank cell) without '.0'."""
+    """Values as strings, blanks (missing, or only spaces) as None; whole floats (an integer column with a blank
+    cell) without '.0'."""
     if pd.api.types.is_float_dtype(column) and (column.dropna() % 1 == 0).all():
         column = column.astype("Int64")
-    return [None if pd.isna(v) else str(v) for v in column]
+    return [None if pd.isna(v) or not str(v).strip() else str(v) for v in column]
 
 
 def _table_examples(path: Path, config: DataConfig) -> Examples:

@@ -119,18 +119,25 @@ def folder_size(folder: Path) -> int:
 
 
 def measure(model_dir: Path, inputs: list, loader: str = LOADER) -> dict:
-    """Time the model in a fresh Python process (same interpreter and import path); add its size on disk."""
+    """Time the model in a fresh Python process (same interpreter and import path); add its size on disk. A model
+    whose backbone was registered in this process (`register`) cannot be rebuilt in another, so it is timed here
+    (`fresh_process` false)."""
+    from headstart.model.folder import read_model_config
+
     model_dir = Path(model_dir)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "inputs.json"
-        path.write_text(json.dumps([str(i) for i in inputs[:BATCH]]))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-        result = subprocess.run([sys.executable, "-m", "headstart.evaluate.latency", str(model_dir), str(path),
-                                 loader],
-                                capture_output=True, text=True, env=env, timeout=900)
-    if result.returncode != 0:
-        raise HeadstartError(f"Timing the model in {model_dir} failed:\n{result.stderr[-2000:]}")
-    timings = json.loads(result.stdout.strip().splitlines()[-1])
+    inputs = [str(i) for i in inputs[:BATCH]]
+    if read_model_config(model_dir)["backbone"]["type"] == "registered":
+        timings = {**serve_and_time(str(model_dir), inputs, loader), "fresh_process": False}
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "inputs.json"
+            path.write_text(json.dumps(inputs))
+            env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+            result = subprocess.run([sys.executable, "-m", "headstart.evaluate.latency", str(model_dir), str(path),
+                                     loader], capture_output=True, text=True, env=env, timeout=900)
+        if result.returncode != 0:
+            raise HeadstartError(f"Timing the model in {model_dir} failed:\n{result.stderr[-2000:]}")
+        timings = {**json.loads(result.stdout.strip().splitlines()[-1]), "fresh_process": True}
     weights = model_dir / "model.safetensors"
     return {**timings, "model_size_mb": folder_size(model_dir) / 2**20,
             "weights_size_mb": weights.stat().st_size / 2**20 if weights.exists() else None}

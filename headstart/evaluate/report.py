@@ -221,9 +221,11 @@ def _latency(m: dict) -> str:
         ("model folder on disk (MB)", "model_size_mb", 2),
         ("weights (MB)", "weights_size_mb", 2), ("peak memory of the serving process (MB)", "memory_peak_mb", 1),
         ("memory before loading the model (MB)", "memory_before_load_mb", 1), ("load time (s)", "load_seconds", 2))]
+    where = ("in a fresh process" if t["fresh_process"]
+             else "in the evaluating process (a backbone registered there cannot be rebuilt in another)")
     return ("<h2>Latency and size</h2>" + table(["measure", "value"], rows)
             + f"<p class='muted'>The model as served (headstart.load, Predictor.probabilities, preprocessing included) "
-              f"in a fresh process on this machine: {escape(t['machine'])}, {t['threads']} threads, torch {escape(t['torch'])}; "
+              f"{where} on this machine: {escape(t['machine'])}, {t['threads']} threads, torch {escape(t['torch'])}; "
               f"{t['batch1_runs']} single-example runs, {t['batch32_runs']} runs of 32 inputs. Timings vary with the "
               f"load of the machine (load average {fmt(t['load_average'], 2)} while timing).</p>")
 

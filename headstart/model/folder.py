@@ -68,6 +68,29 @@ def read_model_config(folder: Path) -> dict[str, Any]:
     return config
 
 
+def _unreadable(weights: Path, exc: Exception) -> HeadstartError:
+    return HeadstartError(f"{weights} is not a readable safetensors file ({exc}): the model folder is damaged. "
+                          "Write it again from its run, or restore the file.")
+
+
+def trained_labels(weights: Path) -> list | None:
+    """The labels a safetensors header records, in the order of the model's outputs (None: saved without them)."""
+    try:
+        with safe_open(str(weights), "pt") as handle:
+            return json.loads((handle.metadata() or {}).get("labels", "null"))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise _unreadable(weights, exc) from None
+
+
+def check_label_order(folder: Path, labels: list, trained: list | None, weights: Path) -> None:
+    """Refuse a config.json listing the trained labels in another order, which would silently swap predictions
+    (renamed labels are the user's to give)."""
+    if isinstance(trained, list) and trained != labels and sorted(map(str, trained)) == sorted(map(str, labels)):
+        raise HeadstartError(f"{folder / 'config.json'} lists the labels {labels}, but {weights.name} was trained "
+                             f"with them in the order {trained} (the order of the model's outputs): config.json was "
+                             "reordered by hand. Restore that order.")
+
+
 def load_model(folder: Path, weights: Path | None = None) -> Classifier:
     """Rebuild the classifier from a model folder, in eval mode; `weights`: another safetensors file of the same
     architecture (a compressed variant's) instead of the folder's model.safetensors."""
@@ -88,19 +111,13 @@ def load_model(folder: Path, weights: Path | None = None) -> Classifier:
             state = {key: handle.get_tensor(key) for key in handle.keys()}
         missing, unexpected = model.load_state_dict(state, strict=False)
     except (SafetensorError, OSError, ValueError) as exc:  # ValueError: a header that is not JSON
-        raise HeadstartError(f"{weights} is not a readable safetensors file ({exc}): the model folder is damaged. "
-                             "Write it again from its run, or restore the file.") from None
+        raise _unreadable(weights, exc) from None
     except RuntimeError as exc:  # tensors of other shapes: config.json (labels, head) edited after training
         shapes = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
         raise HeadstartError(f"{weights} does not match the architecture in {folder / 'config.json'} ({shapes}). "
                              "Were its labels or head changed by hand? Restore the config.json written with "
                              "the weights.") from None
-    # renamed labels are the user's to give; the same labels in another order would silently swap predictions
-    if (isinstance(trained, list) and trained != config["labels"]
-            and sorted(map(str, trained)) == sorted(map(str, config["labels"]))):
-        raise HeadstartError(f"{folder / 'config.json'} lists the labels {config['labels']}, but {weights.name} "
-                             f"was trained with them in the order {trained} (the order of the model's outputs): "
-                             "config.json was reordered by hand. Restore that order.")
+    check_label_order(folder, config["labels"], trained, weights)
     if missing or unexpected:
         raise HeadstartError(f"{weights} does not match the architecture in config.json (missing: {missing[:3]}, "
                              f"unexpected: {unexpected[:3]}).")

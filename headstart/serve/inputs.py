@@ -92,6 +92,9 @@ def image_item(data: bytes, where: str) -> Item:
             raise BadInput(413, f"{where} is {width}x{height} pixels; at most {MAX_PIXELS // 10**6} million are "
                                 "accepted. Send a smaller image.")
         image = open_rgb(io.BytesIO(data))
+    except Image.DecompressionBombError:  # Pillow's own limit, above ours: the header declares a huge image
+        raise BadInput(413, f"{where} is over {MAX_PIXELS // 10**6} million pixels, the most accepted. Send a "
+                            "smaller image.") from None
     except DECODE_ERRORS as exc:
         raise BadInput(422, f"{where} is not a readable image ({type(exc).__name__}: not an image file that can "
                             "be decoded, or one cut short). Send PNG, JPEG, BMP, TIFF, WebP or GIF.") from None
@@ -155,6 +158,8 @@ async def parse_multipart(request, modality: str, max_inputs: int, max_bytes: in
     try:
         form = await request.form(max_files=max_inputs, max_part_size=max_bytes)
     except HTTPException as exc:  # Starlette's parser stops at the first file or part over a limit
+        if exc.status_code == 413:  # BodyLimit, counting a body sent without a length
+            raise BadInput(413, exc.detail) from None
         if "Too many files" in str(exc.detail):
             raise BadInput(413, f"The multipart upload was refused ({exc.detail}): at most {max_inputs} files "
                                 "(--max-inputs) within --max-body-mb are accepted. Split the request.") from None

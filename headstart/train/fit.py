@@ -66,10 +66,12 @@ def read_checkpoint(path: Path) -> dict:
 
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as exc:
+    except Exception as exc:  # garbage makes the unpickler fail in many ways (KeyError, EOFError, ...)
         # torch's message runs to a page; its first sentence names the problem (after this prefix for an object)
         why = str(exc).split("WeightsUnpickler error: ", 1)[-1].strip().split("\n")[0].split(". ")[0]
-        raise HeadstartError(f"{path} is not a checkpoint headstart can read safely ({why or 'it is empty'}). Checkpoints are read "
+        if not (why and isinstance(exc, (pickle.UnpicklingError, RuntimeError))):
+            why = "it is damaged, or not a PyTorch checkpoint"
+        raise HeadstartError(f"{path} is not a checkpoint headstart can read safely ({why}). Checkpoints are read "
                              "with torch.load(weights_only=True), which holds only tensors and plain values, so a "
                              "file that needs unpickling, or a damaged one, is refused. Put back the checkpoint the "
                              "run wrote, or start the run again with --overwrite.") from None
@@ -220,7 +222,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
                              accelerator=train.accelerator, devices=train.devices, strategy=strategy,
                              num_nodes=train.num_nodes, callbacks=callbacks, logger=False, default_root_dir=run_dir,
                              num_sanity_val_steps=0, enable_model_summary=False, reload_dataloaders_every_n_epochs=1)
-        except MisconfigurationException as exc:  # e.g. a GPU asked for on a machine without one, or too many
+        except (MisconfigurationException, TypeError) as exc:  # GPUs this machine lacks (indices on a CPU: TypeError)
             why = " ".join(str(exc).split()).rstrip(".!")
             raise HeadstartError(f"train.accelerator {train.accelerator!r} with train.devices {train.devices!r} "
                                  f"cannot run here: {why}. Ask for what this machine has (train.accelerator=auto "
