@@ -28,7 +28,7 @@ def _blocks_prefix(model: nn.Module) -> str:
     return max(lists)[1]
 
 
-def offline() -> bool:
+def _offline() -> bool:
     """headstart's default is offline: only HF_HUB_OFFLINE set to 0 (or false, off, no) lets a hub name download.
     Passed to each load rather than set in the environment, which huggingface_hub reads once, when first imported
     (importing lightning does that)."""
@@ -46,7 +46,7 @@ def _why(source: str, exc: Exception) -> str:
     missing = f"there is no folder {folder.resolve()}"
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", source):  # not a hub name either (`org/model`)
         return f"{missing}."
-    if offline():
+    if _offline():
         return (f"{missing}, and the hub model '{source}' is not in the local Hugging Face cache; with "
                 f"HF_HUB_OFFLINE=1 (headstart's default) nothing is downloaded. Download it first (hf download "
                 f"{source}), or set HF_HUB_OFFLINE=0.")
@@ -76,9 +76,9 @@ class HFTextEncoder(Backbone):
 
         hf_logging.disable_progress_bar()
         try:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=offline())
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=_offline())
             # float32 whatever the weights were saved in: training and the head run in float32 (or autocast)
-            model = AutoModel.from_pretrained(source, local_files_only=offline(), dtype=torch.float32)
+            model = AutoModel.from_pretrained(source, local_files_only=_offline(), dtype=torch.float32)
         except (OSError, ValueError) as exc:
             raise HeadstartError(f"Could not load a Hugging Face encoder from '{source}': {_why(source, exc)}\nGive a "
                                  "local folder holding config.json, the weights and the tokenizer files "
