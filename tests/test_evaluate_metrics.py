@@ -65,11 +65,28 @@ def test_calibration_error_and_bins_agree_with_a_hand_computation():
         member = (confidence >= low) & (confidence < high)
         if member.any():
             expected += member.mean() * abs(correct[member].mean() - confidence[member].mean())
-    assert metrics.expected_calibration_error(y, proba) == pytest.approx(expected, abs=1e-6)  # torchmetrics: float32 inside
+    assert metrics.expected_calibration_error(y, proba) == pytest.approx(expected, abs=1e-9)
     bins = metrics.calibration_bins(y, proba)
     assert sum(b["count"] for b in bins) == len(y)
     from_bins = sum(b["count"] / len(y) * abs(b["accuracy"] - b["confidence"]) for b in bins if b["count"])
     assert from_bins == pytest.approx(expected, abs=1e-9)
+
+
+def test_a_confidence_of_exactly_one_counts_in_the_last_of_the_ten_bins():
+    # 6 of 10 predictions saturated at 1.0 (all right), 4 at 0.95 of which 3 are right
+    proba = np.array([[1.0, 0.0]] * 6 + [[0.95, 0.05]] * 4)
+    y = np.array([0] * 9 + [1])
+    bins = metrics.calibration_bins(y, proba)
+    assert len(bins) == 10 and bins[-1]["count"] == 10
+    expected = abs(9 / 10 - (6 * 1.0 + 4 * 0.95) / 10)  # one bin: |accuracy - mean confidence|
+    assert metrics.expected_calibration_error(y, proba) == pytest.approx(expected)
+
+
+def test_the_confusion_row_of_a_class_without_examples_is_none():
+    proba = np.eye(3)[[0, 0, 1, 1, 1]]
+    matrix = metrics.confusion(np.array([0, 0, 1, 1, 0]), proba, ["a", "b", "c"])
+    assert np.allclose(matrix["normalized"][0], [2 / 3, 1 / 3, 0]) and matrix["normalized"][1] == [0.0, 1.0, 0.0]
+    assert matrix["normalized"][2] is None
 
 
 def test_bootstrap_intervals_cover_a_known_accuracy():
@@ -172,7 +189,28 @@ def test_every_slice_is_reported_and_the_worst_is_named():
     assert report["slices"]["rare"]["small"] and report["slices"]["rare"]["examples"] == 5
     gap = report["gap"]
     assert gap["accuracy"] == pytest.approx(mono["accuracy"] - report["slices"]["poly"]["accuracy"])
-    assert gap["accuracy_ci"][0] > 0  # a real gap
+    assert gap["accuracy_ci"][0] > 0 and gap["accuracy_p"] < 0.01  # a real gap
+
+
+def test_slices_that_differ_by_chance_are_not_called_different():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"site": np.repeat(list("ABCDEFGH"), 100)})
+    p_values = []
+    for seed in range(40):  # 8 slices of one model that is right 80% of the time everywhere
+        y = rng.integers(0, 2, 800)
+        predicted = np.where(rng.random(800) < 0.8, y, 1 - y)
+        gap = slice_report(frame, y, np.eye(2)[predicted], ["a", "b"], ["site"], 10, 200, seed)["site"]["gap"]
+        p_values.append(gap["accuracy_p"])
+    # best minus worst of 8 is never 0, but chance alone gives it: the test says so about as often as it should
+    assert np.mean(np.array(p_values) < 0.05) <= 0.1
+
+
+def test_no_slice_is_ranked_when_none_is_large_enough():
+    y, proba = _predictions(n=12, seed=1)
+    frame = pd.DataFrame({"cell": ["mono"] * 6 + ["poly"] * 6})
+    report = slice_report(frame, y, proba, LABELS, ["cell"], min_size=10, samples=50, seed=0)["cell"]
+    assert set(report["slices"]) == {"mono", "poly"} and all(s["small"] for s in report["slices"].values())
+    assert report["worst"] is None and report["best"] is None and report["gap"] is None
 
 
 def test_numeric_slices_are_cut_into_quartiles_named_by_their_values_in_order():

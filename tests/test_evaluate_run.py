@@ -201,6 +201,15 @@ def test_a_registered_backbone_is_timed_in_the_evaluating_process(tiny_config):
     assert "in the evaluating process (a backbone registered there" in (run.path / "report.html").read_text()
 
 
+def test_slices_too_small_to_rank_are_shown_unranked(binary_run):
+    metrics = evaluate_run(binary_run.path, overrides=["evaluate.min_slice_size=100000", "evaluate.bootstrap=50",
+                                                       "evaluate.latency=false"], progress=False)
+    pen = metrics["slices"]["pen"]
+    assert set(pen["slices"]) == {"A", "B"} and pen["worst"] is None and pen["gap"] is None
+    assert "no slice has 100000 examples (evaluate.min_slice_size), so none is ranked" in (
+        binary_run.path / "report.html").read_text()
+
+
 def test_unknown_slice_column_lists_the_available_ones(binary_run, tiny_run):
     with pytest.raises(HeadstartError, match="no column 'nope'. Columns you can slice by: pen"):
         evaluate_run(binary_run.path, slice_by=["nope"], progress=False)

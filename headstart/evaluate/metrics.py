@@ -1,4 +1,4 @@
-"""Classification metrics of predicted probabilities, all computed by scikit-learn (calibration by torchmetrics).
+"""Classification metrics of predicted probabilities, computed by scikit-learn (resampled ones by torchmetrics).
 
 `y` holds class indices 0..k-1 and `proba` an (n, k) array of class probabilities; predictions are the argmax,
 as `Predictor.predict` makes them. F1 averages run over the classes that occur (truth or prediction), as
@@ -44,13 +44,11 @@ def roc_auc(y: np.ndarray, proba: np.ndarray, positive: int | None = None) -> fl
 
 
 def expected_calibration_error(y: np.ndarray, proba: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
-    """ECE of the top-1 confidence (L1, equal-width bins), by torchmetrics."""
-    import torch
-    from torchmetrics.functional.classification import multiclass_calibration_error
-
-    return float(multiclass_calibration_error(torch.from_numpy(np.ascontiguousarray(proba, dtype=np.float64)),
-                                              torch.from_numpy(np.asarray(y, dtype=np.int64)), proba.shape[1],
-                                              n_bins=bins, norm="l1", validate_args=False))
+    """ECE of the top-1 confidence (L1, equal-width bins): the count-weighted gap between accuracy and mean
+    confidence over the reliability diagram's bins, so the two always agree (a confidence of exactly 1, common with
+    a saturated softmax, falls in the last bin, not in an eleventh as torchmetrics puts it)."""
+    gaps = [b["count"] * abs(b["accuracy"] - b["confidence"]) for b in calibration_bins(y, proba, bins) if b["count"]]
+    return float(sum(gaps) / len(y)) if len(y) else 0.0
 
 
 def resampled(name: str, predicted, truth, k: int):
@@ -134,14 +132,15 @@ def per_class(y: np.ndarray, proba: np.ndarray, labels: list[str]) -> dict[str, 
 
 
 def confusion(y: np.ndarray, proba: np.ndarray, labels: list[str]) -> dict:
-    """Counts (rows: true class, columns: predicted) and the row-normalised matrix (each row sums to 1)."""
+    """Counts (rows: true class, columns: predicted) and the row-normalised matrix (each row sums to 1; the row of
+    a class with no examples is None, not zeros that would read as 0% recall)."""
     from sklearn.metrics import confusion_matrix
 
     k = len(labels)
     counts = confusion_matrix(y, proba.argmax(1), labels=np.arange(k))
-    normalized = confusion_matrix(y, proba.argmax(1), labels=np.arange(k), normalize="true")
-    return {"labels": list(labels), "counts": counts.astype(int).tolist(),
-            "normalized": np.nan_to_num(normalized).round(6).tolist()}
+    rows = counts.sum(1, keepdims=True)
+    normalized = [(row / total).round(6).tolist() if total else None for row, total in zip(counts, rows[:, 0])]
+    return {"labels": list(labels), "counts": counts.astype(int).tolist(), "normalized": normalized}
 
 
 def roc_points(y: np.ndarray, proba: np.ndarray, labels: list[str], positive: int | None) -> dict[str, dict]:

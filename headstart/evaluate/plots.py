@@ -25,19 +25,23 @@ def _png(figure) -> str:
 
 def confusion_heatmap(confusion: dict, normalized: bool) -> str:
     labels = confusion["labels"]
-    matrix = np.array(confusion["normalized" if normalized else "counts"], dtype=float)
+    rows = confusion["normalized" if normalized else "counts"]
+    # a class without examples has no normalised row: blank, not zeros
+    matrix = np.array([[np.nan] * len(labels) if row is None else row for row in rows], dtype=float)
     side = min(12.0, 2.5 + 0.55 * len(labels))
     figure = _figure(side + 1, side)
     axes = figure.add_subplot()
-    image = axes.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalized else max(1.0, matrix.max()))
+    image = axes.imshow(matrix, cmap="Blues", vmin=0, vmax=1 if normalized else max(1.0, np.nanmax(matrix)))
     figure.colorbar(image, ax=axes, shrink=0.8)
     axes.set(xticks=range(len(labels)), yticks=range(len(labels)), xlabel="predicted", ylabel="true",
              title="row-normalised (recall on the diagonal)" if normalized else "counts")
     axes.set_xticklabels(labels, rotation=45, ha="right")
     axes.set_yticklabels(labels)
     if len(labels) <= 20:
-        top = matrix.max() or 1
+        top = np.nanmax(matrix) or 1
         for (i, j), value in np.ndenumerate(matrix):
+            if np.isnan(value):
+                continue
             axes.text(j, i, f"{value:.2f}" if normalized else f"{int(value)}", ha="center", va="center",
                       fontsize=8, color="white" if value > 0.6 * (1 if normalized else top) else "black")
     return _png(figure)

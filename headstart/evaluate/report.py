@@ -37,16 +37,29 @@ def _cards(m: dict) -> str:
     return f"<div class='cards'>{''.join(cards)}</div>"
 
 
+def _gap_verdict(gap: dict | None, min_size: int) -> str:
+    """Whether the slices differ: the permutation test's p-value, which allows for the worst and best slices being
+    picked as the extremes (an interval of their difference does not)."""
+    if gap is None:
+        return f"no slice has {min_size} examples (evaluate.min_slice_size), so none is ranked."
+    said = (f"worst <b class='bad'>{escape(gap['worst'])}</b>, accuracy {gap['accuracy']:+.4f} below "
+            f"{escape(gap['best'])}")
+    p = gap["accuracy_p"]
+    if p is None:
+        return f"{said}."
+    if p < 0.05:
+        return f"<span class='bad'>{said}; p = {p:.3f}: more than chance gives, the slices differ.</span>"
+    return (f"{said}; p = {p:.3f}: slices of these sizes differ this much by chance, so this is not "
+            "distinguishable from no difference.")
+
+
 def _verdicts(m: dict) -> str:
     items = []
     for name, b in (m["baselines"] or {}).items():
         items.append(verdict(b["gain"]["accuracy"], b["gain"]["accuracy_ci"],
                              f"Accuracy gain over {escape(b['description'])}"))
     for column, s in m["slices"].items():
-        gap = s["gap"]
-        items.append(f"Slices by <b>{escape(column)}</b>: worst <b class='bad'>{escape(gap['worst'])}</b>. "
-                     + verdict(gap["accuracy"], gap["accuracy_ci"], f"Accuracy gap to {escape(gap['best'])}") + " "
-                     + verdict(gap["macro_f1"], gap["macro_f1_ci"], "Macro-F1 gap"))
+        items.append(f"Slices by <b>{escape(column)}</b>: {_gap_verdict(s['gap'], m['settings']['min_slice_size'])}")
     if m["robustness"]:
         name, row = max(m["robustness"]["perturbations"].items(), key=lambda kv: kv[1]["accuracy_drop"])
         items.append(f"Costliest perturbation: <b>{escape(name)}</b> ({escape(row['description'])}), "
@@ -132,12 +145,14 @@ def _slices(m: dict) -> str:
             classes.append("worst" if value == s["worst"] else "small" if r["small"] else "")
         gap = s["gap"]
         names = list(s["slices"])
+        said = "" if gap is None else (
+            f"Gap best ({escape(gap['best'])}) minus worst ({escape(gap['worst'])}): accuracy "
+            f"{with_ci(gap, 'accuracy', ['slices', column, 'gap'], signed=True)}, macro-F1 "
+            f"{with_ci(gap, 'macro_f1', ['slices', column, 'gap'], signed=True)} (intervals as if the two had been "
+            "chosen in advance; the permutation test above allows for their being the extremes). ")
         out += (f"<h3>{escape(column)}</h3>" + table(["slice", "examples", "classes", "accuracy [95% CI]",
                                                        "macro-F1 [95% CI]", "accuracy vs overall"], rows, classes)
-                + f"<p>Gap best ({escape(gap['best'])}) minus worst ({escape(gap['worst'])}): accuracy "
-                f"{with_ci(gap, 'accuracy', ['slices', column, 'gap'], signed=True)}, macro-F1 "
-                f"{with_ci(gap, 'macro_f1', ['slices', column, 'gap'], signed=True)}. Slices under "
-                f"{m['settings']['min_slice_size']} examples are grey and not ranked.</p>"
+                + f"<p>{said}Slices under {m['settings']['min_slice_size']} examples are grey and not ranked.</p>"
                 + image(plots.interval_bars(names, [s["slices"][n]["accuracy"] for n in names],
                                             [s["slices"][n]["accuracy_ci"] for n in names], f"accuracy by {column}",
                                             "accuracy", highlight=s["worst"]), f"accuracy by {column}"))

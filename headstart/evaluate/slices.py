@@ -1,6 +1,7 @@
 """Metrics per slice: the examples sharing a value of a metadata column (numbers with many distinct values are cut
 into quartiles). Every slice is reported, however small, with its confidence intervals; the worst slice (lowest
-accuracy among those of at least `min_size` examples) is named, with its gap to the best one."""
+accuracy among those of at least `min_size` examples) is named, with its gap to the best one and a permutation test
+of whether the slices differ at all."""
 
 from __future__ import annotations
 
@@ -38,9 +39,23 @@ def _slice(y: np.ndarray, proba: np.ndarray, labels: list[str], samples: int, se
     return with_intervals(point, values, CORE), values
 
 
+def differ_by_chance(correct: np.ndarray, slice_index: np.ndarray, gap: float, samples: int, seed) -> float:
+    """Permutation p-value of an accuracy gap between the best and the worst of these slices: how often examples
+    shuffled among the slices (sizes kept) give a gap at least as large. Picking the two extremes after the fact is
+    part of the test, as it is not of an interval of best minus worst."""
+    rng = np.random.default_rng(seed)
+    sizes = np.bincount(slice_index)
+    hits = 0
+    for _ in range(samples):
+        accuracy = np.bincount(rng.permutation(slice_index), weights=correct, minlength=len(sizes)) / sizes
+        hits += accuracy.max() - accuracy.min() >= gap - 1e-12
+    return float((hits + 1) / (samples + 1))
+
+
 def slice_report(frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, labels: list[str], columns: list[str],
                  min_size: int, samples: int, seed: int) -> dict:
-    """{column: {"slices": {value: metrics}, "worst": value, "best": value, "gap": {...}}}."""
+    """{column: {"slices": {value: metrics}, "worst": value, "best": value, "gap": {...}}}; worst, best and gap
+    are None when no slice has `min_size` examples."""
     overall = headline(y, proba, CORE)
     report = {}
     for number, column in enumerate(columns):
@@ -53,7 +68,10 @@ def slice_report(frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, labels: 
             point["accuracy_vs_overall"] = point["accuracy"] - overall["accuracy"]
             point["small"] = point["examples"] < min_size
             slices[value], boots[value] = point, boot
-        candidates = [v for v in slices if not slices[v]["small"]] or list(slices)
+        candidates = [v for v in slices if not slices[v]["small"]]
+        if not candidates:
+            report[column] = {"slices": slices, "worst": None, "best": None, "gap": None}
+            continue
         worst = min(candidates, key=lambda v: (slices[v]["accuracy"], slices[v]["macro_f1"]))
         best = max(candidates, key=lambda v: (slices[v]["accuracy"], slices[v]["macro_f1"]))
         gap = {"best": best, "worst": worst}
@@ -61,5 +79,9 @@ def slice_report(frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, labels: 
             gap[name] = slices[best][name] - slices[worst][name]
             # slices are disjoint and resampled independently: the difference of their resamples bootstraps the gap
             gap[f"{name}_ci"] = interval(boots[best][name] - boots[worst][name]) if samples and best != worst else None
+        ranked = np.isin(values, candidates)
+        gap["accuracy_p"] = differ_by_chance(
+            (proba.argmax(1) == y)[ranked], pd.Categorical(values[ranked], categories=candidates).codes,
+            gap["accuracy"], samples, [seed, number, 1_000_003]) if samples and len(candidates) > 1 else None
         report[column] = {"slices": slices, "worst": worst, "best": best, "gap": gap}
     return report

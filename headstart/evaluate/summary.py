@@ -21,6 +21,8 @@ def summary_rows(metrics: dict) -> list[tuple[str, str, str]]:
         rows.append((f"gain over {name} (accuracy)", f(b["gain"]["accuracy"], True),
                      interval(b["gain"]["accuracy_ci"], True)))
     for column, s in metrics["slices"].items():
+        if s["worst"] is None:  # no slice large enough to rank
+            continue
         worst = s["slices"][s["worst"]]
         rows.append((f"worst slice {column}={s['worst']} (accuracy)", f(worst["accuracy"]), interval(worst["accuracy_ci"])))
     costs = metrics["costs"]
