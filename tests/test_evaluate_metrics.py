@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from headstart.config import CostConfig
 from headstart.errors import HeadstartError
 from headstart.evaluate import costs, failures, metrics, perturb
-from headstart.evaluate.bootstrap import bootstrap, interval, metric_functions
+from headstart.evaluate.bootstrap import bootstrap, interval, metric_functions, resamples
 from headstart.evaluate.slices import slice_report, slice_values
 
 LABELS = ["cat", "dog", "fox"]
@@ -104,6 +104,27 @@ def test_bootstrap_intervals_cover_a_known_accuracy():
         low, high = interval(values)
         covered += low <= 0.8 <= high
     assert 0.90 <= covered / experiments <= 0.985
+
+
+def test_grouped_examples_are_resampled_by_group_and_their_intervals_cover():
+    """20 groups of 20 examples, each group with its own accuracy (0.8 on average): resampling examples one by one
+    ignores that a group's examples go together, and its intervals miss 0.8 far more often than 5%."""
+    accuracy = {"accuracy": lambda y, p: float((p.argmax(1) == y).mean())}
+    rng = np.random.default_rng(1)
+    groups = np.repeat([f"g{i}" for i in range(20)], 20)
+    covered = {"example": 0, "group": 0}
+    experiments = 150
+    for experiment in range(experiments):
+        right = rng.random(400) < np.repeat(rng.beta(4, 1, 20), 20)  # beta(4, 1): mean 0.8
+        proba = np.where(right[:, None], [[0.9, 0.1]], [[0.1, 0.9]])
+        for unit, by in (("example", None), ("group", groups)):
+            values = bootstrap(np.zeros(400, int), {"m": proba}, accuracy, 300, experiment, by)["m"]["accuracy"]
+            low, high = interval(values)
+            covered[unit] += low <= 0.8 <= high
+    assert covered["group"] / experiments >= 0.88 and covered["example"] / experiments < 0.8
+    for index in resamples(400, 5, 0, groups):  # each resample is 20 groups drawn whole, with replacement
+        counts = np.bincount(index, minlength=400).reshape(20, 20)  # (group, member): times drawn
+        assert (counts == counts[:, :1]).all() and counts[:, 0].sum() == 20
 
 
 def test_paired_bootstrap_covers_a_known_gain():

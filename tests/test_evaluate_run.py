@@ -239,6 +239,22 @@ def test_cli_evaluates_another_data_source(tiny_run, cells_table, tmp_path):
     assert (folder / "report.html").is_file()
 
 
+def test_grouped_examples_are_bootstrapped_by_group(tiny_run, cells_table, tmp_path):
+    table = pd.read_csv(cells_table)
+    table = table.assign(label=table["path"].map(lambda p: Path(p).parent.name),
+                         writer=[f"w{i % 12}" for i in range(len(table))])
+    table.to_csv(tmp_path / "scans.csv", index=False)
+    settings = dict(bootstrap=50, latency=False, robustness=False, baselines=False)
+    plain = tiny_run.evaluate(str(tmp_path / "scans.csv"), read={"image_column": "path"}, **settings)
+    grouped = tiny_run.evaluate(str(tmp_path / "scans.csv"), read={"image_column": "path", "group_column": "writer"},
+                                **settings)
+    assert plain["settings"]["bootstrap_unit"] == "example" and grouped["settings"]["bootstrap_unit"] == "group"
+    assert grouped["overall"]["accuracy"] == plain["overall"]["accuracy"]
+    assert grouped["overall"]["accuracy_ci"] != plain["overall"]["accuracy_ci"]
+    report = (tiny_run.path / "evaluations" / "scans" / "report.html").read_text()
+    assert "resamples of the groups (data.group_column)" in report
+
+
 def test_python_api_reads_another_source_lacking_classes(tiny_run, cells_table, tmp_path):
     table = pd.read_csv(cells_table)
     zeros = table[table["label"] == "zero"].assign(label="digit0")

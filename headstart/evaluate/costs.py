@@ -82,13 +82,13 @@ def choose_threshold(y: np.ndarray, scores: np.ndarray, positive: int, matrix: n
     return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])
 
 
-def _at(y, predicted, matrix, positive, samples, seed) -> dict:
+def _at(y, predicted, matrix, positive, samples, seed, groups) -> dict:
     from sklearn.metrics import precision_score, recall_score
 
     from headstart.evaluate.bootstrap import interval, resamples
 
     cost = example_costs(y, predicted, matrix)
-    boot = np.array([cost[i].mean() for i in resamples(len(y), samples, seed)])
+    boot = np.array([cost[i].mean() for i in resamples(len(y), samples, seed, groups)])
     out = {"expected_cost": float(cost.mean()), "expected_cost_ci": interval(boot) if samples else None}
     if positive is not None:
         truth = y == positive
@@ -100,20 +100,22 @@ def _at(y, predicted, matrix, positive, samples, seed) -> dict:
 
 
 def cost_report(config: CostConfig, labels: list[str], positive: int | None, y: np.ndarray, proba: np.ndarray,
-                val_y: np.ndarray, val_proba: np.ndarray, samples: int, seed: int) -> dict:
+                val_y: np.ndarray, val_proba: np.ndarray, samples: int, seed: int,
+                groups: np.ndarray | None = None) -> dict:
     """Expected cost at the default decision (argmax) and, for binary tasks, at the threshold chosen on the
-    validation split; the threshold that would be optimal for perfectly calibrated probabilities too."""
+    validation split; the threshold that would be optimal for perfectly calibrated probabilities too. `groups`:
+    the bootstrap resamples whole groups."""
     matrix, given = cost_matrix(config, labels, positive)
     report = {"given": given, "matrix": matrix.tolist(), "positive_label": None if positive is None else labels[positive],
               "default": {"threshold": 0.5 if positive is not None else None,
-                          **_at(y, proba.argmax(1), matrix, positive, samples, seed)}}
+                          **_at(y, proba.argmax(1), matrix, positive, samples, seed, groups)}}
     if positive is None:
         return report
     fp, fn = matrix[1 - positive, positive], matrix[positive, 1 - positive]
     chosen = choose_threshold(val_y, val_proba[:, positive], positive, matrix) if len(val_y) else 0.5
     report["chosen"] = {"threshold": chosen, "chosen_on": "validation split",
                         **_at(y, _binary_predictions(proba[:, positive], chosen, positive), matrix, positive,
-                              samples, seed)}
+                              samples, seed, groups)}
     report["calibrated_optimum"] = float(fp / (fp + fn)) if fp + fn > 0 else 0.5
     grid = np.round(np.linspace(0, 1, 101), 2)
     curve = {"threshold": grid.tolist()}

@@ -16,10 +16,11 @@ def _header(m: dict) -> str:
     d, s = m["data"], m["settings"]
     positive = f" Positive class: <b>{escape(d['positive_label'])}</b>." if d["positive_label"] else ""
     skipped = f" {d['skipped']} examples without a label or text were skipped." if d["skipped"] else ""
+    unit = "groups (data.group_column)" if s["bootstrap_unit"] == "group" else "examples"
     return (f"<h1>Evaluation of {escape(m['run'])}</h1><p class='muted'>{escape(d['scope'])} of "
             f"<b>{escape(str(d['source']))}</b>: {num(d['examples'], ['data', 'examples'])} {escape(d['modality'])} "
             f"examples, classes {escape(', '.join(d['labels']))}.{positive}{skipped} Intervals: 95% percentile "
-            f"bootstrap over {num(s['bootstrap'], ['settings', 'bootstrap'])} resamples of the examples (seed "
+            f"bootstrap over {num(s['bootstrap'], ['settings', 'bootstrap'])} resamples of the {unit} (seed "
             f"{s['seed']}).</p>")
 
 

@@ -29,16 +29,18 @@ def perturbed_probabilities(predictor, name: str, modality: str, inputs: list, s
 
 
 def robustness_report(predictor, modality: str, inputs: list, y: np.ndarray, clean: np.ndarray, limit: int,
-                      samples: int, seed: int, batch_size: int, progress=None) -> dict:
+                      samples: int, seed: int, batch_size: int, progress=None,
+                      groups: np.ndarray | None = None) -> dict:
     total = len(inputs)
     index = subset(total, limit, seed)
     inputs, y, clean = [inputs[i] for i in index], y[index], clean[index]
+    groups = None if groups is None else groups[index]
     probas = {"clean": clean}
     for name in perturb.perturbations(modality):
         if progress:
             progress(f"robustness: {name}")
         probas[name] = perturbed_probabilities(predictor, name, modality, inputs, seed, batch_size)
-    boot = bootstrap(y, probas, metric_functions(CORE), samples, [seed, 7]) if samples else {}
+    boot = bootstrap(y, probas, metric_functions(CORE), samples, [seed, 7], groups) if samples else {}
     base = headline(y, clean, CORE)
     table = {}
     for name, (_, description) in perturb.perturbations(modality).items():

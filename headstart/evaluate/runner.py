@@ -119,7 +119,7 @@ def _probabilities(predictor, inputs: list, batch_size: int, progress: bool) -> 
     return proba / proba.sum(1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
 
 
-def _baselines(config, data, y, proba, samples, seed, positive, say, bars: bool) -> tuple[dict, dict]:
+def _baselines(config, data, y, proba, samples, seed, positive, say, bars: bool, groups) -> tuple[dict, dict]:
     from headstart.evaluate import baselines
     from headstart.evaluate.bootstrap import bootstrap, interval, metric_functions
     from headstart.evaluate.metrics import HEADLINE, headline
@@ -129,7 +129,7 @@ def _baselines(config, data, y, proba, samples, seed, positive, say, bars: bool)
     say("baseline: classical model")
     fitted["classical"] = baselines.classical(data)
     probas = {"model": proba, **{name: baseline.proba for name, baseline in fitted.items()}}
-    boot = bootstrap(y, probas, metric_functions(GAIN_METRICS, positive), samples, seed) if samples else {}
+    boot = bootstrap(y, probas, metric_functions(GAIN_METRICS, positive), samples, seed, groups) if samples else {}
     out, model_point = {}, headline(y, proba, GAIN_METRICS, positive)
     for name, baseline in fitted.items():
         point = headline(y, probas[name], tuple(HEADLINE), positive)
@@ -216,27 +216,31 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
     say(f"predicting {len(val_y)} validation examples (for the decision threshold)")
     val_proba = _probabilities(predictor, evaluated.val["input"].tolist(), batch, bars)
 
-    say(f"bootstrap: {samples} resamples")
+    # examples of one group (data.group_column) are not independent: the bootstrap resamples whole groups
+    grouped = len(evaluated.test) and evaluated.test["group"].notna().all()
+    groups = evaluated.test["group"].to_numpy() if grouped else None
+    say(f"bootstrap: {samples} resamples of {'groups' if groups is not None else 'examples'}")
     point = full_report(y, proba, labels, positive)
     point["calibration"]["ece_by_chance"] = ece_by_chance(proba, CHANCE_DRAWS, seed)
     boot = {}
     baselines = None
     if settings.baselines:
-        baselines, model_boot = _baselines(config, evaluated, y, proba, samples, seed, positive, say, bars)
+        baselines, model_boot = _baselines(config, evaluated, y, proba, samples, seed, positive, say, bars, groups)
         boot.update(model_boot)
     elif samples:
-        boot.update(bootstrap(y, {"model": proba}, metric_functions(GAIN_METRICS, positive), samples, seed)["model"])
+        boot.update(bootstrap(y, {"model": proba}, metric_functions(GAIN_METRICS, positive), samples, seed,
+                              groups)["model"])
     overall = with_intervals(point, boot, GAIN_METRICS)
 
     say("slices")
     slices = slice_report(evaluated.test, y, proba, labels, evaluated.slice_columns, settings.min_slice_size,
-                          samples, seed)
+                          samples, seed, groups)
     robustness = None
     if settings.robustness:
         from headstart.evaluate.robustness import robustness_report
 
         robustness = robustness_report(predictor, evaluated.modality, inputs, y, proba, settings.robustness_examples,
-                                       samples, seed, batch, say)
+                                       samples, seed, batch, say, groups)
     latency = None
     if settings.latency:
         from headstart.evaluate.latency import measure
@@ -250,12 +254,13 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
                  "skipped": evaluated.skipped, "modality": evaluated.modality, "labels": labels,
                  "class_counts": {label: int((y == c).sum()) for c, label in enumerate(labels)},
                  "positive_label": None if positive is None else labels[positive]},
-        "settings": {"bootstrap": samples, "confidence": 0.95, "seed": seed, "calibration_bins": CALIBRATION_BINS,
+        "settings": {"bootstrap": samples, "bootstrap_unit": "group" if groups is not None else "example",
+                     "confidence": 0.95, "seed": seed, "calibration_bins": CALIBRATION_BINS,
                      "slice_by": evaluated.slice_columns, "min_slice_size": settings.min_slice_size,
                      "robustness_examples": settings.robustness_examples},
         "overall": overall,
         "roc": roc_points(y, proba, labels, positive),
-        "costs": cost_report(settings.costs, labels, positive, y, proba, val_y, val_proba, samples, seed),
+        "costs": cost_report(settings.costs, labels, positive, y, proba, val_y, val_proba, samples, seed, groups),
         "slices": slices,
         "baselines": baselines,
         "robustness": robustness,

@@ -32,10 +32,10 @@ def slice_values(column: pd.Series) -> pd.Series:
     return pd.Series(pd.Categorical(names, categories=order + [MISSING]), index=column.index)
 
 
-def _slice(y: np.ndarray, proba: np.ndarray, labels: list[str], samples: int, seed) -> tuple[dict, dict]:
+def _slice(y: np.ndarray, proba: np.ndarray, labels: list[str], samples: int, seed, groups) -> tuple[dict, dict]:
     point = {"examples": int(len(y)), **headline(y, proba, CORE),
              "class_counts": {label: int((y == c).sum()) for c, label in enumerate(labels)}}
-    values = bootstrap(y, {"model": proba}, metric_functions(CORE), samples, seed)["model"] if samples else {}
+    values = bootstrap(y, {"model": proba}, metric_functions(CORE), samples, seed, groups)["model"] if samples else {}
     return with_intervals(point, values, CORE), values
 
 
@@ -53,9 +53,9 @@ def differ_by_chance(correct: np.ndarray, slice_index: np.ndarray, gap: float, s
 
 
 def slice_report(frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, labels: list[str], columns: list[str],
-                 min_size: int, samples: int, seed: int) -> dict:
+                 min_size: int, samples: int, seed: int, groups: np.ndarray | None = None) -> dict:
     """{column: {"slices": {value: metrics}, "worst": value, "best": value, "gap": {...}}}; worst, best and gap
-    are None when no slice has `min_size` examples."""
+    are None when no slice has `min_size` examples. `groups`: the bootstrap resamples whole groups."""
     overall = headline(y, proba, CORE)
     report = {}
     for number, column in enumerate(columns):
@@ -64,7 +64,8 @@ def slice_report(frame: pd.DataFrame, y: np.ndarray, proba: np.ndarray, labels: 
         slices, boots = {}, {}
         for i, value in enumerate(v for v in named.cat.categories if (values == v).any()):
             member = values == value
-            point, boot = _slice(y[member], proba[member], labels, samples, [seed, number, i])
+            point, boot = _slice(y[member], proba[member], labels, samples, [seed, number, i],
+                                 None if groups is None else groups[member])
             point["accuracy_vs_overall"] = point["accuracy"] - overall["accuracy"]
             point["small"] = point["examples"] < min_size
             slices[value], boots[value] = point, boot
