@@ -350,7 +350,7 @@ def _time(c: Compression) -> None:
     inputs = c.data.test.inputs
     for name in track(list(c.rows), description="latency: each variant in a fresh process", transient=True):
         folder, loader = (c.model_dir, "headstart.predict:load") if name == "fp32-pytorch" else (c.root / name, LOADER)
-        c.rows[name]["latency"] = latency(folder, inputs, loader)
+        c.rows[name]["latency"] = latency(folder, inputs, loader, c.model_dir)
     base = c.rows["fp32-pytorch"]["latency"]
     for row in c.rows.values():
         t = row["latency"]

@@ -38,12 +38,13 @@ def size_mb(path: Path) -> float:
     return Path(path).stat().st_size / 2**20
 
 
-def latency(folder: Path, inputs: list, loader: str) -> dict:
+def latency(folder: Path, inputs: list, loader: str, model_dir: Path) -> dict:
     """p50 / p95 at batch 1, throughput on 32 inputs as served (in the variant's own batches) and of the model alone
-    on one prepared batch of 32, timed in a fresh process (headstart.evaluate.latency)."""
+    on one prepared batch of 32, timed in a fresh process (headstart.evaluate.latency); `model_dir`: the model
+    folder the variant was made from."""
     from headstart.evaluate.latency import measure
 
-    timed = measure(folder, inputs, loader)
+    timed = measure(folder, inputs, loader, model_dir)
     keys = ("batch1_p50_ms", "batch1_p95_ms", "batch32_throughput_per_s", "batch32_batch_size",
             "batch32_model_throughput_per_s", "load_seconds", "memory_peak_mb", "threads",
             "machine", "load_average")

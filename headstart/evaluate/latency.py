@@ -118,15 +118,16 @@ def folder_size(folder: Path) -> int:
     return sum(p.stat().st_size for top in tops for p in [top, *top.rglob("*")] if p.is_file())
 
 
-def measure(model_dir: Path, inputs: list, loader: str = LOADER) -> dict:
+def measure(model_dir: Path, inputs: list, loader: str = LOADER, model_folder: Path | None = None) -> dict:
     """Time the model in a fresh Python process (same interpreter and import path); add its size on disk. A model
     whose backbone was registered in this process (`register`) cannot be rebuilt in another, so it is timed here
-    (`fresh_process` false)."""
+    (`fresh_process` false). `model_folder`: the model folder whose config.json names the backbone, when
+    `model_dir` is a compressed variant's folder."""
     from headstart.model.folder import read_model_config
 
     model_dir = Path(model_dir)
     inputs = [str(i) for i in inputs[:BATCH]]
-    if read_model_config(model_dir)["backbone"]["type"] == "registered":
+    if read_model_config(Path(model_folder or model_dir))["backbone"]["type"] == "registered":
         timings = {**serve_and_time(str(model_dir), inputs, loader), "fresh_process": False}
     else:
         with tempfile.TemporaryDirectory() as tmp:
