@@ -70,12 +70,12 @@ def load(folder: str | Path) -> Predictor:
 
 
 def _table_texts(path: Path, column: str) -> tuple[list[str], list[str]]:
-    table = read_table(path)
+    table = read_table(path, [column])
     if column not in table.columns:
         raise HeadstartError(f"{path} has no column '{column}' (its columns: {', '.join(map(str, table.columns))}). "
                              "Name the text column with --text-column.")
     texts = ["" if pd.isna(t) else str(t) for t in table[column]]
-    return texts, row_origins(path, len(texts))
+    return texts, row_origins(path, table.index)
 
 
 def _files(folder: Path, suffixes: set[str]) -> list[Path]:

@@ -210,14 +210,21 @@ def test_sensitivity_ranks_groups_and_auto_keeps_the_costliest_in_float(cnn_mode
     batches = calibration.batches(model.backbone, val)
     with torch.inference_mode():
         reference = torch.cat([model(**b) for b in batches]).double().softmax(-1).numpy()
-    groups = node_groups(onnx.load(str(path)), model)
+    proto = onnx.load(str(path))
+    groups = node_groups(proto, model)
+    every_node = [node.name for node in proto.graph.node]
+    excluded = []
 
     def quantize(target, exclude):
+        excluded.append(set(exclude))
         return quantize_static_int8(path, target, batches, tmp_path / "ranges.json", exclude)
 
-    probe = Probe(quantize, groups, list(groups), batches, val, reference, tmp_path)
+    probe = Probe(quantize, groups, every_node, batches, val, reference, tmp_path)
     messages = []
     ranked = analyse(probe, ["stem", "block", "top", "head"], messages.append)
+    # a group "alone": every other node stays float, those of no group (the pooling) too
+    ungrouped = set(every_node) - set(groups)
+    assert ungrouped and all(ungrouped <= kept_float for kept_float in excluded)
     assert [r["group"] for r in ranked] and sorted(r["group"] for r in ranked) == ["block", "head", "stem", "top"]
     drops = [r["accuracy_drop"] for r in ranked]
     assert drops == sorted(drops, reverse=True)

@@ -341,3 +341,16 @@ def test_cli_compress_prints_tables_that_read_at_80_columns(run, digits_folder):
     assert metrics["data"]["scope"] == "all examples" and metrics["data"]["examples"] > 500
     # the int8 variants of earlier calls were judged on another method: they are gone, so nothing serves them
     assert [v["name"] for v in list_variants(run.model_dir)] == ["bf16", "fp32-onnx"]
+
+
+def test_a_drop_of_exactly_the_budget_is_within_it():
+    from headstart.compress.data import Split
+    from headstart.compress.score import scores
+
+    y = np.zeros(100, int)
+    reference = np.eye(3)[[0] * 99 + [1]]  # 99 right
+    variant = np.eye(3)[[0] * 98 + [2, 1]]  # 98 right; one mistake into a class absent from the split
+    row = scores(Split([None] * 100, y), variant, reference)
+    assert row["accuracy_drop"] == 1.0  # not 1.0000000000000009: a 1-point budget accepts it
+    # macro-F1 over the split's classes only, whatever classes a variant predicts
+    assert row["macro_f1"] == scores(Split([None] * 100, y), np.eye(3)[[0] * 98 + [1, 1]])["macro_f1"]

@@ -4,6 +4,7 @@ before training (headstart/data/sources.py, headstart/data/validate.py)."""
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 from headstart.config import DataConfig
@@ -72,6 +73,7 @@ def test_a_folder_of_image_class_folders(tmp_path):
     for i in range(6):
         write_png(tmp_path / ("cat" if i < 3 else "dog") / f"{i}.png", seed=i)
     (tmp_path / "cat" / ".DS_Store").write_bytes(b"junk")  # hidden files are not examples
+    write_png(tmp_path / "cat" / ".ipynb_checkpoints" / "0-checkpoint.png", seed=0)  # nor those of hidden folders
     examples, problems = read_and_check(tmp_path)
     frame = examples.frame
     assert examples.modality == "image" and problems.empty
@@ -212,6 +214,32 @@ def test_sixteen_bit_images_are_scaled_not_clipped(tmp_path):
     Image.fromarray(gradient).save(tmp_path / "deep.png")
     pixels = np.asarray(open_rgb(tmp_path / "deep.png"))
     assert pixels.min() == 0 and pixels.max() == 255 and (pixels == 255).mean() < 0.01
+
+
+def test_arrays_of_other_types_give_the_pixels_a_file_would(tmp_path):
+    from headstart.data.images import to_tensor
+
+    dark = np.random.default_rng(0).integers(20, 120, (24, 24, 3)).astype(np.uint8)  # not spanning 0..255
+    Image.fromarray(dark).save(tmp_path / "dark.png")
+    from_file = to_tensor(str(tmp_path / "dark.png"), 16)
+    for array in (dark.astype(np.int64), dark.astype(np.float32) / 255, dark.astype(np.float64) / 255):
+        assert torch.equal(to_tensor(array, 16), from_file), array.dtype
+    wide = (dark.astype(np.uint16) - 20) * 600  # 16-bit values: scaled over their range, as 16-bit files are
+    assert to_tensor(wide, 24).max() == 255 and to_tensor(wide, 24).min() == 0
+
+
+def test_csv_labels_and_texts_are_read_as_written_and_rows_keep_their_numbers(tmp_path):
+    lines = ["text,label,site", "goal in the last minute,NA,1", "shares fell,007,2", "", "a new striker,7,3",
+             "NA,NA,4", "profits rose,,5", "the cup final,007,6", "the bank cut rates,7,7", "rates rose,NA,8",
+             "a late winner,007,9", "a home win,7,10"]
+    (tmp_path / "news.csv").write_text("\n".join(lines) + "\n")
+    examples, problems = read_and_check(tmp_path / "news.csv", metadata_columns=["site"])
+    frame = examples.frame
+    # 'NA' is a label and a text, '007' and '7' are two labels; only the blank cell is missing
+    assert sorted(set(frame["label"])) == ["007", "7", "NA"] and "NA" in frame["input"].tolist()
+    assert problems.values.tolist() == [["news.csv row 7", "missing label"]]  # file line 7: the blank line counts
+    assert frame.loc[frame["input"] == "a new striker", "origin"].item() == "news.csv row 5"
+    assert frame["site"].dtype.kind in "if" and frame["site"].tolist()[:3] == [1, 2, 3]  # numbers, for slices
 
 
 def test_a_malformed_jsonl_line_is_named_by_its_line_number(tmp_path):

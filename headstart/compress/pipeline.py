@@ -184,7 +184,12 @@ def _int8(c: Compression, kind: str, calibration_set: dict | None, fp32_onnx: Pa
                  "static": "static int8 (QDQ, weights per channel, activations calibrated)"}[kind]
     float_groups, fits = [], True
     if method == "auto" and c.val is not None:
-        probe = Probe(quantize, groups, list(groups), c.val_batches, c.val, c.val_reference, c.work)
+        import onnx
+
+        # every node of the graph: "a group alone" keeps in float the nodes of no group too (pooling, a shared
+        # activation), so that their error is not charged to each group
+        every_node = [node.name for node in onnx.load(str(fp32_onnx)).graph.node]
+        probe = Probe(quantize, groups, every_node, c.val_batches, c.val, c.val_reference, c.work)
         float_groups, last, report["search"] = _search(c, kind, probe, order)
         fits = last["accuracy_drop"] <= c.budget
     rows = []

@@ -26,7 +26,7 @@ class Probe:
 
     quantize: Quantize
     node_groups: dict[str, str]  # node name -> layer group
-    all_nodes: list[str]
+    all_nodes: list[str]  # every node of the graph, those of no layer group too
     batches: list
     split: Split
     reference: np.ndarray  # the float model's validation probabilities

@@ -27,14 +27,22 @@ def _eight_bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(scaled.round().astype(np.uint8))
 
 
+def _array_eight_bit(array: np.ndarray) -> np.ndarray:
+    """uint8 pixels of an array as a file would give them: integers within 0..255 as they are, floats within 0..1
+    times 255, anything wider (16-bit, raw sensor values) scaled over its own range, as 16-bit files are."""
+    values = array.astype(np.float64)
+    low, high = (values.min(), values.max()) if values.size else (0.0, 0.0)
+    if np.issubdtype(array.dtype, np.floating) and 0 <= low and high <= 1:
+        values = values * 255
+    elif not (np.issubdtype(array.dtype, np.integer) and 0 <= low and high <= 255):
+        values = (values - low) * (255 / (high - low)) if high > low else values * 0
+    return values.round().astype(np.uint8)
+
+
 def open_eight_bit(image: ImageInput) -> Image.Image:
-    """An 8-bit PIL image from a path, a PIL image or an HxW / HxWxC array (uint8, or any range if float)."""
+    """An 8-bit PIL image from a path, a PIL image or an HxW / HxWxC array (see `_array_eight_bit`)."""
     if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            image = image.astype(np.float64)
-            low, high = image.min(), image.max()
-            image = ((image - low) * (255 / (high - low)) if high > low else image * 0).round().astype(np.uint8)
-        image = Image.fromarray(image)
+        image = Image.fromarray(image if image.dtype == np.uint8 else _array_eight_bit(image))
     if isinstance(image, Image.Image):
         return _eight_bit(image)
     with Image.open(image) as img:

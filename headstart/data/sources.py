@@ -83,8 +83,10 @@ BUNDLED = {"bbc": _bbc, "elpv": _elpv}
 
 
 def visible_files(folder: Path) -> list[Path]:
-    """The files under `folder`, sorted, hidden ones (.DS_Store, ._*) left out: what a class folder holds."""
-    return [p for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    """The files under `folder`, sorted, hidden ones (.DS_Store, ._*) and those in hidden folders
+    (.ipynb_checkpoints) left out: what a class folder holds."""
+    return [p for p in sorted(folder.rglob("*"))
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
 
 
 def _read_folder(root: Path) -> Examples:
@@ -106,10 +108,11 @@ def _read_folder(root: Path) -> Examples:
     return Examples("image", pd.DataFrame(rows).assign(group=None), [])
 
 
-def row_origins(path: Path, rows: int) -> list[str]:
-    """Row numbers as a person sees them in the file: CSV counts its header line, JSONL and Parquet from 1."""
+def row_origins(path: Path, index) -> list[str]:
+    """Row numbers as a person sees them in the file, from a table's index (`read_table` keeps a CSV's blank lines
+    counted): CSV counts its header line, JSONL and Parquet from 1."""
     first = 2 if path.suffix.lower() == ".csv" else 1
-    return [f"{path.name} row {first + i}" for i in range(rows)]
+    return [f"{path.name} row {first + i}" for i in index]
 
 
 def _json_problem(path: Path, text: str) -> str | None:
@@ -130,15 +133,24 @@ def _json_problem(path: Path, text: str) -> str | None:
     return None
 
 
-def read_table(path: Path) -> pd.DataFrame:
-    """A CSV, JSONL, JSON or Parquet table; CSV and JSON must be UTF-8."""
+def read_table(path: Path, text_columns=()) -> pd.DataFrame:
+    """A CSV, JSONL, JSON or Parquet table; CSV and JSON must be UTF-8. A CSV's `text_columns` (labels, groups,
+    texts) are read as written: no number guessing ('007' stays '007') and no missing-value words ('NA' is a
+    label); only a blank cell is missing. A CSV's blank lines are dropped but still counted in the index, so row
+    numbers match the file."""
     suffix = path.suffix.lower()
     text = None if suffix == ".parquet" else read_text_file(path)
     try:
         if text is None:
             return pd.read_parquet(path)
         if suffix == ".csv":
-            return pd.read_csv(io.StringIO(text))
+            table = pd.read_csv(io.StringIO(text), skip_blank_lines=False)
+            kept = [c for c in dict.fromkeys(text_columns) if c in table.columns]
+            if kept:
+                raw = pd.read_csv(io.StringIO(text), usecols=kept, dtype=str, keep_default_na=False,
+                                  skip_blank_lines=False)
+                table[kept] = raw[kept].where(raw[kept] != "", None)
+            return table.dropna(how="all")
         return pd.read_json(io.StringIO(text), lines=suffix == ".jsonl")
     except Exception as exc:  # pandas raises many types for malformed files
         problem = _json_problem(path, text) if suffix in {".jsonl", ".json"} else None
@@ -164,11 +176,13 @@ def _as_text(column: pd.Series) -> list:
     cell) without '.0'."""
     if pd.api.types.is_float_dtype(column) and (column.dropna() % 1 == 0).all():
         column = column.astype("Int64")
+    elif column.dropna().astype(str).str.fullmatch(r"-?\d+\.0+").all():  # as written: 0.0, 1.0 (a float export)
+        column = column.str.replace(r"\.0+$", "", regex=True)
     return [None if pd.isna(v) or not str(v).strip() else str(v) for v in column]
 
 
 def _table_examples(path: Path, config: DataConfig) -> Examples:
-    table = read_table(path)
+    table = read_table(path, [config.label_column, config.text_column, config.group_column])
     image_mode = config.image_column is not None
     input_column = config.image_column if image_mode else config.text_column
     field = "image_column" if image_mode else "text_column"
@@ -196,7 +210,7 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
     frame = pd.DataFrame({
         "input": inputs,
         "label": _as_text(table[config.label_column]),
-        "origin": row_origins(path, len(table)),
+        "origin": row_origins(path, table.index),
         "group": _as_text(table[config.group_column]) if config.group_column else None,
     })
     for column in config.metadata_columns:
