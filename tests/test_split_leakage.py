@@ -36,6 +36,13 @@ def test_stratified_split_keeps_70_15_15_in_every_class(bbc_frame):
             assert abs(row[name] - share * row.sum()) <= 1, (label, name, row.to_dict())
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_class_of_three_examples_is_in_every_split(seed):
+    frame = pd.DataFrame({"label": ["common"] * 1000 + ["rare"] * 3, "group": None})
+    split = split_frame(frame, SplitConfig(seed=seed), grouped=False)  # rounding alone leaves "rare" out of test
+    assert pd.crosstab(split["label"], split["split"]).loc["rare"].to_dict() == {"test": 1, "train": 1, "val": 1}
+
+
 def test_the_split_is_fixed_by_its_seed(bbc_frame):
     first = split_frame(bbc_frame, SplitConfig(seed=0), grouped=False)["split"]
     assert first.tolist() == split_frame(bbc_frame, SplitConfig(seed=0), grouped=False)["split"].tolist()

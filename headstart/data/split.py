@@ -18,7 +18,20 @@ def _stratified(labels: pd.Series, config: SplitConfig) -> np.ndarray:
     rest, test = train_test_split(index, test_size=config.test, stratify=labels, random_state=config.seed)
     val_share = config.val / (config.train + config.val)
     train, val = train_test_split(rest, test_size=val_share, stratify=labels.iloc[rest], random_state=config.seed)
-    return _assign(len(labels), train, val, test)
+    split = _assign(len(labels), train, val, test)
+    _cover_small_classes(labels.to_numpy(), split)
+    return split
+
+
+def _cover_small_classes(labels: np.ndarray, split: np.ndarray) -> None:
+    """Stratified rounding can leave a class of a few examples (3 suffice) out of val or test: move one of its
+    training examples there, so that every class is validated and tested."""
+    for label in pd.unique(labels):
+        member = labels == label
+        for name in ("val", "test"):
+            train = np.flatnonzero(member & (split == "train"))
+            if not (split[member] == name).any() and len(train) > 1:
+                split[train[-1]] = name
 
 
 def _grouped(groups: pd.Series, config: SplitConfig) -> np.ndarray:
