@@ -25,8 +25,9 @@ VARIANTS = ["fp32-pytorch", "fp32-onnx", "bf16", "int8-static"]
 
 
 def files(folder) -> dict:
-    """Every file under `folder` with its bytes."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """Every file under `folder` with its bytes, but compress's lock file (empty, made by the first call)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != LOCK}
 
 
 @pytest.fixture(scope="module")
@@ -205,6 +206,18 @@ def test_broken_calibration_set_is_refused_not_used(run, digits_folder, tmp_path
     with pytest.raises(HeadstartError, match="6 distinct examples; at least 32"):
         compress(run.path, method="static", calibration_data=str(handful), latency=False, progress=False)
     assert files(run.model_dir) == before
+
+
+def test_calibration_examples_that_are_test_examples_are_left_out(run, digits_folder):
+    from headstart.compress.data import load_data
+
+    labels = ["digit0", "digit1", "digit2"]
+    data = load_data(run.model_dir, run.path, labels, "image", calibration=str(digits_folder))  # the whole folder
+    test = set(data.test.inputs)
+    assert len(test) > 50 and not test & set(data.val.inputs)
+    every = len(list(digits_folder.rglob("*.png")))
+    assert len(data.val) == every - len(test)
+    assert data.val_origin == f"--calibration ({len(test)} examples that are also test examples left out)"
 
 
 def test_forced_broken_calibration_is_marked_in_the_report(run, digits_folder, tmp_path):

@@ -100,6 +100,17 @@ def load_data(model_dir: Path, run_dir: Path | None, labels: list[str], modality
                                                            modality)
     if not len(test):
         raise HeadstartError(f"The test split of {run_dir} is empty: nothing to compare the variants on.")
+    origin = "the run's validation split"
+    if calibration is not None:
+        val, dropped = _without(val, test)
+        origin = "--calibration" + (f" ({dropped} examples that are also test examples left out)" if dropped else "")
     return CompressData(data or base["source"], "test split" if data is None else "all examples", test, val,
-                        parts["train"], run_dir,
-                        "the run's validation split" if calibration is None else "--calibration")
+                        parts["train"], run_dir, origin)
+
+
+def _without(calibration: Split, test: Split) -> tuple[Split, int]:
+    """The calibration examples that are not test examples (the same file or text), and how many were left out:
+    the search decides on calibration data, and the test must not judge its own choice."""
+    tested = {str(x) for x in test.inputs}
+    keep = [i for i, x in enumerate(calibration.inputs) if str(x) not in tested]
+    return Split([calibration.inputs[i] for i in keep], calibration.y[keep]), len(calibration) - len(keep)
