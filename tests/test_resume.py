@@ -124,3 +124,29 @@ def test_resume_refuses_a_checkpoint_that_needs_unpickling_or_is_damaged(tiny_co
     last.write_bytes(tampered[: len(tampered) // 2])
     with pytest.raises(headstart.HeadstartError, match="last.ckpt is not a checkpoint headstart can read safely"):
         headstart.fit(resume=run.path)
+
+
+def test_a_run_moved_before_resuming_keeps_its_best_epoch(tiny_config, monkeypatch):
+    import headstart
+    from headstart.train.epoch_log import EpochLog
+
+    # at this rate validation loss is best at epoch 4 and worse at 5 and 6
+    tiny_config["train"].update(max_epochs=7, lr=0.1, patience=10)
+    whole = headstart.fit({**tiny_config, "name": "whole"})
+    assert whole.results["best_epoch"] == 4
+
+    start = EpochLog.on_train_epoch_start
+
+    def crash_at_6(self, trainer, module):
+        if trainer.current_epoch == 6:
+            raise RuntimeError("the machine went down")
+        start(self, trainer, module)
+
+    monkeypatch.setattr(EpochLog, "on_train_epoch_start", crash_at_6)
+    with pytest.raises(RuntimeError, match="went down"):
+        headstart.fit({**tiny_config, "name": "broken"})
+    monkeypatch.setattr(EpochLog, "on_train_epoch_start", start)
+    broken = whole.path.with_name("broken")
+    moved = broken.rename(broken.with_name("moved"))
+    resumed = headstart.fit(resume=moved)
+    assert resumed.results["best_epoch"] == 4 and resumed.test_metrics == whole.test_metrics

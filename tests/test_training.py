@@ -139,6 +139,21 @@ def test_early_stopping_ends_the_run_and_the_best_epoch_is_restored(tiny_config)
     assert accuracy == pytest.approx(run.test_metrics["test_acc"], abs=1e-6)
 
 
+def test_plateau_cuts_reach_even_the_smallest_learning_rates():
+    from headstart.config import RunConfig
+    from headstart.train.module import FineTuner
+
+    config = RunConfig(name="x", data={"source": "unused"}, train={"lr": 1e-6, "reduce_lr_patience": 1},
+                       strategy={"discriminative_factor": 10.0})
+    module = FineTuner(Classifier(tiny_cnn(), ["a", "b"], [8], 0.3), config, SimpleNamespace(augment=False), None)
+    optimizer = module.configure_optimizers()
+    before = [g["lr"] for g in optimizer.param_groups]  # the stem's is 1e-9: torch's default eps skipped its cuts
+    module.scheduler.step(1.0)
+    module.scheduler.step(2.0)
+    module.scheduler.step(2.0)  # two epochs without improvement, patience 1: every group's rate is cut
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([lr * 0.5 for lr in before], rel=1e-12)
+
+
 def test_class_weights_and_oversampling():
     targets = [0] * 90 + [1] * 10
     weights = class_weights(targets, 2)

@@ -12,6 +12,24 @@ from headstart.train.module import MODES
 from headstart.train.unfreezing import GradualUnfreezing
 
 
+class RunCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that follows its run folder: a run resumed after being moved or renamed keeps its best score
+    so far. Lightning's own forgets it when the folder's path has changed, and would then take a later, worse epoch
+    for the best."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        old = state_dict.get("dirpath")
+        if old and old != self.dirpath:
+            def moved(path):
+                return self.dirpath + path[len(old):] if isinstance(path, str) and path.startswith(old) else path
+
+            state_dict = {**state_dict, "dirpath": self.dirpath,
+                          **{key: moved(state_dict.get(key)) for key in
+                             ("best_model_path", "kth_best_model_path", "last_model_path")},
+                          "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()}}
+        super().load_state_dict(state_dict)
+
+
 def make_callbacks(config: RunConfig, run_dir: Path, n_groups: int) -> list[Callback]:
     """GradualUnfreezing first (EpochLog and fit read it), then early stopping, checkpoints and the log."""
     monitor, mode = config.train.monitor, MODES[config.train.monitor]
@@ -21,8 +39,8 @@ def make_callbacks(config: RunConfig, run_dir: Path, n_groups: int) -> list[Call
         EarlyStopping(monitor=monitor, mode=mode, patience=config.train.patience),
         # the best epoch so far (best.ckpt, restored at the end), then every epoch (last.ckpt, for --resume): the
         # best one's save_last would write last.ckpt only in epochs that improve the monitor
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_top_k=1,
-                        enable_version_counter=False),
-        ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
+        RunCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_top_k=1,
+                      enable_version_counter=False),
+        RunCheckpoint(dirpath=run_dir / "checkpoints", filename="last", enable_version_counter=False),
         EpochLog(run_dir / "metrics.csv", unfreezing),
     ]

@@ -127,7 +127,8 @@ class FineTuner(L.LightningModule):
         train = self.config.train
         optimizer = build_optimizer(self.model, train, self.config.strategy)
         self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode=MODES[train.monitor], factor=train.reduce_lr_factor, patience=train.reduce_lr_patience)
+            optimizer, mode=MODES[train.monitor], factor=train.reduce_lr_factor, patience=train.reduce_lr_patience,
+            eps=0.0)  # torch skips cuts under 1e-8 by default: the lowest groups' rates would stop following
         if self._scheduler_state is not None:
             self.scheduler.load_state_dict(self._scheduler_state)
         return optimizer
