@@ -209,6 +209,15 @@ class RunConfig(_Section):
             raise ValueError(problem)
         return name
 
+    @model_validator(mode="after")
+    def _stops_after_unfreezing(self):
+        strategy, patience = self.strategy, self.train.patience
+        if strategy.name == "gradual" and strategy.unfreeze == "plateau" and strategy.unfreeze_patience >= patience:
+            raise ValueError(f"train.patience ({patience}) must be larger than strategy.unfreeze_patience "
+                             f"({strategy.unfreeze_patience}) when groups are unfrozen on plateau: early stopping "
+                             "would end the run at the first plateau instead of unfreezing the next group")
+        return self
+
     def run_dir(self) -> Path:
         return Path(self.output) / self.name
 
@@ -237,7 +246,8 @@ def explain(error: ValidationError, what: str, prefix: tuple[str, ...] = ()) -> 
         elif item["type"] == "missing":
             lines.append(f"- {field}: required, but missing.")
         else:
-            lines.append(f"- {field}: {item['msg'].removeprefix('Value error, ')} (got {item.get('input')!r}).")
+            got = f" (got {item.get('input')!r})" if loc else ""  # the whole config, for a check across sections
+            lines.append(f"- {field}: {item['msg'].removeprefix('Value error, ')}{got}.")
     return HeadstartError(f"{what} is not valid:\n" + "\n".join(lines)
                           + "\nFix these fields (every field is documented in the README) and run again.")
 

@@ -200,3 +200,14 @@ def test_a_yaml_boolean_for_a_label_is_refused_with_a_hint_to_quote(tmp_path, ov
 def test_unfreeze_epochs_start_at_1_because_epoch_0_trains_the_head():
     with pytest.raises(HeadstartError, match="epoch 0, the first, trains the head alone"):
         load_config({"name": "x", "data": {"source": "bbc"}}, ["strategy.unfreeze=[0, 1]"])
+
+
+def test_early_stopping_must_wait_longer_than_unfreezing_on_plateau():
+    config = {"name": "x", "data": {"source": "bbc"}}
+    with pytest.raises(HeadstartError, match=r"- \(top level\): train.patience \(2\) must be larger than "
+                                             r"strategy.unfreeze_patience \(2\) .* instead of unfreezing the next "
+                                             r"group\.\n") as caught:
+        load_config(config, ["train.patience=2", "strategy.unfreeze_patience=2"])
+    assert "got" not in str(caught.value)  # the whole config is not repeated
+    assert load_config(config, ["train.patience=3", "strategy.unfreeze_patience=2"]).train.patience == 3
+    assert load_config(config, ["train.patience=1", "strategy.unfreeze=[2]"]).train.patience == 1

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,5 +33,11 @@ def test_two_processes_reach_the_accuracy_of_one(tiny_config, tmp_path):
         results[devices] = json.loads((run_dir / "results.json").read_text())["test"]["test_acc"]
         lines = (run_dir / "metrics.csv").read_text().splitlines()
         assert len(lines) == 1 + 8  # one row per epoch, written by the first process only
+        # each epoch scores the validation split exactly: an odd number of examples, none counted twice (two
+        # shards of an odd split are evened out with a repeat)
+        n_val = int((pd.read_csv(run_dir / "split.csv")["split"] == "val").sum())
+        assert n_val % 2 == 1
+        for accuracy in pd.read_csv(run_dir / "metrics.csv")["val_acc"]:
+            assert accuracy * n_val == pytest.approx(round(accuracy * n_val), abs=1e-3)
     assert results[1] > 0.85 and results[2] > 0.85
     assert abs(results[1] - results[2]) <= 0.08

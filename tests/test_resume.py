@@ -150,3 +150,24 @@ def test_a_run_moved_before_resuming_keeps_its_best_epoch(tiny_config, monkeypat
     moved = broken.rename(broken.with_name("moved"))
     resumed = headstart.fit(resume=moved)
     assert resumed.results["best_epoch"] == 4 and resumed.test_metrics == whole.test_metrics
+
+
+def test_a_run_stopped_early_and_interrupted_in_its_test_does_not_train_on(tiny_config, monkeypatch):
+    import headstart
+    from headstart.train.module import FineTuner
+
+    # as in the early-stopping test: best at epoch 4, stopped after epoch 6
+    tiny_config["train"].update(max_epochs=10, lr=0.1, patience=2)
+    whole = headstart.fit({**tiny_config, "name": "whole"})
+    assert whole.results["epochs_trained"] == 7
+
+    def crash(self):
+        raise RuntimeError("the machine went down")
+
+    monkeypatch.setattr(FineTuner, "on_test_epoch_end", crash)
+    with pytest.raises(RuntimeError, match="went down"):
+        headstart.fit({**tiny_config, "name": "broken"})
+    monkeypatch.undo()
+    resumed = headstart.fit(resume=whole.path.with_name("broken"))
+    assert resumed.results["epochs_trained"] == 7 and len(resumed.history) == 7
+    assert resumed.results["best_epoch"] == 4 and resumed.test_metrics == whole.test_metrics

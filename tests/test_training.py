@@ -14,11 +14,10 @@ import torch.nn.functional as F
 from safetensors.torch import load_file
 
 import headstart
-from lightning.pytorch.callbacks import EarlyStopping
-
 from headstart.config import StrategyConfig, TrainConfig
 from headstart.model.classifier import Classifier
 from headstart.run import Run
+from headstart.train.callbacks import StageEarlyStopping
 from headstart.train.loaders import EpochSampler, class_weights
 from headstart.train.optim import build_optimizer, group_learning_rates
 from headstart.train.unfreezing import GradualUnfreezing
@@ -74,7 +73,7 @@ def test_unfreezes_from_the_top_on_milestones(tiny_config):
 
 def _fake_trainer(loss: float, epoch: int):
     return SimpleNamespace(sanity_checking=False, callback_metrics={"val_loss": torch.tensor(loss)},
-                           current_epoch=epoch, callbacks=[], lr_scheduler_configs=[])
+                           current_epoch=epoch)
 
 
 def test_unfreezes_when_validation_plateaus():
@@ -91,15 +90,38 @@ def test_unfreezes_when_validation_plateaus():
     assert module.scheduler.num_bad_epochs == 0  # an unfreeze starts a new plateau for the LR scheduler too
 
 
-def test_an_unfreeze_restarts_early_stopping_count():
+def test_an_unfreeze_on_a_milestone_restarts_early_stopping_count():
     callback = GradualUnfreezing(StrategyConfig(unfreeze=[3]), "val_loss", n_groups=4)
-    stopping = EarlyStopping(monitor="val_loss", patience=3)
-    stopping.wait_count = 2
-    trainer = _fake_trainer(1.0, 3)
-    trainer.callbacks = [callback, stopping]
-    callback.apply(trainer, SimpleNamespace(model=Classifier(tiny_cnn(), ["a", "b"], [8], 0.3),
-                                            scheduler=SimpleNamespace(num_bad_epochs=2)))
-    assert callback.trainable == 2 and stopping.wait_count == 0
+    stopping = StageEarlyStopping(callback, monitor="val_loss", patience=3)
+    module = SimpleNamespace(model=Classifier(tiny_cnn(), ["a", "b"], [8], 0.3),
+                             scheduler=SimpleNamespace(num_bad_epochs=2))
+    for epoch, wait in ((2, 2), (3, 0)):
+        stopping.wait_count = 2
+        trainer = _fake_trainer(1.0, epoch)
+        callback.on_train_epoch_start(trainer, module)  # in the order make_callbacks gives
+        stopping.on_train_epoch_start(trainer, module)
+        assert stopping.wait_count == wait
+    assert callback.trainable == 2 and module.scheduler.num_bad_epochs == 0
+
+
+def test_each_stage_unfrozen_on_plateau_gets_the_whole_patience(tiny_config, monkeypatch):
+    from headstart.train import module
+
+    # a scripted validation loss: one epoch without a new best unfreezes a group (top, block, stem); after the last
+    # unfreeze, patience 3 allows three epochs without one (7, 8, 9), so the run stops after epoch 9, not 8
+    script = iter([1.0, 0.9, 0.95, 0.8, 0.85, 0.7, 0.75, 0.76, 0.77, 0.78, 0.79, 0.8])
+    measured = module.classification_metrics
+
+    def scripted(logits, targets, prefix):
+        metrics = measured(logits, targets, prefix)
+        return {**metrics, "val_loss": next(script)} if prefix == "val" else metrics
+
+    monkeypatch.setattr(module, "classification_metrics", scripted)
+    tiny_config["strategy"]["unfreeze"] = "plateau"
+    tiny_config["train"].update(max_epochs=20, patience=3)
+    run = headstart.fit(tiny_config)
+    assert run.history["unfrozen"].fillna("").tolist() == ["", "", "", "top", "", "block", "", "stem", "", ""]
+    assert run.results["epochs_trained"] == 10 and run.results["best_epoch"] == 5
 
 
 def test_an_epoch_listed_twice_unfreezes_two_groups():

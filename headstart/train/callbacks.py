@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import lightning as L
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from headstart.config import RunConfig
@@ -30,13 +31,33 @@ class RunCheckpoint(ModelCheckpoint):
         super().load_state_dict(state_dict)
 
 
+class StageEarlyStopping(EarlyStopping):
+    """Early stopping that gives each unfreezing stage `train.patience` epochs of its own, and whose decision survives
+    --resume: Lightning does not checkpoint `trainer.should_stop`, so a run interrupted after stopping early (in its
+    test, or while saving the model) would otherwise train on."""
+
+    def __init__(self, unfreezing: GradualUnfreezing, **kwargs):
+        super().__init__(**kwargs)
+        self.unfreezing = unfreezing
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.wait_count >= self.patience:
+            trainer.should_stop = True
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # here, not when an unfreeze on plateau is decided: that happens before this callback counts the epoch
+        if self.unfreezing.stage_start == trainer.current_epoch > 0:
+            self.wait_count = 0
+
+
 def make_callbacks(config: RunConfig, run_dir: Path, n_groups: int) -> list[Callback]:
-    """GradualUnfreezing first (EpochLog and fit read it), then early stopping, checkpoints and the log."""
+    """GradualUnfreezing first (early stopping, EpochLog and fit read it, after it has seen an epoch start), then
+    early stopping, checkpoints and the log."""
     monitor, mode = config.train.monitor, MODES[config.train.monitor]
     unfreezing = GradualUnfreezing(config.strategy, monitor, n_groups)
     return [
         unfreezing,
-        EarlyStopping(monitor=monitor, mode=mode, patience=config.train.patience),
+        StageEarlyStopping(unfreezing, monitor=monitor, mode=mode, patience=config.train.patience),
         # the best epoch so far (best.ckpt, restored at the end), then every epoch (last.ckpt, for --resume): the
         # best one's save_last would write last.ckpt only in epochs that improve the monitor
         RunCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_top_k=1,

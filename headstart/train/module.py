@@ -107,8 +107,11 @@ class FineTuner(L.LightningModule):
         targets = torch.cat([o[1] for o in self._outputs])
         self._outputs.clear()
         if self.trainer.world_size > 1:  # every process scores the whole split, so all agree on the monitor
-            logits = self.all_gather(logits).flatten(0, 1).cpu()
-            targets = self.all_gather(targets).flatten(0, 1).cpu()
+            # Lightning's sampler gave process r the examples r, r + N, r + 2N, ... and repeated the first few to even
+            # out the shards: restore the split's order and drop the repeats
+            n = len(self.data.targets[prefix])
+            logits = self.all_gather(logits).transpose(0, 1).flatten(0, 1)[:n].cpu()
+            targets = self.all_gather(targets).transpose(0, 1).flatten(0, 1)[:n].cpu()
         metrics = classification_metrics(logits, targets, prefix)
         self.log_dict(metrics, prog_bar=prefix == "val")
         return metrics

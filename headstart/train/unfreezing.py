@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback
 
 from headstart.config import StrategyConfig
 from headstart.train.module import MODES
@@ -34,10 +34,7 @@ class GradualUnfreezing(Callback):
         group = pl_module.model.groups[self.n_groups - self.trainable].name
         self.events.append({"epoch": epoch, "group": group})
         self.wait = 0
-        # a model with a new trainable group starts a new plateau: reset early stopping's and the LR scheduler's waits
-        for callback in trainer.callbacks:
-            if isinstance(callback, EarlyStopping):
-                callback.wait_count = 0
+        # a model with a new trainable group starts a new plateau (early stopping restarts its own count)
         pl_module.scheduler.num_bad_epochs = 0
 
     def apply(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
