@@ -28,7 +28,7 @@ class GradualUnfreezing(Callback):
     def state_key(self) -> str:
         return "GradualUnfreezing"
 
-    def _unfreeze_one(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
+    def _unfreeze_one(self, pl_module: L.LightningModule, epoch: int) -> None:
         """Count one more trainable group from `epoch` on; `on_train_epoch_start` applies it."""
         self.trainable += 1
         group = pl_module.model.groups[self.n_groups - self.trainable].name
@@ -43,7 +43,7 @@ class GradualUnfreezing(Callback):
         if self.strategy.name == "gradual" and self.strategy.unfreeze != "plateau":
             due = 1 + sum(1 for epoch in self.strategy.unfreeze if epoch <= trainer.current_epoch)
             while self.trainable < min(due, self.n_groups):
-                self._unfreeze_one(trainer, pl_module, trainer.current_epoch)
+                self._unfreeze_one(pl_module, trainer.current_epoch)
         pl_module.model.set_trainable(self.trainable)
 
     on_train_epoch_start = apply
@@ -70,7 +70,7 @@ class GradualUnfreezing(Callback):
         self.best, self.wait = (score, 0) if improved else (self.best, self.wait + 1)
         if (self.strategy.name == "gradual" and self.strategy.unfreeze == "plateau"
                 and self.wait >= self.strategy.unfreeze_patience and self.trainable < self.n_groups):
-            self._unfreeze_one(trainer, pl_module, trainer.current_epoch + 1)
+            self._unfreeze_one(pl_module, trainer.current_epoch + 1)
 
     def state_dict(self) -> dict[str, Any]:
         return {"trainable": self.trainable, "events": self.events, "best": self.best, "wait": self.wait}
