@@ -130,6 +130,13 @@ def test_push_refuses_pickles_and_unfinished_runs(tiny_run, tmp_path):
         reg.push(run, "digits")
     assert not reg.root.exists()  # refused before the first write
     (run / "model" / "extra.pt").unlink()
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "evil.pkl").write_bytes(b"\x80\x04pickle")
+    (run / "model" / "extra").symlink_to(tmp_path / "elsewhere")  # copied as a folder, though not listed as one
+    with pytest.raises(HeadstartError, match=f"{run / 'model'} holds files .*: extra/evil.pkl.*never pickles"):
+        reg.push(run, "digits")
+    assert reg.numbers("digits") == [] and not list((tmp_path / "reg" / "digits").glob(".staging-*"))
+    (run / "model" / "extra").unlink()
     (run / "results.json").unlink()
     with pytest.raises(HeadstartError, match="not a finished run folder: results.json is missing"):
         reg.push(run, "digits")

@@ -114,6 +114,25 @@ def huge_png(width: int = 8_000, height: int = 8_000) -> bytes:
     return buffer.getvalue()
 
 
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nnewpath 0 0 moveto 10 10 lineto stroke\nshowpage\n"
+
+
+def test_a_request_has_a_pixel_budget_and_keeps_no_decoded_image(registry, pngs, monkeypatch):
+    from headstart.serve import inputs
+
+    monkeypatch.setattr(inputs, "MAX_REQUEST_PIXELS", 3 * 16 * 16)  # three 16x16 digits
+    with client(registry) as api:
+        answer = api.post("/predict", json={"images": [b64(p) for p in pngs[:4]]})
+        assert answer.status_code == 413, answer.text
+        assert answer.json()["detail"] == ("The images up to images[3] hold over 0 million pixels, the most accepted in "
+                                           "one request. Split the request.")
+        answer = api.post("/predict", files=[("images", (f"{i}.png", p, "image/png")) for i, p in enumerate(pngs[:4])])
+        assert answer.status_code == 413 and "up to images file '3.png'" in answer.json()["detail"]
+        assert api.post("/predict", json={"images": [b64(p) for p in pngs[:3]]}).status_code == 200
+    items = inputs.parse_json(json.dumps({"images": [b64(pngs[0])]}).encode(), "image", 8)
+    assert items[0].value == pngs[0] and items[0].image_size == (16, 16)  # the file, decoded again batch by batch
+
+
 def chunked_upload(size: int) -> dict:
     """A multipart upload of one file of `size` bytes, sent in chunks without a Content-Length."""
     body = (b'--xyz\r\nContent-Disposition: form-data; name="images"; filename="x.png"\r\n'
@@ -144,6 +163,9 @@ def test_bad_input_gets_a_4xx_and_nothing_is_logged(registry, pngs):
             (dict(json={"images": [b64(huge_png())]}), 413, "8000x8000 pixels"),
             (dict(json={"images": [b64(huge_png(20_000, 10_000))]}), 413, "over 50 million pixels"),  # Pillow's limit
             (chunked_upload(60_000), 413, "larger than 0.05 MB"),
+            (dict(content=b'{"images": [' + b"1" * 5000 + b"]}", headers={"content-type": "application/json"}), 400,
+             "not valid JSON"),  # Python refuses integers of over 4300 digits with a plain ValueError
+            (dict(json={"images": [b64(EPS)]}), 422, "images[0] is not a readable image"),  # Pillow would run gs
         ]
         for request, status, message in cases:
             answer = api.post("/predict", **request)
@@ -599,3 +621,35 @@ def test_a_loaded_version_the_change_does_not_serve_is_closed(tiny_run, registry
         assert [arm.number for arm in arms] == [1, 1, 4]
         assert arms[1].retired and arms[1].closed is not None and not arms[2].retired
     assert registry.aliases("digits")["aliases"] == {"production": 4, "candidate": 2}
+
+
+def test_an_admin_change_that_cannot_be_served_is_undone_without_undoing_another_writers(tiny_run, registry,
+                                                                                         monkeypatch):
+    from headstart.serve import app as serve_app
+
+    monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
+    registry.push(tiny_run.path, "digits")  # version 3
+    other, promote = [], Registry.promote
+
+    def promote_as_another_writer_tries_to(self, name, number, alias="production"):
+        if not other:  # another process promotes version 3 to candidate as the service promotes 2
+            other.append(threading.Thread(target=Registry(registry.root).promote, args=("digits", 3, "candidate")))
+            other[0].start()
+            other[0].join(timeout=1)  # done at once, unless the service's change holds the registry's lock
+        return promote(self, name, number, alias)
+
+    async def fails(self, preloaded):
+        other[0].join()
+        raise RuntimeError("out of memory")
+
+    with client(registry) as api:
+        monkeypatch.setattr(Registry, "promote", promote_as_another_writer_tries_to)
+        monkeypatch.setattr(serve_app.Service, "follow_registry", fails)
+        refused = api.post("/admin/promote", json={"version": 2}, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert refused.status_code == 409, refused.text
+    assert "out of memory); the registry's aliases were changed again meanwhile by another writer" in \
+        refused.json()["detail"]
+    # the other writer came after the change: its promotion is kept (before, the change was undone with it)
+    state = registry.aliases("digits")
+    assert state["aliases"] == {"production": 2, "candidate": 3}
+    assert [(e["alias"], e["to"]) for e in state["events"]][-2:] == [("production", 2), ("candidate", 3)]

@@ -76,6 +76,8 @@ def test_predictions_and_feedback_are_logged_in_postgresql(registry, pngs, postg
         predictions = api.post("/predict", json={"images": [b64(x) for x in pngs[:3]]}).json()["predictions"]
         first = predictions[0]
         assert api.post("/feedback", json={"prediction_id": first["id"], "label": "digit2"}).status_code == 200
+        # a NUL byte, which PostgreSQL refuses, names no prediction: not a database failure (503)
+        assert api.post("/feedback", json={"prediction_id": "a\u0000b", "label": "digit2"}).status_code == 404
         assert api.post("/predict", json={"images": []}).status_code == 422
     log = PredictionLog(postgres_url)
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -12,7 +13,10 @@ from PIL import Image, UnidentifiedImageError
 if TYPE_CHECKING:
     import torch
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray]
+ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]  # bytes: an image file's contents
+# what IMAGE_SUFFIXES name (JPEG covers phones' multi-picture files too); Pillow would open any format it knows, EPS
+# through Ghostscript among them
+FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
 
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, SyntaxError)
 
@@ -39,19 +43,24 @@ def _array_eight_bit(array: np.ndarray) -> np.ndarray:
     return values.round().astype(np.uint8)
 
 
+def open_file(source: str | Path | bytes) -> Image.Image:
+    """A lazily decoded image from a path or a file's bytes, in one of `FORMATS`."""
+    return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=FORMATS)
+
+
 def open_eight_bit(image: ImageInput) -> Image.Image:
-    """An 8-bit PIL image from a path, a PIL image or an HxW / HxWxC array (see `_array_eight_bit`)."""
+    """An 8-bit PIL image from a path, a file's bytes, a PIL image or an HxW / HxWxC array (see `_array_eight_bit`)."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image if image.dtype == np.uint8 else _array_eight_bit(image))
     if isinstance(image, Image.Image):
         return _eight_bit(image)
-    with Image.open(image) as img:
+    with open_file(image) as img:
         img.load()
         return _eight_bit(img)
 
 
 def open_rgb(image: ImageInput) -> Image.Image:
-    """An RGB PIL image from a path, a PIL image or an array (see `open_eight_bit`)."""
+    """An RGB PIL image from a path, a file's bytes, a PIL image or an array (see `open_eight_bit`)."""
     return open_eight_bit(image).convert("RGB")
 
 

@@ -22,7 +22,7 @@ import stat
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from headstart.errors import HeadstartError
 from headstart.registry.fingerprint import data_fingerprint, file_digest, folder_digests
@@ -136,14 +136,14 @@ def headline_metrics(run_dir: Path) -> dict[str, float]:
     return out
 
 
-def _check_model_files(source: Path) -> None:
+def _check_model_files(source: Path, shown: Path | None = None) -> None:
     """Refuse a model folder holding files a version may not hold; hidden ones (a compress call's lock and staging)
-    are not copied, so not checked."""
+    are not copied, so not checked. `shown`: the folder to name, when `source` is its copy."""
     kept = [p for p in source.rglob("*") if not any(part.startswith(".") for part in p.relative_to(source).parts)]
     refused = [p for p in kept if p.is_file() and p.suffix.lower() not in ALLOWED_SUFFIXES]
     if refused:
         names = ", ".join(str(p.relative_to(source)) for p in refused[:5])
-        raise HeadstartError(f"{source} holds files the registry does not accept: {names}. A registered model holds "
+        raise HeadstartError(f"{shown or source} holds files the registry does not accept: {names}. A registered model holds "
                              "weights only as safetensors or ONNX (never pickles) plus JSON / text assets; remove "
                              "them, or re-save the model with `headstart fit`.")
 
@@ -188,7 +188,7 @@ class Registry:
 
     def numbers(self, name: str) -> list[int]:
         folder = self._folder(name) / "versions"
-        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit()) if folder.is_dir() else []
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdecimal()) if folder.is_dir() else []
 
     def version(self, name: str, number: int) -> Version:
         path = self._folder(name) / "versions" / str(number)
@@ -235,7 +235,7 @@ class Registry:
         """The version that 'name', 'name@3', 'name@latest' or 'name@<alias>' means now."""
         name, ref = parse_spec(spec)
         numbers = self._existing(name)
-        if ref.isdigit():
+        if ref.isdecimal():  # not isdigit: int() refuses "²"
             return self.version(name, int(ref))
         if ref == "latest":
             return self.version(name, numbers[-1])
@@ -263,7 +263,7 @@ class Registry:
         """The highest version number ever given to `name` (its folder may have been removed since)."""
         path = self._folder(name) / "last-version"
         text = path.read_text().strip() if path.is_file() else "0"
-        if not text.isdigit():
+        if not text.isdecimal():
             raise HeadstartError(f"{path} is damaged: it should hold the highest version number {name} ever had. "
                                  "Write that number into it (at least the highest folder in versions/).")
         return int(text)
@@ -315,6 +315,11 @@ class Registry:
                                          f"{', '.join(map(str, numbers)) or 'none'}).")
                 staging = folder / f".staging-{number}-{os.getpid()}"
                 shutil.copytree(model_dir, staging / "model", ignore=shutil.ignore_patterns(".*"))
+                try:  # again on what was copied: a linked folder's files are copied, and were not listed before
+                    _check_model_files(staging / "model", model_dir)
+                except HeadstartError:
+                    shutil.rmtree(staging)
+                    raise
                 (staging / "run").mkdir()
                 for file in RUN_FILES:
                     if (run_dir / file).is_file():
@@ -365,6 +370,15 @@ class Registry:
             if alias == "production" and state["aliases"].get("candidate") == number:
                 del state["aliases"]["candidate"]
             return self._set_alias(name, number, alias, "promote", state)
+
+    def change_aliases(self, name: str, change: Callable[[], Any]) -> tuple[dict, dict]:
+        """Run `change` (a promote or rollback of `name`) under the lock: the aliases just before and just after it,
+        with no other writer's change in between (what `restore_aliases` needs to undo it alone)."""
+        self._existing(name)
+        with self._lock(name):  # re-entrant: the change takes it again
+            before = self.aliases(name)
+            change()
+            return before, self.aliases(name)
 
     def restore_aliases(self, name: str, state: dict, changed: dict) -> bool:
         """Put back the aliases (and their history) as `aliases(name)` returned them, undoing a change that could

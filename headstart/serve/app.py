@@ -11,6 +11,7 @@ import math
 import os
 import secrets
 import time
+import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -33,6 +34,8 @@ from headstart.serve.log import PredictionLog, database_url
 from headstart.serve.metrics import RequestMetrics, ServiceMetrics
 from headstart.serve.models import Arm, check_pair, load_predictor
 from headstart.serve.router import Router
+
+PREDICTION_ID = re.compile(r"[0-9a-f]{32}")  # uuid4().hex, as `Service.rows` makes them
 
 
 @dataclass
@@ -275,7 +278,8 @@ def create_app(config: ServeConfig) -> FastAPI:
         modality = service.router.production.modality  # every arm has it (`check_pair`)
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "application/json":
-            items = parse_json(await request.body(), modality, config.max_inputs)
+            # decoding images takes a while: in a thread, so the service answers other requests meanwhile
+            items = await asyncio.to_thread(parse_json, await request.body(), modality, config.max_inputs)
         elif kind == "multipart/form-data":
             items = await parse_multipart(request, modality, config.max_inputs, max_bytes)
         else:
@@ -305,7 +309,9 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def feedback(body: schemas.FeedbackRequest, request: Request):
         """Record the true label of an earlier prediction."""
         service: Service = request.app.state.service
-        row = await service.in_db(service.log.prediction, body.prediction_id)
+        # ids are 32 hex digits: any other (with a NUL byte, which PostgreSQL refuses) names no prediction
+        known = PREDICTION_ID.fullmatch(body.prediction_id)
+        row = await service.in_db(service.log.prediction, body.prediction_id) if known else None
         if row is None:
             raise HTTPException(404, f"No prediction with id {body.prediction_id}: send an id returned by /predict.")
         labels = list(row.probabilities)
@@ -355,9 +361,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                                          "not changed, and the service goes on serving the versions it served.") \
                     from None
             try:
-                before = await in_registry(registry.aliases, name)  # after the load: as the change finds them
-                await in_registry(change)
-                after = await in_registry(registry.aliases, name)
+                before, after = await in_registry(registry.change_aliases, name, change)
             except BaseException:
                 for arm in preloaded.values():
                     arm.retire()

@@ -7,10 +7,10 @@ length or image size) and a compact sketch for drift detection (see `sketch_text
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
-import io
 import json
 import re
 import unicodedata
@@ -23,6 +23,7 @@ SKETCH_SIZE = 32  # text: hashed word buckets; images: a 4x4 RGB thumbnail (48 v
 WORD = re.compile(r"\w+")
 
 MAX_PIXELS = 50 * 10**6  # per image: a small compressed file can decode to gigabytes
+MAX_REQUEST_PIXELS = 4 * MAX_PIXELS  # per request: decoding takes about 1 s per 100 million pixels
 # Unicode categories drawing nothing: controls, format characters (zero-width space...), unassigned, separators
 INVISIBLE = {"Cc", "Cf", "Cn", "Zs", "Zl", "Zp"}
 
@@ -40,7 +41,7 @@ class BadInput(Exception):
 class Item:
     """One input, ready for the model, with what the prediction log records about it."""
 
-    value: object                      # a text, or an RGB PIL image
+    value: object                      # a text, or an image file's bytes (decoded again batch by batch)
     fingerprint: str                   # sha256 of the text (UTF-8) or of the image file's bytes
     text_length: int | None = None
     image_size: tuple[int, int] | None = None
@@ -80,29 +81,35 @@ def text_items(texts, max_inputs: int) -> list[Item]:
     return items
 
 
-def image_item(data: bytes, where: str) -> Item:
+def image_item(data: bytes, where: str, budget: list[int]) -> Item:
+    """The item of one image file, checked by decoding it; `budget`: [pixels the request may still hold]. The
+    decoded image is not kept: a request of many large images would hold gigabytes."""
     from PIL import Image
 
-    from headstart.data.images import DECODE_ERRORS, open_rgb
+    from headstart.data.images import DECODE_ERRORS, open_file, open_rgb
 
     try:
-        with Image.open(io.BytesIO(data)) as probe:  # reads the header only: the size before any decoding
+        with open_file(data) as probe:  # reads the header only: the size before any decoding
             width, height = probe.size
         if width * height > MAX_PIXELS:
             raise BadInput(413, f"{where} is {width}x{height} pixels; at most {MAX_PIXELS // 10**6} million are "
                                 "accepted. Send a smaller image.")
-        image = open_rgb(io.BytesIO(data))
+        budget[0] -= width * height
+        if budget[0] < 0:
+            raise BadInput(413, f"The images up to {where} hold over {MAX_REQUEST_PIXELS // 10**6} million pixels, "
+                                "the most accepted in one request. Split the request.")
+        image = open_rgb(data)
     except Image.DecompressionBombError:  # Pillow's own limit, above ours: the header declares a huge image
         raise BadInput(413, f"{where} is over {MAX_PIXELS // 10**6} million pixels, the most accepted. Send a "
                             "smaller image.") from None
     except DECODE_ERRORS as exc:
         raise BadInput(422, f"{where} is not a readable image ({type(exc).__name__}: not an image file that can "
                             "be decoded, or one cut short). Send PNG, JPEG, BMP, TIFF, WebP or GIF.") from None
-    return Item(image, hashlib.sha256(data).hexdigest(), image_size=image.size, sketch=sketch_image(image))
+    return Item(data, hashlib.sha256(data).hexdigest(), image_size=image.size, sketch=sketch_image(image))
 
 
 def base64_items(images, max_inputs: int) -> list[Item]:
-    items = []
+    items, budget = [], [MAX_REQUEST_PIXELS]
     for i, encoded in enumerate(_strings(images, "images", max_inputs, "a base64 string")):
         if encoded.startswith("data:") and "," not in encoded:
             raise BadInput(422, f"images[{i}] is a data URL without data: data:image/png;base64,<base64>.")
@@ -112,7 +119,7 @@ def base64_items(images, max_inputs: int) -> list[Item]:
         except (binascii.Error, ValueError):
             raise BadInput(422, f"images[{i}] is not valid base64. Encode the image file's bytes with "
                                 "base64.") from None
-        items.append(image_item(data, f"images[{i}]"))
+        items.append(image_item(data, f"images[{i}]", budget))
     return items
 
 
@@ -135,7 +142,7 @@ def parse_json(body: bytes, modality: str, max_inputs: int) -> list[Item]:
     """Items of a JSON body: {"texts": [...]} for a text model, {"images": [base64, ...]} for an image model."""
     try:
         payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, a number of over 4300 digits
         raise BadInput(400, f"The request body is not valid JSON ({exc}).") from None
     except RecursionError:
         raise BadInput(400, "The request body nests JSON too deeply.") from None
@@ -168,6 +175,10 @@ async def parse_multipart(request, modality: str, max_inputs: int, max_bytes: in
         files = [(key, value) for key, value in form.multi_items() if isinstance(value, UploadFile)]
         if not files:
             raise BadInput(422, "The multipart upload holds no files: attach images as file parts named 'images'.")
-        return [image_item(await upload.read(), f"{key} file '{upload.filename}'") for key, upload in files]
+        budget, items = [MAX_REQUEST_PIXELS], []
+        for key, upload in files:
+            data = await upload.read()
+            items.append(await asyncio.to_thread(image_item, data, f"{key} file '{upload.filename}'", budget))
+        return items
     finally:
         await form.close()
