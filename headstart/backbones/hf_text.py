@@ -83,15 +83,31 @@ class HFTextEncoder(Backbone):
             raise HeadstartError(f"Could not load a Hugging Face encoder from '{source}': {_why(source, exc)}\nGive a "
                                  "local folder holding config.json, the weights and the tokenizer files "
                                  "(backbone: hf:<folder>).") from None
-        return cls(model, tokenizer, min(max_length, tokenizer.model_max_length), source)
+        # a tokenizer saved without its limit reports a huge one: the position embeddings set it then
+        limit = tokenizer.model_max_length
+        if limit > 10**6:
+            limit = getattr(model.config, "max_position_embeddings", limit)
+        return cls(model, tokenizer, min(max_length, limit), source)
 
     @classmethod
     def rebuild(cls, spec: dict[str, Any], folder: Path) -> HFTextEncoder:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
         assets = folder / spec["assets"]
-        model = AutoModel.from_config(AutoConfig.from_pretrained(assets))
-        return cls(model, AutoTokenizer.from_pretrained(assets), spec["max_length"], spec["source"])
+        fix = "Write the model folder again from its run (`headstart fit`), or restore the folder."
+        if not assets.is_dir():
+            raise HeadstartError(f"{folder} has no {spec['assets']}/ folder, which holds the encoder's config and "
+                                 f"tokenizer. {fix}")
+        try:  # a model folder is local: never the hub, whatever HF_HUB_OFFLINE says
+            model = AutoModel.from_config(AutoConfig.from_pretrained(assets, local_files_only=True))
+            tokenizer = AutoTokenizer.from_pretrained(assets, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise HeadstartError(f"{assets} does not hold the encoder's config and tokenizer ({exc}). {fix}") from None
+        # without its files, transformers makes a tokenizer of a few special tokens: every word would be unknown
+        if spec.get("vocabulary", len(tokenizer)) != len(tokenizer):
+            raise HeadstartError(f"The tokenizer in {assets} knows {len(tokenizer)} tokens, but the model was trained "
+                                 f"with one of {spec['vocabulary']}: its files are missing or were replaced. {fix}")
+        return cls(model, tokenizer, spec["max_length"], spec["source"])
 
     @cached_property
     def _blocks(self) -> str:
@@ -131,9 +147,11 @@ class HFTextEncoder(Backbone):
 
     @cached_property
     def staged(self) -> bool:
-        """BERT-like encoders (embeddings, then a list of blocks, nothing after) run group by group."""
+        """BERT-like encoders (embeddings, then a list of blocks, nothing between or after) run group by group.
+        Others run whole: ELECTRA and ALBERT project the embeddings before the blocks, for instance."""
         groups = self.group_prefixes()
-        return hasattr(self.model, "embeddings") and groups[0][0] == "embeddings" and groups[-1][0] != "final"
+        return (hasattr(self.model, "embeddings") and groups[-1][0] != "final"
+                and all(name.startswith("model.embeddings.") for name in groups[0][1]))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.staged:
@@ -164,7 +182,8 @@ class HFTextEncoder(Backbone):
         return [{key: value[i, :length] for key, value in state.items()} for i, length in enumerate(lengths)]
 
     def spec(self) -> dict[str, Any]:
-        return {"type": "hf_text", "source": self.source, "max_length": self.max_length, "assets": "backbone"}
+        return {"type": "hf_text", "source": self.source, "max_length": self.max_length, "assets": "backbone",
+                "vocabulary": len(self.tokenizer)}
 
     def save_assets(self, folder: Path) -> None:
         self.model.config.save_pretrained(folder / "backbone")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import torch
 
 from headstart.backbones.base import Backbone, State
-from headstart.data.images import ImageInput, to_tensor
+from headstart.data.images import DECODE_ERRORS, ImageInput, to_tensor
+from headstart.errors import HeadstartError
 
 
 class ImageBackbone(Backbone):
@@ -28,7 +30,15 @@ class ImageBackbone(Backbone):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def prepare(self, inputs: list[ImageInput]) -> dict[str, torch.Tensor]:
-        return {"pixels": torch.stack([to_tensor(image, self.image_size) for image in inputs])}
+        return {"pixels": torch.stack([self._pixels(image) for image in inputs])}
+
+    def _pixels(self, image: ImageInput) -> torch.Tensor:
+        try:
+            return to_tensor(image, self.image_size)
+        except DECODE_ERRORS as exc:
+            where = image if isinstance(image, (str, Path)) else f"An input ({type(image).__name__})"
+            raise HeadstartError(f"{where} is not a readable image ({type(exc).__name__}: {exc}). Give PNG, JPEG, "
+                                 "BMP, TIFF, WebP or GIF files, or their contents.") from None
 
     def begin(self, pixels: torch.Tensor) -> State:
         x = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels

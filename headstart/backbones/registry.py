@@ -55,7 +55,7 @@ for _name, _variant in EFFICIENTNETS.items():
 
 
 def _import_factory(target: str) -> Callable:
-    module_name, _, attr = target.partition(":")
+    module_name, _, attr = target.partition(":") if isinstance(target, str) else ("", "", "")
     if not attr:
         raise HeadstartError(f"backbone: module:{target} must name a factory as module:<package.module>:<function>.")
     try:
@@ -63,6 +63,18 @@ def _import_factory(target: str) -> Callable:
     except (ImportError, AttributeError) as exc:
         raise HeadstartError(f"Could not import the backbone factory '{target}': {exc}. Check that the module is "
                              "importable (on PYTHONPATH) and defines the function.") from None
+
+
+def _made_by(target: str) -> Backbone:
+    """The backbone that the factory `target` (package.module:function) returns."""
+    from headstart.backbones.base import Backbone  # lazily: torch
+
+    backbone = _import_factory(target)()
+    if not isinstance(backbone, Backbone):
+        raise HeadstartError(f"The factory {target} returned a {type(backbone).__name__}; it must return a "
+                             "headstart.backbones.base.Backbone (see README, 'Your own backbone').")
+    backbone.factory = target
+    return backbone
 
 
 def unknown(name: str) -> str | None:
@@ -77,19 +89,12 @@ def unknown(name: str) -> str | None:
 
 def build(name: str, data: DataConfig) -> Backbone:
     """The backbone named in a run config, with pretrained weights."""
-    from headstart.backbones.base import Backbone
-
     if name.startswith("hf:"):
         from headstart.backbones.hf_text import HFTextEncoder
 
         return HFTextEncoder.from_pretrained(name[3:], data.max_length)
     if name.startswith("module:"):
-        backbone = _import_factory(name[7:])()
-        if not isinstance(backbone, Backbone):
-            raise HeadstartError(f"The factory {name[7:]} returned a {type(backbone).__name__}; it must return a "
-                                 "headstart.backbones.base.Backbone (see README, 'Your own backbone').")
-        backbone.factory = name[7:]
-        return backbone
+        return _made_by(name[7:])
     problem = unknown(name)
     if problem:
         raise HeadstartError(f"{problem}.")
@@ -111,7 +116,7 @@ def rebuild(spec: dict[str, Any], folder: Path) -> Backbone:
 
         return EfficientNetLite.rebuild(spec, folder)
     if kind == "module":
-        return _import_factory(spec["factory"])()
+        return _made_by(spec["factory"])
     if kind == "registered":
         if spec["name"] not in _REGISTRY:
             raise HeadstartError(f"The model in {folder} uses the backbone registered as '{spec['name']}'. Call "

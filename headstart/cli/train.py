@@ -60,7 +60,8 @@ def predict(
     if predictor.modality == "image":
         check_images(items)
     if not items:
-        raise HeadstartError("No inputs found: give image files, a folder of images, or texts.")
+        raise HeadstartError(f"No inputs found in {', '.join(inputs)}: give image files, a folder of images, texts, "
+                             "or a table with rows.")
     results = predictor.predict(items, progress=True)
     if as_json:
         for name, result in zip(names, results):

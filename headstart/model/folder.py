@@ -1,6 +1,7 @@
 """The self-contained model folder: config.json + model.safetensors (+ backbone assets such as a tokenizer).
 
-It opens without the run that made it; loading reads only JSON and safetensors, never pickles.
+It opens without the run that made it; loading reads only JSON and safetensors, never pickles. A `module:` backbone
+is the exception that proves it: its module is imported (its code runs), as when the model was trained.
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ def save_model(model: Classifier, folder: Path, head: dict[str, Any], extra: dic
     return folder
 
 
+def preprocessing(backbone) -> dict:
+    """What the model folder's config.json says about preprocessing (a custom backbone may define less)."""
+    if backbone.modality == "text":
+        return {"tokenizer": "backbone/", "max_length": getattr(backbone, "max_length", None), "padding": "longest"}
+    mean, std = getattr(backbone, "mean", None), getattr(backbone, "std", None)
+    return {"image_size": getattr(backbone, "image_size", None), "resize": "bilinear", "scale": "1/255",
+            "mean": None if mean is None else mean.flatten().tolist(),
+            "std": None if std is None else std.flatten().tolist()}
+
+
 def weights_metadata(model: Classifier) -> dict[str, str]:
     """The safetensors header of a model's weights: the labels in the order of the head's outputs, so that a
     config.json whose labels were reordered by hand is caught on loading rather than swapping predictions."""
@@ -60,11 +71,12 @@ def read_model_config(folder: Path) -> dict[str, Any]:
         raise HeadstartError(f"{folder} is not a headstart model folder: it has no config.json. Give the folder "
                              "written by `headstart fit` (runs/<name>/model).")
     try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HeadstartError(f"{path} is not valid JSON ({exc}); the model folder is damaged.") from None
-    if config.get("format") != FORMAT:
-        raise HeadstartError(f"{path} is not a headstart model config (format is {config.get('format')!r}).")
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise HeadstartError(f'{path} is not a headstart model config: it is not a JSON object with "format": '
+                             f'"{FORMAT}".')
     return config
 
 
@@ -91,6 +103,16 @@ def check_label_order(folder: Path, labels: list, trained: list | None, weights:
                              "reordered by hand. Restore that order.")
 
 
+def _check_preprocessing(folder: Path, recorded: dict | None, rebuilt: dict) -> None:
+    """Refuse a backbone that now prepares inputs otherwise than when the model was trained (a `module:` factory
+    changed since): its predictions would be silently wrong."""
+    changed = [key for key in rebuilt if recorded and key in recorded and recorded[key] != rebuilt[key]]
+    if changed:
+        details = "; ".join(f"{key}: trained with {recorded[key]!r}, now {rebuilt[key]!r}" for key in changed)
+        raise HeadstartError(f"The backbone of {folder} now prepares its inputs otherwise than when the model was "
+                             f"trained ({details}): its code changed since. Restore it, or train the model again.")
+
+
 def load_model(folder: Path, weights: Path | None = None) -> Classifier:
     """Rebuild the classifier from a model folder, in eval mode; `weights`: another safetensors file of the same
     architecture (a compressed variant's) instead of the folder's model.safetensors."""
@@ -100,8 +122,21 @@ def load_model(folder: Path, weights: Path | None = None) -> Classifier:
     if absent:
         raise HeadstartError(f"{folder / 'config.json'} has no {', '.join(absent)}: the model folder is damaged. "
                              "Write it again from its run (`headstart fit`), or restore config.json.")
-    backbone = rebuild(config["backbone"], folder)
-    model = Classifier(backbone, config["labels"], config["head"]["hidden"], config["head"]["dropout"])
+    labels = config["labels"]
+    if not (isinstance(labels, list) and len(labels) >= 2 and all(isinstance(label, str) for label in labels)
+            and len(set(labels)) == len(labels)):
+        raise HeadstartError(f'{folder / "config.json"}: "labels" must list two or more different labels (text), in '
+                             f"the order of the model's outputs; it holds {labels!r}. Restore the config.json "
+                             "written with the weights.")
+    try:
+        backbone = rebuild(config["backbone"], folder)
+        model = Classifier(backbone, labels, config["head"]["hidden"], config["head"]["dropout"])
+    except (KeyError, TypeError, ValueError, AttributeError, OSError) as exc:  # edited or damaged by hand
+        why = f"no field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise HeadstartError(f"{folder / 'config.json'} describes no model headstart can build ({why}): the model "
+                             "folder is damaged. Write it again from its run (`headstart fit`), or restore "
+                             "config.json.") from None
+    _check_preprocessing(folder, config.get("preprocessing"), preprocessing(backbone))
     weights = Path(weights) if weights is not None else folder / "model.safetensors"
     if not weights.is_file():
         raise HeadstartError(f"{folder} has no model.safetensors: the model folder is incomplete.")

@@ -195,7 +195,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
                              f"{config.data.source} holds {data.modality}s. Pick one that reads "
                              f"{data.modality}s: {BACKBONE_EXAMPLES.get(data.modality, 'one registered for it')}.")
     from headstart.model.classifier import Classifier
-    from headstart.model.folder import save_model
+    from headstart.model.folder import preprocessing, save_model
     from headstart.train.callbacks import make_callbacks
     from headstart.cache.prefix import PrefixCache
     from headstart.train.epoch_data import EpochData
@@ -261,7 +261,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
             test = tester.test(module, verbose=False)[0]
 
     save_model(model, run_dir / "model", {"hidden": config.head.hidden, "dropout": config.head.dropout},
-               {"run": config.name, "preprocessing": _preprocessing(backbone), "test_metrics": test})
+               {"run": config.name, "preprocessing": preprocessing(backbone), "test_metrics": test})
     summary = {"test": test, "best_epoch": best_epoch, "epochs_trained": trainer.current_epoch,
                "unfreeze_events": unfreezing.events, "labels": data.labels,
                "examples": {name: int((data.frame["split"] == name).sum()) for name in ("train", "val", "test")}}
@@ -303,13 +303,3 @@ def _quiet_lightning() -> None:
 
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
         logging.getLogger(name).setLevel(logging.WARNING)
-
-
-def _preprocessing(backbone) -> dict:
-    """What the model folder's config.json says about preprocessing (a custom backbone may define less)."""
-    if backbone.modality == "text":
-        return {"tokenizer": "backbone/", "max_length": getattr(backbone, "max_length", None), "padding": "longest"}
-    mean, std = getattr(backbone, "mean", None), getattr(backbone, "std", None)
-    return {"image_size": getattr(backbone, "image_size", None), "resize": "bilinear", "scale": "1/255",
-            "mean": None if mean is None else mean.flatten().tolist(),
-            "std": None if std is None else std.flatten().tolist()}
