@@ -75,10 +75,9 @@ def test_comparison_scores_every_variant_on_the_test_split(compressed):
         assert row["accuracy_drop"] == pytest.approx(100 * (full["accuracy"] - row["accuracy"]))
         assert row["accepted"] == (row["accuracy_drop"] <= 1.0)
         assert row["size_ratio"] == pytest.approx(full["size_mb"] / row["size_mb"])
-        t = row["latency"]
+        t = row["latency"]  # how fast is a benchmark's to say (bench/): timed here, it fails on busy cores
         assert t["batch1_p50_ms"] > 0 and t["batch1_p95_ms"] >= t["batch1_p50_ms"] and t["batch32_throughput_per_s"] > 0
-        # the model alone skips preprocessing: it runs at least as fast as the whole predictor, within timing noise
-        assert t["batch32_model_throughput_per_s"] > 0.5 * t["batch32_throughput_per_s"]
+        assert t["batch32_model_throughput_per_s"] > 0
     # the tiny CNN's 4k weights weigh less than its graph: size ratios are checked on the real backbones
     assert metrics["variants"]["bf16"]["size_ratio"] > 1.5
     assert metrics["variants"]["fp32-pytorch"]["latency"]["speedup_batch1"] == 1.0

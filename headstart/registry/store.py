@@ -143,9 +143,9 @@ def _check_model_files(source: Path, shown: Path | None = None) -> None:
     refused = [p for p in kept if p.is_file() and p.suffix.lower() not in ALLOWED_SUFFIXES]
     if refused:
         names = ", ".join(str(p.relative_to(source)) for p in refused[:5])
-        raise HeadstartError(f"{shown or source} holds files the registry does not accept: {names}. A registered model holds "
-                             "weights only as safetensors or ONNX (never pickles) plus JSON / text assets; remove "
-                             "them, or re-save the model with `headstart fit`.")
+        raise HeadstartError(f"{shown or source} holds files the registry does not accept: {names}. A registered "
+                             "model holds weights only as safetensors or ONNX (never pickles) plus JSON / text "
+                             "assets; remove them, or re-save the model with `headstart fit`.")
 
 
 def _model_files(files: Any) -> dict[str, str]:
