@@ -13,6 +13,7 @@ from headstart.config import CPU_IMAGE_BATCH
 from headstart.data.images import DECODE_ERRORS
 from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, read_table, read_text_file, row_origins,
                                      visible_files)
+from headstart.data.validate import visible
 from headstart.errors import HeadstartError
 from headstart.model.folder import load_model
 
@@ -49,6 +50,8 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, inputs: list, batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
         """(len(inputs), n_classes) class probabilities, `batch_size` inputs per forward pass; `progress`: a bar."""
+        if self.modality == "text":
+            _check_texts(inputs)
         out = []
         for chunk in in_batches(inputs, self.batch_size if batch_size is None else batch_size, progress):
             out.append(self.model(**self.model.backbone.prepare(chunk)).float().softmax(-1))
@@ -64,9 +67,20 @@ class Predictor:
         return results
 
 
+def _check_texts(texts: list) -> None:
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise HeadstartError(f"Input {i} is a {type(text).__name__}, not a text: a text model classifies "
+                                 "strings.")
+        if not visible(text):
+            raise HeadstartError(f"Input {i} is an empty text (no visible characters): give some text to classify.")
+
+
 def load(folder: str | Path) -> Predictor:
-    """Open a model folder written by `headstart fit` (runs/<name>/model) for predictions."""
-    return Predictor(Path(folder))
+    """Open a model folder written by `headstart fit` (runs/<name>/model), or the model of a run folder, for
+    predictions."""
+    folder = Path(folder)
+    return Predictor(folder / "model" if (folder / "model" / "config.json").is_file() else folder)
 
 
 def _table_texts(path: Path, column: str) -> tuple[list[str], list[str]]:
@@ -107,14 +121,14 @@ def _text_inputs(item: str, text_column: str) -> tuple[list[str], list[str]]:
         files = _files(path, {".txt"})
         if not files:
             raise HeadstartError(f"{item} is a folder with no .txt files in it. A text model reads texts, .txt files, "
-                                 "folders of them, and CSV / JSONL / Parquet tables.")
+                                 "folders of them, and CSV / JSONL / JSON / Parquet tables.")
         return [read_text_file(p) for p in files], [str(p) for p in files]
     if os.path.isfile(item) and suffix in TABLE_SUFFIXES:
         return _table_texts(path, text_column)
     if os.path.isfile(item) and suffix == ".txt":
         return [read_text_file(path)], [str(path)]
     if os.path.exists(item):
-        problem = "is a file, but not a .txt file or a CSV / JSONL / Parquet table"
+        problem = "is a file, but not a .txt file or a CSV / JSONL / JSON / Parquet table"
     elif _meant_as_path(item):
         problem = "looks like a file or folder path, but there is no such file or folder"
     else:
@@ -137,13 +151,14 @@ def _image_inputs(item: str) -> tuple[list[str], list[str]]:
 
 def gather_inputs(items: Iterable[str], modality: str, text_column: str = "text") -> tuple[list, list[str]]:
     """CLI arguments -> (inputs, names): image files or folders of them for image models; texts, .txt files or
-    folders of them, or CSV / JSONL / Parquet tables with a text column for text models."""
+    folders of them, or CSV / JSONL / JSON / Parquet tables with a text column for text models."""
     inputs, names = [], []
     for item in items:
         found, found_names = _text_inputs(item, text_column) if modality == "text" else _image_inputs(item)
         inputs += found
         names += found_names
-    bad = [name for text, name in zip(inputs, names) if modality == "text" and not text.strip()]
+    bad = [name.strip() or repr(name) for text, name in zip(inputs, names)
+           if modality == "text" and not visible(text)]
     if bad:
         raise HeadstartError(f"Empty text in {', '.join(bad[:5])}: give some text to classify.")
     return inputs, names
@@ -159,4 +174,5 @@ def check_images(paths: list[str]) -> None:
         except FileNotFoundError:
             raise HeadstartError(f"{path}: no such image file.") from None
         except DECODE_ERRORS as exc:
-            raise HeadstartError(f"{path} is not a readable image ({exc}). Give PNG, JPEG, BMP, TIFF or WebP files.") from None
+            raise HeadstartError(f"{path} is not a readable image ({exc}). Give PNG, JPEG, BMP, TIFF, WebP or GIF "
+                                 "files.") from None

@@ -171,6 +171,10 @@ def test_modules_without_parameters_between_groups_freeze_with_the_group_before_
     assert torch.equal(model.backbone.norm.running_mean, statistics)
 
 
+def test_max_length_is_at_most_what_the_encoder_reads():
+    assert build("minilm", DataConfig(source="unused", max_length=1000)).max_length == 512
+
+
 def test_a_long_text_is_cut_without_the_tokenizers_length_warning(capfd):
     encoder = build("minilm", DataConfig(source="unused", max_length=128))
     assert encoder.prepare(["word " * 2000])["input_ids"].shape == (1, 128)

@@ -300,7 +300,7 @@ def text_model(tmp_path_factory):
 def test_data_of_another_modality_is_refused(run, text_model, digits_folder, tmp_path):
     before = files(run.model_dir)
     texts = tmp_path / "texts.csv"
-    texts.write_text("text,label\nhello,digit0\nworld,digit1\nagain,digit2\n")
+    texts.write_text("text,label\nhello,zero\nworld,one\nagain,two\n")  # the kind is named before the labels
     with pytest.raises(HeadstartError, match=r"The model reads images, but .*texts.csv holds texts: give --data "
                                              r"labelled images \(for a table of image paths.*data.image_column"):
         compress(run.path, data=str(texts), latency=False, progress=False)

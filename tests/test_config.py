@@ -211,3 +211,12 @@ def test_early_stopping_must_wait_longer_than_unfreezing_on_plateau():
     assert "got" not in str(caught.value)  # the whole config is not repeated
     assert load_config(config, ["train.patience=3", "strategy.unfreeze_patience=2"]).train.patience == 3
     assert load_config(config, ["train.patience=1", "strategy.unfreeze=[2]"]).train.patience == 1
+
+
+@pytest.mark.parametrize("overrides", ["train.max_epochs=5", {"train.max_epochs": 5}])
+def test_overrides_that_are_not_a_list_are_named(overrides):
+    import headstart
+
+    with pytest.raises(HeadstartError, match=r"overrides is a list of 'key.sub=value' strings, e.g. "
+                                             r"\['train.max_epochs=5'\], not a (str|dict)"):
+        headstart.fit({"name": "x", "data": {"source": "bbc"}}, overrides)

@@ -87,3 +87,13 @@ def test_a_loaded_text_model_runs_32_texts_a_batch(news_run, forward_sizes):
     by_32, by_40 = model.probabilities(texts), model.probabilities(texts, batch_size=40)
     assert forward_sizes == [32, 8, 40]
     assert by_32.shape == (40, 5) and np.allclose(by_32.numpy(), by_40.numpy(), atol=1e-5)
+
+
+def test_a_loaded_text_model_refuses_what_is_not_a_text_and_opens_from_its_run_folder(news_run):
+    model = headstart.load(news_run.path)  # the run folder: its model/ is opened
+    assert model.folder == news_run.model_dir
+    for texts, message in [(["Shares rose", ""], "Input 1 is an empty text"),
+                           (["\u200b \n"], "Input 0 is an empty text"),  # a zero-width space draws nothing
+                           ([None], "Input 0 is a NoneType, not a text")]:
+        with pytest.raises(headstart.HeadstartError, match=message):
+            model.predict(texts)

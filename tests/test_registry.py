@@ -286,7 +286,7 @@ def test_push_refuses_another_modality_and_diff_names_other_labels(tiny_run, tmp
     reg.push(tiny_run.path, "digits")
     text = _copy_run(tiny_run, tmp_path / "text")
     _edit_json(text / "model" / "config.json", modality="text")
-    with pytest.raises(HeadstartError, match="holds a text model, but the versions of digits classify images"):
+    with pytest.raises(HeadstartError, match="holds a model of texts, but the versions of digits classify images"):
         reg.push(text, "digits")
     assert reg.numbers("digits") == [1]
     renamed = _copy_run(tiny_run, tmp_path / "renamed")

@@ -313,3 +313,15 @@ def test_resume_refuses_a_finished_run_and_names_changed_fields(tiny_config):
     assert (run.path / "results.json").read_text() == results
     with pytest.raises(headstart.HeadstartError, match=r"in train\.lr, train\.max_epochs\. A resumed run"):
         headstart.fit(resume=run.path, overrides=["train.max_epochs=3", "train.lr=0.1"])
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"costs": {"false_negative": 5}}, "false_positive / false_negative apply to binary tasks; this one has 3"),
+    ({"positive_label": "digit1"}, "positive_label is set, but the task has 3 classes"),
+    ({"costs": {"per_class": {"cat": 2}}}, "names cat, which are not labels"),
+])
+def test_evaluation_settings_that_do_not_fit_the_labels_are_refused_before_training(tiny_config, setting, message):
+    tiny_config["evaluate"] = {"after_fit": True, **setting}
+    with pytest.raises(headstart.HeadstartError, match=message):
+        headstart.fit(tiny_config)
+    assert not (Path(tiny_config["output"]) / "tiny").exists()  # no epoch trained, nothing kept

@@ -15,7 +15,7 @@ from headstart.errors import HeadstartError
 @app.command()
 def compress(
     path: Path = typer.Argument(..., help="A run folder (runs/<name>) or a model folder (runs/<name>/model)."),
-    method: str = typer.Option("auto", help="auto, dynamic, static, qat or bf16 (see README, 'Compression')."),
+    method: str = typer.Option("auto", help="auto, dynamic, static, qat or bf16 (see README, 'Compress')."),
     budget: float = typer.Option(1.0, help="Most accuracy a variant may lose, in points; a variant that loses more "
                                            "is marked rejected."),
     data: Optional[str] = typer.Option(None, help="Labelled test data (bundled name, folder or table) instead of "

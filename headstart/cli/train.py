@@ -45,7 +45,7 @@ def fit(
 def predict(
     model_dir: Path = typer.Argument(..., help="A model folder (runs/<name>/model) or a run folder."),
     inputs: List[str] = typer.Argument(..., help="Image files or folders; or texts, .txt files or folders of them, "
-                                                  "CSV / JSONL / Parquet tables."),
+                                                  "CSV / JSONL / JSON / Parquet tables."),
     text_column: str = typer.Option("text", help="Column holding the texts in table inputs."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per input."),
     top: int = typer.Option(3, help="How many classes to show per input."),
@@ -53,8 +53,6 @@ def predict(
     """Predict labels with probabilities for images or texts."""
     from headstart.predict import check_images, gather_inputs, load
 
-    if (model_dir / "model" / "config.json").is_file():
-        model_dir = model_dir / "model"
     predictor = load(model_dir)
     items, names = gather_inputs(inputs, predictor.modality, text_column)
     if predictor.modality == "image":

@@ -62,16 +62,14 @@ def _source(option: str, source: str, base: dict, settings: dict, labels: list[s
     from pydantic import ValidationError
 
     from headstart.config import DataConfig
-    from headstart.evaluate.examples import check_modality, other_source
+    from headstart.evaluate.examples import other_source
 
     try:
         config = DataConfig.model_validate({**base, **settings, "source": source})
     except ValidationError as exc:
         problems = "; ".join(f"data.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
         raise HeadstartError(f"The data settings for {option} {source} are not valid: {problems}.") from None
-    examples, frame, _ = other_source(config, source, labels, [])
-    check_modality(modality, examples.modality, source, option)
-    return _split(frame)
+    return _split(other_source(config, source, labels, [], modality, option)[1])
 
 
 def load_data(model_dir: Path, run_dir: Path | None, labels: list[str], modality: str, data: str | None = None,

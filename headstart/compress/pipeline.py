@@ -102,7 +102,7 @@ class Compression:
         self.rows[name] = row
         if name != "fp32-pytorch":
             write_manifest(self.root / name, {"name": name, **{k: v for k, v in row.items() if k != "folder"}})
-        self.say(f"{name}: accuracy {row['accuracy']:.4f} ({row['accuracy_drop']:+.2f} points), agreement "
+        self.say(f"{name}: accuracy {row['accuracy']:.4f} (drop {row['accuracy_drop']:+.2f} points), agreement "
                  f"{row['agreement']:.4f}, {size:.1f} MB: {'accepted' if row['accepted'] else 'REJECTED'}")
         return row
 

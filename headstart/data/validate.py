@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -21,6 +22,8 @@ from headstart.data.sources import Examples
 from headstart.errors import HeadstartError
 
 MIN_PER_CLASS = 3  # one example in each of train, val and test
+# Unicode categories drawing nothing: controls, format characters (zero-width space...), unassigned, separators
+INVISIBLE = {"Cc", "Cf", "Cn", "Zs", "Zl", "Zp"}
 
 
 def normalise_text(text: str) -> str:
@@ -49,6 +52,11 @@ def _image_fingerprints(paths: list[str]) -> list:
         return list(tqdm(pool.map(one, paths), total=len(paths), desc="checking images", unit="img"))
 
 
+def visible(text: str) -> bool:
+    """True if `text` has a character that draws something (stops at the first one): an empty text has none."""
+    return any(unicodedata.category(c) not in INVISIBLE for c in text.strip())
+
+
 def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd.DataFrame]:
     """Return the usable examples (with `exact` and `near` fingerprint columns) and a table of problems."""
     frame = examples.frame.copy()
@@ -60,7 +68,7 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
             problems[i] = f"unknown label '{label}' (data.labels allows: {', '.join(config.labels)})"
     if examples.modality == "text":
         for i, text in enumerate(frame["input"]):
-            if not text.strip():
+            if not visible(text):
                 problems.setdefault(i, "empty text")
         frame["exact"] = [_sha1(t) for t in frame["input"]]
         frame["near"] = [_sha1(normalise_text(t)) for t in frame["input"]]

@@ -32,6 +32,11 @@ def positive_index(labels: list[str], train_y: np.ndarray, positive_label: str |
     return 0 if counts[0] < counts[1] else 1
 
 
+def check_settings(settings, labels: list[str]) -> None:
+    """Refuse an `evaluate.positive_label` or costs that do not fit `labels`: before a run trains, not after."""
+    cost_matrix(settings.costs, labels, positive_index(labels, np.arange(len(labels)), settings.positive_label))
+
+
 def cost_matrix(config: CostConfig, labels: list[str], positive: int | None) -> tuple[np.ndarray, str]:
     """(C[true, predicted], how the costs were given)."""
     k = len(labels)

@@ -121,13 +121,16 @@ def run_parts(run_dir: Path, config: DataConfig, labels: list[str], requested: l
     return examples, parts
 
 
-def other_source(config: DataConfig, source: str, labels: list[str], requested: list[str]) -> tuple[Examples, pd.DataFrame, int]:
-    """Every usable example of another source, read with the run's column settings; rows without a label or
-    text are skipped, unknown labels and unreadable images refused."""
+def other_source(config: DataConfig, source: str, labels: list[str], requested: list[str], modality: str,
+                 option: str = "--data") -> tuple[Examples, pd.DataFrame, int]:
+    """Every usable example of another source (given with `option`), read with the run's column settings; data of
+    another `modality` than the model's is refused first, then rows without a label or text are skipped, unknown
+    labels and unreadable images refused."""
     update = {"source": source}
     if Path(source).suffix.lower() not in TABLE_SUFFIXES:  # a folder or bundled dataset: its own metadata, no groups
         update.update(metadata_columns=[], group_column=None)
     examples = _read(config.model_copy(update=update), requested)
+    check_modality(modality, examples.modality, source, option)
     frame = examples.frame
     usable = frame["label"].notna() & (frame["label"].astype(str).str.strip() != "")
     if examples.modality == "text":
@@ -148,14 +151,14 @@ def other_source(config: DataConfig, source: str, labels: list[str], requested: 
     return examples, _with_targets(frame, labels), skipped
 
 
-def load(run_dir: Path, config: DataConfig, labels: list[str], requested: list[str], source: str | None = None,
-         source_config: DataConfig | None = None) -> EvalData:
-    """The evaluation data: the run's test split, or (with `source`) all of another data source, read with
-    `source_config` (the run's data settings by default)."""
+def load(run_dir: Path, config: DataConfig, labels: list[str], modality: str, requested: list[str],
+         source: str | None = None, source_config: DataConfig | None = None) -> EvalData:
+    """The evaluation data: the run's test split, or (with `source`) all of another data source of the model's
+    `modality`, read with `source_config` (the run's data settings by default)."""
     examples, parts = run_parts(run_dir, config, labels, requested)
     skipped, scope = 0, "test split"
     if source is not None:
-        examples, parts["test"], skipped = other_source(source_config or config, source, labels, requested)
+        examples, parts["test"], skipped = other_source(source_config or config, source, labels, requested, modality)
         scope = "all examples"
     columns = slice_columns(examples, requested, source or config.source)
     if parts["test"].empty:

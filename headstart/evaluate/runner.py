@@ -202,7 +202,7 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
     labels = predictor.labels
     requested = list(dict.fromkeys([*settings.slice_by, *slice_by]))
     say(f"reading {data or config.data.source}")
-    evaluated = examples.load(run_dir, config.data, labels, requested, data,
+    evaluated = examples.load(run_dir, config.data, labels, predictor.modality, requested, data,
                               _data_config(config, data, data_updates, predictor.modality))
     examples.check_modality(predictor.modality, evaluated.modality, evaluated.source)
     batch, samples, seed = config.train.eval_batch(predictor.modality == "image"), settings.bootstrap, settings.seed

@@ -304,7 +304,7 @@ class Registry:
                 numbers, earlier = self.numbers(name), self._readable(name)
                 modalities = {v.meta.get("modality") for v in earlier} - {model_config["modality"], None}
                 if modalities:
-                    raise HeadstartError(f"{run_dir} holds a {model_config['modality']} model, but the versions "
+                    raise HeadstartError(f"{run_dir} holds a model of {model_config['modality']}s, but the versions "
                                          f"of {name} classify {', '.join(sorted(modalities))}s: push it under another "
                                          "name.")
                 number = max(self._last_number(name), *numbers, 0) + 1

@@ -13,19 +13,18 @@ import binascii
 import hashlib
 import json
 import re
-import unicodedata
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from headstart.data.validate import visible
 
 SKETCH_SIZE = 32  # text: hashed word buckets; images: a 4x4 RGB thumbnail (48 values)
 WORD = re.compile(r"\w+")
 
 MAX_PIXELS = 50 * 10**6  # per image: a small compressed file can decode to gigabytes
 MAX_REQUEST_PIXELS = 4 * MAX_PIXELS  # per request: decoding takes about 1 s per 100 million pixels
-# Unicode categories drawing nothing: controls, format characters (zero-width space...), unassigned, separators
-INVISIBLE = {"Cc", "Cf", "Cn", "Zs", "Zl", "Zp"}
 
 
 class BadInput(Exception):
@@ -61,11 +60,6 @@ def sketch_image(image) -> list[float]:
     """The image shrunk to 4x4 RGB, values in [0, 1]: a model-independent input embedding."""
     small = np.asarray(image.resize((4, 4)), dtype=np.float64) / 255
     return [round(float(v), 4) for v in small.reshape(-1)]
-
-
-def visible(text: str) -> bool:
-    """True if `text` has a character that draws something (stops at the first one)."""
-    return any(unicodedata.category(c) not in INVISIBLE for c in text.strip())
 
 
 def text_items(texts, max_inputs: int) -> list[Item]:

@@ -126,6 +126,9 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     """
     if config is None and resume is None:
         raise HeadstartError("Give a run config (a YAML file) or --resume RUN_DIR.")
+    if isinstance(overrides, (str, dict)):
+        raise HeadstartError(f"overrides is a list of 'key.sub=value' strings, e.g. ['train.max_epochs=5'], not a "
+                             f"{type(overrides).__name__}.")
     config = _run_config(config, overrides, resume)
     run_dir = Path(resume) if resume is not None else config.run_dir()  # a resumed run stays where it is now
     if resume is not None:
@@ -180,6 +183,10 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
 
     worker = is_worker()
     data = prepare_data(config.data, run_dir, write=not worker)  # before lightning: data errors answer quickly
+    if config.evaluate.after_fit:
+        from headstart.evaluate.costs import check_settings
+
+        check_settings(config.evaluate, data.labels)
     import lightning as L  # lazily: importing it takes seconds
     import torch
     from lightning.fabric.utilities.exceptions import MisconfigurationException
@@ -194,6 +201,11 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
         raise HeadstartError(f"Backbone '{config.backbone}' reads {backbone.modality}s, but data.source "
                              f"{config.data.source} holds {data.modality}s. Pick one that reads "
                              f"{data.modality}s: {BACKBONE_EXAMPLES.get(data.modality, 'one registered for it')}.")
+    if backbone.modality == "text" and getattr(backbone, "max_length", config.data.max_length) < config.data.max_length:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[yellow]data.max_length {config.data.max_length} is more than {config.backbone} "
+                                   f"reads: texts are cut at {backbone.max_length} tokens (model/config.json says so).")
     from headstart.model.classifier import Classifier
     from headstart.model.folder import preprocessing, save_model
     from headstart.train.callbacks import make_callbacks
