@@ -57,6 +57,15 @@ def test_caching_on_and_off_give_the_same_run(tiny_config):
     assert runs["auto"].test_metrics == pytest.approx(runs["off"].test_metrics, abs=1e-3)
 
 
+def test_an_oversampled_run_stores_no_states_it_could_never_replay(tiny_config):
+    tiny_config["train"]["max_epochs"] = 3
+    tiny_config["strategy"] = {"name": "feature_extraction"}
+    tiny_config["data"]["balance"] = "oversample"  # each epoch leaves about a third of the examples out
+    run = headstart.fit(tiny_config)
+    assert run.history["cache"].tolist() == ["off"] * 3  # it recorded every epoch and never replayed
+    assert not (run.path / "cache").exists()
+
+
 def test_caching_with_onnx_runtime_gives_the_same_run(tiny_config):
     tiny_config["train"]["max_epochs"] = 5
     tiny_config["strategy"]["unfreeze"] = [2, 4]
@@ -166,6 +175,28 @@ def test_store_spills_to_disk_beyond_its_budget(tmp_path):
         assert torch.equal(got["x"], state["x"]) and torch.equal(got["mask"], state["mask"])
     store.close()
     assert not (tmp_path / "states.bin").exists() and len(store) == 0
+
+
+def test_a_spill_file_left_by_a_killed_run_is_removed(tmp_path):
+    (tmp_path / "states.bin").write_bytes(b"\0" * 4096)  # its states are indexed nowhere: they could never be read
+    store = StateStore(budget_bytes=1 << 20, spill_dir=tmp_path)
+    store.put((0, 0), {"x": torch.rand(4)})
+    store.close()
+    assert not (tmp_path / "states.bin").exists()
+
+
+def test_the_memory_budget_is_shared_as_the_states_are(tiny_config, tmp_path):
+    from headstart.cache.prefix import PrefixCache
+    from headstart.config import TrainConfig
+
+    model = Classifier(tiny_cnn(), ["a", "b"], [8], 0.3)
+    model.set_trainable(1)
+    train = TrainConfig(cache_views=4, cache_memory_gb=1.0)
+    cache = PrefixCache(model, train, True, {"train": 800, "val": 200}, tmp_path)
+    cache.shares = {3: 1.0}  # the frozen backbone does all the work
+    cache.start_epoch(0, 0, 20)
+    budgets = {split: store.budget for split, store in cache.stores.items()}
+    assert budgets == {"train": 2**30 * 3200 // 3400, "val": 2**30 * 200 // 3400}  # 4 views of 800, 1 of 200
 
 
 def test_store_keeps_bf16_states_in_bf16(tmp_path):

@@ -69,3 +69,12 @@ def test_an_encoder_that_projects_its_embeddings_runs_whole(tmp_path):
         whole = encoder.model(**batch).last_hidden_state
     mask = batch["attention_mask"].unsqueeze(-1)
     assert torch.allclose(features, (whole * mask).sum(1) / mask.sum(1), atol=1e-6)
+
+
+def test_text_states_keep_their_tokens_wherever_the_padding_is():
+    encoder = HFTextEncoder.__new__(HFTextEncoder)  # split_state reads only the state
+    hidden = torch.arange(2 * 4, dtype=torch.float32).view(2, 4, 1)
+    for mask in ([[1, 1, 1, 1], [1, 1, 0, 0]], [[1, 1, 1, 1], [0, 0, 1, 1]]):  # padded on the right, on the left
+        states = encoder.split_state({"hidden": hidden, "attention_mask": torch.tensor(mask)})
+        assert states[1]["hidden"].flatten().tolist() == [v for v, m in zip([4.0, 5.0, 6.0, 7.0], mask[1]) if m]
+        assert states[1]["attention_mask"].tolist() == [1, 1] and states[0]["hidden"].shape == (4, 1)

@@ -178,8 +178,8 @@ class HFTextEncoder(Backbone):
         """Per text, without its padding tokens."""
         if "attention_mask" not in state:
             return super().split_state(state)
-        lengths = state["attention_mask"].sum(1).tolist()
-        return [{key: value[i, :length] for key, value in state.items()} for i, length in enumerate(lengths)]
+        keep = state["attention_mask"].bool()  # a tokenizer may pad on the left: keep the tokens, wherever they are
+        return [{key: value[i][keep[i]] for key, value in state.items()} for i in range(len(keep))]
 
     def spec(self) -> dict[str, Any]:
         return {"type": "hf_text", "source": self.source, "max_length": self.max_length, "assets": "backbone",

@@ -60,9 +60,12 @@ def prefix_shares(until: dict[int, int], whole: int) -> dict[int, float]:
 
 
 class PrefixCache:
-    def __init__(self, model: Classifier, train: TrainConfig, augment: bool, sizes: dict[str, int], spill_dir: Path):
+    def __init__(self, model: Classifier, train: TrainConfig, augment: bool, sizes: dict[str, int], spill_dir: Path,
+                 oversampled: bool = False):
         self.model = model
         self.enabled = train.cache == "auto"
+        # an oversampled epoch leaves about a third of the examples out: no later epoch would find all its states
+        self.storable = not oversampled
         self.engine_setting = train.cache_engine
         self.full_precision = train.precision == "32"
         self.augment = augment
@@ -106,13 +109,16 @@ class PrefixCache:
         worth = self.enabled and self.shares.get(frozen, 0.0) >= MIN_PREFIX_SHARE
         # a stage too short to replay its recorded views would only pay for recording them; a faster engine for
         # the frozen groups still pays every epoch
-        stores = worth and stage_end - stage_start > self.views
+        stores = worth and self.storable and stage_end - stage_start > self.views
         streams = worth and not stores and self.engine_choice(frozen) != "torch"
         boundary = frozen if stores or streams else 0
         if boundary != self.boundary or stores != bool(self.stores):
             self.close()
             self.boundary = boundary
-            self.stores = {split: StateStore(self.budget // 2, self.spill_dir / split, self.dtype)
+            # the memory budget is shared as the states are: views of each training example, one of each validation one
+            need = {"train": self.views * self.sizes["train"], "val": self.sizes["val"]}
+            share = {split: self.budget * need[split] // max(1, sum(need.values())) for split in need}
+            self.stores = {split: StateStore(share[split], self.spill_dir / split, self.dtype)
                            for split in self.sizes} if stores else {}
         self.epoch = epoch
         into_stage = epoch - stage_start

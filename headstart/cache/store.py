@@ -34,6 +34,7 @@ class StateStore:
     def __init__(self, budget_bytes: int, spill_dir: Path, dtype: torch.dtype | None = None):
         self.budget = budget_bytes
         self.spill_path = Path(spill_dir) / "states.bin"
+        self.spill_path.unlink(missing_ok=True)  # left by a run killed while it spilled: its states are not indexed
         self.dtype = dtype
         self.bytes = 0
         self._memory: dict[tuple[int, int], State] = {}

@@ -220,7 +220,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
     unfreezing = callbacks[0]
     augment = backbone.modality == "image" and config.data.augment != "none"
     sizes = {split: int((data.frame["split"] == split).sum()) for split in ("train", "val")}
-    cache = PrefixCache(model, train, augment, sizes, run_dir / "cache")
+    cache = PrefixCache(model, train, augment, sizes, run_dir / "cache", config.data.balance == "oversample")
     epoch_data = EpochData(data, backbone, config, cache, unfreezing)
     weights = None
     if config.data.balance == "class_weights":
