@@ -156,3 +156,9 @@ def test_evaluate_refuses_a_file_as_its_output_folder_before_the_work(tiny_run, 
     result = cli("evaluate", str(tiny_run.model_dir))
     message = " ".join(result.stderr.split())
     assert result.returncode == 2 and f"it is a run's model folder; give the run, {tiny_run.path})" in message
+
+
+def test_an_error_prints_brackets_as_written(tmp_path):
+    folder = tmp_path / "data [v2]" / "[redacted]"
+    result = cli("predict", str(folder), "x")
+    assert result.returncode == 2 and "[redacted]" in " ".join(result.stderr.split())  # not read as markup

@@ -217,6 +217,8 @@ def test_calibration_examples_that_are_test_examples_are_left_out(run, digits_fo
     every = len(list(digits_folder.rglob("*.png")))
     assert len(data.val) == every - len(test)
     assert data.val_origin == f"--calibration ({len(test)} examples that are also test examples left out)"
+    with pytest.raises(HeadstartError, match=r"Every --calibration example \(\d+\) is also a test example"):
+        load_data(run.model_dir, run.path, labels, "image", data=str(digits_folder), calibration=str(digits_folder))
 
 
 def test_forced_broken_calibration_is_marked_in_the_report(run, digits_folder, tmp_path):

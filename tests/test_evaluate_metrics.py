@@ -308,3 +308,20 @@ def test_baselines_choose_their_regularisation_on_validation():
     # a validation split holding one class only still scores every C; with no validation example, C = 1
     assert fit_tuned(_logreg, train, (val[0][val[1] == 0], val[1][val[1] == 0]), x[400:], 3, "").c in C_GRID
     assert fit_tuned(_logreg, train, (val[0][:0], val[1][:0]), x[400:], 3, "").c == 1.0
+
+
+def test_labels_with_dollar_signs_are_drawn_as_written():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from headstart.evaluate import plots
+
+    labels = ["$", "$$", "$$$"]  # price tiers: matplotlib would read "$...$" as math and fail on "$$"
+    drawn = [plots.confusion_heatmap({"labels": labels, "counts": [[1, 0, 0], [0, 1, 0], [0, 0, 1]]}, False),
+             plots.roc_curves({label: {"fpr": [0, 1], "tpr": [0, 1]} for label in labels}, {"$": 0.5}),
+             plots.interval_bars(["site=US$ 5-$10", "$$"], [0.8, 0.9], [[0.7, 0.9], [0.85, 0.95]], "slices",
+                                 "accuracy")]
+    for png in drawn:
+        assert Image.open(io.BytesIO(base64.b64decode(png))).format == "PNG"

@@ -97,3 +97,21 @@ def test_a_loaded_text_model_refuses_what_is_not_a_text_and_opens_from_its_run_f
                            ([None], "Input 0 is a NoneType, not a text")]:
         with pytest.raises(headstart.HeadstartError, match=message):
             model.predict(texts)
+
+
+def test_a_text_a_perturbation_leaves_empty_stays_as_it_was():
+    from headstart.evaluate.perturb import apply
+
+    text = "\u200b \u200b \u200b \u200b shares rose sharply"  # its first half of the words draws nothing
+    assert apply("truncate_half", "text", [text], seed=0) == [text]
+    assert apply("truncate_half", "text", ["one two three four"], seed=0) == ["one two"]
+
+
+def test_rows_of_another_source_without_visible_text_are_skipped(tmp_path):
+    from headstart.evaluate.examples import other_source
+
+    table = tmp_path / "new.csv"
+    table.write_text("text,label\nShares rose,business\n\u200b,business\nThe striker scored,sport\n",
+                     encoding="utf-8")
+    _, frame, skipped = other_source(DataConfig(source=str(table)), str(table), ["business", "sport"], [], "text")
+    assert frame["input"].tolist() == ["Shares rose", "The striker scored"] and skipped == 1

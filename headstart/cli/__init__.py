@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 
 # importing a command module registers its commands, listed in `--help` in pipeline order
 from headstart.cli import train  # noqa: F401, I001
@@ -31,6 +32,6 @@ def main() -> None:
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[bold red]Error:[/] {message}", highlight=False)
+    Console(stderr=True).print(f"[bold red]Error:[/] {escape(message)}", highlight=False)  # paths, values as given
     sys.exit(2)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from headstart.cli.app import app, console
@@ -45,12 +46,13 @@ def compress(
                            data_settings=settings, latency=latency, force_calibration=force_calibration,
                            qat_epochs=qat_epochs, qat_lr=qat_lr)
     for title, columns, body in terminal_tables(metrics):
-        table = Table(title=title)
+        table = Table(title=escape(title))
         table.add_column(columns[0], no_wrap=True)  # a variant's name is never cut
         for column in columns[1:]:
             table.add_column(column, overflow="fold")  # a cell too narrow goes on the next line, never ends in "…"
         for row in body:
-            table.add_row(*row)
+            table.add_row(*map(escape, row))
         console.print(table)
     folder = Path(metrics["model"]) / "variants"
-    console.print(f"Variants: {folder}   report: {folder / 'report.html'}   metrics: {folder / 'metrics.json'}")
+    console.print(f"Variants: {folder}   report: {folder / 'report.html'}   metrics: {folder / 'metrics.json'}",
+                  markup=False)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from headstart.cli.app import app, console
@@ -70,7 +71,7 @@ def registry_list(registry: Optional[Path] = REGISTRY_OPTION) -> None:
         table.add_row(name, str(len(numbers)), *marks, created)
     console.print(table)
     for problem in problems:
-        console.print(f"[bold red]Damaged:[/] {problem}", highlight=False)
+        console.print(f"[bold red]Damaged:[/] {escape(problem)}", highlight=False)
 
 
 @registry_app.command("show")
@@ -114,7 +115,7 @@ def registry_diff(
         table.add_column(column)
     for key, x, y in reg.diff(name, a, b):
         change = "" if x is None or y is None else f"{y - x:+.4f}"
-        table.add_row(key, "" if x is None else f"{x:.4f}", "" if y is None else f"{y:.4f}", change)
+        table.add_row(escape(key), "" if x is None else f"{x:.4f}", "" if y is None else f"{y:.4f}", change)
     console.print(table)
     la, lb = va.meta["labels"], vb.meta["labels"]
     if la != lb:

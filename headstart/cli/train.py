@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from headstart.cli.app import app, console
@@ -28,7 +29,7 @@ def fit(
         run = run_fit(config, set_, resume=resume, overwrite=overwrite)
     except KeyboardInterrupt as exc:  # fit says what the interrupt left behind (DDP worker processes say nothing)
         if exc.args:
-            Console(stderr=True).print(f"Interrupted. {exc.args[0]}", highlight=False)
+            Console(stderr=True).print(f"Interrupted. {exc.args[0]}", highlight=False, markup=False)
         raise typer.Exit(130) from None
     if is_worker():
         return  # a DDP worker process: the first process reports
@@ -38,7 +39,7 @@ def fit(
         table.add_column(key)
     table.add_row(*(f"{results['test'][k]:.4f}" for k in ("test_acc", "test_f1", "test_loss")))
     console.print(table)
-    console.print(f"Run folder: {run.path}   model: {run.model_dir}")
+    console.print(f"Run folder: {run.path}   model: {run.model_dir}", markup=False)
 
 
 @app.command()
@@ -91,12 +92,12 @@ def evaluate(
     from headstart.evaluate import evaluate_run, output_dir, summary_rows
 
     metrics = evaluate_run(run_dir, data=data, slice_by=slice_by, output=out, overrides=set_)
-    table = Table(title=f"{metrics['run']}: {metrics['data']['scope']} of {metrics['data']['source']} "
-                        f"({metrics['data']['examples']} examples)")
+    table = Table(title=escape(f"{metrics['run']}: {metrics['data']['scope']} of {metrics['data']['source']} "
+                               f"({metrics['data']['examples']} examples)"))
     for column in ("metric", "value", "95% CI"):
         table.add_column(column)
     for row in summary_rows(metrics):
-        table.add_row(*row)
+        table.add_row(*map(escape, row))  # slice values as the data holds them
     console.print(table)
     folder = output_dir(run_dir, data, out)
-    console.print(f"Report: {folder / 'report.html'}   metrics: {folder / 'metrics.json'}")
+    console.print(f"Report: {folder / 'report.html'}   metrics: {folder / 'metrics.json'}", markup=False)

@@ -101,6 +101,10 @@ def load_data(model_dir: Path, run_dir: Path | None, labels: list[str], modality
     origin = "the run's validation split"
     if calibration is not None:
         val, dropped = _without(val, test)
+        if not len(val):
+            raise HeadstartError(f"Every --calibration example ({dropped}) is also a test example, so none is left to "
+                                 "calibrate on (the test must not judge what its own examples chose). Give "
+                                 "calibration data other than the test data.")
         origin = "--calibration" + (f" ({dropped} examples that are also test examples left out)" if dropped else "")
     return CompressData(data or base["source"], "test split" if data is None else "all examples", test, val,
                         parts["train"], run_dir, origin)

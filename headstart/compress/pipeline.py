@@ -383,6 +383,8 @@ def _metrics(c: Compression, method: str, int8: dict | None) -> dict:
 def _printer() -> Callable[[str], None]:
     from rich.console import Console
 
+    from rich.markup import escape
+
     console = Console(stderr=True)
-    return lambda message: console.print(f"[dim]compress:[/] {message}", highlight=False)
+    return lambda message: console.print(f"[dim]compress:[/] {escape(message)}", highlight=False)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 from rich.console import Console
+from rich.markup import escape
 
 from headstart.config import DataConfig
 from headstart.data.leakage import find_leaks, handle_leaks
@@ -38,8 +39,9 @@ def prepare_data(config: DataConfig, run_dir: Path, write: bool = True) -> Prepa
     if write:
         problems.to_csv(run_dir / "data_problems.csv", index=False)
     if write and len(problems):
-        console.print(f"[yellow]Skipped {len(problems)} unusable examples[/] (listed in {run_dir / 'data_problems.csv'}): "
-                      + "; ".join(f"{o}: {p}" for o, p in problems.head(3).itertuples(index=False)))
+        console.print(f"[yellow]Skipped {len(problems)} unusable examples[/] "
+                      + escape(f"(listed in {run_dir / 'data_problems.csv'}): "
+                               + "; ".join(f"{o}: {p}" for o, p in problems.head(3).itertuples(index=False))))
     frame = split_frame(examples.frame, config.split, grouped=config.group_column is not None)
     leaks = find_leaks(frame, examples.modality)
     frame = handle_leaks(frame, leaks, config.leakage)
@@ -51,7 +53,7 @@ def prepare_data(config: DataConfig, run_dir: Path, write: bool = True) -> Prepa
         action = {"drop": "dropped the later copies", "report": "kept them (test scores may be optimistic)"}
         console.print(f"[yellow]Leakage check:[/] {len(leaks)} examples duplicate one in an earlier split "
                       f"({', '.join(f'{n} {k}' for k, n in leaks['kind'].value_counts().items())}); "
-                      f"{action[config.leakage]}. Details in {run_dir / 'leakage.csv'}.")
+                      f"{action[config.leakage]}. Details in {escape(str(run_dir / 'leakage.csv'))}.")
     split_path = run_dir / "split.csv"
     table = manifest(frame)
     if split_path.exists():

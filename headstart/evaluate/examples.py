@@ -11,6 +11,7 @@ import pandas as pd
 
 from headstart.config import DataConfig
 from headstart.data.sources import TABLE_SUFFIXES, Examples, read_source
+from headstart.data.validate import visible
 from headstart.errors import HeadstartError
 
 # metadata columns sliced by without being asked: the environment or domain an example comes from
@@ -134,7 +135,7 @@ def other_source(config: DataConfig, source: str, labels: list[str], requested: 
     frame = examples.frame
     usable = frame["label"].notna() & (frame["label"].astype(str).str.strip() != "")
     if examples.modality == "text":
-        usable &= frame["input"].astype(str).str.strip() != ""
+        usable &= frame["input"].astype(str).map(visible)
     skipped = int((~usable).sum())
     frame = frame[usable]
     unknown = sorted(set(frame["label"]) - set(labels))

@@ -113,12 +113,18 @@ def perturbations(modality: str) -> dict[str, tuple[Callable, str]]:
 
 
 def apply(name: str, modality: str, inputs: list, seed: int, offset: int = 0) -> list:
-    """Perturbed copies of `inputs` (images are opened from their paths); example i uses seed (seed, name, i)."""
+    """Perturbed copies of `inputs` (images are opened from their paths); example i uses seed (seed, name, i). A
+    text the perturbation leaves empty (its first half was zero-width characters) stays as it was."""
     from headstart.data.images import open_rgb
+    from headstart.data.validate import visible
 
     function = perturbations(modality)[name][0]
     out = []
     for i, item in enumerate(inputs):
         rng = random.Random(f"{seed}:{name}:{offset + i}")
-        out.append(function(open_rgb(item), rng) if modality == "image" else function(item, rng))
+        if modality == "image":
+            out.append(function(open_rgb(item), rng))
+        else:
+            text = function(item, rng)
+            out.append(text if visible(text) else item)
     return out

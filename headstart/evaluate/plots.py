@@ -18,6 +18,10 @@ def _figure(width: float, height: float):
 
 
 def _png(figure) -> str:
+    from matplotlib.text import Text
+
+    for text in figure.findobj(Text):  # labels and slice values as written: "$" would start math ("$$" fails)
+        text.set_parse_math(False)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", metadata={"Software": None})
     return base64.b64encode(buffer.getvalue()).decode()

@@ -283,5 +283,7 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
 def _printer() -> Callable[[str], None]:
     from rich.console import Console
 
+    from rich.markup import escape
+
     console = Console(stderr=True)
-    return lambda message: console.print(f"[dim]evaluate:[/] {message}", highlight=False)
+    return lambda message: console.print(f"[dim]evaluate:[/] {escape(message)}", highlight=False)

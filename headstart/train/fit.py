@@ -203,9 +203,11 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
                              f"{data.modality}s: {BACKBONE_EXAMPLES.get(data.modality, 'one registered for it')}.")
     if backbone.modality == "text" and getattr(backbone, "max_length", config.data.max_length) < config.data.max_length:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[yellow]data.max_length {config.data.max_length} is more than {config.backbone} "
-                                   f"reads: texts are cut at {backbone.max_length} tokens (model/config.json says so).")
+        Console(stderr=True).print(f"[yellow]data.max_length {config.data.max_length} is more than "
+                                   f"{escape(config.backbone)} reads: texts are cut at {backbone.max_length} tokens "
+                                   "(model/config.json says so).")
     from headstart.model.classifier import Classifier
     from headstart.model.folder import preprocessing, save_model
     from headstart.train.callbacks import make_callbacks
@@ -287,13 +289,14 @@ def _evaluate(run_dir: Path) -> None:
     """The report on the test split (report.html, metrics.json). The run is complete before it starts: a problem
     here is reported and leaves the trained model as it is."""
     from rich.console import Console
+    from rich.markup import escape
 
     from headstart.evaluate import evaluate_run
 
     try:
         evaluate_run(run_dir)
     except HeadstartError as exc:
-        Console(stderr=True).print(f"[yellow]The run finished, but its evaluation did not:[/] {exc}\n"
+        Console(stderr=True).print(f"[yellow]The run finished, but its evaluation did not:[/] {escape(str(exc))}\n"
                                    f"Run it again with `headstart evaluate {run_dir}`.")
 
 
