@@ -63,7 +63,8 @@ def test_a_folder_without_txt_files_or_a_file_of_another_kind_is_refused(tmp_pat
     (tmp_path / "images" / "ok" / "0.png").write_bytes(b"an image")
     with pytest.raises(HeadstartError, match="ok/ is a folder with no .txt files in it"):
         gather_inputs([f"{tmp_path / 'images' / 'ok'}/"], "text")
-    with pytest.raises(HeadstartError, match="0.png is a file, but not a .txt file or a CSV / JSONL / JSON / Parquet table"):
+    with pytest.raises(HeadstartError, match="0.png is a file, but not a .txt file or a CSV / JSONL / JSON / Parquet "
+                                             "table"):
         gather_inputs([str(tmp_path / "images" / "ok" / "0.png")], "text")
     (tmp_path / "empty").mkdir()
     with pytest.raises(HeadstartError, match="empty is a folder with no image files in it"):

@@ -124,8 +124,8 @@ def test_a_request_has_a_pixel_budget_and_keeps_no_decoded_image(registry, pngs,
     with client(registry) as api:
         answer = api.post("/predict", json={"images": [b64(p) for p in pngs[:4]]})
         assert answer.status_code == 413, answer.text
-        assert answer.json()["detail"] == ("The images up to images[3] hold over 0 million pixels, the most accepted in "
-                                           "one request. Split the request.")
+        assert answer.json()["detail"] == ("The images up to images[3] hold over 0 million pixels, the most accepted "
+                                           "in one request. Split the request.")
         answer = api.post("/predict", files=[("images", (f"{i}.png", p, "image/png")) for i, p in enumerate(pngs[:4])])
         assert answer.status_code == 413 and "up to images file '3.png'" in answer.json()["detail"]
         assert api.post("/predict", json={"images": [b64(p) for p in pngs[:3]]}).status_code == 200

@@ -1,7 +1,7 @@
 """The self-contained model folder: config.json + model.safetensors (+ backbone assets such as a tokenizer).
 
 It opens without the run that made it; loading reads only JSON and safetensors, never pickles. A `module:` backbone
-is the exception that proves it: its module is imported (its code runs), as when the model was trained.
+is the one exception: its module is imported (its code runs), as when the model was trained.
 """
 
 from __future__ import annotations
