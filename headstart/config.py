@@ -246,8 +246,9 @@ def explain(error: ValidationError, what: str, prefix: tuple[str, ...] = ()) -> 
         elif item["type"] == "missing":
             lines.append(f"- {field}: required, but missing.")
         else:
-            got = f" (got {item.get('input')!r})" if loc else ""  # the whole config, for a check across sections
-            lines.append(f"- {field}: {item['msg'].removeprefix('Value error, ')}{got}.")
+            message = item["msg"].removeprefix("Value error, ")
+            # a check across sections names its fields itself, and its input would be the whole config
+            lines.append(f"- {field}: {message} (got {item.get('input')!r})." if loc else f"- {message}.")
     return HeadstartError(f"{what} is not valid:\n" + "\n".join(lines)
                           + "\nFix these fields (every field is documented in the README) and run again.")
 

@@ -204,7 +204,7 @@ def test_unfreeze_epochs_start_at_1_because_epoch_0_trains_the_head():
 
 def test_early_stopping_must_wait_longer_than_unfreezing_on_plateau():
     config = {"name": "x", "data": {"source": "bbc"}}
-    with pytest.raises(HeadstartError, match=r"- \(top level\): train.patience \(2\) must be larger than "
+    with pytest.raises(HeadstartError, match=r"\n- train.patience \(2\) must be larger than "
                                              r"strategy.unfreeze_patience \(2\) .* instead of unfreezing the next "
                                              r"group\.\n") as caught:
         load_config(config, ["train.patience=2", "strategy.unfreeze_patience=2"])
