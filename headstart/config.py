@@ -47,6 +47,10 @@ class SplitConfig(_Section):
         return self
 
 
+# the columns of headstart's own example tables: a metadata column of the same name would overwrite one
+RESERVED_COLUMNS = ("input", "label", "origin", "group", "split", "exact", "near", "rank", "y")
+
+
 class DataConfig(_Section):
     source: Text
     text_column: Text | None = "text"
@@ -63,6 +67,15 @@ class DataConfig(_Section):
     max_length: int = Field(256, ge=8, le=8192)
     bucket_by_length: bool = True
     image_size: int | None = Field(None, ge=32, le=1024)
+
+    @field_validator("metadata_columns")
+    @classmethod
+    def _not_reserved(cls, columns: list[str]) -> list[str]:
+        taken = [c for c in columns if c in RESERVED_COLUMNS]
+        if taken:
+            raise ValueError(f"{', '.join(taken)}: headstart names its own columns {', '.join(RESERVED_COLUMNS)}; "
+                             "rename that column in the table")
+        return columns
 
 
 class HeadConfig(_Section):

@@ -242,6 +242,32 @@ def test_csv_labels_and_texts_are_read_as_written_and_rows_keep_their_numbers(tm
     assert frame["site"].dtype.kind in "if" and frame["site"].tolist()[:3] == [1, 2, 3]  # numbers, for slices
 
 
+def test_parquet_and_json_rows_are_numbered_as_they_come_and_jsonl_by_line(tmp_path):
+    frame = pd.DataFrame({"text": [f"story number {i}" for i in range(6)], "label": ["a", "b"] * 3})
+    frame.index = ["x", "y", "x", "z", "w", "v"]  # an index saved with the table: repeated, and not numbers
+    frame.to_parquet(tmp_path / "news.parquet")
+    examples, _ = read_and_check(tmp_path / "news.parquet")
+    assert examples.frame["origin"].tolist() == [f"news.parquet row {i}" for i in range(1, 7)]
+    (tmp_path / "news.jsonl").write_text('{"text": "first story", "label": "a"}\n\n'
+                                         '{"text": "second story", "label": "b"}\n')
+    examples = read_source(DataConfig(source=str(tmp_path / "news.jsonl")))
+    assert examples.frame["origin"].tolist() == ["news.jsonl row 1", "news.jsonl row 3"]  # the blank line counts
+
+
+@pytest.mark.parametrize("row, column", [('{"text": ["a", "list"], "label": "a"}', "text"),
+                                         ('{"text": "a story", "label": {"name": "a"}}', "label")])
+def test_a_list_or_object_in_a_cell_is_named_by_row(tmp_path, row, column):
+    (tmp_path / "news.jsonl").write_text('{"text": "first story", "label": "a"}\n' + row + "\n")
+    with pytest.raises(HeadstartError, match=f"news.jsonl row 2: column '{column}' holds a (list|dict) .* not a "
+                                             "single value"):
+        read_source(DataConfig(source=str(tmp_path / "news.jsonl")))
+
+
+def test_a_metadata_column_may_not_take_a_name_headstart_uses():
+    with pytest.raises(ValueError, match="group: headstart names its own columns"):
+        DataConfig(source="x.csv", metadata_columns=["site", "group"])
+
+
 def test_a_malformed_jsonl_line_is_named_by_its_line_number(tmp_path):
     path = write_table(TEXTS, tmp_path / "news.jsonl")
     lines = path.read_text().splitlines()

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from headstart.config import DataConfig
@@ -141,8 +142,8 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
     suffix = path.suffix.lower()
     text = None if suffix == ".parquet" else read_text_file(path)
     try:
-        if text is None:
-            return pd.read_parquet(path)
+        if text is None:  # not the index pandas saved with it: rows are numbered as they come
+            return pd.read_parquet(path).reset_index(drop=True)
         if suffix == ".csv":
             table = pd.read_csv(io.StringIO(text), skip_blank_lines=False)
             kept = [c for c in dict.fromkeys(text_columns) if c in table.columns]
@@ -151,7 +152,10 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
                                   skip_blank_lines=False)
                 table[kept] = raw[kept].where(raw[kept] != "", None)
             return table.dropna(how="all")
-        return pd.read_json(io.StringIO(text), lines=suffix == ".jsonl")
+        table = pd.read_json(io.StringIO(text), lines=suffix == ".jsonl").reset_index(drop=True)
+        if suffix == ".jsonl":  # numbered by line: blank lines count
+            table.index = [i for i, line in enumerate(text.split("\n")) if line.strip()][:len(table)]
+        return table
     except Exception as exc:  # pandas raises many types for malformed files
         problem = _json_problem(path, text) if suffix in {".jsonl", ".json"} else None
         raise HeadstartError(problem or f"Could not read the table {path}: {exc}. Check that it is a valid "
@@ -181,6 +185,16 @@ def _as_text(column: pd.Series) -> list:
     return [None if pd.isna(v) or not str(v).strip() else str(v) for v in column]
 
 
+def _check_single_values(table: pd.DataFrame, columns: list, path: Path) -> None:
+    """Refuse a list or an object where a text, path, label or group belongs (JSON and Parquet can hold them)."""
+    for column in filter(None, columns):
+        for i, value in zip(table.index, table[column]):
+            if isinstance(value, (list, dict, tuple, np.ndarray)):
+                raise HeadstartError(f"{row_origins(path, [i])[0]}: column '{column}' holds a {type(value).__name__} "
+                                     f"({str(value)[:60]}), not a single value. Give one text, path, label or group "
+                                     "per row.")
+
+
 def _table_examples(path: Path, config: DataConfig) -> Examples:
     table = read_table(path, [config.label_column, config.text_column, config.group_column])
     image_mode = config.image_column is not None
@@ -202,6 +216,7 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
         _require_column(table, config.group_column, "group_column", path)
     for column in config.metadata_columns:
         _require_column(table, column, "metadata_columns", path)
+    _check_single_values(table, [input_column, config.label_column, config.group_column], path)
     inputs = table[input_column]
     if image_mode:
         inputs = [str((path.parent / str(p)).resolve()) if isinstance(p, str) and p else "" for p in inputs]
