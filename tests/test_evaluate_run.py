@@ -267,6 +267,16 @@ def test_python_api_reads_another_source_lacking_classes(tiny_run, cells_table, 
     assert metrics["overall"]["calibration"]["ece_by_chance"] is not None  # a simulation, not a bootstrap
 
 
+def test_data_of_another_kind_is_named_before_its_labels(tiny_run, tmp_path):
+    texts = tmp_path / "texts"
+    for label in ("zero", "one"):  # labels the model does not know either
+        (texts / label).mkdir(parents=True)
+        (texts / label / "a.txt").write_text(f"a story about {label}")
+    with pytest.raises(HeadstartError, match=r"The model reads images, but .*texts holds texts: give --data "
+                                             "labelled images"):
+        tiny_run.evaluate(str(texts), bootstrap=0, latency=False, robustness=False, baselines=False)
+
+
 def test_an_interrupted_evaluation_leaves_the_previous_files(tiny_run, tiny_metrics, monkeypatch):
     before = {name: (tiny_run.path / name).read_bytes() for name in ("metrics.json", "report.html")}
 

@@ -25,6 +25,7 @@ from headstart.compress.groups import group_order, node_groups
 from headstart.compress.score import HEADLINE, onnx_probabilities, scores, size_mb
 from headstart.compress.variants import write_manifest
 from headstart.errors import HeadstartError
+from headstart.progress import reporter
 from headstart.registry.lock import locked
 
 METHODS = ("auto", "dynamic", "static", "qat", "bf16")
@@ -243,7 +244,7 @@ def compress(path: Union[str, Path], method: str = "auto", budget: float = 1.0, 
     from headstart.model.folder import read_model_config
 
     _check_options(method, budget, qat_epochs, qat_lr)
-    say = progress if callable(progress) else (_printer() if progress else (lambda message: None))
+    say = reporter("compress", progress)
     model_dir, run_dir = resolve(path)
     config = read_model_config(model_dir)
     examples = load_data(model_dir, run_dir, config["labels"], config["modality"], data, calibration_data,
@@ -378,13 +379,3 @@ def _metrics(c: Compression, method: str, int8: dict | None) -> dict:
         "int8": None if int8 is None else {k: v for k, v in int8.items() if k != "rows"},
         "variants": c.rows,
     })
-
-
-def _printer() -> Callable[[str], None]:
-    from rich.console import Console
-
-    from rich.markup import escape
-
-    console = Console(stderr=True)
-    return lambda message: console.print(f"[dim]compress:[/] {escape(message)}", highlight=False)
-

@@ -158,9 +158,11 @@ def load(run_dir: Path, config: DataConfig, labels: list[str], modality: str, re
     `modality`, read with `source_config` (the run's data settings by default)."""
     examples, parts = run_parts(run_dir, config, labels, requested)
     skipped, scope = 0, "test split"
-    if source is not None:
+    if source is not None:  # other_source checks the kind of data before its labels
         examples, parts["test"], skipped = other_source(source_config or config, source, labels, requested, modality)
         scope = "all examples"
+    else:
+        check_modality(modality, examples.modality, config.source)
     columns = slice_columns(examples, requested, source or config.source)
     if parts["test"].empty:
         raise HeadstartError(f"The test split of {run_dir} is empty: nothing to evaluate.")

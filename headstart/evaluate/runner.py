@@ -15,6 +15,7 @@ import numpy as np
 
 from headstart.config import EvaluateConfig
 from headstart.errors import HeadstartError
+from headstart.progress import reporter
 
 SCHEMA = "headstart-evaluation"
 VERSION = 1
@@ -189,7 +190,7 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
     from headstart.predict import load
     from headstart.run import Run
 
-    say = progress if callable(progress) else (_printer() if progress else (lambda message: None))
+    say = reporter("evaluate", progress)
     bars = progress is True
     run = Run(run_dir)
     run_dir, config = run.path, run.config
@@ -204,7 +205,6 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
     say(f"reading {data or config.data.source}")
     evaluated = examples.load(run_dir, config.data, labels, predictor.modality, requested, data,
                               _data_config(config, data, data_updates, predictor.modality))
-    examples.check_modality(predictor.modality, evaluated.modality, evaluated.source)
     batch, samples, seed = config.train.eval_batch(predictor.modality == "image"), settings.bootstrap, settings.seed
     y, val_y = examples.targets(evaluated.test), examples.targets(evaluated.val)
     positive = positive_index(labels, examples.targets(evaluated.train), settings.positive_label)
@@ -278,12 +278,3 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
     for name, path in staged.items():
         os.replace(path, out_dir / name)
     return metrics
-
-
-def _printer() -> Callable[[str], None]:
-    from rich.console import Console
-
-    from rich.markup import escape
-
-    console = Console(stderr=True)
-    return lambda message: console.print(f"[dim]evaluate:[/] {escape(message)}", highlight=False)

@@ -152,7 +152,7 @@ def load_model(folder: Path, weights: Path | None = None) -> Classifier:
         raise HeadstartError(f"{weights} does not match the architecture in {folder / 'config.json'} ({shapes}). "
                              "Were its labels or head changed by hand? Restore the config.json written with "
                              "the weights.") from None
-    check_label_order(folder, config["labels"], trained, weights)
+    check_label_order(folder, labels, trained, weights)
     if missing or unexpected:
         raise HeadstartError(f"{weights} does not match the architecture in config.json (missing: {missing[:3]}, "
                              f"unexpected: {unexpected[:3]}).")
