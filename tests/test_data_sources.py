@@ -188,6 +188,24 @@ def test_a_class_with_fewer_than_three_examples_is_named(tmp_path):
         read_and_check(path)
 
 
+def test_a_class_lost_to_skipped_examples_names_them(tmp_path):
+    rows = pd.concat([TEXTS.assign(label="sport"), pd.DataFrame({"text": ["  "], "label": ["business"]})])
+    with pytest.raises(HeadstartError, match=r"only 'sport' once 1 unusable example is skipped \(\S*news.csv row 8: "
+                                             r"empty text\)"):
+        read_and_check(write_table(rows, tmp_path / "news.csv"))
+    write_png(tmp_path / "folder" / "cat" / "0.png")
+    (tmp_path / "folder" / "dog").mkdir()
+    (tmp_path / "folder" / "dog" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(HeadstartError, match=r"class folders of \S*folder hold only 'cat' once 1 unusable example "
+                                             r"is skipped \(\S*broken.png: not an image"):
+        read_and_check(tmp_path / "folder")
+
+
+def test_a_folder_without_class_folders_shows_the_layout(tmp_path):
+    with pytest.raises(HeadstartError, match=f"class: {tmp_path}/<label>/<file>"):
+        read_and_check(tmp_path)
+
+
 @pytest.mark.parametrize("name", ["news.csv", "news.jsonl"])
 def test_a_blank_group_is_reported_by_row(tmp_path, name):
     table = pd.concat([TEXTS, TEXTS], ignore_index=True)

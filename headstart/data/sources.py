@@ -94,7 +94,7 @@ def _read_folder(root: Path) -> Examples:
     classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise HeadstartError(f"Folder {root} has no class folders. Put each class's files in a folder named "
-                             "after the class: {root}/<label>/<file>.")
+                             f"after the class: {root}/<label>/<file>.")
     rows, suffixes = [], set()
     for folder in classes:
         for path in visible_files(folder):

@@ -10,6 +10,7 @@ import hashlib
 import re
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -91,18 +92,28 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
         raise HeadstartError(f"{len(report)} of {len(frame)} examples in {config.source} cannot be used:\n{shown}{more}\n"
                              "Fix or remove them, or set data.bad_inputs: skip to train without them.")
     frame = frame.drop(index=list(problems)).reset_index(drop=True)
-    _check_classes(frame, config)
+    _check_classes(frame, config, report)
     return Examples(examples.modality, frame, examples.metadata_columns), report
 
 
-def _check_classes(frame: pd.DataFrame, config: DataConfig) -> None:
+def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFrame) -> None:
     counts = frame["label"].value_counts()
+    # the examples skipped as unusable may be why a class is missing or small: say so
+    after = ""
+    if len(skipped):
+        shown = "; ".join(f"{o}: {p}" for o, p in skipped.head(3).itertuples(index=False))
+        some = "1 unusable example is" if len(skipped) == 1 else f"{len(skipped)} unusable examples are"
+        after = f" once {some} skipped ({shown}{'; ...' if len(skipped) > 3 else ''})"
     if len(counts) < 2:
         only = f"only '{counts.index[0]}'" if len(counts) else "no labelled example"
-        raise HeadstartError(f"Column '{config.label_column}' of {config.source} holds {only}: a classifier needs "
-                             "at least two classes. Check data.label_column and the labels in the data.")
+        if Path(config.source).expanduser().is_dir():
+            raise HeadstartError(f"The class folders of {config.source} hold {only}{after}: a classifier needs at "
+                                 "least two classes. Put each class's files in a folder named after it.")
+        raise HeadstartError(f"Column '{config.label_column}' of {config.source} holds {only}{after}: a classifier "
+                             "needs at least two classes. Check data.label_column and the labels in the data.")
     small = counts[counts < MIN_PER_CLASS]
     if len(small):
         listed = ", ".join(f"'{label}' ({n})" for label, n in small.items())
-        raise HeadstartError(f"Classes {listed} in {config.source} have fewer than {MIN_PER_CLASS} usable examples, "
-                             "too few to appear in train, validation and test. Add examples or remove the class.")
+        raise HeadstartError(f"Classes {listed} in {config.source} have fewer than {MIN_PER_CLASS} usable examples"
+                             f"{after}, too few to appear in train, validation and test. Add examples or remove "
+                             "the class.")
