@@ -162,3 +162,25 @@ def test_exact_and_near_image_duplicates_are_found(tmp_path):
     assert leaks.loc[leaks["kind"] == "exact", ["duplicate_of", "distance"]].values.tolist() == [
         ["field/original.png", 0]]
     assert len(handle_leaks(frame, leaks, "drop")) == len(frame) - 3
+
+
+def test_near_image_hashes_are_found_in_any_bands_and_the_nearest_earlier_copy_is_named():
+    def flipped(bits):
+        near = bytearray(np.random.default_rng(7).integers(0, 256, 32, dtype=np.uint8).tobytes())
+        for bit in bits:
+            near[bit // 8] ^= 1 << (bit % 8)
+        return bytes(near)
+
+    hashes = {  # name: (flipped bits of one 256-bit hash, split); bytes 0-10, 11-21 and 22-31 are compared apart
+        "original": ((), "train"),
+        "two_bands": ((3, 100), "val"),            # 2 bits in two bands: near
+        "one_band": ((0, 9), "test"),              # 2 bits in one band: near
+        "three_bits": ((20, 120, 250), "test"),    # 3 bits, one in each band: not near the original
+        "next_to_two_bands": ((3, 100, 200), "test"),  # 1 bit from two_bands, 3 from the original
+    }
+    frame = pd.DataFrame({"origin": list(hashes), "split": [s for _, s in hashes.values()],
+                          "near": [flipped(bits) for bits, _ in hashes.values()],
+                          "exact": [str(i) for i in range(len(hashes))]})
+    leaks = find_leaks(frame, "image")
+    assert leaks[["origin", "duplicate_of", "distance"]].values.tolist() == [
+        ["two_bands", "original", 2], ["one_band", "original", 2], ["next_to_two_bands", "two_bands", 1]]

@@ -6,6 +6,8 @@ in at most `NEAR_BITS` bits. A duplicate pair across two splits lets the model b
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 import pandas as pd
 
@@ -18,9 +20,8 @@ COLUMNS = ["kind", "origin", "split", "duplicate_of", "duplicate_split", "distan
 
 def _pairs_by_key(frame: pd.DataFrame, column: str, kind: str) -> list[tuple]:
     pairs = []
-    for _, rows in frame.groupby(column, sort=False):
-        if rows["split"].nunique() < 2:
-            continue
+    shared = frame[frame.groupby(column, sort=False)["split"].transform("nunique") > 1]
+    for _, rows in shared.groupby(column, sort=False):
         first = rows.sort_values("rank").iloc[0]
         for row in rows.itertuples():
             if row.split != first["split"]:
@@ -31,12 +32,24 @@ def _pairs_by_key(frame: pd.DataFrame, column: str, kind: str) -> list[tuple]:
 def _near_image_pairs(frame: pd.DataFrame, exact_keys: set) -> list[tuple]:
     hashes = np.frombuffer(b"".join(frame["near"]), dtype=np.uint8).reshape(len(frame), -1)
     ranks = frame["rank"].to_numpy()
+    # Two hashes at most NEAR_BITS bits apart agree exactly on at least one of NEAR_BITS + 1 byte bands, so only
+    # examples sharing a band are compared: near-linear instead of every example against every earlier one.
+    bands = np.array_split(np.arange(hashes.shape[1]), NEAR_BITS + 1)
+    sharing = defaultdict(list)
+    for band, columns in enumerate(bands):
+        for row, key in enumerate(hashes[:, columns]):
+            sharing[band, key.tobytes()].append(row)
     pairs = []
     for i in np.flatnonzero(ranks > 0):
-        earlier = np.flatnonzero(ranks < ranks[i])
+        if frame["origin"].iat[i] in exact_keys:
+            continue
+        earlier = sorted({j for band, columns in enumerate(bands) for j in sharing[band, hashes[i, columns].tobytes()]
+                          if ranks[j] < ranks[i]})
+        if not earlier:
+            continue
         distance = np.bitwise_count(hashes[earlier] ^ hashes[i]).sum(axis=1)
-        j = int(np.argmin(distance)) if len(earlier) else None
-        if j is not None and distance[j] <= NEAR_BITS and frame["origin"].iat[i] not in exact_keys:
+        j = int(np.argmin(distance))
+        if distance[j] <= NEAR_BITS:
             k = earlier[j]
             pairs.append(("near", frame["origin"].iat[i], frame["split"].iat[i], frame["origin"].iat[k],
                           frame["split"].iat[k], int(distance[j])))
