@@ -105,6 +105,13 @@ def test_exact_and_near_text_duplicates_are_found(text_split):
     ]
 
 
+@pytest.mark.parametrize("variant", ["STRASSE ﬁnance, Ｍｏｎｄａｙ", "stra\u00dfe fi\u00adnance monday",
+                                     "strasse fi\u200bnance\u00a0monday\ufeff"])
+def test_unicode_variants_of_a_text_normalise_alike(variant):
+    # full-width letters, a ligature, sharp s, a soft hyphen, a zero-width and a no-break space, a byte order mark
+    assert normalise_text(variant) == normalise_text("Strasse finance Monday") == "strasse finance monday"
+
+
 def test_handle_leaks_drops_reports_or_refuses(text_split):
     leaks = find_leaks(text_split, "text")
     kept = handle_leaks(text_split, leaks, "drop")

@@ -28,8 +28,11 @@ INVISIBLE = {"Cc", "Cf", "Cn", "Zs", "Zl", "Zp"}
 
 
 def normalise_text(text: str) -> str:
-    """Lower case, letters and digits only, single spaces: two texts equal after this are near duplicates."""
-    return " ".join(re.sub(r"[^\w]+", " ", text.lower()).split())
+    """Compatibility forms folded (NFKC: full-width letters, ligatures), format characters (zero-width space, soft
+    hyphen) dropped, case folded, letters and digits only, single spaces: two texts equal after this are near
+    duplicates."""
+    text = "".join(c for c in unicodedata.normalize("NFKC", text) if unicodedata.category(c) != "Cf")
+    return " ".join(re.sub(r"[^\w]+", " ", text.casefold()).split())
 
 
 def _sha1(text: str) -> str:
