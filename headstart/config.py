@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import difflib
 import re
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Annotated, Literal, Union
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from headstart.errors import HeadstartError
 
@@ -29,8 +30,43 @@ def _number_as_text(value):
 Text = Annotated[str, BeforeValidator(_number_as_text)]
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as a run config needs it: a key given twice is refused (PyYAML keeps the last silently); numbers are
+    plain decimals only, so 010, 0x1F, 1_000 and 1:30 stay text instead of becoming 8, 31, 1000 and 90; dates stay
+    text (a run named 2024-01-01)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"'{key}' is given twice (first on line {seen[key] + 1}): keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers
+            if tag not in {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"}]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9]+(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+"
+               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."))
+
+
+def read_yaml(text: str):
+    """`text` read with the run config's YAML rules (see `_Loader`)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SplitConfig(_Section):
@@ -52,7 +88,7 @@ RESERVED_COLUMNS = ("input", "label", "origin", "group", "split", "exact", "near
 
 
 class DataConfig(_Section):
-    source: Text
+    source: Text = Field(min_length=1)
     text_column: Text | None = "text"
     image_column: Text | None = None
     label_column: Text = "label"
@@ -232,7 +268,7 @@ class RunConfig(_Section):
         return self
 
     def run_dir(self) -> Path:
-        return Path(self.output) / self.name
+        return Path(self.output).expanduser() / self.name
 
 
 def _fields_of(model: type[BaseModel], path: list[str]) -> list[str]:
@@ -269,7 +305,7 @@ def explain(error: ValidationError, what: str, prefix: tuple[str, ...] = ()) -> 
 def override_value(override: str, value: str):
     """The value of a `--set key=value` read as YAML, or a clear error naming the option."""
     try:
-        return yaml.safe_load(value)
+        return read_yaml(value)
     except yaml.YAMLError as exc:
         why = " ".join(str(getattr(exc, "problem", None) or exc).split())
         raise HeadstartError(f"--set '{override}': the value is not valid YAML ({why}). Quote it if it is text, e.g. "
@@ -290,30 +326,57 @@ def apply_override(raw: dict, override: str) -> None:
     node[parts[-1]] = override_value(override, value)
 
 
+def _plain(value):
+    """A value of a config given as a dict, as YAML would give it: paths as text, NumPy numbers as numbers."""
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if isinstance(value, PurePath):
+        return str(value)
+    raise ValueError(f"a {type(value).__name__} ({value!r}) is not a config value: give text, a number, a list or a "
+                     "mapping")
+
+
+def _fill_sections(raw: dict, model: type[BaseModel] = None) -> None:
+    """A section written with every line commented out (`train:` alone) reads as null: treat it as empty."""
+    for key in _fields_of(model or RunConfig, []):
+        inner = _fields_of(model or RunConfig, [key])
+        if inner and key in raw and raw[key] is None:
+            raw[key] = {}
+        if inner and isinstance(raw.get(key), dict):
+            _fill_sections(raw[key], (model or RunConfig).model_fields[key].annotation)
+
+
 def load_config(source: Union[str, Path, dict, RunConfig], overrides: list[str] = ()) -> RunConfig:
     """Read a run config from a YAML file, a dict or a RunConfig, apply `key.sub=value` overrides, validate."""
     if isinstance(source, RunConfig):
         source = source.model_dump()
-        where = "given"
     if isinstance(source, dict):
-        raw = yaml.safe_load(yaml.safe_dump(source))
+        try:
+            raw = to_jsonable_python(source, fallback=_plain)
+        except (ValueError, PydanticSerializationError) as exc:
+            raise HeadstartError(f"The run config given cannot be read: {exc}.") from None
         where = "given"
     else:
         path = Path(source)
         where = f"in {path}"
+        if path.is_dir():
+            raise HeadstartError(f"{path} is a folder, not a config file. Give the path of a YAML run config, "
+                                 "e.g. configs/bbc.yaml.")
         if not path.is_file():
             raise HeadstartError(f"Config file {path} does not exist. Give the path of a YAML run config, "
                                  "e.g. configs/bbc.yaml.")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = read_yaml(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
-            raise HeadstartError(f"Config file {path} is not valid YAML: {exc}") from None
+            raise HeadstartError(f"Config file {path} is not valid YAML: "
+                                 + str(exc).replace('"<unicode string>"', str(path))) from None
         except UnicodeDecodeError as exc:
             raise HeadstartError(f"Config file {path} is not UTF-8 text (byte {exc.start} cannot be read): save it "
                                  "as UTF-8.") from None
         if not isinstance(raw, dict):
             raise HeadstartError(f"Config file {path} must hold a mapping of fields (name:, data:, ...).")
-    for override in overrides:
+    _fill_sections(raw)
+    for override in overrides or ():
         apply_override(raw, override)
     try:
         return RunConfig.model_validate(raw)

@@ -266,6 +266,10 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tiny_config):
     with pytest.raises(headstart.HeadstartError, match="no_such_factory"):
         headstart.fit({**tiny_config, "backbone": "module:tests.tiny:no_such_factory"})
     assert not (Path(tiny_config["output"]) / "tiny").exists()
+    deeper = Path(tiny_config["output"]) / "new" / "deeper"  # nor the folders created to hold it
+    with pytest.raises(headstart.HeadstartError, match="no_such_factory"):
+        headstart.fit({**tiny_config, "backbone": "module:tests.tiny:no_such_factory", "output": str(deeper)})
+    assert not (Path(tiny_config["output"]) / "new").exists()
     tiny_config["train"]["max_epochs"] = 1
     headstart.fit(tiny_config)  # the corrected config is not refused as "already exists"
 
@@ -277,11 +281,21 @@ def test_a_second_overwrite_keeps_the_finished_run_not_the_unfinished_one(tmp_pa
     aside.mkdir()
     (aside / "results.json").write_text("{}")  # a finished run, set aside by a first --overwrite
     (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text("")
     (run / "checkpoints" / "last.ckpt").write_bytes(b"")  # its replacement, stopped after an epoch
-    assert _start_folder(run, resume=False, overwrite=True)
+    assert _start_folder(run, resume=False, overwrite=True) == (True, [])
     assert (aside / "results.json").is_file() and not (run / "checkpoints" / "last.ckpt").exists()
-    assert _undo_start(run, replacing=True)  # the third run stops before its first epoch ends
+    assert _undo_start(run, replacing=True, created=[])  # the third run stops before its first epoch ends
     assert (run / "results.json").is_file() and not aside.exists()
+
+
+def test_overwrite_replaces_runs_only(tiny_config):
+    kept = Path(tiny_config["output"]) / "tiny" / "thesis.txt"
+    kept.parent.mkdir(parents=True)
+    kept.write_text("not a run")
+    with pytest.raises(headstart.HeadstartError, match="is not a headstart run .*leaves it alone"):
+        headstart.fit(tiny_config, overwrite=True)
+    assert kept.read_text() == "not a run" and len(list(kept.parent.parent.iterdir())) == 1
 
 
 @pytest.mark.parametrize("stage, after", [

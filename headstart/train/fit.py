@@ -82,29 +82,39 @@ def _replaced(run_dir: Path) -> Path:
     return run_dir.with_name(f".{run_dir.name}.replaced")
 
 
-def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> bool:
-    """Create the run folder; True if it replaces a run (--overwrite). The old run is moved aside: it is deleted
-    only once the new run has finished, and put back if the new one stops before its first epoch ends."""
+def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> tuple[bool, list[Path]]:
+    """Create the run folder; return whether it replaces a run (--overwrite) and the folders above it that had to
+    be created. The old run is moved aside: it is deleted only once the new run has finished, and put back if the
+    new one stops before its first epoch ends."""
     replacing = run_dir.exists() and not resume
     if replacing:
         if not overwrite:
             raise HeadstartError(f"Run folder {run_dir} already exists. Continue it with --resume {run_dir}, give "
                                  "the run another name (--set name=...), or replace it with --overwrite.")
+        if not (run_dir / "config.yaml").is_file():
+            raise HeadstartError(f"{run_dir} already exists and is not a headstart run (it has no config.yaml), so "
+                                 "--overwrite leaves it alone: it replaces runs only. Give the run another name "
+                                 "(--set name=...) or output folder (--set output=...).")
         if _replaced(run_dir).exists() and not (run_dir / "results.json").exists():
             shutil.rmtree(run_dir)  # an unfinished replacement: the finished run set aside stays the one to keep
         else:
             shutil.rmtree(_replaced(run_dir), ignore_errors=True)
             run_dir.rename(_replaced(run_dir))
+    created = [folder for folder in run_dir.parents if not folder.exists()]  # the deepest first
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return replacing
+    return replacing, created
 
 
-def _undo_start(run_dir: Path, replacing: bool) -> bool:
-    """After a failure: remove a run folder that has no finished epoch, so it does not block the next try, and put
-    back the run it replaced. True if it was removed; a run with a checkpoint stays, for --resume."""
+def _undo_start(run_dir: Path, replacing: bool, created: list[Path]) -> bool:
+    """After a failure: remove a run folder that has no finished epoch, so it does not block the next try, with the
+    folders created for it, and put back the run it replaced. True if it was removed; a run with a checkpoint
+    stays, for --resume."""
     if (run_dir / "checkpoints" / "last.ckpt").exists():
         return False
     shutil.rmtree(run_dir, ignore_errors=True)
+    for folder in created:
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
     if replacing:
         _replaced(run_dir).rename(run_dir)
     return True
@@ -137,7 +147,7 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
             read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     if is_worker():
         return _train(config, run_dir, resume is not None)
-    replacing = _start_folder(run_dir, resume is not None, overwrite)
+    replacing, created = _start_folder(run_dir, resume is not None, overwrite)
     save_config(config, run_dir / "config.yaml")
     try:
         run = _train(config, run_dir, resume is not None)
@@ -145,7 +155,7 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
         finished = (run_dir / "results.json").exists()  # stopped in the evaluation that follows training
         if finished:
             shutil.rmtree(_replaced(run_dir), ignore_errors=True)
-        removed = resume is None and _undo_start(run_dir, replacing)
+        removed = resume is None and _undo_start(run_dir, replacing, created)
         if isinstance(exc, KeyboardInterrupt):
             raise KeyboardInterrupt(_after_interrupt(run_dir, removed, finished)) from None
         raise
