@@ -136,6 +136,13 @@ class StrategyConfig(_Section):
     discriminative_factor: float = Field(2.6, ge=1)
     backbone_lr_ratio: float = Field(0.1, gt=0, le=1)
 
+    @field_validator("unfreeze", mode="before")
+    @classmethod
+    def _plateau_or_epochs(cls, unfreeze):
+        if unfreeze == "plateau" or isinstance(unfreeze, list) and all(type(e) is int for e in unfreeze):
+            return unfreeze
+        raise ValueError("give plateau, or a list of whole epochs at which to unfreeze the next group, e.g. [2, 4, 6]")
+
     @field_validator("unfreeze")
     @classmethod
     def _ordered_epochs(cls, unfreeze):

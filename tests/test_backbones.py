@@ -3,6 +3,9 @@ saving). Add a new backbone to BACKBONES and it is held to the same contract."""
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -194,6 +197,24 @@ def test_unknown_backbone_lists_the_known_ones():
         build("resnet", DataConfig(source="unused"))
     with pytest.raises(HeadstartError, match="Could not import the backbone factory"):
         build("module:no_such_module:factory", DataConfig(source="unused"))
+
+
+@pytest.mark.parametrize("factory, message", [
+    ("make", None),
+    ("NOT_CALLABLE", r"'my_backbones_here:NOT_CALLABLE' cannot be called without arguments \(3 is not a callable"),
+    ("needs_data", r"cannot be called without arguments \(missing a required argument: 'data'\)"),
+])
+def test_a_factory_module_in_the_current_folder_is_found_and_checked(tmp_path, monkeypatch, factory, message):
+    (tmp_path / "my_backbones_here.py").write_text("from tests.tiny import tiny_cnn as make\nNOT_CALLABLE = 3\n\n\n"
+                                                   "def needs_data(data):\n    return make()\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(Path(__file__).parent.parent))  # `tests` itself, wherever pytest runs
+    monkeypatch.delitem(sys.modules, "my_backbones_here", raising=False)
+    if message is None:
+        assert type(build(f"module:my_backbones_here:{factory}", DataConfig(source="unused"))).__name__ == "TinyCNN"
+    else:
+        with pytest.raises(HeadstartError, match=message):
+            build(f"module:my_backbones_here:{factory}", DataConfig(source="unused"))
 
 
 def test_staged_forward_matches_the_whole_forward(backbone):

@@ -69,6 +69,8 @@ def test_bad_overrides_are_refused(tmp_path):
     ("head.hidden=[512, 256, 128]", "head.hidden", "at most 2 hidden sizes"),
     ("train.precision=64", "train.precision", "'64'"),
     ("strategy.unfreeze=[4, 2]", "strategy.unfreeze", "in order"),
+    ("strategy.unfreeze=platea", "strategy.unfreeze", "give plateau, or a list of whole epochs"),
+    ("strategy.unfreeze=[2, x]", "strategy.unfreeze", "give plateau, or a list of whole epochs"),
     # Lightning's settings are checked with the config, not when Lightning starts
     ("train.accelerator=gpux", "train.accelerator", "'auto', 'cpu', 'gpu', 'cuda' or 'mps'"),
     ("train.devices=banana", "train.devices", "a list of GPU indices ([0, 1] or '0,1'), or auto"),
@@ -269,3 +271,9 @@ def test_a_folder_given_as_the_config_file_is_named(tmp_path):
 def test_the_output_folder_may_start_with_a_tilde(monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert load_config(write_config(tmp_path), ["output=~/runs"]).run_dir() == tmp_path / "runs" / "demo"
+
+
+def test_a_module_backbone_without_its_factory_is_refused_with_the_config():
+    with pytest.raises(HeadstartError, match=r"- backbone: module:my_module must name a factory as "
+                                             r"module:<package.module>:<function>"):
+        load_config({"name": "x", "data": {"source": "bbc"}}, ["backbone=module:my_module"])

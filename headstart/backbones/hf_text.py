@@ -75,6 +75,8 @@ class HFTextEncoder(Backbone):
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        if Path(source).expanduser().exists():  # transformers takes `~/...` for a hub name
+            source = str(Path(source).expanduser())
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=_offline())
             # float32 whatever the weights were saved in: training and the head run in float32 (or autocast)

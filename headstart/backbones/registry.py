@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import inspect
+import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -54,15 +57,35 @@ for _name, _variant in EFFICIENTNETS.items():
     register(_name, _efficientnet_lite(_variant, EFFICIENTNET_SIZES[_variant]))
 
 
+def _unnamed_factory(target: str) -> str | None:
+    if not (isinstance(target, str) and target.partition(":")[0] and target.partition(":")[2]):
+        return f"module:{target} must name a factory as module:<package.module>:<function>"
+    return None
+
+
 def _import_factory(target: str) -> Callable:
-    module_name, _, attr = target.partition(":") if isinstance(target, str) else ("", "", "")
-    if not attr:
-        raise HeadstartError(f"backbone: module:{target} must name a factory as module:<package.module>:<function>.")
+    problem = _unnamed_factory(target)
+    if problem:
+        raise HeadstartError(f"backbone: {problem}.")
+    module_name, _, attr = target.partition(":")
+    sys.path.insert(0, os.getcwd())  # as `python -m` would: a module next to where headstart runs is found
     try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
         raise HeadstartError(f"Could not import the backbone factory '{target}': {exc}. Check that the module is "
-                             "importable (on PYTHONPATH) and defines the function.") from None
+                             "importable (in the current folder, installed, or on PYTHONPATH) and defines the "
+                             "function.") from None
+    finally:
+        sys.path.remove(os.getcwd())
+    try:
+        inspect.signature(factory).bind()
+    except TypeError as exc:  # not callable, or needs arguments
+        raise HeadstartError(f"The backbone factory '{target}' cannot be called without arguments ({exc}): it must "
+                             "be a function taking none that returns a Backbone (see README, 'Your own "
+                             "backbone').") from None
+    except ValueError:  # a callable without a signature Python can read: call it and see
+        pass
+    return factory
 
 
 def _made_by(target: str) -> Backbone:
@@ -79,7 +102,9 @@ def _made_by(target: str) -> Backbone:
 
 def unknown(name: str) -> str | None:
     """Why `name` is no backbone, or None: it is registered, or `hf:` / `module:` (those are checked when built)."""
-    if name.startswith(("hf:", "module:")) or name in _REGISTRY:
+    if name.startswith("module:"):
+        return _unnamed_factory(name[7:])
+    if name.startswith("hf:") or name in _REGISTRY:
         return None
     guess = difflib.get_close_matches(name, _REGISTRY, n=1)
     hint = f" Did you mean '{guess[0]}'?" if guess else ""

@@ -261,5 +261,6 @@ def read_source(config: DataConfig) -> Examples:
     if path.is_file():
         raise HeadstartError(f"data.source {path} has a suffix headstart does not read. Use a CSV, JSONL, JSON "
                              "or Parquet table, or a folder of class folders.")
+    relative = "" if path.is_absolute() else f" (a relative path is read from the current folder, {Path.cwd()})"
     raise HeadstartError(f"data.source '{config.source}' is neither a bundled dataset ({', '.join(BUNDLED)}) "
-                         "nor an existing folder or table. Check the path.")
+                         f"nor an existing folder or table{relative}. Check the path.")
