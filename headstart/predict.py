@@ -11,8 +11,8 @@ import torch
 
 from headstart.config import CPU_IMAGE_BATCH
 from headstart.data.images import DECODE_ERRORS
-from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, read_table, read_text_file, row_origins,
-                                     visible_files)
+from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, check_single_values, read_table, read_text_file,
+                                     row_origins, visible_files)
 from headstart.data.validate import visible
 from headstart.errors import HeadstartError
 from headstart.model.folder import load_model
@@ -50,6 +50,9 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, inputs: list, batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
         """(len(inputs), n_classes) class probabilities, `batch_size` inputs per forward pass; `progress`: a bar."""
+        if isinstance(inputs, (str, bytes, Path)):  # it would be read as a sequence of characters or bytes
+            raise HeadstartError(f"Give a list of inputs, e.g. predict([{_short(repr(inputs), 30)}]), not a single "
+                                 f"{type(inputs).__name__}.")
         if self.modality == "text":
             _check_texts(inputs)
         out = []
@@ -74,6 +77,11 @@ def _check_texts(texts: list) -> None:
                                  "strings.")
         if not visible(text):
             raise HeadstartError(f"Input {i} is an empty text (no visible characters): give some text to classify.")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:  # bytes that were not UTF-8, as Python reads them from a command line
+            raise HeadstartError(f"Input {i} holds bytes that are not UTF-8 text (at character {exc.start}): give "
+                                 "the text as UTF-8.") from None
 
 
 def load(folder: str | Path) -> Predictor:
@@ -88,8 +96,9 @@ def _table_texts(path: Path, column: str) -> tuple[list[str], list[str]]:
     if column not in table.columns:
         raise HeadstartError(f"{path} has no column '{column}' (its columns: {', '.join(map(str, table.columns))}). "
                              "Name the text column with --text-column.")
+    check_single_values(table, [column], path, str(path))
     texts = ["" if pd.isna(t) else str(t) for t in table[column]]
-    return texts, row_origins(path, table.index)
+    return texts, row_origins(path, table.index, str(path))  # as given: two tables may share a name
 
 
 def _files(folder: Path, suffixes: set[str]) -> list[Path]:

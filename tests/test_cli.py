@@ -66,6 +66,14 @@ def test_predict_prints_a_table_and_accepts_a_run_folder(tiny_run, digits_folder
         expected["label"], "  ".join(f"{label} {p:.3f}" for label, p in ranked)]
 
 
+def test_predict_shows_brackets_in_names_as_written(tiny_run, digits_folder, tmp_path):
+    image = tmp_path / "scan[draft].png"
+    image.write_bytes(next((digits_folder / "digit0").iterdir()).read_bytes())
+    result = cli("predict", str(tiny_run.path), str(image))
+    assert result.returncode == 0, result.stderr
+    assert "scan[draft].png" in result.stdout
+
+
 def test_predict_explains_a_corrupt_image(tiny_run, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image at all")

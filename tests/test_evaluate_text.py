@@ -94,7 +94,9 @@ def test_a_loaded_text_model_refuses_what_is_not_a_text_and_opens_from_its_run_f
     assert model.folder == news_run.model_dir
     for texts, message in [(["Shares rose", ""], "Input 1 is an empty text"),
                            (["\u200b \n"], "Input 0 is an empty text"),  # a zero-width space draws nothing
-                           ([None], "Input 0 is a NoneType, not a text")]:
+                           ([None], "Input 0 is a NoneType, not a text"),
+                           (["caf\udce9"], "Input 0 holds bytes that are not UTF-8 text"),  # argv's reading of b"\xe9"
+                           ("Shares rose", r"Give a list of inputs, e.g. predict\(\['Shares rose'\]\), not a single str")]:
         with pytest.raises(headstart.HeadstartError, match=message):
             model.predict(texts)
 

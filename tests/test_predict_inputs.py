@@ -24,7 +24,29 @@ def test_tables_give_their_text_column_by_row(tmp_path, suffix, first_row):
         table.to_json(path, orient="records", lines=suffix == ".jsonl")
     inputs, names = gather_inputs([str(path)], "text", text_column="body")
     assert inputs == TEXTS
-    assert names == [f"articles{suffix} row {first_row}", f"articles{suffix} row {first_row + 1}"]
+    assert names == [f"{path} row {first_row}", f"{path} row {first_row + 1}"]  # as given: two may share a name
+
+
+def test_table_cells_are_read_as_the_file_holds_them(tmp_path):
+    path = tmp_path / "codes.jsonl"
+    path.write_text('{"text": "007", "date": "2021-01-01"}\n{"text": "1.50", "date": "2022-03-04"}\n')
+    assert gather_inputs([str(path)], "text")[0] == ["007", "1.50"]  # not 7.0 and 1.5
+    assert gather_inputs([str(path)], "text", text_column="date")[0] == ["2021-01-01", "2022-03-04"]
+
+
+@pytest.mark.parametrize("line, kind", [('{"text": ["a", "b"]}', "list"), ('{"text": {"title": "a"}}', "dict")])
+def test_a_cell_that_is_not_one_text_is_named_by_row(tmp_path, line, kind):
+    path = tmp_path / "cells.jsonl"
+    path.write_text('{"text": "fine"}\n' + line + "\n")
+    with pytest.raises(HeadstartError, match=f"cells.jsonl row 2: column 'text' holds a {kind}"):
+        gather_inputs([str(path)], "text")
+
+
+def test_csv_rows_with_an_unquoted_comma_are_refused(tmp_path):
+    path = tmp_path / "commas.csv"
+    path.write_text("text,id\nprices rose, again,1\nrates fell, then rose,2\n")  # pandas made "prices rose" an index
+    with pytest.raises(HeadstartError, match=r"more fields than its header line names columns \(text, id\)"):
+        gather_inputs([str(path)], "text")
 
 
 def test_txt_files_and_folders_of_them(tmp_path):

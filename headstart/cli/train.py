@@ -49,7 +49,7 @@ def predict(
                                                   "CSV / JSONL / JSON / Parquet tables."),
     text_column: str = typer.Option("text", help="Column holding the texts in table inputs."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per input."),
-    top: int = typer.Option(3, help="How many classes to show per input."),
+    top: int = typer.Option(3, min=1, help="How many classes to show per input."),
 ) -> None:
     """Predict labels with probabilities for images or texts."""
     from headstart.predict import check_images, gather_inputs, load
@@ -72,7 +72,7 @@ def predict(
     table.add_column("probabilities")
     for name, result in zip(names, results):
         ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:top]
-        table.add_row(name, result["label"], "  ".join(f"{k} {v:.3f}" for k, v in ranked))
+        table.add_row(*map(escape, (name, result["label"], "  ".join(f"{k} {v:.3f}" for k, v in ranked))))
     console.print(table)
 
 

@@ -109,11 +109,11 @@ def _read_folder(root: Path) -> Examples:
     return Examples("image", pd.DataFrame(rows).assign(group=None), [])
 
 
-def row_origins(path: Path, index) -> list[str]:
+def row_origins(path: Path, index, shown: str | None = None) -> list[str]:
     """Row numbers as a person sees them in the file, from a table's index (`read_table` keeps a CSV's blank lines
-    counted): CSV counts its header line, JSONL and Parquet from 1."""
+    counted): CSV counts its header line, JSONL and Parquet from 1. The file is named by `shown`, else its name."""
     first = 2 if path.suffix.lower() == ".csv" else 1
-    return [f"{path.name} row {first + i}" for i in index]
+    return [f"{shown or path.name} row {first + i}" for i in index]
 
 
 def _json_problem(path: Path, text: str) -> str | None:
@@ -146,16 +146,24 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
             return pd.read_parquet(path).reset_index(drop=True)
         if suffix == ".csv":
             table = pd.read_csv(io.StringIO(text), skip_blank_lines=False)
+            if not isinstance(table.index, pd.RangeIndex):  # pandas made the extra first fields an index
+                raise HeadstartError(f"The rows of {path} have more fields than its header line names columns "
+                                     f"({', '.join(map(str, table.columns))}): a text holding a comma must be "
+                                     'quoted ("like, this"). Quote such texts, or add the missing column names.')
             kept = [c for c in dict.fromkeys(text_columns) if c in table.columns]
             if kept:
                 raw = pd.read_csv(io.StringIO(text), usecols=kept, dtype=str, keep_default_na=False,
                                   skip_blank_lines=False)
                 table[kept] = raw[kept].where(raw[kept] != "", None)
             return table.dropna(how="all")
-        table = pd.read_json(io.StringIO(text), lines=suffix == ".jsonl").reset_index(drop=True)
+        # values as the JSON holds them: no guessing of numbers ("007" -> 7) or dates
+        table = pd.read_json(io.StringIO(text), lines=suffix == ".jsonl", dtype=False,
+                             convert_dates=False).reset_index(drop=True)
         if suffix == ".jsonl":  # numbered by line: blank lines count
             table.index = [i for i, line in enumerate(text.split("\n")) if line.strip()][:len(table)]
         return table
+    except HeadstartError:
+        raise
     except Exception as exc:  # pandas raises many types for malformed files
         problem = _json_problem(path, text) if suffix in {".jsonl", ".json"} else None
         raise HeadstartError(problem or f"Could not read the table {path}: {exc}. Check that it is a valid "
@@ -185,14 +193,15 @@ def _as_text(column: pd.Series) -> list:
     return [None if pd.isna(v) or not str(v).strip() else str(v) for v in column]
 
 
-def _check_single_values(table: pd.DataFrame, columns: list, path: Path) -> None:
-    """Refuse a list or an object where a text, path, label or group belongs (JSON and Parquet can hold them)."""
+def check_single_values(table: pd.DataFrame, columns: list, path: Path, shown: str | None = None) -> None:
+    """Refuse a list, an object or bytes where a text, path, label or group belongs (JSON and Parquet can hold
+    them)."""
     for column in filter(None, columns):
         for i, value in zip(table.index, table[column]):
-            if isinstance(value, (list, dict, tuple, np.ndarray)):
-                raise HeadstartError(f"{row_origins(path, [i])[0]}: column '{column}' holds a {type(value).__name__} "
-                                     f"({str(value)[:60]}), not a single value. Give one text, path, label or group "
-                                     "per row.")
+            if isinstance(value, (list, dict, tuple, np.ndarray, bytes)):
+                raise HeadstartError(f"{row_origins(path, [i], shown)[0]}: column '{column}' holds a "
+                                     f"{type(value).__name__} ({str(value)[:60]}), not a single value. Give one text "
+                                     "(decoded, not bytes), path, label or group per row.")
 
 
 def _table_examples(path: Path, config: DataConfig) -> Examples:
@@ -216,7 +225,7 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
         _require_column(table, config.group_column, "group_column", path)
     for column in config.metadata_columns:
         _require_column(table, column, "metadata_columns", path)
-    _check_single_values(table, [input_column, config.label_column, config.group_column], path)
+    check_single_values(table, [input_column, config.label_column, config.group_column], path)
     inputs = table[input_column]
     if image_mode:
         inputs = [str((path.parent / str(p)).resolve()) if isinstance(p, str) and p else "" for p in inputs]
