@@ -42,22 +42,35 @@ class _Loader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, (str, int, float, bool)) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"'{key}' is given twice (first on line {seen[key] + 1}): keep one", key_node.start_mark)
+                raise yaml.constructor.ConstructorError(None, None, f"'{key}' is given twice (first on line "
+                                                        f"{seen[key] + 1}): keep one", key_node.start_mark)
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
 
 
+# the only numbers a config holds: plain decimals (and YAML's .inf / .nan, which the fields refuse)
+_NUMBERS = [
+    ("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")),
+    ("tag:yaml.org,2002:float",
+     re.compile(r"^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9]+(?:[eE][-+]?[0-9]+)?"
+                r"|[-+]?[0-9]+[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+     list("-+0123456789."))]
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers
             if tag not in {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"}]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789"))
-_Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9]+(?:[eE][-+]?[0-9]+)?|[-+]?[0-9]+[eE][-+]?[0-9]+"
-               r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
-    list("-+0123456789."))
+
+
+class _Dumper(yaml.SafeDumper):
+    """Quotes a text that YAML 1.1 or the config's reading would take for a number (010, 1e3), so that both read
+    the saved config back as it was."""
+
+
+_Dumper.yaml_implicit_resolvers = {first: list(resolvers)
+                                   for first, resolvers in yaml.SafeDumper.yaml_implicit_resolvers.items()}
+for _tag, _regexp, _first in _NUMBERS:
+    _Loader.add_implicit_resolver(_tag, _regexp, _first)
+    _Dumper.add_implicit_resolver(_tag, _regexp, _first)
 
 
 def read_yaml(text: str):
@@ -141,7 +154,8 @@ class StrategyConfig(_Section):
     def _plateau_or_epochs(cls, unfreeze):
         if unfreeze == "plateau" or isinstance(unfreeze, list) and all(type(e) is int for e in unfreeze):
             return unfreeze
-        raise ValueError("give plateau, or a list of whole epochs at which to unfreeze the next group, e.g. [2, 4, 6]")
+        raise ValueError("give plateau, or a list of whole epochs at which to unfreeze the next group, e.g. "
+                         "[2, 4, 6]")
 
     @field_validator("unfreeze")
     @classmethod
@@ -393,5 +407,5 @@ def load_config(source: Union[str, Path, dict, RunConfig], overrides: list[str] 
 
 def save_config(config: RunConfig, path: Path) -> None:
     """Write the resolved config (every default filled in) as YAML."""
-    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    path.write_text(yaml.dump(config.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False))
 

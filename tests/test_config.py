@@ -277,3 +277,10 @@ def test_a_module_backbone_without_its_factory_is_refused_with_the_config():
     with pytest.raises(HeadstartError, match=r"- backbone: module:my_module must name a factory as "
                                              r"module:<package.module>:<function>"):
         load_config({"name": "x", "data": {"source": "bbc"}}, ["backbone=module:my_module"])
+
+
+def test_a_saved_config_quotes_texts_that_read_as_numbers(tmp_path):
+    config = load_config({"name": "1e3", "data": {"source": "bbc", "labels": ["010", "1e5", "2024-01-01", "7"]}})
+    save_config(config, tmp_path / "saved.yaml")
+    assert load_config(tmp_path / "saved.yaml") == config  # the config's own reading
+    assert yaml.safe_load((tmp_path / "saved.yaml").read_text())["data"]["labels"] == config.data.labels  # YAML 1.1
