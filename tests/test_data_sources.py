@@ -1,6 +1,9 @@
 """Reading data sources (bundled datasets, class folders, CSV / JSONL / Parquet tables) and checking every example
 before training (headstart/data/sources.py, headstart/data/validate.py)."""
 
+import json
+from decimal import Decimal
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -199,6 +202,50 @@ def test_a_class_lost_to_skipped_examples_names_them(tmp_path):
     with pytest.raises(HeadstartError, match=r"class folders of \S*folder hold only 'cat' once 1 unusable example "
                                              r"is skipped \(\S*broken.png: not an image"):
         read_and_check(tmp_path / "folder")
+
+
+def test_a_class_listed_in_data_labels_without_examples_is_refused(tmp_path):
+    path = write_table(TEXTS, tmp_path / "news.csv")
+    with pytest.raises(HeadstartError, match=r"Classes 'tech' \(0\) .* fewer than 3 usable examples"):
+        read_and_check(path, labels=["sport", "business", "tech"])
+
+
+def test_numbers_of_any_type_are_one_label_and_one_group(tmp_path):
+    # JSON: 1, 1.0 and "1" are one class (with the text "1", 1.0 stayed "1.0"); a patient 101 / 101.0 / "101"
+    rows = [{"text": f"note {i}", "label": [1, 1.0, "1", 2, 2.0, "2"][i % 6], "patient": [101, 101.0, "101"][i % 3]}
+            for i in range(12)]
+    path = tmp_path / "notes.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    examples, _ = read_and_check(path, group_column="patient")
+    assert set(examples.frame["label"]) == {"1", "2"} and set(examples.frame["group"]) == {"101"}
+    decimal = pd.DataFrame({"text": TEXTS["text"], "label": [Decimal("1.0"), Decimal("2.0")] * 3})
+    examples, _ = read_and_check(write_table(decimal, tmp_path / "notes.parquet"))
+    assert examples.frame["label"].tolist() == ["1", "2"] * 3  # was an AttributeError
+
+
+def test_csv_metadata_is_read_as_written(tmp_path):
+    table = TEXTS.assign(site=["NA", "EU", "None", "", "NA", "EU"], code=["001", "002", "000", "001", "002", "000"],
+                         score=["0.5", "1", "", "2.25", "3", "4"])
+    examples, _ = read_and_check(write_table(table, tmp_path / "news.csv"), metadata_columns=["site", "code", "score"])
+    frame = examples.frame
+    assert frame["site"].fillna("(blank)").tolist() == ["NA", "EU", "None", "(blank)", "NA", "EU"]  # NA: America
+    assert frame["code"].tolist() == ["001", "002", "000", "001", "002", "000"]  # codes are not numbers
+    assert frame["score"].tolist()[:2] == [0.5, 1.0] and np.isnan(frame["score"].iat[2])  # numbers stay numbers
+
+
+def test_a_list_in_a_metadata_column_is_named_by_row(tmp_path):
+    path = tmp_path / "notes.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "label": l, "tags": ["x"] if i == 4 else "x"}) + "\n"
+                            for i, (t, l) in enumerate(TEXTS.itertuples(index=False))))
+    with pytest.raises(HeadstartError, match="notes.jsonl row 5: column 'tags' holds a list"):
+        read_and_check(path, metadata_columns=["tags"])
+
+
+def test_a_csv_starting_with_a_blank_line_is_explained(tmp_path):
+    path = tmp_path / "news.csv"
+    path.write_text("\n" + TEXTS.to_csv(index=False))
+    with pytest.raises(HeadstartError, match="The first line of .*news.csv is blank: a CSV starts with its header"):
+        read_and_check(path)
 
 
 def test_a_folder_without_class_folders_shows_the_layout(tmp_path):

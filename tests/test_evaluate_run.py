@@ -221,6 +221,9 @@ def test_unknown_slice_column_lists_the_available_ones(binary_run, tiny_run):
         evaluate_run(binary_run.path, slice_by=["group"], progress=False)
     with pytest.raises(HeadstartError, match="already gives every label its own row"):
         evaluate_run(binary_run.path, slice_by=["label"], progress=False)
+    for own in ("y", "exact", "origin"):  # sliced by class index, a KeyError, a self-contradicting message
+        with pytest.raises(HeadstartError, match=f"--slice-by {own} .* headstart names its own columns"):
+            evaluate_run(binary_run.path, slice_by=[own], progress=False)
 
 
 def test_cli_evaluates_another_data_source(tiny_run, cells_table, tmp_path):
@@ -258,10 +261,12 @@ def test_grouped_examples_are_bootstrapped_by_group(tiny_run, cells_table, tmp_p
 def test_python_api_reads_another_source_lacking_classes(tiny_run, cells_table, tmp_path):
     table = pd.read_csv(cells_table)
     zeros = table[table["label"] == "zero"].assign(label="digit0")
-    zeros.to_csv(tmp_path / "zeros.csv", index=False)
+    blank = pd.DataFrame({"path": [""], "label": ["digit0"], "pen": ["A"]})  # skipped, as a blank text would be
+    pd.concat([zeros, blank]).to_csv(tmp_path / "zeros.csv", index=False)
     metrics = tiny_run.evaluate(str(tmp_path / "zeros.csv"), slice_by="pen", read={"image_column": "path"},
                                 bootstrap=0, latency=False, robustness=False, baselines=False)
     assert metrics["data"]["examples"] == len(zeros) and set(metrics["slices"]) == {"pen"}
+    assert metrics["data"]["skipped"] == 1
     digit2 = metrics["overall"]["per_class"]["digit2"]
     assert digit2["support"] == 0 and digit2["recall"] is None
     assert metrics["overall"]["calibration"]["ece_by_chance"] is not None  # a simulation, not a bootstrap

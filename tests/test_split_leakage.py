@@ -43,6 +43,15 @@ def test_a_class_of_three_examples_is_in_every_split(seed):
     assert pd.crosstab(split["label"], split["split"]).loc["rare"].to_dict() == {"test": 1, "train": 1, "val": 1}
 
 
+@pytest.mark.parametrize("shares", [dict(train=0.5, val=0.4, test=0.1), dict(train=0.4, val=0.1, test=0.5)])
+def test_a_class_of_three_is_in_every_split_whatever_the_shares(shares):
+    # the first left it out of test (moved from train only); the second gave test 2 and failed the inner split
+    frame = pd.DataFrame({"label": ["common"] * 100 + ["rare"] * 3, "group": None})
+    for seed in range(4):
+        split = split_frame(frame, SplitConfig(**shares, seed=seed), grouped=False)
+        assert pd.crosstab(split["label"], split["split"]).loc["rare"].to_dict() == {"test": 1, "train": 1, "val": 1}
+
+
 def test_the_split_is_fixed_by_its_seed(bbc_frame):
     first = split_frame(bbc_frame, SplitConfig(seed=0), grouped=False)["split"]
     assert first.tolist() == split_frame(bbc_frame, SplitConfig(seed=0), grouped=False)["split"].tolist()

@@ -6,7 +6,9 @@ import codecs
 import importlib.util
 import io
 import json
+import re
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 
 import numpy as np
@@ -145,6 +147,9 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
         if text is None:  # not the index pandas saved with it: rows are numbered as they come
             return pd.read_parquet(path).reset_index(drop=True)
         if suffix == ".csv":
+            if not text.split("\n", 1)[0].strip():
+                raise HeadstartError(f"The first line of {path} is blank: a CSV starts with its header line, the "
+                                     "column names. Remove the blank lines above it.")
             table = pd.read_csv(io.StringIO(text), skip_blank_lines=False)
             if not isinstance(table.index, pd.RangeIndex):  # pandas made the extra first fields an index
                 raise HeadstartError(f"The rows of {path} have more fields than its header line names columns "
@@ -172,9 +177,13 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
 
 def _require_column(table: pd.DataFrame, column: str, field: str, path: Path) -> None:
     if column not in table.columns:
-        images = " (or data.image_column, for a column of image file paths)" if field == "text_column" else ""
+        fix = {"text_column": f"Set data.{field} to one of them (or data.image_column, for a column of image file "
+                              "paths)",
+               "group_column": f"Set data.{field} to one of them, or leave groups out (--set data.group_column=null)",
+               "metadata_columns": "Name columns the table has in data.metadata_columns, or leave them out (--set "
+                                   "data.metadata_columns=[])"}.get(field, f"Set data.{field} to one of them")
         raise HeadstartError(f"Column '{column}' (data.{field}) is not in {path}. Its columns are: "
-                             f"{', '.join(map(str, table.columns))}. Set data.{field} to one of them{images}.")
+                             f"{', '.join(map(str, table.columns))}. {fix}.")
 
 
 def _image_path_columns(table: pd.DataFrame) -> list[str]:
@@ -184,13 +193,32 @@ def _image_path_columns(table: pd.DataFrame) -> list[str]:
 
 
 def _as_text(column: pd.Series) -> list:
-    """Values as strings, blanks (missing, or only spaces) as None; whole floats (an integer column with a blank
-    cell) without '.0'."""
-    if pd.api.types.is_float_dtype(column) and (column.dropna() % 1 == 0).all():
-        column = column.astype("Int64")
-    elif column.dropna().astype(str).str.fullmatch(r"-?\d+\.0+").all():  # as written: 0.0, 1.0 (a float export)
-        column = column.str.replace(r"\.0+$", "", regex=True)
-    return [None if pd.isna(v) or not str(v).strip() else str(v) for v in column]
+    """Values as strings, blanks (missing, or only spaces) as None. A whole number is written without '.0' whatever
+    its type (1, 1.0 and Decimal('1.0') are one label, one group), and so are texts when all of them read like
+    0.0, 1.0 (a float export)."""
+    texts = [v for v in column if isinstance(v, str) and v.strip()]
+    float_export = bool(texts) and all(re.fullmatch(r"-?\d+\.0+", t) for t in texts)
+
+    def one(value) -> str | None:
+        if isinstance(value, str):
+            value = value.split(".")[0] if float_export else value
+            return value if value.strip() else None
+        if value is None or pd.isna(value):
+            return None
+        if isinstance(value, (float, np.floating, Decimal)) and float(value) % 1 == 0:
+            return str(int(value))
+        return str(value)
+
+    return [one(v) for v in column]
+
+
+def _numbers_if_all(column: pd.Series) -> pd.Series:
+    """A CSV column read as text, as numbers when every filled cell is a plain number: 'NA' and 'None' stay
+    words and '001' stays a code, as pandas' guessing would not keep them."""
+    filled = column.dropna()
+    if len(filled) and filled.str.fullmatch(r"-?(0|[1-9]\d*)(\.\d+)?").all():
+        return pd.to_numeric(column)
+    return column
 
 
 def check_single_values(table: pd.DataFrame, columns: list, path: Path, shown: str | None = None) -> None:
@@ -205,7 +233,8 @@ def check_single_values(table: pd.DataFrame, columns: list, path: Path, shown: s
 
 
 def _table_examples(path: Path, config: DataConfig) -> Examples:
-    table = read_table(path, [config.label_column, config.text_column, config.group_column])
+    table = read_table(path, [config.label_column, config.text_column, config.group_column,
+                              *config.metadata_columns])
     image_mode = config.image_column is not None
     input_column = config.image_column if image_mode else config.text_column
     field = "image_column" if image_mode else "text_column"
@@ -225,7 +254,8 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
         _require_column(table, config.group_column, "group_column", path)
     for column in config.metadata_columns:
         _require_column(table, column, "metadata_columns", path)
-    check_single_values(table, [input_column, config.label_column, config.group_column], path)
+    check_single_values(table, [input_column, config.label_column, config.group_column, *config.metadata_columns],
+                        path)
     inputs = table[input_column]
     if image_mode:
         inputs = [str((path.parent / str(p)).resolve()) if isinstance(p, str) and p else "" for p in inputs]
@@ -238,7 +268,7 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
         "group": _as_text(table[config.group_column]) if config.group_column else None,
     })
     for column in config.metadata_columns:
-        frame[column] = table[column].tolist()
+        frame[column] = (_numbers_if_all(table[column]) if path.suffix.lower() == ".csv" else table[column]).tolist()
     return Examples("image" if image_mode else "text", frame, list(config.metadata_columns))
 
 

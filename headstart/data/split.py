@@ -17,21 +17,27 @@ def _stratified(labels: pd.Series, config: SplitConfig) -> np.ndarray:
     index = np.arange(len(labels))
     rest, test = train_test_split(index, test_size=config.test, stratify=labels, random_state=config.seed)
     val_share = config.val / (config.train + config.val)
-    train, val = train_test_split(rest, test_size=val_share, stratify=labels.iloc[rest], random_state=config.seed)
+    strata = labels.iloc[rest]
+    counts = strata.value_counts()
+    if (counts < 2).any():  # the test split took all but one of a small class: stratify the rest by the others
+        strata = strata.where(strata.map(counts) >= 2, counts.idxmax())
+    train, val = train_test_split(rest, test_size=val_share, stratify=strata, random_state=config.seed)
     split = _assign(len(labels), train, val, test)
     _cover_small_classes(labels.to_numpy(), split)
     return split
 
 
 def _cover_small_classes(labels: np.ndarray, split: np.ndarray) -> None:
-    """Stratified rounding can leave a class of a few examples (3 suffice) out of val or test: move one of its
-    training examples there, so that every class is validated and tested."""
+    """Stratified rounding can leave a class of a few examples (3 suffice) out of a split: move one of its examples
+    there from the split that holds most of them (train on a tie), so that every class is trained on, validated
+    and tested."""
     for label in pd.unique(labels):
         member = labels == label
-        for name in ("val", "test"):
-            train = np.flatnonzero(member & (split == "train"))
-            if not (split[member] == name).any() and len(train) > 1:
-                split[train[-1]] = name
+        for name in SPLITS:
+            counts = {other: int((split[member] == other).sum()) for other in SPLITS if other != name}
+            donor = max(counts, key=counts.get)  # the first of the largest: train before val and test
+            if not (split[member] == name).any() and counts[donor] > 1:
+                split[np.flatnonzero(member & (split == donor))[-1]] = name
 
 
 def _grouped(groups: pd.Series, config: SplitConfig) -> np.ndarray:

@@ -114,9 +114,11 @@ def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFram
                                  "least two classes. Put each class's files in a folder named after it.")
         raise HeadstartError(f"Column '{config.label_column}' of {config.source} holds {only}{after}: a classifier "
                              "needs at least two classes. Check data.label_column and the labels in the data.")
+    if config.labels is not None:  # a listed class may have no usable example at all
+        counts = counts.reindex(list(dict.fromkeys([*config.labels, *counts.index])), fill_value=0)
     small = counts[counts < MIN_PER_CLASS]
     if len(small):
         listed = ", ".join(f"'{label}' ({n})" for label, n in small.items())
         raise HeadstartError(f"Classes {listed} in {config.source} have fewer than {MIN_PER_CLASS} usable examples"
-                             f"{after}, too few to appear in train, validation and test. Add examples or remove "
-                             "the class.")
+                             f"{after}, too few to appear in train, validation and test. Add examples, or remove "
+                             "the class (from data.labels too, if it is listed there).")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from headstart.config import DataConfig
+from headstart.config import RESERVED_COLUMNS, DataConfig
 from headstart.data.sources import TABLE_SUFFIXES, Examples, read_source
 from headstart.data.validate import visible
 from headstart.errors import HeadstartError
@@ -40,6 +40,11 @@ def _is_table(source: str) -> bool:
 
 def _read(config: DataConfig, wanted: list[str]) -> Examples:
     """Read the source; for a table, also load the wanted slice columns that are not metadata columns yet."""
+    taken = [c for c in wanted if c in RESERVED_COLUMNS and c not in ("label", "group")]  # those have their own say
+    if taken:
+        raise HeadstartError(f"--slice-by {taken[0]} (or evaluate.slice_by): headstart names its own columns "
+                             f"{', '.join(RESERVED_COLUMNS)}, so a table column of that name cannot be sliced by. "
+                             "Rename the column in the table.")
     examples = read_source(config)
     missing = [c for c in wanted if c not in examples.frame.columns]
     if missing and _is_table(config.source):
@@ -125,8 +130,8 @@ def run_parts(run_dir: Path, config: DataConfig, labels: list[str], requested: l
 def other_source(config: DataConfig, source: str, labels: list[str], requested: list[str], modality: str,
                  option: str = "--data") -> tuple[Examples, pd.DataFrame, int]:
     """Every usable example of another source (given with `option`), read with the run's column settings; data of
-    another `modality` than the model's is refused first, then rows without a label or text are skipped, unknown
-    labels and unreadable images refused."""
+    another `modality` than the model's is refused first, then rows without a label, text or image path are
+    skipped, unknown labels and unreadable images refused."""
     update = {"source": source}
     if Path(source).suffix.lower() not in TABLE_SUFFIXES:  # a folder or bundled dataset: its own metadata, no groups
         update.update(metadata_columns=[], group_column=None)
@@ -136,6 +141,8 @@ def other_source(config: DataConfig, source: str, labels: list[str], requested: 
     usable = frame["label"].notna() & (frame["label"].astype(str).str.strip() != "")
     if examples.modality == "text":
         usable &= frame["input"].astype(str).map(visible)
+    else:
+        usable &= frame["input"] != ""  # a blank image path
     skipped = int((~usable).sum())
     frame = frame[usable]
     unknown = sorted(set(frame["label"]) - set(labels))

@@ -15,7 +15,7 @@ HEADLINE_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1":
 def _header(m: dict) -> str:
     d, s = m["data"], m["settings"]
     positive = f" Positive class: <b>{escape(d['positive_label'])}</b>." if d["positive_label"] else ""
-    skipped = f" {d['skipped']} examples without a label or text were skipped." if d["skipped"] else ""
+    skipped = f" {d['skipped']} examples without a label, text or image path were skipped." if d["skipped"] else ""
     unit = "groups (data.group_column)" if s["bootstrap_unit"] == "group" else "examples"
     return (f"<h1>Evaluation of {escape(m['run'])}</h1><p class='muted'>{escape(d['scope'])} of "
             f"<b>{escape(str(d['source']))}</b>: {num(d['examples'], ['data', 'examples'])} {escape(d['modality'])} "
