@@ -4,6 +4,9 @@ best-epoch restore, class weights and oversampling, bf16 on CPU."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -296,6 +299,75 @@ def test_overwrite_replaces_runs_only(tiny_config):
     with pytest.raises(headstart.HeadstartError, match="is not a headstart run .*leaves it alone"):
         headstart.fit(tiny_config, overwrite=True)
     assert kept.read_text() == "not a run" and len(list(kept.parent.parent.iterdir())) == 1
+
+
+def test_a_run_in_use_by_another_process_is_not_overwritten_resumed_or_evaluated(tiny_config):
+    tiny_config["train"]["max_epochs"] = 1
+    run = headstart.fit(tiny_config)
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time\n"
+                               f"fd = open({str(run.path / '.lock')!r}, 'a')\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+                               "print('held', flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"  # as a fit or evaluate of the run holds it
+        for attempt in (lambda: headstart.fit(tiny_config, overwrite=True), lambda: run.evaluate(progress=False)):
+            with pytest.raises(headstart.HeadstartError, match="is in use by another headstart process"):
+                attempt()
+        assert (run.path / "results.json").is_file() and not (run.path.parent / ".tiny.replaced").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    headstart.fit(tiny_config, overwrite=True)  # free again
+
+
+def test_overwrite_twice_through_a_symbolic_link(tiny_config, tmp_path):
+    tiny_config["train"]["max_epochs"] = 1
+    target = tmp_path / "archive" / "tiny"
+    headstart.fit({**tiny_config, "output": str(target.parent)})
+    (Path(tiny_config["output"])).mkdir(parents=True)
+    (Path(tiny_config["output"]) / "tiny").symlink_to(target)
+    for _ in range(2):  # the first left the link as .tiny.replaced, which the second could not replace
+        headstart.fit(tiny_config, overwrite=True)
+    assert sorted(p.name for p in Path(tiny_config["output"]).iterdir()) == ["tiny"]
+
+
+def test_an_evaluation_that_fails_on_disk_leaves_the_finished_run(tiny_config, monkeypatch, capsys):
+    tiny_config["train"]["max_epochs"] = 1
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("headstart.evaluate.evaluate_run", full_disk)
+    run = headstart.fit({**tiny_config, "evaluate": {"after_fit": True}})
+    assert (run.path / "results.json").is_file() and (run.model_dir / "model.safetensors").is_file()
+    assert "The run finished, but its evaluation did not:" in capsys.readouterr().err
+
+
+def test_a_checkpoint_write_that_fails_leaves_the_previous_one(tmp_path, monkeypatch):
+    from headstart.train.callbacks import AtomicCheckpointIO
+
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"epoch": 1, "weights": torch.ones(3)}, path)
+
+    def full_disk(obj, handle):
+        handle.write(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        AtomicCheckpointIO().save_checkpoint({"epoch": 2, "weights": torch.zeros(3)}, path)
+    assert torch.load(path, weights_only=True)["epoch"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_the_model_folder_is_readable_as_the_umask_allows(tiny_config):
+    tiny_config["train"]["max_epochs"] = 1
+    old = os.umask(0o022)
+    try:
+        run = headstart.fit(tiny_config)
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in [run.model_dir, *run.model_dir.rglob("*")]}
+    assert modes["model"] == 0o755 and modes["model.safetensors"] == modes["config.json"] == 0o644  # were 700, 600
 
 
 @pytest.mark.parametrize("stage, after", [

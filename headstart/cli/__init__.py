@@ -5,6 +5,7 @@ Commands live in modules by concern (train, compress, registry, serve); importin
 
 from __future__ import annotations
 
+import errno
 import sys
 
 from rich.console import Console
@@ -25,6 +26,9 @@ def main() -> None:
     except HeadstartError as exc:
         _fail(str(exc))
     except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # a write names no file
+            _fail(f"{exc.strerror} ({exc.filename or 'while writing'}). Free some space, or write elsewhere (output, "
+                  "--out, --registry), and run again: what was saved before is left as it was.")
         if exc.filename is None:  # not about a path the user gave: a bug to see in full
             raise
         _fail(f"{exc.filename}: {exc.strerror}. Check that the path exists, that a folder is given where one is "

@@ -26,7 +26,7 @@ from headstart.compress.score import HEADLINE, onnx_probabilities, scores, size_
 from headstart.compress.variants import write_manifest
 from headstart.errors import HeadstartError
 from headstart.progress import reporter
-from headstart.registry.lock import locked
+from headstart.files import locked, share_like_umask
 
 METHODS = ("auto", "dynamic", "static", "qat", "bf16")
 MAX_LOGIT_DIFFERENCE = 1e-3  # ONNX Runtime against PyTorch, float32
@@ -262,6 +262,7 @@ def compress(path: Union[str, Path], method: str = "auto", budget: float = 1.0, 
         _tidy(model_dir)  # after a killed call
         try:
             metrics = _write(c, method, kind, calibration_set, latency, qat_epochs, qat_lr)
+            share_like_umask(c.root)
             _swap(c.root, model_dir / "variants")
         finally:
             _tidy(model_dir)

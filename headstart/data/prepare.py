@@ -15,6 +15,7 @@ from headstart.data.sources import read_source
 from headstart.data.split import check_splits, manifest, split_frame
 from headstart.data.validate import check_examples
 from headstart.errors import HeadstartError
+from headstart.files import write_atomic
 
 console = Console(stderr=True)
 
@@ -62,6 +63,6 @@ def prepare_data(config: DataConfig, run_dir: Path, write: bool = True) -> Prepa
             raise HeadstartError(f"The data of {config.source} no longer gives the split saved in {split_path}: the "
                                  "data changed since the run started. Resume needs the same data; start a new run.")
     elif write:
-        table.to_csv(split_path, index=False)
+        write_atomic(split_path, table.to_csv(index=False))  # a resumed run compares its split with it
     labels = sorted(frame["label"].unique())
     return PreparedData(examples.modality, frame, labels, examples.metadata_columns)

@@ -15,6 +15,7 @@ import numpy as np
 
 from headstart.config import EvaluateConfig
 from headstart.errors import HeadstartError
+from headstart.files import run_lock
 from headstart.progress import reporter
 
 SCHEMA = "headstart-evaluation"
@@ -177,8 +178,14 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
     its files go to <run_dir>/evaluations/<source name>/ unless `output` names a folder. slice_by: metadata
     columns to slice by, besides evaluate.slice_by. overrides: evaluate.* settings (dict or "key=value").
     progress: True prints each step and draws progress bars on stderr; a callable gets the step messages (no
-    bars); False is silent. Returns the metrics written to metrics.json.
+    bars); False is silent. Returns the metrics written to metrics.json. Meanwhile a fit --overwrite or
+    --resume of the run, or another evaluation of it, is refused.
     """
+    with run_lock(Path(run_dir)):
+        return _evaluate_run(run_dir, data, slice_by, output, overrides, progress)
+
+
+def _evaluate_run(run_dir, data, slice_by, output, overrides, progress) -> dict:
     from headstart.evaluate import examples
     from headstart.evaluate.bootstrap import bootstrap, metric_functions, with_intervals
     from headstart.evaluate.costs import cost_matrix, cost_report, positive_index

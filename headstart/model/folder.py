@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 
 from headstart.backbones.registry import rebuild
 from headstart.errors import HeadstartError
+from headstart.files import share_like_umask
 from headstart.model.classifier import Classifier
 
 FORMAT = "headstart-model"
@@ -28,6 +29,21 @@ def save_model(model: Classifier, folder: Path, head: dict[str, Any], extra: dic
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        _write(model, staging, head, extra)
+    except SafetensorError as exc:  # a full disk, for one
+        shutil.rmtree(staging, ignore_errors=True)
+        raise HeadstartError(f"Could not write the model folder {folder}: {exc}.") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.rename(folder)
+    return folder
+
+
+def _write(model: Classifier, staging: Path, head: dict[str, Any], extra: dict[str, Any] | None) -> None:
     config = {
         "format": FORMAT,
         "version": VERSION,
@@ -43,10 +59,7 @@ def save_model(model: Classifier, folder: Path, head: dict[str, Any], extra: dic
     state = {name: tensor.detach().contiguous() for name, tensor in model.state_dict().items()}
     save_file(state, str(staging / "model.safetensors"), metadata=weights_metadata(model))
     model.backbone.save_assets(staging)
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging.rename(folder)
-    return folder
+    share_like_umask(staging)
 
 
 def preprocessing(backbone) -> dict:

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from headstart.errors import HeadstartError
 from headstart.registry.fingerprint import data_fingerprint, file_digest, folder_digests
-from headstart.registry.lock import fsync_path, locked, sync_tree, write_atomic
+from headstart.files import fsync_path, locked, sync_tree, write_atomic
 
 ALIASES = ("production", "candidate")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

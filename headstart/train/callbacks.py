@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from headstart.config import RunConfig
 from headstart.train.epoch_log import EpochLog
 from headstart.train.module import MODES
 from headstart.train.unfreezing import GradualUnfreezing
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written under a temporary name in their own folder, flushed, then renamed over the old one: a
+    full disk or a kill mid-write leaves the previous checkpoint whole. Lightning writes through a temporary file in
+    $TMPDIR, which on another filesystem is then copied over the old checkpoint in place."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        try:
+            with open(partial, "wb") as handle:
+                torch.save(checkpoint, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -12,6 +12,7 @@ from typing import Union
 
 from headstart.config import RunConfig, load_config, save_config
 from headstart.errors import HeadstartError
+from headstart.files import run_lock
 from headstart.run import Run
 
 PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
@@ -77,6 +78,14 @@ def read_checkpoint(path: Path) -> dict:
                              "run wrote, or start the run again with --overwrite.") from None
 
 
+def _remove(path: Path) -> None:
+    """Delete a run folder, or only the link when it is a symbolic link to one (rmtree refuses links)."""
+    if path.is_symlink():
+        path.unlink()
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _replaced(run_dir: Path) -> Path:
     """Where --overwrite keeps the old run until the new one has finished."""
     return run_dir.with_name(f".{run_dir.name}.replaced")
@@ -95,11 +104,12 @@ def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> tuple[bool, l
             raise HeadstartError(f"{run_dir} already exists and is not a headstart run (it has no config.yaml), so "
                                  "--overwrite leaves it alone: it replaces runs only. Give the run another name "
                                  "(--set name=...) or output folder (--set output=...).")
-        if _replaced(run_dir).exists() and not (run_dir / "results.json").exists():
-            shutil.rmtree(run_dir)  # an unfinished replacement: the finished run set aside stays the one to keep
-        else:
-            shutil.rmtree(_replaced(run_dir), ignore_errors=True)
-            run_dir.rename(_replaced(run_dir))
+        with run_lock(run_dir):  # not a run that another process is training or evaluating
+            if _replaced(run_dir).exists() and not (run_dir / "results.json").exists():
+                _remove(run_dir)  # an unfinished replacement: the finished run set aside stays the one to keep
+            else:
+                _remove(_replaced(run_dir))
+                run_dir.rename(_replaced(run_dir))
     created = [folder for folder in run_dir.parents if not folder.exists()]  # the deepest first
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     return replacing, created
@@ -111,7 +121,7 @@ def _undo_start(run_dir: Path, replacing: bool, created: list[Path]) -> bool:
     stays, for --resume."""
     if (run_dir / "checkpoints" / "last.ckpt").exists():
         return False
-    shutil.rmtree(run_dir, ignore_errors=True)
+    _remove(run_dir)
     for folder in created:
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
@@ -148,18 +158,19 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     if is_worker():
         return _train(config, run_dir, resume is not None)
     replacing, created = _start_folder(run_dir, resume is not None, overwrite)
-    save_config(config, run_dir / "config.yaml")
-    try:
-        run = _train(config, run_dir, resume is not None)
-    except BaseException as exc:
-        finished = (run_dir / "results.json").exists()  # stopped in the evaluation that follows training
-        if finished:
-            shutil.rmtree(_replaced(run_dir), ignore_errors=True)
-        removed = resume is None and _undo_start(run_dir, replacing, created)
-        if isinstance(exc, KeyboardInterrupt):
-            raise KeyboardInterrupt(_after_interrupt(run_dir, removed, finished)) from None
-        raise
-    shutil.rmtree(_replaced(run_dir), ignore_errors=True)
+    with run_lock(run_dir):  # to the end of its evaluation
+        save_config(config, run_dir / "config.yaml")
+        try:
+            run = _train(config, run_dir, resume is not None)
+        except BaseException as exc:
+            finished = (run_dir / "results.json").exists()  # stopped in the evaluation that follows training
+            if finished:
+                _remove(_replaced(run_dir))
+            removed = resume is None and _undo_start(run_dir, replacing, created)
+            if isinstance(exc, KeyboardInterrupt):
+                raise KeyboardInterrupt(_after_interrupt(run_dir, removed, finished)) from None
+            raise
+        _remove(_replaced(run_dir))
     return run
 
 
@@ -220,7 +231,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
                                    "(model/config.json says so).")
     from headstart.model.classifier import Classifier
     from headstart.model.folder import preprocessing, save_model
-    from headstart.train.callbacks import make_callbacks
+    from headstart.train.callbacks import AtomicCheckpointIO, make_callbacks
     from headstart.cache.prefix import PrefixCache
     from headstart.train.epoch_data import EpochData
     from headstart.train.loaders import class_weights
@@ -244,7 +255,8 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
         try:
             return L.Trainer(max_epochs=train.max_epochs, precision=PRECISION[train.precision],
                              accelerator=train.accelerator, devices=train.devices, strategy=strategy,
-                             num_nodes=train.num_nodes, callbacks=callbacks, logger=False, default_root_dir=run_dir,
+                             num_nodes=train.num_nodes, callbacks=callbacks, plugins=[AtomicCheckpointIO()],
+                             logger=False, default_root_dir=run_dir,
                              num_sanity_val_steps=0, enable_model_summary=False, reload_dataloaders_every_n_epochs=1)
         except (MisconfigurationException, TypeError) as exc:  # GPUs this machine lacks (indices on a CPU: TypeError)
             why = " ".join(str(exc).split()).rstrip(".!")
@@ -305,7 +317,7 @@ def _evaluate(run_dir: Path) -> None:
 
     try:
         evaluate_run(run_dir)
-    except HeadstartError as exc:
+    except (HeadstartError, OSError) as exc:  # a full disk, for one
         Console(stderr=True).print(f"[yellow]The run finished, but its evaluation did not:[/] {escape(str(exc))}\n"
                                    f"Run it again with `headstart evaluate {run_dir}`.")
 

@@ -1,4 +1,5 @@
-"""An exclusive lock on a registry model, held by one writer (process or thread) at a time.
+"""Files that others read while headstart writes: exclusive locks (a registry model, a run folder), atomic
+replacement, flushing, and permissions.
 
 `fcntl.flock` is released by the kernel when its holder dies, so a crashed writer never leaves a stale lock.
 """
@@ -9,7 +10,7 @@ import fcntl
 import os
 import threading
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from headstart.errors import HeadstartError
@@ -18,8 +19,9 @@ _local = threading.local()
 
 
 @contextmanager
-def locked(path: Path, timeout: float = 60.0):
-    """Hold an exclusive lock on the file `path` (created if missing); waits up to `timeout` seconds."""
+def locked(path: Path, timeout: float = 60.0, busy: str | None = None):
+    """Hold an exclusive lock on the file `path` (created if missing); waits up to `timeout` seconds, then raises
+    `busy` (by default: another writer holds the registry lock)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     held = getattr(_local, "held", set())
@@ -41,8 +43,8 @@ def locked(path: Path, timeout: float = 60.0):
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise HeadstartError(f"Another writer has held the registry lock {path} for over {timeout:g} s. "
-                                         "Wait for it to finish, then try again.") from None
+                    raise HeadstartError(busy or f"Another writer has held the registry lock {path} for over "
+                                                 f"{timeout:g} s. Wait for it to finish, then try again.") from None
                 time.sleep(0.02)
         _local.held = held | {key}
         try:
@@ -52,6 +54,23 @@ def locked(path: Path, timeout: float = 60.0):
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+@contextmanager
+def run_lock(run_dir: Path):
+    """Held by the process that trains or evaluates a run, so that a second one (`--overwrite`, `--resume`,
+    `evaluate`) is refused instead of mixing the two runs' files. A folder this user cannot write in is left
+    unlocked: nothing could be written there to mix."""
+    run_dir = Path(run_dir)
+    with ExitStack() as stack:
+        if run_dir.is_dir():
+            try:
+                stack.enter_context(locked(run_dir / ".lock", 0, busy=(
+                    f"{run_dir} is in use by another headstart process (a fit, --resume or evaluate of that run). "
+                    "Wait for it to finish, then try again.")))
+            except PermissionError:
+                pass
+        yield
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -80,3 +99,13 @@ def sync_tree(folder: Path) -> None:
     crash cannot leave a registered version with missing bytes)."""
     for path in [*sorted(Path(folder).rglob("*")), Path(folder)]:
         fsync_path(path)
+
+
+def share_like_umask(folder: Path) -> None:
+    """Give `folder` and everything in it the permissions a plain mkdir or open would (temporary folders and
+    safetensors files are private to their owner), so that a service account can read a model folder."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
