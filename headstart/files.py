@@ -73,16 +73,27 @@ def run_lock(run_dir: Path):
         yield
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` atomically: written to a temporary file, flushed to disk, then renamed over it.
-    Readers see the old content or the new one, never a partial file."""
+@contextmanager
+def replacing(path: Path, mode: str = "w"):
+    """A file handle whose content replaces `path` atomically when the block ends: written to a temporary file
+    beside it, flushed to disk, then renamed over it. Readers see the old content or the new one, never a partial
+    file; a failure (a full disk) leaves the old one and no temporary file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    with open(tmp, "w") as handle:
+    try:
+        with open(tmp, mode) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically (see `replacing`)."""
+    with replacing(path) as handle:
         handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def fsync_path(path: Path) -> None:

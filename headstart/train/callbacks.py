@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import lightning as L
@@ -11,6 +10,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from headstart.config import RunConfig
+from headstart.files import replacing
 from headstart.train.epoch_log import EpochLog
 from headstart.train.module import MODES
 from headstart.train.unfreezing import GradualUnfreezing
@@ -22,17 +22,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     $TMPDIR, which on another filesystem is then copied over the old checkpoint in place."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        try:
-            with open(partial, "wb") as handle:
-                torch.save(checkpoint, handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(partial, path)
-        finally:
-            partial.unlink(missing_ok=True)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with replacing(path, "wb") as handle:
+            torch.save(checkpoint, handle)
 
 
 class RunCheckpoint(ModelCheckpoint):
