@@ -74,14 +74,14 @@ def run_lock(run_dir: Path):
 
 
 @contextmanager
-def replacing(path: Path, mode: str = "w"):
+def replacing(path: Path, mode: str = "w", **open_args):
     """A file handle whose content replaces `path` atomically when the block ends: written to a temporary file
     beside it, flushed to disk, then renamed over it. Readers see the old content or the new one, never a partial
     file; a failure (a full disk) leaves the old one and no temporary file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        with open(tmp, mode) as handle:
+        with open(tmp, mode, **open_args) as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())

@@ -10,6 +10,8 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from headstart.files import replacing
+
 FIELDS = ["epoch", "train_loss", "val_loss", "val_acc", "val_f1", "lr_head", "trainable_groups", "unfrozen",
           "cache", "padding", "step_seconds", "seconds"]
 
@@ -27,7 +29,7 @@ class EpochLog(Callback):
         if not trainer.is_global_zero:
             return
         rows = self.read(self.path) if self.path.exists() else []
-        with self.path.open("w", newline="") as handle:
+        with replacing(self.path, newline="") as handle:  # a failure keeps the rows written so far
             writer = csv.DictWriter(handle, FIELDS)
             writer.writeheader()
             writer.writerows(row for row in rows if int(row["epoch"]) < trainer.current_epoch)
