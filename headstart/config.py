@@ -13,6 +13,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationE
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from headstart.errors import HeadstartError
+from headstart.files import write_atomic
 
 
 def _number_as_text(value):
@@ -41,36 +42,29 @@ class _Loader(yaml.SafeLoader):
             if key_node.tag == "tag:yaml.org,2002:merge":
                 continue
             key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, (str, int, float, bool)) and key in seen:
+            if not isinstance(key, (str, int, float, bool)):
+                continue  # PyYAML refuses an unhashable key itself
+            if key in seen:
                 raise yaml.constructor.ConstructorError(None, None, f"'{key}' is given twice (first on line "
                                                         f"{seen[key] + 1}): keep one", key_node.start_mark)
             seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
 
 
-# the only numbers a config holds: plain decimals (and YAML's .inf / .nan, which the fields refuse)
+# the only numbers a config holds: plain decimals, each also a number to YAML 1.1 (so a saved config, quoted for
+# YAML 1.1, reads back the same); 1e-3 stays text here, and a number field reads it
 _NUMBERS = [
     ("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9]*)$"), list("-+0123456789")),
     ("tag:yaml.org,2002:float",
-     re.compile(r"^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+]?[0-9]+)?|[-+]?\.[0-9]+(?:[eE][-+]?[0-9]+)?"
-                r"|[-+]?[0-9]+[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+     re.compile(r"^(?:[-+]?[0-9]+\.[0-9]*(?:[eE][-+][0-9]+)?|\.[0-9]+(?:[eE][-+][0-9]+)?|[-+]?\.(?:inf|Inf|INF)"
+                r"|\.(?:nan|NaN|NAN))$"),
      list("-+0123456789."))]
 _Loader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers
             if tag not in {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp"}]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
-
-
-class _Dumper(yaml.SafeDumper):
-    """Quotes a text that YAML 1.1 or the config's reading would take for a number (010, 1e3), so that both read
-    the saved config back as it was."""
-
-
-_Dumper.yaml_implicit_resolvers = {first: list(resolvers)
-                                   for first, resolvers in yaml.SafeDumper.yaml_implicit_resolvers.items()}
 for _tag, _regexp, _first in _NUMBERS:
     _Loader.add_implicit_resolver(_tag, _regexp, _first)
-    _Dumper.add_implicit_resolver(_tag, _regexp, _first)
 
 
 def read_yaml(text: str):
@@ -348,9 +342,10 @@ def apply_override(raw: dict, override: str) -> None:
 
 
 def _plain(value):
-    """A value of a config given as a dict, as YAML would give it: paths as text, NumPy numbers as numbers."""
-    if hasattr(value, "item") and callable(value.item):
-        return value.item()
+    """A value of a config given as a dict, as YAML would give it: paths as text, NumPy numbers and arrays as
+    numbers and lists."""
+    if callable(getattr(value, "tolist", None)):
+        return value.tolist()
     if isinstance(value, PurePath):
         return str(value)
     raise ValueError(f"a {type(value).__name__} ({value!r}) is not a config value: give text, a number, a list or a "
@@ -407,5 +402,5 @@ def load_config(source: Union[str, Path, dict, RunConfig], overrides: list[str] 
 
 def save_config(config: RunConfig, path: Path) -> None:
     """Write the resolved config (every default filled in) as YAML."""
-    path.write_text(yaml.dump(config.model_dump(mode="json"), Dumper=_Dumper, sort_keys=False))
+    write_atomic(path, yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
 

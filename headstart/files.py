@@ -58,17 +58,18 @@ def locked(path: Path, timeout: float = 60.0, busy: str | None = None):
 
 @contextmanager
 def run_lock(run_dir: Path):
-    """Held by the process that trains or evaluates a run, so that a second one (`--overwrite`, `--resume`,
-    `evaluate`) is refused instead of mixing the two runs' files. A folder this user cannot write in is left
-    unlocked: nothing could be written there to mix."""
+    """Held by the process that trains or evaluates a run (a folder with its config.yaml), so that a second one
+    (`--overwrite`, `--resume`, `evaluate`) is refused instead of mixing the two runs' files. A run that cannot be
+    locked (a read-only folder, a filesystem without locks) goes unlocked: nothing else can write there either,
+    or nothing could be done about it."""
     run_dir = Path(run_dir)
     with ExitStack() as stack:
-        if run_dir.is_dir():
+        if (run_dir / "config.yaml").is_file():
             try:
                 stack.enter_context(locked(run_dir / ".lock", 0, busy=(
                     f"{run_dir} is in use by another headstart process (a fit, --resume or evaluate of that run). "
                     "Wait for it to finish, then try again.")))
-            except PermissionError:
+            except OSError:
                 pass
         yield
 
@@ -80,6 +81,8 @@ def replacing(path: Path, mode: str = "w", **open_args):
     file; a failure (a full disk) leaves the old one and no temporary file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    if "b" not in mode:
+        open_args.setdefault("encoding", "utf-8")
     try:
         with open(tmp, mode, **open_args) as handle:
             yield handle
@@ -112,11 +115,14 @@ def sync_tree(folder: Path) -> None:
         fsync_path(path)
 
 
+# read once, at import: reading it means setting it, which would race with files other threads create
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def share_like_umask(folder: Path) -> None:
     """Give `folder` and everything in it the permissions a plain mkdir or open would (temporary folders and
     safetensors files are private to their owner), so that a service account can read a model folder."""
-    umask = os.umask(0)
-    os.umask(umask)
     for path in [Path(folder), *Path(folder).rglob("*")]:
         if not path.is_symlink():
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~_UMASK)

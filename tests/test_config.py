@@ -227,9 +227,9 @@ def test_overrides_that_are_not_a_list_are_named(overrides):
 def test_numbers_yaml_1_1_would_change_stay_text(tmp_path):
     # octal, hex, underscores, sexagesimal and dates: PyYAML's defaults give 8, 31, 1000, 90 and a date
     config = load_config(write_config(tmp_path, "name: 2024-01-01\ndata:\n  source: bbc\n"
-                                                "  labels: [010, 0x1F, 1_000, '1:30', 1:30, 7]\n"))
+                                                "  labels: [010, 0x1F, 1_000, '1:30', 1:30, 7, 1e3]\n"))
     assert config.name == "2024-01-01"
-    assert config.data.labels == ["010", "0x1F", "1_000", "1:30", "1:30", "7"]
+    assert config.data.labels == ["010", "0x1F", "1_000", "1:30", "1:30", "7", "1e3"]
     assert load_config(write_config(tmp_path), ["train.lr=1e-3", "train.max_epochs=+3"]).train.lr == 1e-3
 
 
@@ -237,6 +237,8 @@ def test_a_key_given_twice_is_refused_with_its_lines(tmp_path):
     path = write_config(tmp_path, MINIMAL + "train: {lr: 0.5}\ntrain: {max_epochs: 2}\n")
     with pytest.raises(HeadstartError, match=f"(?s)'train' is given twice \\(first on line 4\\).*in {path}, line 5"):
         load_config(path)
+    with pytest.raises(HeadstartError, match="not valid YAML .*unhashable"):  # a list as a key: YAML's own error
+        load_config(write_config(tmp_path), ["data.labels={[a]: 1}"])
 
 
 def test_a_section_with_every_line_commented_out_is_empty(tmp_path):
@@ -256,9 +258,10 @@ def test_infinite_numbers_and_an_empty_source_are_refused(tmp_path, override, fi
 def test_a_dict_config_may_hold_paths_and_numpy_numbers(tmp_path):
     import numpy as np
 
-    config = load_config({"name": "x", "data": {"source": tmp_path, "split": {"seed": np.int64(3)}},
-                          "train": {"lr": np.float32(0.5)}}, None)
+    config = load_config({"name": "x", "data": {"source": tmp_path, "split": {"seed": np.int64(3)},
+                                                "labels": np.array(["a", "b"])}, "train": {"lr": np.float32(0.5)}}, None)
     assert (config.data.source, config.data.split.seed, config.train.lr) == (str(tmp_path), 3, 0.5)
+    assert config.data.labels == ["a", "b"]
     with pytest.raises(HeadstartError, match="a object .* is not a config value"):
         load_config({"name": "x", "data": {"source": object()}})
 

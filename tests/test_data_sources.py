@@ -225,7 +225,7 @@ def test_numbers_of_any_type_are_one_label_and_one_group(tmp_path):
 
 def test_csv_metadata_is_read_as_written(tmp_path):
     table = TEXTS.assign(site=["NA", "EU", "None", "", "NA", "EU"], code=["001", "002", "000", "001", "002", "000"],
-                         score=["0.5", "1", "", "2.25", "3", "4"])
+                         score=["0.5", "1", "", "2.25", "3", "1e-05"])
     examples, _ = read_and_check(write_table(table, tmp_path / "news.csv"), metadata_columns=["site", "code", "score"])
     frame = examples.frame
     assert frame["site"].fillna("(blank)").tolist() == ["NA", "EU", "None", "(blank)", "NA", "EU"]  # NA: America
@@ -245,6 +245,9 @@ def test_a_csv_starting_with_a_blank_line_is_explained(tmp_path):
     path = tmp_path / "news.csv"
     path.write_text("\n" + TEXTS.to_csv(index=False))
     with pytest.raises(HeadstartError, match="The first line of .*news.csv is blank: a CSV starts with its header"):
+        read_and_check(path)
+    path.write_text("")
+    with pytest.raises(HeadstartError, match="Could not read the table .*news.csv: No columns to parse"):
         read_and_check(path)
 
 

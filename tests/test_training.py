@@ -319,6 +319,20 @@ def test_a_run_in_use_by_another_process_is_not_overwritten_resumed_or_evaluated
     headstart.fit(tiny_config, overwrite=True)  # free again
 
 
+def test_only_a_run_folder_that_can_be_locked_is(tmp_path):
+    from headstart.files import run_lock
+
+    (tmp_path / "model").mkdir()
+    with run_lock(tmp_path / "model"):  # not a run (no config.yaml): a registry version must stay as registered
+        pass
+    assert list((tmp_path / "model").iterdir()) == []
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.yaml").write_text("")
+    (tmp_path / "run" / ".lock").mkdir()  # cannot be opened, as on a read-only filesystem
+    with run_lock(tmp_path / "run"):
+        pass
+
+
 def test_overwrite_twice_through_a_symbolic_link(tiny_config, tmp_path):
     tiny_config["train"]["max_epochs"] = 1
     target = tmp_path / "archive" / "tiny"

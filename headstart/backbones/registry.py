@@ -68,7 +68,8 @@ def _import_factory(target: str) -> Callable:
     if problem:
         raise HeadstartError(f"backbone: {problem}.")
     module_name, _, attr = target.partition(":")
-    sys.path.insert(0, os.getcwd())  # as `python -m` would: a module next to where headstart runs is found
+    here = os.getcwd()
+    sys.path.insert(0, here)  # as `python -m` would: a module next to where headstart runs is found
     try:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError, ValueError) as exc:
@@ -76,7 +77,7 @@ def _import_factory(target: str) -> Callable:
                              "importable (in the current folder, installed, or on PYTHONPATH) and defines the "
                              "function.") from None
     finally:
-        sys.path.remove(os.getcwd())
+        sys.path.remove(here)
     try:
         inspect.signature(factory).bind()
     except TypeError as exc:  # not callable, or needs arguments

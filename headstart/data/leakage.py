@@ -32,27 +32,31 @@ def _pairs_by_key(frame: pd.DataFrame, column: str, kind: str) -> list[tuple]:
 def _near_image_pairs(frame: pd.DataFrame, exact_keys: set) -> list[tuple]:
     hashes = np.frombuffer(b"".join(frame["near"]), dtype=np.uint8).reshape(len(frame), -1)
     ranks = frame["rank"].to_numpy()
+    # each distinct hash once (blank images or video frames share one), with its first row in each split
+    distinct, which = np.unique(hashes, axis=0, return_inverse=True)
+    first = np.full((len(distinct), len(SPLITS)), len(frame))
+    np.minimum.at(first, (which.ravel(), ranks), np.arange(len(frame)))
     # Two hashes at most NEAR_BITS bits apart agree exactly on at least one of NEAR_BITS + 1 byte bands, so only
-    # examples sharing a band are compared: near-linear instead of every example against every earlier one.
+    # hashes sharing a band are compared: near-linear instead of every example against every earlier one.
     bands = np.array_split(np.arange(hashes.shape[1]), NEAR_BITS + 1)
     sharing = defaultdict(list)
     for band, columns in enumerate(bands):
-        for row, key in enumerate(hashes[:, columns]):
-            sharing[band, key.tobytes()].append(row)
+        for index, key in enumerate(distinct[:, columns]):
+            sharing[band, key.tobytes()].append(index)
     pairs = []
     for i in np.flatnonzero(ranks > 0):
         if frame["origin"].iat[i] in exact_keys:
             continue
-        earlier = sorted({j for band, columns in enumerate(bands) for j in sharing[band, hashes[i, columns].tobytes()]
-                          if ranks[j] < ranks[i]})
-        if not earlier:
-            continue
-        distance = np.bitwise_count(hashes[earlier] ^ hashes[i]).sum(axis=1)
-        j = int(np.argmin(distance))
-        if distance[j] <= NEAR_BITS:
-            k = earlier[j]
+        near = np.array(sorted({index for band, columns in enumerate(bands)
+                                for index in sharing[band, hashes[i, columns].tobytes()]}))
+        distance = np.bitwise_count(distinct[near] ^ hashes[i]).sum(axis=1)
+        row = first[near, :ranks[i]].min(axis=1)  # each hash's first row in an earlier split
+        close = np.flatnonzero((distance <= NEAR_BITS) & (row < len(frame)))
+        if len(close):
+            best = close[np.lexsort((row[close], distance[close]))[0]]  # the nearest, then the first in the data
+            k = row[best]
             pairs.append(("near", frame["origin"].iat[i], frame["split"].iat[i], frame["origin"].iat[k],
-                          frame["split"].iat[k], int(distance[j])))
+                          frame["split"].iat[k], int(distance[best])))
     return pairs
 
 

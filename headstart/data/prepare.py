@@ -13,7 +13,7 @@ from headstart.config import DataConfig
 from headstart.data.leakage import find_leaks, handle_leaks
 from headstart.data.sources import read_source
 from headstart.data.split import check_splits, manifest, split_frame
-from headstart.data.validate import check_examples
+from headstart.data.validate import check_examples, first_problems
 from headstart.errors import HeadstartError
 from headstart.files import write_atomic
 
@@ -41,8 +41,7 @@ def prepare_data(config: DataConfig, run_dir: Path, write: bool = True) -> Prepa
         problems.to_csv(run_dir / "data_problems.csv", index=False)
     if write and len(problems):
         console.print(f"[yellow]Skipped {len(problems)} unusable examples[/] "
-                      + escape(f"(listed in {run_dir / 'data_problems.csv'}): "
-                               + "; ".join(f"{o}: {p}" for o, p in problems.head(3).itertuples(index=False))))
+                      + escape(f"(listed in {run_dir / 'data_problems.csv'}): {first_problems(problems)}"))
     frame = split_frame(examples.frame, config.split, grouped=config.group_column is not None)
     leaks = find_leaks(frame, examples.modality)
     frame = handle_leaks(frame, leaks, config.leakage)

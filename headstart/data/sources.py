@@ -147,7 +147,7 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
         if text is None:  # not the index pandas saved with it: rows are numbered as they come
             return pd.read_parquet(path).reset_index(drop=True)
         if suffix == ".csv":
-            if not text.split("\n", 1)[0].strip():
+            if text.strip() and not text.split("\n", 1)[0].strip():
                 raise HeadstartError(f"The first line of {path} is blank: a CSV starts with its header line, the "
                                      "column names. Remove the blank lines above it.")
             table = pd.read_csv(io.StringIO(text), skip_blank_lines=False)
@@ -213,10 +213,11 @@ def _as_text(column: pd.Series) -> list:
 
 
 def _numbers_if_all(column: pd.Series) -> pd.Series:
-    """A CSV column read as text, as numbers when every filled cell is a plain number: 'NA' and 'None' stay
-    words and '001' stays a code, as pandas' guessing would not keep them."""
+    """A CSV column read as text, as numbers when every filled cell is a number (1, -2.5, 1e-05): 'NA' and 'None'
+    stay words and '001' stays a code, as pandas' guessing would not keep them."""
     filled = column.dropna()
-    if len(filled) and filled.str.fullmatch(r"-?(0|[1-9]\d*)(\.\d+)?").all():
+    if len(filled) and filled.str.fullmatch(r"[-+]?(0|[1-9]\d*|(0|[1-9]\d*)?\.\d+|(0|[1-9]\d*)\.\d*)"
+                                            r"([eE][-+]?\d+)?").all():
         return pd.to_numeric(column)
     return column
 

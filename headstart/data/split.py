@@ -29,8 +29,8 @@ def _stratified(labels: pd.Series, config: SplitConfig) -> np.ndarray:
 
 def _cover_small_classes(labels: np.ndarray, split: np.ndarray) -> None:
     """Stratified rounding can leave a class of a few examples (3 suffice) out of a split: move one of its examples
-    there from the split that holds most of them (train on a tie), so that every class is trained on, validated
-    and tested."""
+    there from the split that holds most of them (the first of train, val, test on a tie), so that every class is
+    trained on, validated and tested."""
     for label in pd.unique(labels):
         member = labels == label
         for name in SPLITS:

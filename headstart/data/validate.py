@@ -99,14 +99,19 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
     return Examples(examples.modality, frame, examples.metadata_columns), report
 
 
+def first_problems(problems: pd.DataFrame, shown: int = 3) -> str:
+    """The first problems of a `check_examples` report, as 'origin: problem; ...'."""
+    more = "; ..." if len(problems) > shown else ""
+    return "; ".join(f"{o}: {p}" for o, p in problems.head(shown).itertuples(index=False)) + more
+
+
 def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFrame) -> None:
     counts = frame["label"].value_counts()
     # the examples skipped as unusable may be why a class is missing or small: say so
     after = ""
     if len(skipped):
-        shown = "; ".join(f"{o}: {p}" for o, p in skipped.head(3).itertuples(index=False))
         some = "1 unusable example is" if len(skipped) == 1 else f"{len(skipped)} unusable examples are"
-        after = f" once {some} skipped ({shown}{'; ...' if len(skipped) > 3 else ''})"
+        after = f" once {some} skipped ({first_problems(skipped)})"
     if len(counts) < 2:
         only = f"only '{counts.index[0]}'" if len(counts) else "no labelled example"
         if Path(config.source).expanduser().is_dir():

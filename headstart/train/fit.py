@@ -12,7 +12,7 @@ from typing import Union
 
 from headstart.config import RunConfig, load_config, save_config
 from headstart.errors import HeadstartError
-from headstart.files import run_lock
+from headstart.files import run_lock, write_atomic
 from headstart.run import Run
 
 PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
@@ -78,12 +78,13 @@ def read_checkpoint(path: Path) -> dict:
                              "run wrote, or start the run again with --overwrite.") from None
 
 
-def _remove(path: Path) -> None:
-    """Delete a run folder, or only the link when it is a symbolic link to one (rmtree refuses links)."""
+def _remove(path: Path, ignore_errors: bool = False) -> None:
+    """Delete a run folder if there is one, or only the link when it is a symbolic link to one (rmtree refuses
+    links)."""
     if path.is_symlink():
         path.unlink()
-    else:
-        shutil.rmtree(path, ignore_errors=True)
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=ignore_errors)
 
 
 def _replaced(run_dir: Path) -> Path:
@@ -108,7 +109,7 @@ def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> tuple[bool, l
             if _replaced(run_dir).exists() and not (run_dir / "results.json").exists():
                 _remove(run_dir)  # an unfinished replacement: the finished run set aside stays the one to keep
             else:
-                _remove(_replaced(run_dir))
+                _remove(_replaced(run_dir), ignore_errors=True)
                 run_dir.rename(_replaced(run_dir))
     created = [folder for folder in run_dir.parents if not folder.exists()]  # the deepest first
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -121,7 +122,7 @@ def _undo_start(run_dir: Path, replacing: bool, created: list[Path]) -> bool:
     stays, for --resume."""
     if (run_dir / "checkpoints" / "last.ckpt").exists():
         return False
-    _remove(run_dir)
+    _remove(run_dir, ignore_errors=True)  # while another error is on its way
     for folder in created:
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
@@ -158,19 +159,21 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     if is_worker():
         return _train(config, run_dir, resume is not None)
     replacing, created = _start_folder(run_dir, resume is not None, overwrite)
+    save_config(config, run_dir / "config.yaml")
     with run_lock(run_dir):  # to the end of its evaluation
-        save_config(config, run_dir / "config.yaml")
+        for partial in (run_dir / "checkpoints").glob(".*.tmp"):  # a checkpoint write that a kill -9 cut short
+            partial.unlink()
         try:
             run = _train(config, run_dir, resume is not None)
         except BaseException as exc:
             finished = (run_dir / "results.json").exists()  # stopped in the evaluation that follows training
             if finished:
-                _remove(_replaced(run_dir))
+                _remove(_replaced(run_dir), ignore_errors=True)
             removed = resume is None and _undo_start(run_dir, replacing, created)
             if isinstance(exc, KeyboardInterrupt):
                 raise KeyboardInterrupt(_after_interrupt(run_dir, removed, finished)) from None
             raise
-        _remove(_replaced(run_dir))
+        _remove(_replaced(run_dir), ignore_errors=True)
     return run
 
 
@@ -301,7 +304,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
     summary = {"test": test, "best_epoch": best_epoch, "epochs_trained": trainer.current_epoch,
                "unfreeze_events": unfreezing.events, "labels": data.labels,
                "examples": {name: int((data.frame["split"] == name).sum()) for name in ("train", "val", "test")}}
-    (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+    write_atomic(run_dir / "results.json", json.dumps(summary, indent=2))  # the mark of a finished run
     if config.evaluate.after_fit:
         _evaluate(run_dir)
     return Run(run_dir)
