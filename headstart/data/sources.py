@@ -162,8 +162,7 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
                 table[kept] = raw[kept].where(raw[kept] != "", None)
             return table.dropna(how="all")
         # values as the JSON holds them: no guessing of numbers ("007" -> 7) or dates
-        table = pd.read_json(io.StringIO(text), lines=suffix == ".jsonl", dtype=False,
-                             convert_dates=False).reset_index(drop=True)
+        table = pd.read_json(io.StringIO(text), lines=suffix == ".jsonl", dtype=False).reset_index(drop=True)
         if suffix == ".jsonl":  # numbered by line: blank lines count
             table.index = [i for i, line in enumerate(text.split("\n")) if line.strip()][:len(table)]
         return table
