@@ -142,6 +142,7 @@ class StrategyConfig(_Section):
     unfreeze_min_improvement: float = Field(0.01, ge=0, lt=1)
     discriminative_factor: float = Field(2.6, ge=1)
     backbone_lr_ratio: float = Field(0.1, gt=0, le=1)
+    freeze_batchnorm: bool = False
 
     @field_validator("unfreeze", mode="before")
     @classmethod

@@ -44,6 +44,17 @@ def test_frozen_groups_keep_weights_and_batchnorm_statistics(tiny_config):
     assert "top.1.running_mean" in top_changed and "top.0.weight" in top_changed
 
 
+def test_freeze_batchnorm_keeps_the_statistics_of_trainable_groups_and_trains_their_scale(tiny_config):
+    tiny_config["train"]["max_epochs"] = 2
+    tiny_config["strategy"]["freeze_batchnorm"] = True
+    run = headstart.fit(tiny_config)
+    trained = load_file(str(run.model_dir / "model.safetensors"))
+    initial = {f"backbone.{k}": v for k, v in tiny_cnn().state_dict().items()}
+    top_changed = [n for n, v in _backbone_state("top", trained).items() if not torch.equal(v, initial[f"backbone.{n}"])]
+    assert "top.1.weight" in top_changed and "top.0.weight" in top_changed  # scale and convolution train
+    assert not [n for n in top_changed if "running" in n or "num_batches" in n]  # the statistics do not move
+
+
 def test_frozen_modules_stay_in_eval_mode_when_training():
     model = Classifier(tiny_cnn(), ["a", "b"], [8], 0.3)
     model.set_trainable(2)  # head + top

@@ -13,11 +13,15 @@ class Classifier(nn.Module):
     """A backbone with a new head. Layer groups run input to output; the head is the last group.
 
     Freezing is `requires_grad=False` plus eval mode: a frozen group's modules stay in eval mode whatever
-    `.train()` is called with, so dropout is off and BatchNorm running statistics do not move.
+    `.train()` is called with, so dropout is off and BatchNorm running statistics do not move. With
+    `freeze_batchnorm`, every BatchNorm of the backbone stays in eval mode, trainable or not: it normalises with the
+    pretrained statistics while its scale and shift train.
     """
 
-    def __init__(self, backbone: Backbone, labels: list[str], hidden: list[int], dropout: float):
+    def __init__(self, backbone: Backbone, labels: list[str], hidden: list[int], dropout: float,
+                 freeze_batchnorm: bool = False):
         super().__init__()
+        self.freeze_batchnorm = freeze_batchnorm
         self.backbone = backbone
         self.labels = list(labels)
         self.head = build_head(backbone.feature_size, hidden, len(labels), dropout)
@@ -42,6 +46,10 @@ class Classifier(nn.Module):
             for index, group in enumerate(self.groups):
                 if not self.is_trainable(index):
                     for module in group.modules:
+                        module.eval()
+            if self.freeze_batchnorm:
+                for module in self.backbone.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
                         module.eval()
         return self
 

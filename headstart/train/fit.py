@@ -240,7 +240,8 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
     from headstart.train.loaders import class_weights
     from headstart.train.module import FineTuner
 
-    model = Classifier(backbone, data.labels, config.head.hidden, config.head.dropout)
+    model = Classifier(backbone, data.labels, config.head.hidden, config.head.dropout,
+                       config.strategy.freeze_batchnorm)
     train = config.train
     callbacks = make_callbacks(config, run_dir, len(model.groups))
     unfreezing = callbacks[0]
