@@ -58,13 +58,14 @@ def locked(path: Path, timeout: float = 60.0, busy: str | None = None):
 
 @contextmanager
 def run_lock(run_dir: Path):
-    """Held by the process that trains or evaluates a run (a folder with its config.yaml), so that a second one
+    """Held by the process that trains or evaluates a run (a folder with its config.yaml and checkpoints/: not a
+    registry version's copy of a run's files, which must stay as registered), so that a second one
     (`--overwrite`, `--resume`, `evaluate`) is refused instead of mixing the two runs' files. A run that cannot be
     locked (a read-only folder, a filesystem without locks) goes unlocked: nothing else can write there either,
     or nothing could be done about it."""
     run_dir = Path(run_dir)
     with ExitStack() as stack:
-        if (run_dir / "config.yaml").is_file():
+        if (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints").is_dir():
             try:
                 stack.enter_context(locked(run_dir / ".lock", 0, busy=(
                     f"{run_dir} is in use by another headstart process (a fit, --resume or evaluate of that run). "

@@ -334,10 +334,14 @@ def test_only_a_run_folder_that_can_be_locked_is(tmp_path):
     from headstart.files import run_lock
 
     (tmp_path / "model").mkdir()
-    with run_lock(tmp_path / "model"):  # not a run (no config.yaml): a registry version must stay as registered
-        pass
-    assert list((tmp_path / "model").iterdir()) == []
-    (tmp_path / "run").mkdir()
+    (tmp_path / "copy").mkdir()
+    (tmp_path / "copy" / "config.yaml").write_text("")  # a registry version's copy of the run files
+    for folder in ("model", "copy"):  # not runs: a registry version must stay as registered
+        with run_lock(tmp_path / folder):
+            pass
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == ["copy", "copy/config.yaml",
+                                                                                       "model"]
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "config.yaml").write_text("")
     (tmp_path / "run" / ".lock").mkdir()  # cannot be opened, as on a read-only filesystem
     with run_lock(tmp_path / "run"):
