@@ -353,14 +353,16 @@ def _plain(value):
                      "mapping")
 
 
-def _fill_sections(raw: dict, model: type[BaseModel] = None) -> None:
+def _fill_sections(raw: dict, model: type[BaseModel] = RunConfig) -> None:
     """A section written with every line commented out (`train:` alone) reads as null: treat it as empty."""
-    for key in _fields_of(model or RunConfig, []):
-        inner = _fields_of(model or RunConfig, [key])
-        if inner and key in raw and raw[key] is None:
+    for key, field in model.model_fields.items():
+        section = field.annotation
+        if not (isinstance(section, type) and issubclass(section, BaseModel)) or key not in raw:
+            continue
+        if raw[key] is None:
             raw[key] = {}
-        if inner and isinstance(raw.get(key), dict):
-            _fill_sections(raw[key], (model or RunConfig).model_fields[key].annotation)
+        if isinstance(raw[key], dict):
+            _fill_sections(raw[key], section)
 
 
 def load_config(source: Union[str, Path, dict, RunConfig], overrides: list[str] = ()) -> RunConfig:
