@@ -6,8 +6,10 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 from headstart.config import CPU_IMAGE_BATCH
 from headstart.data.images import DECODE_ERRORS
@@ -53,6 +55,11 @@ class Predictor:
         if isinstance(inputs, (str, bytes, Path)):  # it would be read as a sequence of characters or bytes
             raise HeadstartError(f"Give a list of inputs, e.g. predict([{_short(repr(inputs), 30)}]), not a single "
                                  f"{type(inputs).__name__}.")
+        # one image would be read as a sequence of pixel rows; a (N, H, W, C) array is a batch
+        if isinstance(inputs, Image.Image) or isinstance(inputs, np.ndarray) and inputs.ndim in (2, 3):
+            raise HeadstartError(f"Give a list of images, e.g. predict([image]), not a single {type(inputs).__name__}: "
+                                 "it would be read as rows of pixels. A batch of grey images in one (N, H, W) array "
+                                 "is list(array).")
         if self.modality == "text":
             _check_texts(inputs)
         out = []

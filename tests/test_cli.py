@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from headstart.errors import HeadstartError
 
@@ -51,6 +53,13 @@ def test_a_loaded_model_runs_images_in_batches_of_8_unless_told(tiny_run, digits
     assert by_8.shape == (20, 3) and torch.allclose(by_8, by_20, atol=1e-6)
     with pytest.raises(HeadstartError, match="batch_size must be at least 1, not 0"):
         model.probabilities(images, batch_size=0)
+    pil = Image.open(images[0])
+    assert model.probabilities([pil, np.asarray(pil)]).allclose(by_8[[0, 0]], atol=1e-6)
+    rgb = np.asarray(pil.convert("RGB"))
+    assert model.probabilities(np.stack([rgb] * 2)).allclose(by_8[[0, 0]], atol=1e-6)  # (N, H, W, C): a batch
+    for one in (pil, np.asarray(pil), rgb):  # not read as rows of pixels
+        with pytest.raises(HeadstartError, match=r"Give a list of images, e.g. predict\(\[image\]\), not a single"):
+            model.predict(one)
 
 
 def test_predict_prints_a_table_and_accepts_a_run_folder(tiny_run, digits_folder):

@@ -294,6 +294,24 @@ def test_arrays_of_other_types_give_the_pixels_a_file_would(tmp_path):
         assert torch.equal(to_tensor(array, 16), from_file), array.dtype
     wide = (dark.astype(np.uint16) - 20) * 600  # 16-bit values: scaled over their range, as 16-bit files are
     assert to_tensor(wide, 24).max() == 255 and to_tensor(wide, 24).min() == 0
+    Image.fromarray(dark[..., 0].astype(np.uint16)).save(tmp_path / "dark16.png")  # a dark 16-bit file, and its
+    assert torch.equal(to_tensor(dark[..., 0].astype(np.uint16), 24), to_tensor(tmp_path / "dark16.png", 24))  # array
+
+
+def test_photos_are_read_upright_by_their_exif_orientation(tmp_path):
+    from headstart.data.images import fingerprint, to_tensor
+
+    pixels = np.zeros((40, 60, 3), dtype=np.uint8)
+    pixels[:, :20] = 255  # a white band on the left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the viewer turns the stored pixels 90 degrees clockwise
+    Image.fromarray(pixels).save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    Image.fromarray(np.rot90(pixels, -1).copy()).save(tmp_path / "upright.jpg", quality=95)
+    turned = to_tensor(tmp_path / "phone.jpg", 30)
+    assert turned[0, :10].float().mean() > 200 and turned[0, -10:].float().mean() < 50  # the band is now on top
+    assert (turned.int() - to_tensor(tmp_path / "upright.jpg", 30).int()).abs().max() < 30  # JPEG's rounding
+    assert to_tensor((tmp_path / "phone.jpg").read_bytes(), 30).equal(turned)
+    assert fingerprint(str(tmp_path / "phone.jpg"))[1] == fingerprint(str(tmp_path / "upright.jpg"))[1]
 
 
 def test_csv_labels_and_texts_are_read_as_written_and_rows_keep_their_numbers(tmp_path):

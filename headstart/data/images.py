@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 if TYPE_CHECKING:
     import torch
@@ -33,12 +33,13 @@ def _eight_bit(image: Image.Image) -> Image.Image:
 
 def _array_eight_bit(array: np.ndarray) -> np.ndarray:
     """uint8 pixels of an array as a file would give them: integers within 0..255 as they are, floats within 0..1
-    times 255, anything wider (16-bit, raw sensor values) scaled over its own range, as 16-bit files are."""
+    times 255, anything wider (raw sensor values) scaled over its own range, as 16-bit files are. uint16 arrays are
+    what 16-bit files decode to, so they are scaled however dark they are."""
     values = array.astype(np.float64)
     low, high = (values.min(), values.max()) if values.size else (0.0, 0.0)
     if np.issubdtype(array.dtype, np.floating) and 0 <= low and high <= 1:
         values = values * 255
-    elif not (np.issubdtype(array.dtype, np.integer) and 0 <= low and high <= 255):
+    elif array.dtype == np.uint16 or not (np.issubdtype(array.dtype, np.integer) and 0 <= low and high <= 255):
         values = (values - low) * (255 / (high - low)) if high > low else values * 0
     return values.round().astype(np.uint8)
 
@@ -49,13 +50,16 @@ def open_file(source: str | Path | bytes) -> Image.Image:
 
 
 def open_eight_bit(image: ImageInput) -> Image.Image:
-    """An 8-bit PIL image from a path, a file's bytes, a PIL image or an HxW / HxWxC array (see `_array_eight_bit`)."""
+    """An 8-bit PIL image from a path, a file's bytes (turned upright by their EXIF orientation), a PIL image or an
+    HxW / HxWxC array (see `_array_eight_bit`)."""
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image if image.dtype == np.uint8 else _array_eight_bit(image))
     if isinstance(image, Image.Image):
         return _eight_bit(image)
     with open_file(image) as img:
         img.load()
+        # upright, as viewers show it: phones store the sensor's pixels and an EXIF orientation
+        ImageOps.exif_transpose(img, in_place=True)
         return _eight_bit(img)
 
 
