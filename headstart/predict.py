@@ -13,8 +13,8 @@ from PIL import Image
 
 from headstart.config import CPU_IMAGE_BATCH
 from headstart.data.images import DECODE_ERRORS
-from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, check_single_values, read_table, read_text_file,
-                                     row_origins, visible_files)
+from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, check_single_values, image_path_columns, read_table,
+                                     read_text_file, row_origins, visible_files)
 from headstart.data.validate import visible
 from headstart.errors import HeadstartError
 from headstart.model.folder import load_model
@@ -154,23 +154,51 @@ def _text_inputs(item: str, text_column: str) -> tuple[list[str], list[str]]:
                          "model.predict([...]) from Python.")
 
 
-def _image_inputs(item: str) -> tuple[list[str], list[str]]:
-    """One argument for an image model -> (paths, names): an image file, or a folder's image files."""
+def _table_images(path: Path, column: str | None) -> tuple[list[str], list[str]]:
+    """A table's image paths (relative ones read from the table's folder, as training does) and their cells."""
+    table = read_table(path, [column] if column else [])
+    found = image_path_columns(table)
+    if column is None and len(found) != 1:
+        which = f"columns {', '.join(found)} all hold" if found else "no column holds"
+        raise HeadstartError(f"In {path} {which} image file paths (its columns: "
+                             f"{', '.join(map(str, table.columns))}). Name the column with --image-column.")
+    column = column or found[0]
+    if column not in table.columns:
+        raise HeadstartError(f"{path} has no column '{column}' (its columns: {', '.join(map(str, table.columns))}). "
+                             "Name the column of image paths with --image-column.")
+    check_single_values(table, [column], path, str(path))
+    cells = table[column].tolist()
+    blank = [o for o, cell in zip(row_origins(path, table.index, str(path)), cells)
+             if not isinstance(cell, str) or not cell.strip()]
+    if blank:
+        raise HeadstartError(f"No image path in column '{column}' at {', '.join(blank[:5])}"
+                             f"{' and more' if len(blank) > 5 else ''}: give every row an image file.")
+    return [str(path.parent / cell) for cell in cells], cells
+
+
+def _image_inputs(item: str, image_column: str | None) -> tuple[list[str], list[str]]:
+    """One argument for an image model -> (paths, names): an image file, a folder's image files, or a table's
+    column of image paths."""
     if not os.path.exists(item):
-        raise HeadstartError(f"{item}: no such image file or folder.")
+        raise HeadstartError(f"{item}: no such image file, folder or table.")
     path = Path(item)
+    if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
+        return _table_images(path, image_column)
     files = [str(p) for p in _files(path, IMAGE_SUFFIXES)] if path.is_dir() else [str(path)]
     if not files:
         raise HeadstartError(f"{item} is a folder with no image files in it (PNG, JPEG, BMP, TIFF, WebP or GIF).")
     return files, files
 
 
-def gather_inputs(items: Iterable[str], modality: str, text_column: str = "text") -> tuple[list, list[str]]:
-    """CLI arguments -> (inputs, names): image files or folders of them for image models; texts, .txt files or
-    folders of them, or CSV / JSONL / JSON / Parquet tables with a text column for text models."""
+def gather_inputs(items: Iterable[str], modality: str, text_column: str = "text",
+                  image_column: str | None = None) -> tuple[list, list[str]]:
+    """CLI arguments -> (inputs, names): image files, folders of them or tables with a column of image paths for
+    image models; texts, .txt files or folders of them, or CSV / JSONL / JSON / Parquet tables with a text column
+    for text models."""
     inputs, names = [], []
     for item in items:
-        found, found_names = _text_inputs(item, text_column) if modality == "text" else _image_inputs(item)
+        found, found_names = (_text_inputs(item, text_column) if modality == "text"
+                              else _image_inputs(item, image_column))
         inputs += found
         names += found_names
     bad = [name.strip() or repr(name) for text, name in zip(inputs, names)

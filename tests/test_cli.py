@@ -62,6 +62,21 @@ def test_a_loaded_model_runs_images_in_batches_of_8_unless_told(tiny_run, digits
             model.predict(one)
 
 
+def test_predict_reads_a_table_of_image_paths(tiny_run, digits_folder, tmp_path):
+    images = sorted((digits_folder / "digit2").iterdir())[:3]
+    (tmp_path / "batch.csv").write_text("path,site\n" + "".join(f"{p},{i}\n" for i, p in enumerate(images)))
+    result = cli("predict", str(tiny_run.model_dir), str(tmp_path / "batch.csv"), "--json")
+    assert result.returncode == 0, result.stderr
+    import headstart
+
+    expected = headstart.load(tiny_run.model_dir).predict([str(p) for p in images])
+    assert [json.loads(line) for line in result.stdout.splitlines()] == [
+        {"input": str(p), **row} for p, row in zip(images, expected)]
+    (tmp_path / "bad.csv").write_text(f"path\n{images[0]}\n{tmp_path / 'gone.png'}\n")
+    result = cli("predict", str(tiny_run.model_dir), str(tmp_path / "bad.csv"))
+    assert result.returncode == 2 and "gone.png: no such image file." in result.stderr, result.stderr
+
+
 def test_predict_prints_a_table_and_accepts_a_run_folder(tiny_run, digits_folder):
     import headstart
 

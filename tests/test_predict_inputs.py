@@ -102,3 +102,30 @@ def test_unreadable_tables_are_explained_by_line(tmp_path):
     latin.write_bytes("text\nprofits rose\ncaf\xe9 chain expands\n".encode("cp1252"))
     with pytest.raises(HeadstartError, match=r"articles.csv is not UTF-8 text: line 3 .*Save the file as UTF-8"):
         gather_inputs([str(latin)], "text")
+
+
+def test_image_tables_give_their_column_of_paths_from_the_tables_folder(tmp_path):
+    (tmp_path / "cells").mkdir()
+    table = pd.DataFrame({"id": [7, 8], "file": ["cells/a.png", str(tmp_path / "b.png")]})
+    table.to_csv(tmp_path / "batch.csv", index=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # the one column of image file names is found; a relative path is read from the table's folder, not the cwd
+    inputs, names = gather_inputs([str(tmp_path / "batch.csv")], "image")
+    assert inputs == [str(tmp_path / "cells" / "a.png"), str(tmp_path / "b.png")] and names == table["file"].tolist()
+    assert gather_inputs([str(tmp_path / "batch.csv")], "image", image_column="file")[0] == inputs
+
+    table.assign(mask=["m1.png", "m2.png"]).to_json(tmp_path / "two.jsonl", orient="records", lines=True)
+    with pytest.raises(HeadstartError, match=r"In .*two.jsonl columns file, mask all hold image file paths \(its "
+                                             r"columns: id, file, mask\)\. Name the column with --image-column"):
+        gather_inputs([str(tmp_path / "two.jsonl")], "image")
+    assert gather_inputs([str(tmp_path / "two.jsonl")], "image", image_column="mask")[1] == ["m1.png", "m2.png"]
+    with pytest.raises(HeadstartError, match=r"two.jsonl has no column 'path' .*--image-column"):
+        gather_inputs([str(tmp_path / "two.jsonl")], "image", image_column="path")
+
+    (tmp_path / "gap.csv").write_text("file,id\na.png,1\n,2\nc.png,3\n")
+    with pytest.raises(HeadstartError, match=r"No image path in column 'file' at .*gap.csv row 3: give every row"):
+        gather_inputs([str(tmp_path / "gap.csv")], "image")
+    (tmp_path / "texts.csv").write_text("text\nno images here\n")
+    with pytest.raises(HeadstartError, match=r"In .*texts.csv no column holds image file paths"):
+        gather_inputs([str(tmp_path / "texts.csv")], "image")

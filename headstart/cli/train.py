@@ -45,9 +45,12 @@ def fit(
 @app.command()
 def predict(
     model_dir: Path = typer.Argument(..., help="A model folder (runs/<name>/model) or a run folder."),
-    inputs: List[str] = typer.Argument(..., help="Image files or folders; or texts, .txt files or folders of them, "
-                                                  "CSV / JSONL / JSON / Parquet tables."),
+    inputs: List[str] = typer.Argument(..., help="Image files, folders or tables of image paths; or texts, .txt "
+                                                  "files or folders of them, CSV / JSONL / JSON / Parquet tables."),
     text_column: str = typer.Option("text", help="Column holding the texts in table inputs."),
+    image_column: Optional[str] = typer.Option(None, help="Column holding image paths in table inputs (relative "
+                                                          "ones from the table's folder); left out, the one column "
+                                                          "of image file names."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per input."),
     top: int = typer.Option(3, min=1, help="How many classes to show per input."),
 ) -> None:
@@ -55,7 +58,7 @@ def predict(
     from headstart.predict import check_images, gather_inputs, load
 
     predictor = load(model_dir)
-    items, names = gather_inputs(inputs, predictor.modality, text_column)
+    items, names = gather_inputs(inputs, predictor.modality, text_column, image_column)
     if predictor.modality == "image":
         check_images(items)
     if not items:

@@ -185,7 +185,7 @@ def _require_column(table: pd.DataFrame, column: str, field: str, path: Path) ->
                              f"{', '.join(map(str, table.columns))}. {fix}.")
 
 
-def _image_path_columns(table: pd.DataFrame) -> list[str]:
+def image_path_columns(table: pd.DataFrame) -> list[str]:
     """Columns whose every value is a file name with an image suffix."""
     return [str(c) for c in table.columns if table[c].notna().any() and all(
         isinstance(v, str) and Path(v).suffix.lower() in IMAGE_SUFFIXES for v in table[c].dropna())]
@@ -241,7 +241,7 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
     if input_column is None:
         raise HeadstartError("Set data.text_column (texts) or data.image_column (image paths) for a table source.")
     # a text column that is missing, or that holds image file names: an image table without data.image_column
-    image_columns = [] if image_mode else _image_path_columns(
+    image_columns = [] if image_mode else image_path_columns(
         table[[input_column]] if input_column in table.columns else table)
     if image_columns:
         column = image_columns[0]
