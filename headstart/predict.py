@@ -53,7 +53,7 @@ class Predictor:
     def probabilities(self, inputs: list, batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
         """(len(inputs), n_classes) class probabilities, `batch_size` inputs per forward pass; `progress`: a bar."""
         if isinstance(inputs, (str, bytes, Path)):  # it would be read as a sequence of characters or bytes
-            raise HeadstartError(f"Give a list of inputs, e.g. predict([{_short(repr(inputs), 30)}]), not a single "
+            raise HeadstartError(f"Give a list of inputs, e.g. predict([{short(repr(inputs), 30)}]), not a single "
                                  f"{type(inputs).__name__}.")
         # one image would be read as a sequence of pixel rows; a (N, H, W, C) array is a batch
         if isinstance(inputs, Image.Image) or isinstance(inputs, np.ndarray) and inputs.ndim in (2, 3):
@@ -124,7 +124,8 @@ def _meant_as_path(item: str) -> bool:
                  or (item.endswith(separators) and not spaced)))
 
 
-def _short(item: str, width: int = 40) -> str:
+def short(item: str, width: int = 40) -> str:
+    """`item` cut to `width` characters, "..." marking the cut."""
     return item if len(item) <= width else item[:width - 3] + "..."
 
 
@@ -148,8 +149,8 @@ def _text_inputs(item: str, text_column: str) -> tuple[list[str], list[str]]:
     elif _meant_as_path(item):
         problem = "looks like a file or folder path, but there is no such file or folder"
     else:
-        return [item], [_short(item)]
-    raise HeadstartError(f"{_short(item, 300)} {problem}. A text model reads texts, .txt files, folders of them, and "
+        return [item], [item]
+    raise HeadstartError(f"{short(item, 300)} {problem}. A text model reads texts, .txt files, folders of them, and "
                          "tables. To classify these words as a text, put them in a .txt file or call "
                          "model.predict([...]) from Python.")
 

@@ -131,6 +131,11 @@ def test_predict_names_a_table_without_rows(tmp_path):
     result = cli("predict", str(tmp_path / "model"), str(table))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert f"No inputs found in {table}" in " ".join(result.stderr.split())
+    long = "The central bank raised interest rates for the third time this year"
+    result = cli("predict", str(tmp_path / "model"), long, "--json")
+    assert result.returncode == 0 and json.loads(result.stdout)["input"] == long  # whole, so it can be matched
+    result = cli("predict", str(tmp_path / "model"), long)
+    assert result.returncode == 0 and long[:37] + "..." in result.stdout and long not in result.stdout
 
 
 def test_predict_explains_a_folder_that_is_not_a_model(tmp_path):

@@ -55,7 +55,7 @@ def predict(
     top: int = typer.Option(3, min=1, help="How many classes to show per input."),
 ) -> None:
     """Predict labels with probabilities for images or texts."""
-    from headstart.predict import check_images, gather_inputs, load
+    from headstart.predict import check_images, gather_inputs, load, short
 
     predictor = load(model_dir)
     items, names = gather_inputs(inputs, predictor.modality, text_column, image_column)
@@ -73,9 +73,10 @@ def predict(
     table.add_column("input")
     table.add_column("label")
     table.add_column("probabilities")
-    for name, result in zip(names, results):
+    for item, name, result in zip(items, names, results):
         ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:top]
-        table.add_row(*map(escape, (name, result["label"], "  ".join(f"{k} {v:.3f}" for k, v in ranked))))
+        shown = short(name) if name == item else name  # a text given as an argument: its start
+        table.add_row(*map(escape, (shown, result["label"], "  ".join(f"{k} {v:.3f}" for k, v in ranked))))
     console.print(table)
 
 
