@@ -240,6 +240,12 @@ def test_numeric_slices_are_cut_into_quartiles_named_by_their_values_in_order():
     assert values.value_counts(sort=False).tolist() == [5, 4, 4, 4, 0]
     assert slice_values(pd.Series([1.0, 1 / 3, 0.0, None])).tolist() == ["1", "0.3333", "0", "(missing)"]
     assert slice_values(pd.Series(["poly", "mono"])).cat.categories.tolist() == ["mono", "poly", "(missing)"]
+    # distinct values keep distinct names: site codes in full, close values with the digits that tell them apart
+    assert slice_values(pd.Series([10001, 10002, 10003, 10004])).cat.categories.tolist()[:4] == [
+        "10001", "10002", "10003", "10004"]
+    assert slice_values(pd.Series([0.12341, 0.12342, 0.5])).tolist() == ["0.12341", "0.12342", "0.5"]
+    # a nullable integer column (Parquet written by pandas) holds pandas' NA
+    assert slice_values(pd.Series([1, None, 2], dtype="Int64").astype(object)).tolist() == ["1", "(missing)", "2"]
 
 
 def test_per_class_scores_of_a_class_absent_from_the_data_are_null():
@@ -325,3 +331,17 @@ def test_labels_with_dollar_signs_are_drawn_as_written():
                                  "accuracy")]
     for png in drawn:
         assert Image.open(io.BytesIO(base64.b64decode(png))).format == "PNG"
+
+
+def test_a_slice_of_one_group_is_drawn_with_its_interval_at_the_point():
+    from headstart.evaluate import plots
+
+    # slicing by group: each slice is one group, which the group bootstrap draws every time, so the interval is
+    # the point, rounded to 6 decimals on either side of it (2/3 -> 0.666667)
+    y, proba = np.array([0, 0, 1, 0, 1, 1]), np.array([[.9, .1], [.2, .8], [.1, .9], [.8, .2], [.7, .3], [.4, .6]])
+    groups = np.array(["g1"] * 3 + ["g2"] * 3)
+    slices = slice_report(pd.DataFrame({"group": groups}), y, proba, ["a", "b"], ["group"], 1, 50, 0,
+                          groups)["group"]["slices"]
+    assert slices["g1"]["accuracy"] == pytest.approx(2 / 3) and slices["g1"]["accuracy_ci"] == [0.666667] * 2
+    assert plots.interval_bars(list(slices), [s["accuracy"] for s in slices.values()],
+                               [s["accuracy_ci"] for s in slices.values()], "slices", "accuracy")

@@ -359,16 +359,19 @@ def test_overwrite_twice_through_a_symbolic_link(tiny_config, tmp_path):
     assert sorted(p.name for p in Path(tiny_config["output"]).iterdir()) == ["tiny"]
 
 
-def test_an_evaluation_that_fails_on_disk_leaves_the_finished_run(tiny_config, monkeypatch, capsys):
+@pytest.mark.parametrize("fault, shown", [(OSError(28, "No space left on device"), "[Errno 28] No space left on device"),
+                                          (ValueError("'xerr' must not contain negative values"),
+                                           "ValueError: 'xerr' must not contain negative values")])
+def test_an_evaluation_that_fails_leaves_the_finished_run(tiny_config, monkeypatch, capsys, fault, shown):
     tiny_config["train"]["max_epochs"] = 1
 
-    def full_disk(*args, **kwargs):
-        raise OSError(28, "No space left on device")
+    def fail(*args, **kwargs):
+        raise fault
 
-    monkeypatch.setattr("headstart.evaluate.evaluate_run", full_disk)
+    monkeypatch.setattr("headstart.evaluate.evaluate_run", fail)
     run = headstart.fit({**tiny_config, "evaluate": {"after_fit": True}})
     assert (run.path / "results.json").is_file() and (run.model_dir / "model.safetensors").is_file()
-    assert "The run finished, but its evaluation did not:" in capsys.readouterr().err
+    assert f"The run finished, but its evaluation did not: {shown}" in " ".join(capsys.readouterr().err.split())
 
 
 def test_a_checkpoint_write_that_fails_leaves_the_previous_one(tmp_path, monkeypatch):

@@ -109,7 +109,9 @@ def interval_bars(names: list[str], values: list[float], intervals: list, title:
     axes.barh(y, values, color=colors, alpha=0.85)
     for i, (value, ci) in enumerate(zip(values, intervals)):
         if ci is not None:
-            axes.errorbar(value, i, xerr=[[value - ci[0]], [ci[1] - value]], color="black", capsize=3, lw=1)
+            # a percentile interval need not hold the point (one group resampled: both ends round past it)
+            axes.errorbar(value, i, xerr=[[max(0.0, value - ci[0])], [max(0.0, ci[1] - value)]], color="black",
+                          capsize=3, lw=1)
     if zero_line:
         axes.axvline(0, color="black", lw=0.8)
     axes.set(yticks=y, xlabel=xlabel, title=title)

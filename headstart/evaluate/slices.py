@@ -19,17 +19,30 @@ def slice_values(column: pd.Series) -> pd.Series:
     """The slice each example falls in, as text: categorical, its categories in order (numbers ascending, a
     quartile named by the smallest and largest values in it), "(missing)" last."""
     if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
-        names = column.map(lambda v: MISSING if v is None or v != v else str(v))
+        names = column.map(lambda v: MISSING if pd.isna(v) else str(v))  # None, NaN, and pandas' NA
         order = sorted(set(names) - {MISSING})
     else:
         keys = column
         if column.nunique() > MAX_DISTINCT_NUMBERS:
             keys = pd.qcut(column, 4, labels=False, duplicates="drop")
-        spans = column.groupby(keys).agg(["min", "max"])
-        named = {key: f"{low:.4g}" if low == high else f"{low:.4g} to {high:.4g}"
-                 for key, (low, high) in spans.iterrows()}
-        names, order = keys.map(named).fillna(MISSING), list(dict.fromkeys(named.values()))
+        named = _span_names(column.groupby(keys).agg(["min", "max"]))
+        names, order = keys.map(named).fillna(MISSING), list(named.values())
     return pd.Series(pd.Categorical(names, categories=order + [MISSING]), index=column.index)
+
+
+def _span_names(spans: pd.DataFrame) -> dict:
+    """{key: "low" or "low to high"}: whole numbers in full (site 10001), others to 4 significant digits, or as many
+    more as keep the names of distinct spans apart."""
+    for digits in range(4, 18):
+        named = {key: _number(low, digits) if low == high else f"{_number(low, digits)} to {_number(high, digits)}"
+                 for key, (low, high) in spans.iterrows()}
+        if len(set(named.values())) == len(named):
+            break
+    return named
+
+
+def _number(value, digits: int) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.{digits}g}"
 
 
 def _slice(y: np.ndarray, proba: np.ndarray, labels: list[str], samples: int, seed, groups) -> tuple[dict, dict]:

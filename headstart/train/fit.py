@@ -321,9 +321,10 @@ def _evaluate(run_dir: Path) -> None:
 
     try:
         evaluate_run(run_dir)
-    except (HeadstartError, OSError) as exc:  # a full disk, for one
-        Console(stderr=True).print(f"[yellow]The run finished, but its evaluation did not:[/] {escape(str(exc))}\n"
-                                   f"Run it again with `headstart evaluate {run_dir}`.")
+    except Exception as exc:  # a full disk, or a fault in one part of the report: the trained run stands
+        kind = "" if isinstance(exc, (HeadstartError, OSError)) else f"{type(exc).__name__}: "
+        Console(stderr=True).print(f"[yellow]The run finished, but its evaluation did not:[/] "
+                                   f"{escape(kind + str(exc))}\nRun it again with `headstart evaluate {run_dir}`.")
 
 
 def _strategy(config: RunConfig, ddp: bool):
