@@ -85,9 +85,9 @@ def test_unfreezes_from_the_top_on_milestones(tiny_config):
     assert [e["group"] for e in run.results["unfreeze_events"]] == ["top", "block", "stem"]
 
 
-def _fake_trainer(loss: float, epoch: int):
+def _fake_trainer(loss: float, epoch: int, max_epochs: int = 100):
     return SimpleNamespace(sanity_checking=False, callback_metrics={"val_loss": torch.tensor(loss)},
-                           current_epoch=epoch)
+                           current_epoch=epoch, max_epochs=max_epochs)
 
 
 def test_unfreezes_when_validation_plateaus():
@@ -102,6 +102,11 @@ def test_unfreezes_when_validation_plateaus():
     assert trainable == [1, 1, 1, 2, 2, 2, 3, 3]
     assert callback.events == [{"epoch": 4, "group": "top"}, {"epoch": 7, "group": "block"}]
     assert module.scheduler.num_bad_epochs == 0  # an unfreeze starts a new plateau for the LR scheduler too
+    # a plateau after the last epoch unfreezes nothing: the group would never train, yet be reported
+    callback = GradualUnfreezing(StrategyConfig(unfreeze="plateau", unfreeze_patience=2), "val_loss", n_groups=4)
+    for epoch, loss in enumerate([1.0, 0.9, 0.95, 0.92]):
+        callback.on_validation_end(_fake_trainer(loss, epoch, max_epochs=4), module)
+    assert callback.trainable == 1 and callback.events == []
 
 
 def test_an_unfreeze_on_a_milestone_restarts_early_stopping_count():
@@ -136,6 +141,25 @@ def test_each_stage_unfrozen_on_plateau_gets_the_whole_patience(tiny_config, mon
     run = headstart.fit(tiny_config)
     assert run.history["unfrozen"].fillna("").tolist() == ["", "", "", "top", "", "block", "", "stem", "", ""]
     assert run.results["epochs_trained"] == 10 and run.results["best_epoch"] == 5
+
+
+def test_each_epoch_logs_the_learning_rate_it_trained_at(tiny_config, monkeypatch):
+    from headstart.train import module
+
+    # two epochs without a new best (2, 3), patience 1: the rate is cut after epoch 3, so epoch 4 trains at half
+    script = iter([1.0, 0.9, 0.95, 0.96, 0.97])
+    measured = module.classification_metrics
+
+    def scripted(logits, targets, prefix):
+        metrics = measured(logits, targets, prefix)
+        return {**metrics, "val_loss": next(script)} if prefix == "val" else metrics
+
+    monkeypatch.setattr(module, "classification_metrics", scripted)
+    tiny_config["strategy"]["name"] = "full"
+    tiny_config["train"].update(max_epochs=5, patience=10, reduce_lr_patience=1)
+    run = headstart.fit(tiny_config)
+    lr = tiny_config["train"]["lr"]
+    assert run.history["lr_head"].tolist() == pytest.approx([lr, lr, lr, lr, lr / 2])
 
 
 def test_an_epoch_listed_twice_unfreezes_two_groups():

@@ -21,6 +21,7 @@ class EpochLog(Callback):
         self.path = Path(path)
         self.unfreezing = unfreezing
         self._started = 0.0
+        self._lr = 0.0
         self._step_started = 0.0
         self._steps: list[float] = []
 
@@ -37,6 +38,8 @@ class EpochLog(Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = time.perf_counter()
         self._steps = []
+        # the rate this epoch trains at: by its end, validation may have cut it for the next one
+        self._lr = trainer.optimizers[0].param_groups[-1]["lr"]
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_index) -> None:
         _wait_for_device(pl_module.device)
@@ -53,7 +56,7 @@ class EpochLog(Callback):
         row = {
             "epoch": trainer.current_epoch,
             **{k: round(metrics[k], 6) for k in FIELDS[1:5] if k in metrics},
-            "lr_head": trainer.optimizers[0].param_groups[-1]["lr"],
+            "lr_head": self._lr,
             "trainable_groups": pl_module.model.trainable_groups,
             "unfrozen": " ".join(e["group"] for e in self.unfreezing.events if e["epoch"] == trainer.current_epoch),
             "cache": pl_module.cache.mode,

@@ -69,7 +69,8 @@ class GradualUnfreezing(Callback):
         improved = score < self.best - margin if MODES[self.monitor] == "min" else score > self.best + margin
         self.best, self.wait = (score, 0) if improved else (self.best, self.wait + 1)
         if (self.strategy.name == "gradual" and self.strategy.unfreeze == "plateau"
-                and self.wait >= self.strategy.unfreeze_patience and self.trainable < self.n_groups):
+                and self.wait >= self.strategy.unfreeze_patience and self.trainable < self.n_groups
+                and trainer.current_epoch + 1 < trainer.max_epochs):  # unfrozen after the last epoch, it never trains
             self._unfreeze_one(pl_module, trainer.current_epoch + 1)
 
     def state_dict(self) -> dict[str, Any]:
