@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 import headstart
 from headstart.errors import HeadstartError
@@ -270,6 +271,24 @@ def test_python_api_reads_another_source_lacking_classes(tiny_run, cells_table, 
     digit2 = metrics["overall"]["per_class"]["digit2"]
     assert digit2["support"] == 0 and digit2["recall"] is None
     assert metrics["overall"]["calibration"]["ece_by_chance"] is not None  # a simulation, not a bootstrap
+
+
+def test_another_source_is_scored_where_the_runs_own_data_is_gone(binary_run, cells_table, tmp_path):
+    # the run copied to a machine without its training table: new labelled data can still be evaluated
+    run = Path(shutil.copytree(binary_run.path, tmp_path / "run"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["data"]["source"] = str(tmp_path / "gone" / "cells.csv")
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(HeadstartError, match="neither a bundled dataset"):  # its own test split needs the data
+        evaluate_run(run, progress=False)
+    metrics = evaluate_run(run, data=str(cells_table), overrides={"bootstrap": 50, "latency": False},
+                           progress=False)
+    assert "gone/cells.csv' is neither a bundled dataset" in metrics["data"]["without_run_data"]
+    assert metrics["baselines"] is None and "chosen" not in metrics["costs"]
+    trained_on = pd.read_csv(run / "split.csv").query("split == 'train'")["label"].value_counts()
+    assert metrics["data"]["positive_label"] == trained_on.idxmin()  # the rarer class, from split.csv's labels
+    report = (run / "evaluations" / "cells" / "report.html").read_text()
+    assert "could not be read, so the baselines and the threshold chosen on validation are left out" in report
 
 
 def test_data_of_another_kind_is_named_before_its_labels(tiny_run, tmp_path):

@@ -117,10 +117,11 @@ def cost_report(config: CostConfig, labels: list[str], positive: int | None, y: 
     if positive is None:
         return report
     fp, fn = matrix[1 - positive, positive], matrix[positive, 1 - positive]
-    chosen = choose_threshold(val_y, val_proba[:, positive], positive, matrix) if len(val_y) else 0.5
-    report["chosen"] = {"threshold": chosen, "chosen_on": "validation split",
-                        **_at(y, _binary_predictions(proba[:, positive], chosen, positive), matrix, positive,
-                              samples, seed, groups)}
+    if len(val_y):  # none when the run's own data could not be read
+        chosen = choose_threshold(val_y, val_proba[:, positive], positive, matrix)
+        report["chosen"] = {"threshold": chosen, "chosen_on": "validation split",
+                            **_at(y, _binary_predictions(proba[:, positive], chosen, positive), matrix, positive,
+                                  samples, seed, groups)}
     report["calibrated_optimum"] = float(fp / (fp + fn)) if fp + fn > 0 else 0.5
     grid = np.round(np.linspace(0, 1, 101), 2)
     curve = {"threshold": grid.tolist()}

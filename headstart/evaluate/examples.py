@@ -31,6 +31,9 @@ class EvalData:
     scope: str  # "test split" or "all examples"
     slice_columns: list[str] = field(default_factory=list)
     skipped: int = 0
+    # why the run's own train and val examples could not be read (--data only): `train` and `val` then hold only
+    # their labels, from split.csv, and the parts that need their inputs are left out
+    without_run_data: str | None = None
 
 
 def _is_table(source: str) -> bool:
@@ -163,18 +166,32 @@ def load(run_dir: Path, config: DataConfig, labels: list[str], modality: str, re
          source: str | None = None, source_config: DataConfig | None = None) -> EvalData:
     """The evaluation data: the run's test split, or (with `source`) all of another data source of the model's
     `modality`, read with `source_config` (the run's data settings by default)."""
-    examples, parts = run_parts(run_dir, config, labels, requested)
-    skipped, scope = 0, "test split"
-    if source is not None:  # other_source checks the kind of data before its labels
+    skipped, scope, missing = 0, "test split", None
+    if source is None:
+        examples, parts = run_parts(run_dir, config, labels, requested)
+        check_modality(modality, examples.modality, config.source)
+    else:
+        try:
+            parts = run_parts(run_dir, config, labels, requested)[1]
+        except HeadstartError as exc:  # moved, changed, or on another machine: the new data can still be scored
+            if not (run_dir / "split.csv").is_file():
+                raise
+            parts, missing = _split_labels(run_dir / "split.csv", labels), str(exc)
+        # other_source checks the kind of data before its labels
         examples, parts["test"], skipped = other_source(source_config or config, source, labels, requested, modality)
         scope = "all examples"
-    else:
-        check_modality(modality, examples.modality, config.source)
     columns = slice_columns(examples, requested, source or config.source)
     if parts["test"].empty:
         raise HeadstartError(f"The test split of {run_dir} is empty: nothing to evaluate.")
     return EvalData(examples.modality, labels, parts["train"], parts["val"], parts["test"], source or config.source,
-                    scope, columns, skipped)
+                    scope, columns, skipped, missing)
+
+
+def _split_labels(path: Path, labels: list[str]) -> dict[str, pd.DataFrame]:
+    """The train and val splits of split.csv, labels only."""
+    split = pd.read_csv(path, dtype=str, keep_default_na=False)
+    split = split[split["label"].isin(labels)]
+    return {name: _with_targets(split.loc[split["split"] == name, ["label"]], labels) for name in ("train", "val")}
 
 
 def targets(frame: pd.DataFrame) -> np.ndarray:

@@ -16,6 +16,9 @@ def _header(m: dict) -> str:
     d, s = m["data"], m["settings"]
     positive = f" Positive class: <b>{escape(d['positive_label'])}</b>." if d["positive_label"] else ""
     skipped = f" {d['skipped']} examples without a label, text or image path were skipped." if d["skipped"] else ""
+    if d.get("without_run_data"):
+        skipped += (f" The run's own train and validation examples could not be read, so the baselines and the "
+                    f"threshold chosen on validation are left out: {escape(d['without_run_data'])}")
     unit = "groups (data.group_column)" if s["bootstrap_unit"] == "group" else "examples"
     return (f"<h1>Evaluation of {escape(m['run'])}</h1><p class='muted'>{escape(d['scope'])} of "
             f"<b>{escape(str(d['source']))}</b>: {num(d['examples'], ['data', 'examples'])} {escape(d['modality'])} "
@@ -162,7 +165,9 @@ def _slices(m: dict) -> str:
 
 def _baselines(m: dict) -> str:
     if not m["baselines"]:
-        return "<h2>Baselines</h2><p class='muted'>Baselines were not computed (evaluate.baselines: false).</p>"
+        why = ("the run's own data could not be read" if m["data"].get("without_run_data")
+               else "evaluate.baselines: false")
+        return f"<h2>Baselines</h2><p class='muted'>Baselines were not computed ({why}).</p>"
     names = ("accuracy", "macro_f1", "weighted_f1", "roc_auc")
     rows = [["fine-tuned model"] + [with_ci(m["overall"], n, ["overall"]) for n in names] + ["", ""]]
     for name, b in m["baselines"].items():

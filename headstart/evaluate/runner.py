@@ -220,8 +220,13 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, progress) -> dict:
     say(f"predicting {len(y)} examples ({evaluated.scope})")
     inputs = evaluated.test["input"].tolist()
     proba = _probabilities(predictor, inputs, batch, bars)
-    say(f"predicting {len(val_y)} validation examples (for the decision threshold)")
-    val_proba = _probabilities(predictor, evaluated.val["input"].tolist(), batch, bars)
+    if evaluated.without_run_data:
+        say(f"without the run's own data, so no baselines or threshold chosen on validation: "
+            f"{evaluated.without_run_data}")
+        val_y, val_proba = val_y[:0], proba[:0]
+    else:
+        say(f"predicting {len(val_y)} validation examples (for the decision threshold)")
+        val_proba = _probabilities(predictor, evaluated.val["input"].tolist(), batch, bars)
 
     # examples of one group (data.group_column) are not independent: the bootstrap resamples whole groups
     grouped = len(evaluated.test) and evaluated.test["group"].notna().all()
@@ -231,7 +236,7 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, progress) -> dict:
     point["calibration"]["ece_by_chance"] = ece_by_chance(proba, CHANCE_DRAWS, seed)
     boot = {}
     baselines = None
-    if settings.baselines:
+    if settings.baselines and not evaluated.without_run_data:
         baselines, model_boot = _baselines(config, evaluated, y, proba, samples, seed, positive, say, bars, groups)
         boot.update(model_boot)
     elif samples:
@@ -258,7 +263,8 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, progress) -> dict:
     metrics = _clean({
         "schema": SCHEMA, "version": VERSION, "run": config.name,
         "data": {"source": evaluated.source, "scope": evaluated.scope, "examples": int(len(y)),
-                 "skipped": evaluated.skipped, "modality": evaluated.modality, "labels": labels,
+                 "skipped": evaluated.skipped, "without_run_data": evaluated.without_run_data,
+                 "modality": evaluated.modality, "labels": labels,
                  "class_counts": {label: int((y == c).sum()) for c, label in enumerate(labels)},
                  "positive_label": None if positive is None else labels[positive]},
         "settings": {"bootstrap": samples, "bootstrap_unit": "group" if groups is not None else "example",
