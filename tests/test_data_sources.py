@@ -1,6 +1,7 @@
 """Reading data sources (bundled datasets, class folders, CSV / JSONL / Parquet tables) and checking every example
 before training (headstart/data/sources.py, headstart/data/validate.py)."""
 
+import io
 import json
 from decimal import Decimal
 
@@ -312,6 +313,12 @@ def test_photos_are_read_upright_by_their_exif_orientation(tmp_path):
     assert (turned.int() - to_tensor(tmp_path / "upright.jpg", 30).int()).abs().max() < 30  # JPEG's rounding
     assert to_tensor((tmp_path / "phone.jpg").read_bytes(), 30).equal(turned)
     assert fingerprint(str(tmp_path / "phone.jpg"))[1] == fingerprint(str(tmp_path / "upright.jpg"))[1]
+    # a damaged tag elsewhere in the EXIF block (the camera make's ASCII re-tagged as a rational): still upright
+    exif[0x010F] = "cam"
+    stored = io.BytesIO()
+    Image.fromarray(pixels).save(stored, "JPEG", exif=exif, quality=95)
+    damaged = stored.getvalue().replace(b"\x01\x0f\x00\x02", b"\x01\x1e\x00\x02", 1)
+    assert damaged != stored.getvalue() and to_tensor(damaged, 30).equal(to_tensor(stored.getvalue(), 30))
 
 
 def test_csv_labels_and_texts_are_read_as_written_and_rows_keep_their_numbers(tmp_path):

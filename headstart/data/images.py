@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 if TYPE_CHECKING:
     import torch
@@ -44,6 +44,22 @@ def _array_eight_bit(array: np.ndarray) -> np.ndarray:
     return values.round().astype(np.uint8)
 
 
+# EXIF orientation -> the transpose that shows the stored pixels as viewers do (1: as stored)
+_ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+                 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+                 8: Image.Transpose.ROTATE_90}
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned by its EXIF orientation, as phones store the sensor's pixels plus a tag. Only the tag is
+    read: Pillow's exif_transpose writes the EXIF block back, and fails on a malformed tag elsewhere in it."""
+    try:
+        method = _ORIENTATIONS.get(image.getexif().get(0x0112))
+    except Exception:  # a damaged EXIF block does not make the pixels unreadable
+        return image
+    return image.transpose(method) if method is not None else image
+
+
 def open_file(source: str | Path | bytes) -> Image.Image:
     """A lazily decoded image from a path or a file's bytes, in one of `FORMATS`."""
     return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=FORMATS)
@@ -58,9 +74,7 @@ def open_eight_bit(image: ImageInput) -> Image.Image:
         return _eight_bit(image)
     with open_file(image) as img:
         img.load()
-        # upright, as viewers show it: phones store the sensor's pixels and an EXIF orientation
-        ImageOps.exif_transpose(img, in_place=True)
-        return _eight_bit(img)
+        return _eight_bit(_upright(img))
 
 
 def open_rgb(image: ImageInput) -> Image.Image:
