@@ -131,6 +131,10 @@ def test_a_request_has_a_pixel_budget_and_keeps_no_decoded_image(registry, pngs,
         assert api.post("/predict", json={"images": [b64(p) for p in pngs[:3]]}).status_code == 200
     items = inputs.parse_json(json.dumps({"images": [b64(pngs[0])]}).encode(), "image", 8)
     assert items[0].value == pngs[0] and items[0].image_size == (16, 16)  # the file, decoded again batch by batch
+    # what the OpenAPI schema allows (the other key null) and line-wrapped base64 (the base64 command, MIME)
+    wrapped = base64.encodebytes(pngs[0]).decode()
+    assert "\n" in wrapped and inputs.parse_json(json.dumps({"images": [wrapped], "texts": None}).encode(), "image",
+                                                  8)[0].value == pngs[0]
 
 
 def chunked_upload(size: int) -> dict:
@@ -505,6 +509,30 @@ def test_a_host_that_does_not_resolve_is_blamed(monkeypatch):
     with pytest.raises(HeadstartError, match="--host nosuchhost.invalid: the name does not resolve") as refused:
         _check_port("nosuchhost.invalid", 8000)
     assert "--port" not in str(refused.value)
+
+
+def _ipv6_loopback() -> bool:
+    import socket
+
+    try:
+        socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _ipv6_loopback(), reason="this machine has no IPv6 loopback")
+def test_an_ipv6_host_is_checked_as_ipv6():
+    import socket
+
+    from headstart.cli.serve import _check_port
+    from headstart.errors import HeadstartError
+
+    with socket.create_server(("::1", 0), family=socket.AF_INET6) as taken:
+        port = taken.getsockname()[1]
+        with pytest.raises(HeadstartError, match=r"Cannot listen on ::1:\d+: .*Address already in use"):
+            _check_port("::1", port)
+    _check_port("::1", port)  # free again: an IPv6 address is not refused as an unsupported family
 
 
 def test_long_texts_are_tokenized_from_their_start_without_changing_the_tokens():

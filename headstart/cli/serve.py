@@ -56,12 +56,12 @@ def _check_port(host: str, port: int) -> None:
     import socket
 
     try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]  # ::1 and :: are IPv6
     except socket.gaierror as exc:
         raise HeadstartError(f"--host {host}: the name does not resolve ({exc.strerror}). Give an address or name of "
                              "this machine, e.g. 127.0.0.1 (or 0.0.0.0 for every interface).") from None
     try:
-        socket.create_server((host, port)).close()  # with SO_REUSEADDR, as uvicorn binds
+        socket.create_server((host, port), family=family).close()  # with SO_REUSEADDR, as uvicorn binds
     except OSError as exc:
         if exc.errno == errno.EADDRNOTAVAIL:
             raise HeadstartError(f"--host {host}: not an address of this machine ({exc.strerror}). Give one of its "

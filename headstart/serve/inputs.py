@@ -108,8 +108,8 @@ def base64_items(images, max_inputs: int) -> list[Item]:
         if encoded.startswith("data:") and "," not in encoded:
             raise BadInput(422, f"images[{i}] is a data URL without data: data:image/png;base64,<base64>.")
         payload = encoded.split(",", 1)[1] if encoded.startswith("data:") else encoded  # data URLs too
-        try:
-            data = base64.b64decode(payload, validate=True)
+        try:  # line-wrapped base64 (the base64 command, MIME) too, but no other stray characters
+            data = base64.b64decode("".join(payload.split()), validate=True)
         except (binascii.Error, ValueError):
             raise BadInput(422, f"images[{i}] is not valid base64. Encode the image file's bytes with "
                                 "base64.") from None
@@ -141,7 +141,7 @@ def parse_json(body: bytes, modality: str, max_inputs: int) -> list[Item]:
     except RecursionError:
         raise BadInput(400, "The request body nests JSON too deeply.") from None
     key, other = ("texts", "images") if modality == "text" else ("images", "texts")
-    mixed = isinstance(payload, dict) and other in payload
+    mixed = isinstance(payload, dict) and payload.get(other) is not None  # the schema allows an explicit null
     if not isinstance(payload, dict) or key not in payload or mixed:
         hint = f" This model classifies {modality}s, not {other}." if mixed else ""
         raise BadInput(422, f'Send a JSON object {{"{key}": [...]}}.{hint}')
