@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import shutil
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -605,6 +606,33 @@ def test_an_admin_change_loads_the_version_before_it_writes_the_registry(registr
             assert answer["version"] == target
     assert [(e["action"], e["to"]) for e in registry.aliases("digits")["events"]] == [
         ("promote", 1), ("promote", 2), ("promote", 2), ("rollback", 1)]
+
+
+def test_a_candidate_no_arm_serves_is_loaded_before_the_registry_names_it(tiny_run, registry, monkeypatch):
+    monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
+    registry.push(tiny_run.path, "digits")  # version 3
+    seen = _watch_loads(registry, monkeypatch, broken={3})
+    with client(registry) as api:  # no --candidate: no arm serves the candidate alias
+        seen.clear()
+        refused = api.post("/admin/promote", json={"version": 3, "to": "candidate"},
+                           headers={"Authorization": f"Bearer {TOKEN}"})
+        assert refused.status_code == 409 and "digits@3 could not be loaded" in refused.json()["detail"]
+    assert seen == [(3, 1)] and registry.aliases("digits")["aliases"] == {"production": 1, "candidate": 2}
+
+
+def test_a_candidate_removed_by_hand_does_not_block_a_rollback(tiny_run, registry, monkeypatch):
+    monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
+    registry.push(tiny_run.path, "digits")  # version 3
+    registry.promote("digits", 3)  # production 3 (history [1]), candidate 2
+    with client(registry, candidate="digits@candidate") as api:
+        removed = registry.root / "digits" / "versions" / "2"
+        for path in removed.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        shutil.rmtree(removed)
+        rolled = api.post("/admin/rollback", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert rolled.status_code == 200, rolled.text
+        assert rolled.json()["production"]["version"] == 1 and rolled.json()["candidate"]["version"] == 2
+    assert registry.resolve("digits").number == 1
 
 
 def test_a_loaded_version_the_change_does_not_serve_is_closed(tiny_run, registry, monkeypatch):

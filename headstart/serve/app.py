@@ -7,6 +7,7 @@ refuses (4xx) logs nothing. See README, "Registry and serving".
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import os
 import secrets
@@ -136,7 +137,14 @@ class Service:
         if self.config.candidate:
             ref = parse_spec(self.config.candidate)[1]
             cleared = ref in ALIASES and ref not in self.registry.aliases(self.name)["aliases"]
-            targets["candidate"] = None if cleared else self.registry.resolve(self.config.candidate)
+            try:
+                targets["candidate"] = None if cleared else self.registry.resolve(self.config.candidate)
+            except HeadstartError as exc:
+                if self.router.candidate is None:
+                    raise
+                # its folder removed by hand: the loaded candidate goes on serving, so production can still change
+                logging.getLogger("uvicorn.error").warning("The candidate arm keeps serving version %s: %s",
+                                                           self.router.candidate.number, exc)
         check_pair(targets["production"], targets.get("candidate"))
         return targets
 
@@ -147,7 +155,9 @@ class Service:
             role = "production"
         elif self.config.candidate and parse_spec(self.config.candidate)[1] == alias:
             role = "candidate"
-        else:
+        else:  # no arm serves it: loaded once all the same, so the registry never names a version that cannot load
+            version = await asyncio.to_thread(self.registry.version, self.name, number)
+            await asyncio.to_thread(load_predictor, version, self.config.runtime)
             return {}
         current = getattr(self.router, role)
         if current is not None and current.number == number:
