@@ -9,10 +9,12 @@ import os
 import re
 import shutil
 from html import unescape
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 import headstart
@@ -221,6 +223,51 @@ def test_calibration_examples_that_are_test_examples_are_left_out(run, digits_fo
         load_data(run.model_dir, run.path, labels, "image", data=str(digits_folder), calibration=str(digits_folder))
 
 
+def test_the_same_image_files_are_left_out_however_their_paths_are_spelled(run, digits_folder, tmp_path,
+                                                                           monkeypatch):
+    from headstart.compress.data import load_data
+
+    labels = ["digit0", "digit1", "digit2"]
+    (tmp_path / "linked").symlink_to(digits_folder)
+    data = load_data(run.model_dir, run.path, labels, "image", calibration=str(tmp_path / "linked"))
+    assert len(data.val) == len(list(digits_folder.rglob("*.png"))) - len(data.test)  # none of the test images
+    # --data without --calibration: the run's own validation and training examples that --data scores are left out
+    data = load_data(run.model_dir, run.path, labels, "image", data=str(tmp_path / "linked"))
+    assert data.val is None and data.train is None
+    some = tmp_path / "some"
+    some.mkdir()
+    (some / "digit0").symlink_to(digits_folder / "digit0")
+    data = load_data(run.model_dir, run.path, labels, "image", data=str(some))
+    held = {str(p) for p in (digits_folder / "digit0").glob("*.png")}
+    assert data.val is not None and not held & set(data.val.inputs) and not held & set(data.train.inputs)
+    assert data.val_origin.startswith("the run's validation split (") and "also --data examples left out" in \
+        data.val_origin
+
+
+def test_a_run_whose_data_is_gone_is_compressed_on_data_given(run, digits_folder, tmp_path):
+    moved = Path(shutil.copytree(run.path, tmp_path / "run", ignore=shutil.ignore_patterns("variants")))
+    config = yaml.safe_load((moved / "config.yaml").read_text())
+    config["data"]["source"] = str(tmp_path / "gone")
+    (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(HeadstartError, match="static int8 needs calibration data, and the run's own data could not "
+                                             "be read .*gone.* is neither a bundled dataset"):
+        compress(moved, method="static", data=str(digits_folder), latency=False, progress=False)
+    metrics = compress(moved, method="dynamic", data=str(digits_folder), latency=False, progress=False)
+    assert "is neither a bundled dataset" in metrics["data"]["without_run_data"]
+    assert "own splits could not be read" in (moved / "model" / "variants" / "report.html").read_text()
+    with pytest.raises(HeadstartError, match="neither a bundled dataset"):  # without --data: nothing to score
+        compress(moved, method="dynamic", latency=False, progress=False)
+
+
+def test_variants_are_listed_and_opened_from_any_path_to_them(compressed, tmp_path, monkeypatch):
+    run, _ = compressed
+    assert list_variants(run.path) == list_variants(run.model_dir) and list_variants(run.path)
+    with pytest.raises(HeadstartError, match="is not a headstart model folder"):
+        list_variants(tmp_path / "nosuch")
+    monkeypatch.chdir(run.model_dir / "variants")
+    assert load_variant("int8-static").model_dir == run.model_dir.resolve()
+
+
 def test_forced_broken_calibration_is_marked_in_the_report(run, digits_folder, tmp_path):
     one_class = tmp_path / "one-class"
     shutil.copytree(digits_folder / "digit2", one_class / "digit2")
@@ -313,6 +360,24 @@ def test_data_of_another_modality_is_refused(run, text_model, digits_folder, tmp
                                              "labelled texts."):
         compress(text_model, data=str(digits_folder), latency=False, progress=False)
     assert not (text_model / "variants").exists()
+
+
+def test_auto_refuses_a_broken_calibration_set_for_its_search_and_says_when_it_skips_qat(text_model, tmp_path,
+                                                                                          monkeypatch):
+    from headstart.compress import pipeline
+
+    words = ["rates rose", "the striker scored", "shares fell", "a late winner", "profits rose", "the cup final"]
+    rows = [f"{words[i % 6]} {i},digit{i % 3}" for i in range(60)]
+    (tmp_path / "test.csv").write_text("text,label\n" + "\n".join(rows) + "\n")
+    (tmp_path / "one.csv").write_text("text,label\n" + "\n".join(f"sport {i},digit1" for i in range(40)) + "\n")
+    options = dict(data=str(tmp_path / "test.csv"), calibration_data=str(tmp_path / "one.csv"), latency=False,
+                   progress=False)
+    with pytest.raises(HeadstartError, match=r"The calibration set \(--calibration\) is not usable: every example "
+                                             r"is of one class \(digit1\)"):  # dynamic int8, but auto's search
+        compress(text_model, **options)
+    monkeypatch.setattr(pipeline, "_search", lambda *args: ([], {"accuracy_drop": 100.0}, {}))  # a miss
+    metrics = compress(text_model, force_calibration=True, **options)
+    assert metrics["int8"]["qat"] == {"skipped": "no training split"}  # a model folder without its run
 
 
 @pytest.mark.parametrize("options, message", [

@@ -4,6 +4,7 @@ model folder without its run, data sources the user names."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class CompressData:
     train: Split | None  # quantization-aware training
     run_dir: Path | None
     val_origin: str = "--calibration"
+    without_run_data: str | None = None  # why the run's own splits could not be read (with --data)
 
 
 def resolve(path: str | Path) -> tuple[Path, Path | None]:
@@ -85,34 +87,51 @@ def load_data(model_dir: Path, run_dir: Path | None, labels: list[str], modality
         raise HeadstartError(f"{model_dir} is a model folder without its run (no split.csv beside it), so its test "
                              "split is unknown. Pass the run folder (runs/<name>), or labelled test data with --data "
                              "(and --calibration for static int8 and auto).")
-    base, parts = {}, {"test": None, "val": None, "train": None}
+    base, parts, unread = {}, {"test": None, "val": None, "train": None}, None
     if run_dir is not None:
         from headstart.evaluate.examples import run_parts
         from headstart.run import Run
 
         config = Run(run_dir).config.data
         base = config.model_dump()
-        parts = {name: _split(frame) for name, frame in run_parts(run_dir, config, labels, [])[1].items()}
+        try:
+            parts = {name: _split(frame) for name, frame in run_parts(run_dir, config, labels, [])[1].items()}
+        except HeadstartError as exc:  # moved or changed since: --data (and --calibration) stand in for it
+            if data is None:
+                raise
+            unread = str(exc)
     test = parts["test"] if data is None else _source("--data", data, base, settings, labels, modality)
-    val = parts["val"] if calibration is None else _source("--calibration", calibration, base, settings, labels,
-                                                           modality)
     if not len(test):
         raise HeadstartError(f"The test split of {run_dir} is empty: nothing to compare the variants on.")
-    origin = "the run's validation split"
     if calibration is not None:
-        val, dropped = _without(val, test)
+        val, dropped = _without(_source("--calibration", calibration, base, settings, labels, modality), test,
+                                modality)
         if not len(val):
             raise HeadstartError(f"Every --calibration example ({dropped}) is also a test example, so none is left to "
                                  "calibrate on (the test must not judge what its own examples chose). Give "
                                  "calibration data other than the test data.")
         origin = "--calibration" + (f" ({dropped} examples that are also test examples left out)" if dropped else "")
+    elif parts["val"] is not None:
+        val, dropped = _without(parts["val"], test, modality) if data is not None else (parts["val"], 0)
+        origin = "the run's validation split" + (f" ({dropped} examples that are also --data examples left out)"
+                                                 if dropped else "")
+        val = val if len(val) else None
+    else:
+        val, origin = None, "--calibration"
+    train = parts["train"]
+    if train is not None and data is not None:  # quantization-aware training must not learn what --data scores
+        train = _without(train, test, modality)[0]
     return CompressData(data or base["source"], "test split" if data is None else "all examples", test, val,
-                        parts["train"], run_dir, origin)
+                        train if train is None or len(train) else None, run_dir, origin, unread)
 
 
-def _without(calibration: Split, test: Split) -> tuple[Split, int]:
-    """The calibration examples that are not test examples (the same file or text), and how many were left out:
-    the search decides on calibration data, and the test must not judge its own choice."""
-    tested = {str(x) for x in test.inputs}
-    keep = [i for i, x in enumerate(calibration.inputs) if str(x) not in tested]
+def _without(calibration: Split, test: Split, modality: str) -> tuple[Split, int]:
+    """The calibration examples that are not test examples (the same text, or the same image file however its
+    path is spelled), and how many were left out: the search decides on calibration data, and the test must not
+    judge its own choice."""
+    def key(x) -> str:
+        return os.path.realpath(x) if modality == "image" else str(x)
+
+    tested = {key(x) for x in test.inputs}
+    keep = [i for i, x in enumerate(calibration.inputs) if key(x) not in tested]
     return Split([calibration.inputs[i] for i in keep], calibration.y[keep]), len(calibration) - len(keep)

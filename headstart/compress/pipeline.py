@@ -134,15 +134,19 @@ def _bf16(c: Compression) -> dict:
                   "precision": "bf16"})
 
 
-def _check_val(c: Compression, why: str, force: bool, required: bool) -> dict | None:
-    """The calibration / sensitivity set's description; a broken one is refused where it is `required`."""
+def _check_val(c: Compression, why: str, force: bool) -> dict:
+    """The calibration / sensitivity set's description; a broken one is refused unless `force`."""
     if c.val is None:
-        if required and c.data.run_dir is None:
-            raise HeadstartError(f"{why} needs calibration data, and {c.model_dir} has no run beside it: pass "
-                                 "--calibration SOURCE (labelled examples of every class), or the run folder.")
-        return None
+        if c.data.without_run_data:
+            where = f"the run's own data could not be read ({c.data.without_run_data})"
+        elif c.data.run_dir is None:
+            where = f"{c.model_dir} has no run beside it (or pass the run folder)"
+        else:
+            where = "every example of the run's validation split is also a --data example"
+        raise HeadstartError(f"{why} needs calibration data, and {where}: pass --calibration SOURCE (labelled "
+                             "examples of every class).")
     origin = c.data.val_origin
-    found = calibration.check(c.val, c.labels, origin, force or not required)
+    found = calibration.check(c.val, c.labels, origin, force)
     counts = np.bincount(c.val.y, minlength=len(c.labels)).tolist()
     return {"source": origin, "examples": len(c.val), "class_counts": dict(zip(c.labels, counts)), "problems": found}
 
@@ -203,7 +207,10 @@ def _int8(c: Compression, kind: str, calibration_set: dict | None, fp32_onnx: Pa
                                                 "quantized_groups": [g for g in order if g not in float_groups]}))
     if method == "qat" or not fits:
         if c.data.train is None:
-            return {**report, "rows": rows}
+            why = "the run's own data could not be read" if c.data.without_run_data else "no training split"
+            c.say(f"auto: post-training quantization misses the budget on validation data; quantization-aware "
+                  f"training skipped: {why}")
+            return {**report, "qat": {"skipped": why}, "rows": rows}
         c.say("quantization-aware training" + ("" if method == "qat" else
                                                ": post-training quantization misses the budget on validation data"))
         from headstart.compress.qat import quantization_aware_training
@@ -250,15 +257,17 @@ def compress(path: Union[str, Path], method: str = "auto", budget: float = 1.0, 
     examples = load_data(model_dir, run_dir, config["labels"], config["modality"], data, calibration_data,
                          data_settings)
     if method == "qat" and examples.train is None:
-        raise HeadstartError("Quantization-aware training needs the run's training split: pass the run folder "
-                             "(runs/<name>), not a model folder on its own.")
+        raise HeadstartError("Quantization-aware training needs the run's training split: " + (
+            f"it could not be read ({examples.without_run_data})" if examples.without_run_data else
+            "pass the run folder (runs/<name>), not a model folder on its own") + ".")
     with _locked(model_dir):
         c = Compression(model_dir, examples, budget, say)
         kind, calibration_set = None, None
         if method != "bf16":
             kind = method if method in ("dynamic", "static") else ("dynamic" if linear_heavy(c.model) else "static")
-            calibration_set = _check_val(c, "quantization-aware training" if method == "qat" else f"{kind} int8",
-                                         force_calibration, kind == "static" or method == "qat")
+            if kind == "static" or method in ("auto", "qat"):  # what calibrates, or decides auto's search
+                calibration_set = _check_val(c, "quantization-aware training" if method == "qat" else
+                                             f"{method} int8", force_calibration)
         _tidy(model_dir)  # after a killed call
         try:
             metrics = _write(c, method, kind, calibration_set, latency, qat_epochs, qat_lr)
@@ -374,8 +383,8 @@ def _metrics(c: Compression, method: str, int8: dict | None) -> dict:
         row["size_ratio"] = base["size_mb"] / row["size_mb"]
     return _clean({
         "schema": "headstart-compression", "version": 1, "model": str(c.model_dir),
-        "data": {"source": c.data.source, "scope": c.data.scope,
-                 "examples": len(c.data.test), "labels": c.labels},
+        "data": {"source": c.data.source, "scope": c.data.scope, "examples": len(c.data.test), "labels": c.labels,
+                 "without_run_data": c.data.without_run_data},
         "settings": {"method": method, "budget_points": c.budget, "headline": HEADLINE},
         "int8": None if int8 is None else {k: v for k, v in int8.items() if k != "rows"},
         "variants": c.rows,

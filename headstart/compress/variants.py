@@ -59,8 +59,15 @@ def read_manifest(folder: Path) -> dict[str, Any]:
 
 
 def list_variants(model_dir: Path, accepted_only: bool = False) -> list[dict[str, Any]]:
-    """The manifests of a model folder's variants (each with its `folder`); only accepted ones if asked."""
-    root = Path(model_dir) / "variants"
+    """The manifests of a model folder's (or a run folder's model's) variants, each with its `folder`; only
+    accepted ones if asked."""
+    model_dir = Path(model_dir)
+    if (model_dir / "model" / "config.json").is_file():  # a run folder, as headstart.load takes
+        model_dir = model_dir / "model"
+    if not (model_dir / "config.json").is_file():
+        raise HeadstartError(f"{model_dir} is not a headstart model folder (no config.json): give runs/<name>/model "
+                             "or the run folder.")
+    root = model_dir / "variants"
     found = []
     for folder in sorted(p for p in root.glob("*") if (p / MANIFEST).is_file()) if root.is_dir() else []:
         manifest = {**read_manifest(folder), "folder": str(folder)}
@@ -113,7 +120,7 @@ class VariantPredictor(Predictor):
     def __init__(self, folder: Path, force: bool = False, threads: int | None = None):
         from headstart.model.folder import check_label_order, load_model, read_model_config, trained_labels
 
-        self.folder = Path(folder)
+        self.folder = Path(folder).resolve()  # its model folder is two levels up, whatever the path given
         self.manifest = read_manifest(self.folder)
         if not self.manifest["accepted"] and not force:
             raise HeadstartError(f"The variant {self.folder.name} was rejected: {self.manifest['verdict']} Serve an "
