@@ -123,19 +123,23 @@ def test_an_unfreeze_on_a_milestone_restarts_early_stopping_count():
     assert callback.trainable == 2 and module.scheduler.num_bad_epochs == 0
 
 
-def test_each_stage_unfrozen_on_plateau_gets_the_whole_patience(tiny_config, monkeypatch):
+def _script_val_loss(monkeypatch, losses: list[float]) -> None:
+    """Validation loss takes `losses`, epoch by epoch; the other metrics are measured."""
     from headstart.train import module
 
-    # a scripted validation loss: one epoch without a new best unfreezes a group (top, block, stem); after the last
-    # unfreeze, patience 3 allows three epochs without one (7, 8, 9), so the run stops after epoch 9, not 8
-    script = iter([1.0, 0.9, 0.95, 0.8, 0.85, 0.7, 0.75, 0.76, 0.77, 0.78, 0.79, 0.8])
-    measured = module.classification_metrics
+    script, measured = iter(losses), module.classification_metrics
 
     def scripted(logits, targets, prefix):
         metrics = measured(logits, targets, prefix)
         return {**metrics, "val_loss": next(script)} if prefix == "val" else metrics
 
     monkeypatch.setattr(module, "classification_metrics", scripted)
+
+
+def test_each_stage_unfrozen_on_plateau_gets_the_whole_patience(tiny_config, monkeypatch):
+    # a scripted validation loss: one epoch without a new best unfreezes a group (top, block, stem); after the last
+    # unfreeze, patience 3 allows three epochs without one (7, 8, 9), so the run stops after epoch 9, not 8
+    _script_val_loss(monkeypatch, [1.0, 0.9, 0.95, 0.8, 0.85, 0.7, 0.75, 0.76, 0.77, 0.78, 0.79, 0.8])
     tiny_config["strategy"]["unfreeze"] = "plateau"
     tiny_config["train"].update(max_epochs=20, patience=3)
     run = headstart.fit(tiny_config)
@@ -144,17 +148,8 @@ def test_each_stage_unfrozen_on_plateau_gets_the_whole_patience(tiny_config, mon
 
 
 def test_each_epoch_logs_the_learning_rate_it_trained_at(tiny_config, monkeypatch):
-    from headstart.train import module
-
     # two epochs without a new best (2, 3), patience 1: the rate is cut after epoch 3, so epoch 4 trains at half
-    script = iter([1.0, 0.9, 0.95, 0.96, 0.97])
-    measured = module.classification_metrics
-
-    def scripted(logits, targets, prefix):
-        metrics = measured(logits, targets, prefix)
-        return {**metrics, "val_loss": next(script)} if prefix == "val" else metrics
-
-    monkeypatch.setattr(module, "classification_metrics", scripted)
+    _script_val_loss(monkeypatch, [1.0, 0.9, 0.95, 0.96, 0.97])
     tiny_config["strategy"]["name"] = "full"
     tiny_config["train"].update(max_epochs=5, patience=10, reduce_lr_patience=1)
     run = headstart.fit(tiny_config)
