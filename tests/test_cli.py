@@ -77,6 +77,17 @@ def test_predict_reads_a_table_of_image_paths(tiny_run, digits_folder, tmp_path)
     assert result.returncode == 2 and "gone.png: no such image file." in result.stderr, result.stderr
 
 
+def test_predict_shows_image_paths_whole(tiny_run, digits_folder, tmp_path):
+    image = tmp_path / "a_rather_long_folder_name_for_images" / "sub" / "first_image.png"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(next((digits_folder / "digit0").iterdir()).read_bytes())
+    relative = str(image.relative_to(tmp_path))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, "-m", "headstart.cli", "predict", str(tiny_run.model_dir), relative],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0 and len(relative) > 40 and relative in result.stdout, result.stdout
+
+
 def test_predict_prints_a_table_and_accepts_a_run_folder(tiny_run, digits_folder):
     import headstart
 

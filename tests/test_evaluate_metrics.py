@@ -244,6 +244,9 @@ def test_numeric_slices_are_cut_into_quartiles_named_by_their_values_in_order():
     assert slice_values(pd.Series([10001, 10002, 10003, 10004])).cat.categories.tolist()[:4] == [
         "10001", "10002", "10003", "10004"]
     assert slice_values(pd.Series([0.12341, 0.12342, 0.5])).tolist() == ["0.12341", "0.12342", "0.5"]
+    ids = [1234567890123456789 + i for i in range(4)]  # 64-bit ids: beyond a float's digits
+    assert slice_values(pd.Series(ids)).cat.categories.tolist()[:4] == [str(i) for i in ids]
+    assert slice_values(pd.Series([0.3, 0.30000000000000004])).tolist() == ["0.3", "0.30000000000000004"]
     # a nullable integer column (Parquet written by pandas) holds pandas' NA
     assert slice_values(pd.Series([1, None, 2], dtype="Int64").astype(object)).tolist() == ["1", "(missing)", "2"]
 

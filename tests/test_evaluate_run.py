@@ -289,6 +289,7 @@ def test_another_source_is_scored_where_the_runs_own_data_is_gone(binary_run, ce
     assert metrics["data"]["positive_label"] == trained_on.idxmin()  # the rarer class, from split.csv's labels
     report = (run / "evaluations" / "cells" / "report.html").read_text()
     assert "could not be read, so the baselines and the threshold chosen on validation are left out" in report
+    assert "false negatives" in report and "No threshold is chosen" in report  # still a two-class cost table
 
 
 def test_data_of_another_kind_is_named_before_its_labels(tiny_run, tmp_path):

@@ -632,6 +632,9 @@ def test_a_candidate_removed_by_hand_does_not_block_a_rollback(tiny_run, registr
         rolled = api.post("/admin/rollback", headers={"Authorization": f"Bearer {TOKEN}"})
         assert rolled.status_code == 200, rolled.text
         assert rolled.json()["production"]["version"] == 1 and rolled.json()["candidate"]["version"] == 2
+        _as_text_model(registry, 3)  # the candidate arm still serving is checked against production all the same
+        refused = api.post("/admin/promote", json={"version": 3}, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert refused.status_code == 409 and "classifies texts" in refused.json()["detail"], refused.text
     assert registry.resolve("digits").number == 1
 
 

@@ -75,7 +75,7 @@ def predict(
     table.add_column("probabilities")
     for item, name, result in zip(items, names, results):
         ranked = sorted(result["probabilities"].items(), key=lambda kv: -kv[1])[:top]
-        shown = short(name) if name == item else name  # a text given as an argument: its start
+        shown = short(name) if predictor.modality == "text" and name == item else name  # a text argument's start
         table.add_row(*map(escape, (shown, result["label"], "  ".join(f"{k} {v:.3f}" for k, v in ranked))))
     console.print(table)
 

@@ -91,8 +91,9 @@ def cost_curve(costs: dict) -> str:
         if any(v is not None for v in curve[name]):
             axes.plot(curve["threshold"], curve[name], style, label=f"{name} examples", color=MODEL_COLOR)
     axes.axvline(0.5, color=BASE_COLOR, lw=1.5, label="default threshold 0.5")
-    axes.axvline(costs["chosen"]["threshold"], color=MARK_COLOR, lw=1.5,
-                 label=f"chosen on validation: {costs['chosen']['threshold']:.3f}")
+    if "chosen" in costs:
+        axes.axvline(costs["chosen"]["threshold"], color=MARK_COLOR, lw=1.5,
+                     label=f"chosen on validation: {costs['chosen']['threshold']:.3f}")
     axes.set(xlabel=f"threshold on P({costs['positive_label']})", ylabel="expected cost per example",
              title="expected cost by decision threshold")
     axes.legend(fontsize=8)

@@ -114,20 +114,22 @@ def _calibration(m: dict) -> str:
 def _costs(m: dict) -> str:
     c = m["costs"]
     out = f"<h2>Costs</h2><p>Costs: {escape(c['given'])}.</p>"
+    binary = c["positive_label"] is not None
     names = ["default (argmax)"] + (["chosen on validation"] if "chosen" in c else [])
     rows = []
     for name, key in zip(names, ("default", "chosen")):
         r = c[key]
         rows.append([name, num(r["threshold"], ["costs", key, "threshold"]), with_ci(r, "expected_cost", ["costs", key])]
                     + [num(r.get(k), ["costs", key, k]) for k in ("false_positives", "false_negatives", "precision", "recall")
-                       if "chosen" in c])
+                       if binary])
     header = ["decision", "threshold", "expected cost per example [95% CI]"]
-    if "chosen" in c:
+    if binary:
         header += ["false positives", "false negatives", f"precision ({c['positive_label']})", f"recall ({c['positive_label']})"]
     out += table(header, rows)
-    if "chosen" in c:
-        out += (f"<p class='muted'>The threshold is chosen on the validation split, then applied here. With perfectly "
-                f"calibrated probabilities the best threshold would be "
+    if binary:
+        chosen = ("The threshold is chosen on the validation split, then applied here." if "chosen" in c else
+                  "No threshold is chosen: there are no validation examples to choose it on.")
+        out += (f"<p class='muted'>{chosen} With perfectly calibrated probabilities the best threshold would be "
                 f"{num(c['calibrated_optimum'], ['costs', 'calibrated_optimum'])}.</p>"
                 + image(plots.cost_curve(c), "expected cost by threshold"))
     return out

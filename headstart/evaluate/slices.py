@@ -26,14 +26,14 @@ def slice_values(column: pd.Series) -> pd.Series:
         if column.nunique() > MAX_DISTINCT_NUMBERS:
             keys = pd.qcut(column, 4, labels=False, duplicates="drop")
         named = _span_names(column.groupby(keys).agg(["min", "max"]))
-        names, order = keys.map(named).fillna(MISSING), list(named.values())
+        names, order = keys.map(named).fillna(MISSING), list(dict.fromkeys(named.values()))
     return pd.Series(pd.Categorical(names, categories=order + [MISSING]), index=column.index)
 
 
 def _span_names(spans: pd.DataFrame) -> dict:
     """{key: "low" or "low to high"}: whole numbers in full (site 10001), others to 4 significant digits, or as many
     more as keep the names of distinct spans apart."""
-    for digits in range(4, 18):
+    for digits in (*range(4, 17), None):
         named = {key: _number(low, digits) if low == high else f"{_number(low, digits)} to {_number(high, digits)}"
                  for key, (low, high) in spans.iterrows()}
         if len(set(named.values())) == len(named):
@@ -41,8 +41,11 @@ def _span_names(spans: pd.DataFrame) -> dict:
     return named
 
 
-def _number(value, digits: int) -> str:
-    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:.{digits}g}"
+def _number(value, digits: int | None) -> str:
+    """Integers in full; other numbers to `digits` significant digits, or (None) the shortest exact form."""
+    if isinstance(value, (int, np.integer)) or float(value).is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(float(value)) if digits is None else f"{value:.{digits}g}"
 
 
 def _slice(y: np.ndarray, proba: np.ndarray, labels: list[str], samples: int, seed, groups) -> tuple[dict, dict]:

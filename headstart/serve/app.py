@@ -145,7 +145,8 @@ class Service:
                 # its folder removed by hand: the loaded candidate goes on serving, so production can still change
                 logging.getLogger("uvicorn.error").warning("The candidate arm keeps serving version %s: %s",
                                                            self.router.candidate.number, exc)
-        check_pair(targets["production"], targets.get("candidate"))
+        served = self.router.candidate.version if "candidate" not in targets and self.router.candidate else None
+        check_pair(targets["production"], targets.get("candidate") or served)
         return targets
 
     async def preload(self, alias: str, number: int) -> dict[str, Arm]:
