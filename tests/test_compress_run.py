@@ -234,6 +234,9 @@ def test_the_same_image_files_are_left_out_however_their_paths_are_spelled(run, 
     # --data without --calibration: the run's own validation and training examples that --data scores are left out
     data = load_data(run.model_dir, run.path, labels, "image", data=str(tmp_path / "linked"))
     assert data.val is None and data.train is None
+    with pytest.raises(HeadstartError, match="needs the run's training split, but every example of the run's "
+                                             "training split is also a --data example"):
+        compress(run.path, method="qat", data=str(tmp_path / "linked"), latency=False, progress=False)
     some = tmp_path / "some"
     some.mkdir()
     (some / "digit0").symlink_to(digits_folder / "digit0")
@@ -377,7 +380,8 @@ def test_auto_refuses_a_broken_calibration_set_for_its_search_and_says_when_it_s
         compress(text_model, **options)
     monkeypatch.setattr(pipeline, "_search", lambda *args: ([], {"accuracy_drop": 100.0}, {}))  # a miss
     metrics = compress(text_model, force_calibration=True, **options)
-    assert metrics["int8"]["qat"] == {"skipped": "no training split"}  # a model folder without its run
+    assert metrics["int8"]["qat"] == {"skipped": "a model folder without its run has no training split: pass the "
+                                                 "run folder (runs/<name>)"}
 
 
 @pytest.mark.parametrize("options, message", [

@@ -33,6 +33,7 @@ class CompressData:
     run_dir: Path | None
     val_origin: str = "--calibration"
     without_run_data: str | None = None  # why the run's own splits could not be read (with --data)
+    without_train: str | None = None  # why `train` is None
 
 
 def resolve(path: str | Path) -> tuple[Path, Path | None]:
@@ -118,11 +119,17 @@ def load_data(model_dir: Path, run_dir: Path | None, labels: list[str], modality
         val = val if len(val) else None
     else:
         val, origin = None, "--calibration"
-    train = parts["train"]
+    train, no_train = parts["train"], None
     if train is not None and data is not None:  # quantization-aware training must not learn what --data scores
         train = _without(train, test, modality)[0]
+        if not len(train):
+            train, no_train = None, "every example of the run's training split is also a --data example"
+    if run_dir is None:
+        no_train = "a model folder without its run has no training split: pass the run folder (runs/<name>)"
+    elif unread:
+        no_train = f"the run's own data could not be read ({unread})"
     return CompressData(data or base["source"], "test split" if data is None else "all examples", test, val,
-                        train if train is None or len(train) else None, run_dir, origin, unread)
+                        train, run_dir, origin, unread, no_train)
 
 
 def _without(calibration: Split, test: Split, modality: str) -> tuple[Split, int]:

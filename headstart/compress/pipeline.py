@@ -207,10 +207,9 @@ def _int8(c: Compression, kind: str, calibration_set: dict | None, fp32_onnx: Pa
                                                 "quantized_groups": [g for g in order if g not in float_groups]}))
     if method == "qat" or not fits:
         if c.data.train is None:
-            why = "the run's own data could not be read" if c.data.without_run_data else "no training split"
             c.say(f"auto: post-training quantization misses the budget on validation data; quantization-aware "
-                  f"training skipped: {why}")
-            return {**report, "qat": {"skipped": why}, "rows": rows}
+                  f"training skipped: {c.data.without_train}")
+            return {**report, "qat": {"skipped": c.data.without_train}, "rows": rows}
         c.say("quantization-aware training" + ("" if method == "qat" else
                                                ": post-training quantization misses the budget on validation data"))
         from headstart.compress.qat import quantization_aware_training
@@ -257,9 +256,8 @@ def compress(path: Union[str, Path], method: str = "auto", budget: float = 1.0, 
     examples = load_data(model_dir, run_dir, config["labels"], config["modality"], data, calibration_data,
                          data_settings)
     if method == "qat" and examples.train is None:
-        raise HeadstartError("Quantization-aware training needs the run's training split: " + (
-            f"it could not be read ({examples.without_run_data})" if examples.without_run_data else
-            "pass the run folder (runs/<name>), not a model folder on its own") + ".")
+        raise HeadstartError(f"Quantization-aware training needs the run's training split, but "
+                             f"{examples.without_train}.")
     with _locked(model_dir):
         c = Compression(model_dir, examples, budget, say)
         kind, calibration_set = None, None
