@@ -402,6 +402,12 @@ def test_cli_refuses_bad_options_before_writing(run, options, message):
     assert files(run.model_dir) == before
 
 
+def test_a_data_setting_typo_gets_the_nearest_field(run, digits_folder):
+    with pytest.raises(HeadstartError, match=r"data.image_colum: unknown field. Did you mean 'data.image_column'\?"):
+        compress(run.path, data=str(digits_folder), data_settings={"image_colum": "path"}, latency=False,
+                 progress=False)
+
+
 def test_quantization_aware_training_variant(run):
     metrics = compress(run.path, method="qat", qat_epochs=1, qat_lr=1e-3, latency=False, progress=False)
     assert list(metrics["variants"]) == ["fp32-pytorch", "fp32-onnx", "bf16", "int8-qat"]

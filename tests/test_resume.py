@@ -126,6 +126,10 @@ def test_resume_refuses_a_checkpoint_that_needs_unpickling_or_is_damaged(tiny_co
     last.write_bytes(tampered[: len(tampered) // 2])
     with pytest.raises(headstart.HeadstartError, match="last.ckpt is not a checkpoint headstart can read safely"):
         headstart.fit(resume=run.path)
+    torch.save({"head.0.weight": torch.zeros(2)}, last)  # a model's weights saved over it
+    with pytest.raises(headstart.HeadstartError, match=r"last.ckpt is not a checkpoint headstart can read safely "
+                                                       r"\(a PyTorch file, but not a training checkpoint"):
+        headstart.fit(resume=run.path)
 
 
 def test_a_run_moved_before_resuming_keeps_its_best_epoch(tiny_config, monkeypatch):

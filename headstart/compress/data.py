@@ -64,14 +64,13 @@ def _source(option: str, source: str, base: dict, settings: dict, labels: list[s
     them; refused unless it holds the `modality` the model reads."""
     from pydantic import ValidationError
 
-    from headstart.config import DataConfig
+    from headstart.config import DataConfig, explain
     from headstart.evaluate.examples import other_source
 
     try:
         config = DataConfig.model_validate({**base, **settings, "source": source})
     except ValidationError as exc:
-        problems = "; ".join(f"data.{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise HeadstartError(f"The data settings for {option} {source} are not valid: {problems}.") from None
+        raise explain(exc, f"The data settings for {option} {source}", ("data",)) from None
     return _split(other_source(config, source, labels, [], modality, option)[1])
 
 

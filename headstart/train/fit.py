@@ -60,22 +60,30 @@ def _check_unfinished(run_dir: Path) -> None:
 
 def read_checkpoint(path: Path) -> dict:
     """A checkpoint written by `headstart fit`, read with `torch.load(weights_only=True)`: one that holds other
-    objects (which only unpickling could rebuild) or is damaged is refused, naming the file."""
+    objects (which only unpickling could rebuild), is damaged, or is not a training checkpoint is refused, naming
+    the file."""
     import pickle
 
     import torch
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # garbage makes the unpickler fail in many ways (KeyError, EOFError, ...)
         # torch's message runs to a page; its first sentence names the problem (after this prefix for an object)
         why = str(exc).split("WeightsUnpickler error: ", 1)[-1].strip().split("\n")[0].split(". ")[0]
         if not (why and isinstance(exc, (pickle.UnpicklingError, RuntimeError))):
             why = "it is damaged, or not a PyTorch checkpoint"
-        raise HeadstartError(f"{path} is not a checkpoint headstart can read safely ({why}). Checkpoints are read "
-                             "with torch.load(weights_only=True), which holds only tensors and plain values, so a "
-                             "file that needs unpickling, or a damaged one, is refused. Put back the checkpoint the "
-                             "run wrote, or start the run again with --overwrite.") from None
+        raise _unreadable(path, why) from None
+    if not (isinstance(checkpoint, dict) and {"state_dict", "epoch", "pytorch-lightning_version"} <= set(checkpoint)):
+        raise _unreadable(path, "a PyTorch file, but not a training checkpoint: a model's weights alone, say")
+    return checkpoint
+
+
+def _unreadable(path: Path, why: str) -> HeadstartError:
+    return HeadstartError(f"{path} is not a checkpoint headstart can read safely ({why}). Checkpoints are read with "
+                          "torch.load(weights_only=True), which holds only tensors and plain values, so a file that "
+                          "needs unpickling, or a damaged one, is refused. Put back the checkpoint the run wrote, or "
+                          "start the run again with --overwrite.")
 
 
 def _remove(path: Path, ignore_errors: bool = False) -> None:
