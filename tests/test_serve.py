@@ -486,6 +486,22 @@ def test_a_prediction_log_that_fails_answers_503(registry, pngs):
             assert answer.json() == {"detail": "The prediction log is unavailable (OperationalError); try again."}
 
 
+def test_a_prediction_log_removed_while_serving_is_opened_again(registry, pngs):
+    from pathlib import Path
+
+    url = sqlite_url(registry)
+    database = Path(url.removeprefix("sqlite:///"))
+    with client(registry) as api:
+        assert api.post("/predict", json={"images": [b64(pngs[0])]}).status_code == 200
+        for path in database.parent.glob(database.name + "*"):  # the file and its WAL, as a rotation moves them
+            path.rename(path.with_name("old-" + path.name))
+        answer = api.post("/predict", json={"images": [b64(pngs[1])]})
+        assert answer.status_code == 200, answer.text
+        feedback = {"prediction_id": answer.json()["predictions"][0]["id"], "label": "digit1"}
+        assert api.post("/feedback", json=feedback).status_code == 200
+    assert [row.id for row in rows(url)] == [feedback["prediction_id"]]  # on disk, not in the file moved away
+
+
 def test_admin_promote_takes_a_version_number_only(registry, monkeypatch):
     monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
     with client(registry) as api:

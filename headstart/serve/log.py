@@ -6,6 +6,7 @@ psycopg 3 driver). Both tables are created when missing.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -83,22 +84,40 @@ class PredictionLog:
                                  "postgresql://USER:PASSWORD@HOST:PORT/DATABASE.") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        database = self.engine.url.database if self.engine.dialect.name == "sqlite" else None
+        self._file = Path(database) if database and database != ":memory:" else None
         try:
-            Base.metadata.create_all(self.engine)
+            self._open()
         except Exception as exc:
             raise HeadstartError(f"--db {_shown(url)}: cannot open the "
                                  f"prediction log ({exc}).") from None
 
+    def _open(self) -> None:
+        Base.metadata.create_all(self.engine)
+        self._identity = _identity(self._file)
+
+    def _same_file(self) -> None:
+        """A SQLite file removed or replaced while the service runs is opened again (and created when missing):
+        pooled connections would otherwise go on writing to the removed file, and every row would be lost."""
+        if self._file is not None and _identity(self._file) != self._identity:
+            logging.getLogger("uvicorn.error").warning("The prediction log %s was removed or replaced; it is opened "
+                                                       "again.", self._file)
+            self.engine.dispose()
+            self._open()
+
     def write_predictions(self, rows: list[dict]) -> None:
         """Insert prediction rows (dicts of PredictionRow's columns) in one transaction."""
+        self._same_file()
         with Session(self.engine) as session, session.begin():
             session.execute(insert(PredictionRow), rows)
 
     def prediction(self, prediction_id: str) -> PredictionRow | None:
+        self._same_file()
         with Session(self.engine) as session:
             return session.get(PredictionRow, prediction_id)
 
     def write_feedback(self, prediction_id: str, label: str) -> None:
+        self._same_file()
         with Session(self.engine) as session, session.begin():
             session.add(FeedbackRow(prediction_id=prediction_id, label=label, created=datetime.now(timezone.utc)))
 
@@ -108,6 +127,15 @@ class PredictionLog:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _identity(path: Path | None) -> tuple[int, int] | None:
+    """(device, inode) of a file, None when there is none."""
+    try:
+        stat = path.stat() if path is not None else None
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino) if stat else None
 
 
 def _sqlite_pragmas(connection, _record) -> None:
