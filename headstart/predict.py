@@ -158,12 +158,13 @@ def _text_inputs(item: str, text_column: str) -> tuple[list[str], list[str]]:
 def _table_images(path: Path, column: str | None) -> tuple[list[str], list[str]]:
     """A table's image paths (relative ones read from the table's folder, as training does) and their cells."""
     table = read_table(path, [column] if column else [])
-    found = image_path_columns(table)
-    if column is None and len(found) != 1:
-        which = f"columns {', '.join(found)} all hold" if found else "no column holds"
-        raise HeadstartError(f"In {path} {which} image file paths (its columns: "
-                             f"{', '.join(map(str, table.columns))}). Name the column with --image-column.")
-    column = column or found[0]
+    if column is None:
+        found = image_path_columns(table)
+        if len(found) != 1:
+            which = f"columns {', '.join(found)} all hold" if found else "no column holds"
+            raise HeadstartError(f"In {path} {which} image file paths (its columns: "
+                                 f"{', '.join(map(str, table.columns))}). Name the column with --image-column.")
+        column = found[0]
     if column not in table.columns:
         raise HeadstartError(f"{path} has no column '{column}' (its columns: {', '.join(map(str, table.columns))}). "
                              "Name the column of image paths with --image-column.")

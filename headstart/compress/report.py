@@ -97,7 +97,8 @@ def write(metrics: dict, path: Path) -> Path:
             f"{num(settings['budget_points'], ['settings', 'budget_points'], 2)} points of {settings['headline']}; "
             f"drops, agreement, size and speed-ups are against the fp32 PyTorch model. '32 inputs' runs them as "
             f"served, in each variant's own batches (latency.batch32_batch_size in metrics.json). Rejected variants "
-            f"are not offered for serving unless forced.{_without_run_data(data)}</p>{body}<ul class='verdicts'>{verdicts}</ul>"
+            f"are not offered for serving unless forced.{_without_run_data(data)}</p>{body}"
+            f"<ul class='verdicts'>{verdicts}</ul>"
             f"{_calibration(metrics.get('int8'))}{_sensitivity(metrics.get('int8'))}")
     Path(path).write_text(page(f"Compression of {metrics['model']}", html))
     return Path(path)

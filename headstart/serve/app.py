@@ -133,7 +133,7 @@ class Service:
     def _targets(self) -> dict[str, Version | None]:
         """The versions the registry's production and the served candidate reference mean now (None: the
         candidate alias was cleared), checked as a pair."""
-        targets = {"production": self.registry.resolve(f"{self.name}@production")}
+        targets, kept = {"production": self.registry.resolve(f"{self.name}@production")}, None
         if self.config.candidate:
             ref = parse_spec(self.config.candidate)[1]
             cleared = ref in ALIASES and ref not in self.registry.aliases(self.name)["aliases"]
@@ -143,10 +143,10 @@ class Service:
                 if self.router.candidate is None:
                     raise
                 # its folder removed by hand: the loaded candidate goes on serving, so production can still change
+                kept = self.router.candidate.version
                 logging.getLogger("uvicorn.error").warning("The candidate arm keeps serving version %s: %s",
-                                                           self.router.candidate.number, exc)
-        served = self.router.candidate.version if "candidate" not in targets and self.router.candidate else None
-        check_pair(targets["production"], targets.get("candidate") or served)
+                                                           kept.number, exc)
+        check_pair(targets["production"], targets.get("candidate", kept))
         return targets
 
     async def preload(self, alias: str, number: int) -> dict[str, Arm]:

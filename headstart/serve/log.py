@@ -131,11 +131,13 @@ class PredictionLog:
 
 def _identity(path: Path | None) -> tuple[int, int] | None:
     """(device, inode) of a file, None when there is none."""
+    if path is None:  # PostgreSQL, or SQLite in memory
+        return None
     try:
-        stat = path.stat() if path is not None else None
+        stat = path.stat()
     except FileNotFoundError:
         return None
-    return (stat.st_dev, stat.st_ino) if stat else None
+    return stat.st_dev, stat.st_ino
 
 
 def _sqlite_pragmas(connection, _record) -> None:
