@@ -177,3 +177,25 @@ def test_a_run_stopped_early_and_interrupted_in_its_test_does_not_train_on(tiny_
     resumed = headstart.fit(resume=whole.path.with_name("broken"))
     assert resumed.results["epochs_trained"] == 7 and len(resumed.history) == 7
     assert resumed.results["best_epoch"] == 4 and resumed.test_metrics == whole.test_metrics
+
+
+def test_a_relative_data_source_is_saved_absolute(tiny_config, digits_folder, tmp_path, monkeypatch):
+    import headstart
+
+    monkeypatch.chdir(digits_folder.parent)
+    relative = {**tiny_config, "data": {**tiny_config["data"], "source": digits_folder.name}}
+    run = headstart.fit({**relative, "train": {**relative["train"], "max_epochs": 1}})
+    saved = yaml.safe_load((run.path / "config.yaml").read_text())
+    assert saved["data"]["source"] == str(digits_folder)
+    monkeypatch.chdir(tmp_path)  # another directory: the run still finds its data
+    accuracy = run.evaluate(output=tmp_path / "eval")["overall"]["accuracy"]
+    assert accuracy == pytest.approx(run.test_metrics["test_acc"], abs=1e-6)
+
+    # a run saved with a relative source (before sources were saved absolute) resumes from where it was started
+    monkeypatch.chdir(digits_folder.parent)
+    old = run.path.with_name("old")
+    (old / "checkpoints").mkdir(parents=True)
+    (old / "config.yaml").write_text(yaml.safe_dump({**saved, "name": "old", "data": {**saved["data"], "source":
+                                                                                           digits_folder.name}}))
+    resumed = headstart.fit({**relative, "name": "old", "train": {**relative["train"], "max_epochs": 1}}, resume=old)
+    assert resumed.results["epochs_trained"] == 1

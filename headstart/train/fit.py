@@ -18,16 +18,37 @@ from headstart.run import Run
 PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
 
 
+def _local_path(value: str) -> str:
+    """A relative path that exists here, made absolute; anything else (a bundled name, a hub name) as it is."""
+    path = Path(value).expanduser()
+    return os.path.abspath(path) if not path.is_absolute() and path.exists() else value
+
+
+def anchored(config: RunConfig) -> RunConfig:
+    """The config with a relative `data.source` and `hf:` folder made absolute, so that the run's saved config
+    reads the same data from any directory (`headstart evaluate`, `compress`, `--resume` elsewhere)."""
+    from headstart.data.sources import BUNDLED
+
+    data = config.data
+    if data.source not in BUNDLED:
+        data = data.model_copy(update={"source": _local_path(data.source)})
+    backbone = config.backbone
+    if backbone.startswith("hf:"):
+        backbone = "hf:" + _local_path(backbone[3:])
+    return config.model_copy(update={"data": data, "backbone": backbone})
+
+
 def _run_config(config, overrides, resume) -> RunConfig:
     if resume is None:
-        return load_config(config, overrides)
+        return anchored(load_config(config, overrides))
     saved_path = Path(resume) / "config.yaml"
     if not saved_path.is_file():
         raise HeadstartError(f"--resume {resume}: no config.yaml there, so it is not a run folder.")
     saved = load_config(saved_path)
     if config is not None or overrides:
         asked = load_config(config if config is not None else saved, overrides)
-        changed = _differences(saved.model_dump(mode="json"), asked.model_dump(mode="json"))
+        # a run saved with relative paths, resumed from where it was started, is the same config
+        changed = _differences(anchored(saved).model_dump(mode="json"), anchored(asked).model_dump(mode="json"))
         changed = [name for name in changed if name != "output"]  # where runs are kept, not how this one trains
         if changed:
             raise HeadstartError(f"The config given differs from the one {resume} was started with in "
