@@ -322,6 +322,16 @@ def test_a_second_overwrite_keeps_the_finished_run_not_the_unfinished_one(tmp_pa
     assert (run / "results.json").is_file() and not aside.exists()
 
 
+def test_the_replaced_run_is_gone_before_the_evaluation_starts(tiny_config, monkeypatch):
+    tiny_config["train"]["max_epochs"] = 1
+    headstart.fit(tiny_config)
+    aside = Path(tiny_config["output"]) / ".tiny.replaced"
+    seen = []
+    monkeypatch.setattr("headstart.evaluate.evaluate_run", lambda run_dir: seen.append(aside.exists()))
+    headstart.fit({**tiny_config, "evaluate": {"after_fit": True}}, overwrite=True)
+    assert seen == [False]  # a kill -9 during the evaluation leaves no old run behind
+
+
 def test_overwrite_replaces_runs_only(tiny_config):
     kept = Path(tiny_config["output"]) / "tiny" / "thesis.txt"
     kept.parent.mkdir(parents=True)

@@ -196,13 +196,10 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
             run = _train(config, run_dir, resume is not None)
         except BaseException as exc:
             finished = (run_dir / "results.json").exists()  # stopped in the evaluation that follows training
-            if finished:
-                _remove(_replaced(run_dir), ignore_errors=True)
             removed = resume is None and _undo_start(run_dir, replacing, created)
             if isinstance(exc, KeyboardInterrupt):
                 raise KeyboardInterrupt(_after_interrupt(run_dir, removed, finished)) from None
             raise
-        _remove(_replaced(run_dir), ignore_errors=True)
     return run
 
 
@@ -335,6 +332,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
                "unfreeze_events": unfreezing.events, "labels": data.labels,
                "examples": {name: int((data.frame["split"] == name).sum()) for name in ("train", "val", "test")}}
     write_atomic(run_dir / "results.json", json.dumps(summary, indent=2))  # the mark of a finished run
+    _remove(_replaced(run_dir), ignore_errors=True)  # now, not after the evaluation, which a kill -9 may cut short
     if config.evaluate.after_fit:
         _evaluate(run_dir)
     return Run(run_dir)
