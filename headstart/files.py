@@ -16,6 +16,8 @@ from pathlib import Path
 from headstart.errors import HeadstartError
 
 _local = threading.local()
+# in a model folder while compress writes its variants or a push copies it; hidden, so a push leaves it out
+COMPRESS_LOCK = ".compress.lock"
 
 
 @contextmanager
@@ -60,19 +62,34 @@ def locked(path: Path, timeout: float = 60.0, busy: str | None = None):
 def run_lock(run_dir: Path):
     """Held by the process that trains or evaluates a run (a folder with its config.yaml and checkpoints/: not a
     registry version's copy of a run's files, which must stay as registered), so that a second one
-    (`--overwrite`, `--resume`, `evaluate`) is refused instead of mixing the two runs' files. A run that cannot be
-    locked (a read-only folder, a filesystem without locks) goes unlocked: nothing else can write there either,
-    or nothing could be done about it."""
+    (`--overwrite`, `--resume`, `evaluate`) is refused instead of mixing the two runs' files."""
     run_dir = Path(run_dir)
     with ExitStack() as stack:
         if (run_dir / "config.yaml").is_file() and (run_dir / "checkpoints").is_dir():
-            try:
-                stack.enter_context(locked(run_dir / ".lock", 0, busy=(
-                    f"{run_dir} is in use by another headstart process (a fit, --resume or evaluate of that run). "
-                    "Wait for it to finish, then try again.")))
-            except OSError:
-                pass
+            _lock_if_possible(stack, run_dir / ".lock", f"{run_dir} is in use by another headstart process (a fit, "
+                              "--resume or evaluate of that run). Wait for it to finish, then try again.")
         yield
+
+
+@contextmanager
+def model_lock(model_dir: Path):
+    """Held while `fit --overwrite` moves a run aside: refused while `headstart compress` writes the variants of its
+    model folder or `registry push` copies them."""
+    with ExitStack() as stack:
+        if Path(model_dir).is_dir():
+            _lock_if_possible(stack, Path(model_dir) / COMPRESS_LOCK, f"{model_dir} is in use: `headstart compress` is "
+                              "writing its variants or `headstart registry push` is copying it. Wait for it to "
+                              "finish, then try again.")
+        yield
+
+
+def _lock_if_possible(stack: ExitStack, path: Path, busy: str) -> None:
+    """Hold `path`'s lock in `stack`, refused with `busy` if taken; where no lock can be made (a read-only folder, a
+    filesystem without locks), nothing else can write there either, so it goes unlocked."""
+    try:
+        stack.enter_context(locked(path, 0, busy=busy))
+    except OSError:
+        pass
 
 
 @contextmanager

@@ -341,16 +341,20 @@ def test_overwrite_replaces_runs_only(tiny_config):
     assert kept.read_text() == "not a run" and len(list(kept.parent.parent.iterdir())) == 1
 
 
-def test_a_run_in_use_by_another_process_is_not_overwritten_resumed_or_evaluated(tiny_config):
+@pytest.mark.parametrize("lock", [".lock", "model/.compress.lock"])  # a fit or evaluate; a compress or push
+def test_a_run_in_use_by_another_process_is_not_overwritten_resumed_or_evaluated(tiny_config, lock):
     tiny_config["train"]["max_epochs"] = 1
     run = headstart.fit(tiny_config)
     holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time\n"
-                               f"fd = open({str(run.path / '.lock')!r}, 'a')\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
+                               f"fd = open({str(run.path / lock)!r}, 'a')\nfcntl.flock(fd, fcntl.LOCK_EX)\n"
                                "print('held', flush=True)\ntime.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout.readline().strip() == "held"  # as a fit or evaluate of the run holds it
-        for attempt in (lambda: headstart.fit(tiny_config, overwrite=True), lambda: run.evaluate(progress=False)):
-            with pytest.raises(headstart.HeadstartError, match="is in use by another headstart process"):
+        assert holder.stdout.readline().strip() == "held"
+        attempts = [lambda: headstart.fit(tiny_config, overwrite=True)]
+        if lock == ".lock":
+            attempts.append(lambda: run.evaluate(progress=False))
+        for attempt in attempts:
+            with pytest.raises(headstart.HeadstartError, match="is in use"):
                 attempt()
         assert (run.path / "results.json").is_file() and not (run.path.parent / ".tiny.replaced").exists()
     finally:

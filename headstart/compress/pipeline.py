@@ -26,14 +26,13 @@ from headstart.compress.score import HEADLINE, onnx_probabilities, scores, size_
 from headstart.compress.variants import write_manifest
 from headstart.errors import HeadstartError
 from headstart.progress import reporter
-from headstart.files import locked, share_like_umask
+from headstart.files import COMPRESS_LOCK as LOCK, locked, share_like_umask
 
 METHODS = ("auto", "dynamic", "static", "qat", "bf16")
 MAX_LOGIT_DIFFERENCE = 1e-3  # ONNX Runtime against PyTorch, float32
 LOADER = "headstart.compress.variants:load_any_variant"
 STAGING = ".variants-staging"  # the set being written, swapped into variants/ when the call completes
 PREVIOUS = ".variants-previous"  # the set it replaces, for the moment of the swap
-LOCK = ".compress.lock"  # hidden: `registry push` leaves it out
 
 
 def linear_heavy(model) -> bool:

@@ -12,7 +12,7 @@ from typing import Union
 
 from headstart.config import RunConfig, load_config, save_config
 from headstart.errors import HeadstartError
-from headstart.files import run_lock, write_atomic
+from headstart.files import model_lock, run_lock, write_atomic
 from headstart.run import Run
 
 PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
@@ -134,7 +134,8 @@ def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> tuple[bool, l
             raise HeadstartError(f"{run_dir} already exists and is not a headstart run (it has no config.yaml), so "
                                  "--overwrite leaves it alone: it replaces runs only. Give the run another name "
                                  "(--set name=...) or output folder (--set output=...).")
-        with run_lock(run_dir):  # not a run that another process is training or evaluating
+        # not a run that another process is training or evaluating, nor a model being compressed or pushed
+        with run_lock(run_dir), model_lock(run_dir / "model"):
             if _replaced(run_dir).exists() and not (run_dir / "results.json").exists():
                 _remove(run_dir)  # an unfinished replacement: the finished run set aside stays the one to keep
             else:
