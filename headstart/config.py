@@ -319,7 +319,10 @@ def explain(error: ValidationError, what: str, prefix: tuple[str, ...] = ()) -> 
 
 
 def override_value(override: str, value: str):
-    """The value of a `--set key=value` read as YAML, or a clear error naming the option."""
+    """The value of a `--set key=value` read as YAML, or a clear error naming the option. A `#` in an unquoted
+    value is part of it: on a command line it is never a YAML comment."""
+    if re.search(r"(^|\s)#", value.strip()) and value.strip()[:1] not in ("'", '"', "[", "{"):
+        return value.strip()
     try:
         return read_yaml(value)
     except yaml.YAMLError as exc:
@@ -339,7 +342,19 @@ def apply_override(raw: dict, override: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise HeadstartError(f"--set {key}: '{part}' is not a section of the config")
-    node[parts[-1]] = override_value(override, value)
+    value = override_value(override, value)
+    if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):  # a section: the fields given change
+        _merge(node[parts[-1]], value)
+    else:
+        node[parts[-1]] = value
+
+
+def _merge(into: dict, given: dict) -> None:
+    for key, value in given.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def _plain(value):

@@ -55,6 +55,15 @@ def test_set_overrides_are_applied_and_typed(tmp_path):
     assert config.data.source == "bbc"  # the rest of the file is kept
 
 
+def test_a_section_set_whole_changes_only_the_fields_given_and_a_hash_is_text(tmp_path):
+    text = MINIMAL + "train: {max_epochs: 4, lr: 0.01}\n"
+    config = load_config(write_config(tmp_path, text), [
+        "train={max_epochs: 3}", "data.group_column=site #2", "data.text_column=#",
+        "data.label_column='topic' # quoted: YAML reads the comment"])
+    assert (config.train.max_epochs, config.train.lr) == (3, 0.01)  # the file's lr is kept
+    assert (config.data.group_column, config.data.text_column, config.data.label_column) == ("site #2", "#", "topic")
+
+
 def test_bad_overrides_are_refused(tmp_path):
     with pytest.raises(HeadstartError, match="key.sub=value"):
         load_config(write_config(tmp_path), ["train.max_epochs"])
