@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -279,6 +280,18 @@ def test_a_removed_version_number_is_never_reused_and_its_aliases_are_reported(t
     assert "2 (missing)" in cli("registry", "list", *args).stdout
     resolved = cli("registry", "show", "digits@production", *args)
     assert resolved.returncode == 2 and "points at version 2" in resolved.stderr and "Traceback" not in resolved.stderr
+
+
+def test_a_version_keeps_the_model_s_figures_not_how_they_were_measured(tiny_run, tmp_path):
+    run = Path(shutil.copytree(tiny_run.path, tmp_path / "run"))
+    (run / "metrics.json").write_text(json.dumps({
+        "overall": {"accuracy": 0.9, "examples": 80, "per_class": {"digit0": {"f1": 0.8, "support": 30}},
+                    "calibration": {"n_bins": 10, "ece_by_chance": 0.02}},
+        "latency": {"batch1_p50_ms": 3.5, "batch1_runs": 50, "threads": 2, "load_average": 1.7}}))
+    metrics = Registry(tmp_path / "reg").push(run, "digits").meta["metrics"]
+    assert {k: v for k, v in metrics.items() if not k.startswith("test.")} == {
+        "overall.accuracy": 0.9, "overall.examples": 80, "overall.per_class.digit0.f1": 0.8,
+        "overall.calibration.ece_by_chance": 0.02, "latency.batch1_p50_ms": 3.5}
 
 
 def test_push_refuses_another_modality_and_diff_names_other_labels(tiny_run, tmp_path):

@@ -113,8 +113,13 @@ def parse_spec(spec: str) -> tuple[str, str]:
     return name, ref or "production"
 
 
+# numbers in results.json and metrics.json that describe how a figure was measured (examples per class, bins,
+# timing runs, threads, the machine's load), not the model: a version's metrics and `registry diff` leave them out
+SETTINGS = {"support", "n_bins", "batch1_runs", "batch32_runs", "batch32_batch_size", "threads", "load_average"}
+
+
 def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
-    if isinstance(value, bool) or value is None:
+    if isinstance(value, bool) or value is None or prefix.rpartition(".")[2] in SETTINGS:
         return
     if isinstance(value, (int, float)):
         out[prefix] = float(value)
