@@ -175,7 +175,14 @@ def _table_images(path: Path, column: str | None) -> tuple[list[str], list[str]]
     if blank:
         raise HeadstartError(f"No image path in column '{column}' at {', '.join(blank[:5])}"
                              f"{' and more' if len(blank) > 5 else ''}: give every row an image file.")
-    return [str(path.parent / cell) for cell in cells], cells
+    files = [str(path.parent / cell) for cell in cells]
+    missing = [f"{o} ({cell})" for o, cell, file in zip(row_origins(path, table.index, str(path)), cells, files)
+               if not os.path.isfile(file)]
+    if missing:
+        raise HeadstartError(f"Column '{column}' names image files that do not exist, at {', '.join(missing[:5])}"
+                             f"{' and more' if len(missing) > 5 else ''}. Relative paths are read from the table's "
+                             f"folder, {path.parent}: correct them, or leave those rows out.")
+    return files, cells
 
 
 def _image_inputs(item: str, image_column: str | None) -> tuple[list[str], list[str]]:

@@ -106,6 +106,8 @@ def test_unreadable_tables_are_explained_by_line(tmp_path):
 
 def test_image_tables_give_their_column_of_paths_from_the_tables_folder(tmp_path):
     (tmp_path / "cells").mkdir()
+    for name in ("cells/a.png", "b.png", "m1.png", "m2.png"):
+        (tmp_path / name).touch()
     table = pd.DataFrame({"id": [7, 8], "file": ["cells/a.png", str(tmp_path / "b.png")]})
     table.to_csv(tmp_path / "batch.csv", index=False)
     elsewhere = tmp_path / "elsewhere"
@@ -123,6 +125,10 @@ def test_image_tables_give_their_column_of_paths_from_the_tables_folder(tmp_path
     with pytest.raises(HeadstartError, match=r"two.jsonl has no column 'path' .*--image-column"):
         gather_inputs([str(tmp_path / "two.jsonl")], "image", image_column="path")
 
+    (tmp_path / "moved.csv").write_text("file,id\nb.png,1\na.png,2\n")
+    with pytest.raises(HeadstartError, match=r"Column 'file' names image files that do not exist, at .*moved.csv row 3 "
+                                             r"\(a.png\)\. Relative paths are read from the table's folder"):
+        gather_inputs([str(tmp_path / "moved.csv")], "image")
     (tmp_path / "gap.csv").write_text("file,id\na.png,1\n,2\nc.png,3\n")
     with pytest.raises(HeadstartError, match=r"No image path in column 'file' at .*gap.csv row 3: give every row"):
         gather_inputs([str(tmp_path / "gap.csv")], "image")
