@@ -52,6 +52,15 @@ def test_a_class_of_three_is_in_every_split_whatever_the_shares(shares):
         assert pd.crosstab(split["label"], split["split"]).loc["rare"].to_dict() == {"test": 1, "train": 1, "val": 1}
 
 
+@pytest.mark.parametrize("classes, each", [(100, 5), (20, 3)])
+def test_a_fine_grained_dataset_with_more_classes_than_test_examples_splits(classes, each):
+    # 15% of 500 is 75 test examples for 100 classes: too few to stratify, so each class is placed in every split
+    frame = pd.DataFrame({"label": [f"c{i}" for i in range(classes) for _ in range(each)], "group": None})
+    split = split_frame(frame, SplitConfig(), grouped=False)
+    assert (pd.crosstab(split["label"], split["split"]) >= 1).all().all()
+    assert split["split"].value_counts().idxmax() == "train" or each == 3
+
+
 def test_the_split_is_fixed_by_its_seed(bbc_frame):
     first = split_frame(bbc_frame, SplitConfig(seed=0), grouped=False)["split"]
     assert first.tolist() == split_frame(bbc_frame, SplitConfig(seed=0), grouped=False)["split"].tolist()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -11,17 +13,26 @@ from headstart.errors import HeadstartError
 SPLITS = ("train", "val", "test")
 
 
-def _stratified(labels: pd.Series, config: SplitConfig) -> np.ndarray:
+def _part(index: np.ndarray, share: float, strata: pd.Series, seed: int) -> list[np.ndarray]:
+    """(rest, part) of `index`, stratified; where either would hold fewer examples than there are classes (a
+    fine-grained dataset of a few examples per class), which stratifying cannot do, shuffled instead:
+    `_cover_small_classes` then puts every class in every split."""
     from sklearn.model_selection import train_test_split  # lazily: scikit-learn takes a second to import
 
+    size = math.ceil(share * len(index))  # as scikit-learn rounds
+    stratify = strata if min(size, len(index) - size) >= strata.nunique() else None
+    return train_test_split(index, test_size=share, stratify=stratify, random_state=seed)
+
+
+def _stratified(labels: pd.Series, config: SplitConfig) -> np.ndarray:
     index = np.arange(len(labels))
-    rest, test = train_test_split(index, test_size=config.test, stratify=labels, random_state=config.seed)
+    rest, test = _part(index, config.test, labels, config.seed)
     val_share = config.val / (config.train + config.val)
     strata = labels.iloc[rest]
     counts = strata.value_counts()
     if (counts < 2).any():  # the test split took all but one of a small class: stratify the rest by the others
         strata = strata.where(strata.map(counts) >= 2, counts.idxmax())
-    train, val = train_test_split(rest, test_size=val_share, stratify=strata, random_state=config.seed)
+    train, val = _part(rest, val_share, strata, config.seed)
     split = _assign(len(labels), train, val, test)
     _cover_small_classes(labels.to_numpy(), split)
     return split
