@@ -205,6 +205,22 @@ def test_a_class_lost_to_skipped_examples_names_them(tmp_path):
         read_and_check(tmp_path / "folder")
 
 
+def test_a_class_with_no_usable_example_is_refused_not_left_out(tmp_path):
+    rows = pd.concat([TEXTS, pd.DataFrame({"text": [" ", "\u200b", ""], "label": ["tech"] * 3})])
+    with pytest.raises(HeadstartError, match=r"Classes 'tech' \(0\) .* fewer than 3 usable examples once 3 unusable"):
+        read_and_check(write_table(rows, tmp_path / "news.csv"))
+    for i in range(3):
+        write_png(tmp_path / "folder" / "cat" / f"{i}.png", i)
+        write_png(tmp_path / "folder" / "dog" / f"{i}.png", 10 + i)
+        (tmp_path / "folder" / "fox" / f"{i}.png").parent.mkdir(exist_ok=True)
+        (tmp_path / "folder" / "fox" / f"{i}.png").write_bytes(b"not an image")
+    with pytest.raises(HeadstartError, match=r"Classes 'fox' \(0\) .* fewer than 3 usable examples"):
+        read_and_check(tmp_path / "folder")
+    (tmp_path / "folder" / "bird" / ".hidden").mkdir(parents=True)
+    with pytest.raises(HeadstartError, match=r"Class folder bird in \S*folder holds no files: a class needs examples"):
+        read_and_check(tmp_path / "folder")
+
+
 def test_a_class_listed_in_data_labels_without_examples_is_refused(tmp_path):
     path = write_table(TEXTS, tmp_path / "news.csv")
     with pytest.raises(HeadstartError, match=r"Classes 'tech' \(0\) .* fewer than 3 usable examples"):

@@ -104,6 +104,11 @@ def _read_folder(root: Path) -> Examples:
             suffixes.add(path.suffix.lower())
     if not rows:
         raise HeadstartError(f"The class folders in {root} are empty: put image or .txt files in them.")
+    empty = [folder.name for folder in classes if not any(row["label"] == folder.name for row in rows)]
+    if empty:
+        which = f"Class folders {', '.join(empty)} in {root} hold" if len(empty) > 1 else \
+            f"Class folder {empty[0]} in {root} holds"
+        raise HeadstartError(f"{which} no files: a class needs examples. Put its files there, or remove the folder.")
     if suffixes <= {".txt"}:
         for row in rows:
             row["input"] = read_text_file(Path(row["input"]))

@@ -70,6 +70,7 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
             problems[i] = "missing label"
         elif config.labels is not None and label not in config.labels:
             problems[i] = f"unknown label '{label}' (data.labels allows: {', '.join(config.labels)})"
+    classes = pd.unique(frame["label"].drop(index=list(problems)))  # those whose every example is unusable too
     if examples.modality == "text":
         for i, text in enumerate(frame["input"]):
             if not visible(text):
@@ -95,7 +96,7 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
         raise HeadstartError(f"{len(report)} of {len(frame)} examples in {config.source} cannot be used:\n{shown}{more}\n"
                              "Fix or remove them, or set data.bad_inputs: skip to train without them.")
     frame = frame.drop(index=list(problems)).reset_index(drop=True)
-    _check_classes(frame, config, report)
+    _check_classes(frame, config, report, list(classes))
     return Examples(examples.modality, frame, examples.metadata_columns), report
 
 
@@ -105,7 +106,9 @@ def first_problems(problems: pd.DataFrame, shown: int = 3) -> str:
     return "; ".join(f"{o}: {p}" for o, p in problems.head(shown).itertuples(index=False)) + more
 
 
-def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFrame) -> None:
+def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFrame, classes: list[str]) -> None:
+    """At least two classes, and `MIN_PER_CLASS` usable examples in each class of the data (`classes`) and of
+    data.labels, so that none is left out of the model unsaid."""
     counts = frame["label"].value_counts()
     # the examples skipped as unusable may be why a class is missing or small: say so
     after = ""
@@ -119,8 +122,7 @@ def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFram
                                  "least two classes. Put each class's files in a folder named after it.")
         raise HeadstartError(f"Column '{config.label_column}' of {config.source} holds {only}{after}: a classifier "
                              "needs at least two classes. Check data.label_column and the labels in the data.")
-    if config.labels is not None:  # a listed class may have no usable example at all
-        counts = counts.reindex(list(dict.fromkeys([*config.labels, *counts.index])), fill_value=0)
+    counts = counts.reindex(list(dict.fromkeys([*(config.labels or []), *classes, *counts.index])), fill_value=0)
     small = counts[counts < MIN_PER_CLASS]
     if len(small):
         listed = ", ".join(f"'{label}' ({n})" for label, n in small.items())
