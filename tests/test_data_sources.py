@@ -93,6 +93,11 @@ def test_a_folder_of_text_class_folders(tmp_path):
     examples, problems = read_and_check(tmp_path)
     assert examples.modality == "text" and problems.empty
     assert sorted(zip(examples.frame["input"], examples.frame["label"])) == sorted(TEXTS.itertuples(index=False))
+    (tmp_path / "sport" / "desktop.ini").write_text("[.ShellClassInfo]\n")  # what Windows leaves in folders
+    examples, problems = read_and_check(tmp_path)
+    assert examples.modality == "text" and len(examples.frame) == len(TEXTS)
+    assert problems.values.tolist() == [[str(tmp_path / "sport" / "desktop.ini"),
+                                         "not a .txt file, in a folder of text files"]]
 
 
 @pytest.mark.parametrize("suffix, first_row", [(".csv", 2), (".jsonl", 1), (".parquet", 1)])

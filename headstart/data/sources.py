@@ -109,9 +109,9 @@ def _read_folder(root: Path) -> Examples:
         which = f"Class folders {', '.join(empty)} in {root} hold" if len(empty) > 1 else \
             f"Class folder {empty[0]} in {root} holds"
         raise HeadstartError(f"{which} no files: a class needs examples. Put its files there, or remove the folder.")
-    if suffixes <= {".txt"}:
+    if ".txt" in suffixes and not suffixes & IMAGE_SUFFIXES:  # texts; another file (desktop.ini) has no text: None
         for row in rows:
-            row["input"] = read_text_file(Path(row["input"]))
+            row["input"] = read_text_file(Path(row["input"])) if row["input"].lower().endswith(".txt") else None
         return Examples("text", pd.DataFrame(rows).assign(group=None), [])
     return Examples("image", pd.DataFrame(rows).assign(group=None), [])
 

@@ -73,10 +73,13 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
     classes = pd.unique(frame["label"].drop(index=list(problems)))  # those whose every example is unusable too
     if examples.modality == "text":
         for i, text in enumerate(frame["input"]):
-            if not visible(text):
+            if not isinstance(text, str):  # a folder's file that is not .txt
+                problems.setdefault(i, "not a .txt file, in a folder of text files")
+            elif not visible(text):
                 problems.setdefault(i, "empty text")
-        frame["exact"] = [_sha1(t) for t in frame["input"]]
-        frame["near"] = [_sha1(normalise_text(t)) for t in frame["input"]]
+        texts = [t if isinstance(t, str) else "" for t in frame["input"]]
+        frame["exact"] = [_sha1(t) for t in texts]
+        frame["near"] = [_sha1(normalise_text(t)) for t in texts]
     else:
         results = _image_fingerprints(frame["input"].tolist())
         for i, result in enumerate(results):
