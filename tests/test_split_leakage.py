@@ -123,6 +123,16 @@ def test_exact_and_near_text_duplicates_are_found(text_split):
     ]
 
 
+def test_texts_without_letters_or_digits_are_near_duplicates_only_of_their_own_copies(tmp_path):
+    texts = [":)", ":(", "???", "\U0001F600", ":)", ":(", "!!!", "\U0001F622", " :) "]
+    pd.DataFrame({"text": texts, "label": ["happy", "sad", "sad"] * 3}).to_csv(tmp_path / "chat.csv", index=False)
+    frame = read_and_check(tmp_path / "chat.csv").assign(split=["train"] * 4 + ["test"] * 5)
+    leaks = find_leaks(frame, "text")
+    assert sorted(leaks[["origin", "kind", "duplicate_of"]].values.tolist()) == [
+        ["chat.csv row 10", "near", "chat.csv row 2"], ["chat.csv row 6", "exact", "chat.csv row 2"],
+        ["chat.csv row 7", "exact", "chat.csv row 3"]]
+
+
 @pytest.mark.parametrize("variant", ["STRASSE ﬁnance, Ｍｏｎｄａｙ", "stra\u00dfe fi\u00adnance monday",
                                      "strasse fi\u200bnance\u00a0monday\ufeff"])
 def test_unicode_variants_of_a_text_normalise_alike(variant):
@@ -169,6 +179,10 @@ def test_exact_and_near_image_duplicates_are_found(tmp_path):
         "field/other_scene.png": (scene(2), "val"),                                  # distinct pictures
         "field/third_scene.png": (scene(3), "test"),
         **{f"noise/{i}.png": (noise(i), split) for i, split in enumerate(["train", "train", "val", "test"])},
+        # flat images have no gradient to hash: only an exact copy of one is a duplicate
+        **{f"flat/{name}.png": (Image.new("RGB", (32, 32), colour), split) for name, colour, split in [
+            ("black", (0, 0, 0), "train"), ("white", (255, 255, 255), "val"), ("red", (255, 0, 0), "test"),
+            ("black_again", (0, 0, 0), "test")]},
     }
     for name, (picture, _) in images.items():
         (tmp_path / name).parent.mkdir(exist_ok=True)
@@ -179,14 +193,15 @@ def test_exact_and_near_image_duplicates_are_found(tmp_path):
     frame = frame.assign(origin=relative, split=[images[name][1] for name in relative])
     leaks = find_leaks(frame, "image")
     assert dict(zip(leaks["origin"], leaks["kind"])) == {
-        "field/saved_again.png": "exact", "field/brighter.png": "near", "field/as_photo.jpg": "near"}
+        "field/saved_again.png": "exact", "flat/black_again.png": "exact", "field/brighter.png": "near",
+        "field/as_photo.jpg": "near"}
     # each copy points at an earlier copy of the same picture (the nearest one, not necessarily the original)
-    copies = {"field/original.png", "field/saved_again.png", "field/as_photo.jpg"}
+    copies = {"field/original.png", "field/saved_again.png", "field/as_photo.jpg", "flat/black.png"}
     assert set(leaks["duplicate_of"]) <= copies and leaks["distance"].max() <= 2
     assert leaks.loc[leaks["origin"] == "field/as_photo.jpg", "distance"].item() == 1  # near, not identical
-    assert leaks.loc[leaks["kind"] == "exact", ["duplicate_of", "distance"]].values.tolist() == [
-        ["field/original.png", 0]]
-    assert len(handle_leaks(frame, leaks, "drop")) == len(frame) - 3
+    assert sorted(leaks.loc[leaks["kind"] == "exact", ["duplicate_of", "distance"]].values.tolist()) == [
+        ["field/original.png", 0], ["flat/black.png", 0]]
+    assert len(handle_leaks(frame, leaks, "drop")) == len(frame) - 4
 
 
 def test_near_image_hashes_are_found_in_any_bands_and_the_nearest_earlier_copy_is_named():

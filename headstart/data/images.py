@@ -98,8 +98,11 @@ def difference_hash(image: Image.Image, side: int = 16) -> bytes:
     """dHash of side*side bits: brightness gradients of a small thumbnail; near-identical pictures differ in few bits.
 
     16x16 rather than the usual 8x8: 8x8 hashes of distinct solar cells collide (ELPV), 16x16 ones differ in >= 3 bits.
+    An image of one flat tone has no gradient, so its hash would match every other flat image's: it gets none (b"").
     """
     small = np.asarray(image.convert("L").resize((side + 1, side), Image.BILINEAR), dtype=np.int16)
+    if small.max() - small.min() <= 1:
+        return b""
     return np.packbits(small[:, 1:] > small[:, :-1]).tobytes()
 
 

@@ -68,7 +68,8 @@ def find_leaks(frame: pd.DataFrame, modality: str) -> pd.DataFrame:
     if modality == "text":
         pairs += [p for p in _pairs_by_key(frame, "near", "near") if p[1] not in exact_origins]
     else:
-        pairs += _near_image_pairs(frame, exact_origins)
+        hashed = frame[frame["near"].map(len) > 0].reset_index(drop=True)  # flat images have no hash to compare
+        pairs += _near_image_pairs(hashed, exact_origins) if len(hashed) else []
     return pd.DataFrame(pairs, columns=COLUMNS)
 
 

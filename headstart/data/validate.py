@@ -79,7 +79,8 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
                 problems.setdefault(i, "empty text")
         texts = [t if isinstance(t, str) else "" for t in frame["input"]]
         frame["exact"] = [_sha1(t) for t in texts]
-        frame["near"] = [_sha1(normalise_text(t)) for t in texts]
+        # a text of no letters or digits (":)", an emoji) normalises to nothing: it is compared as written, spaces aside
+        frame["near"] = [_sha1(normalise_text(t) or " ".join(t.split())) for t in texts]
     else:
         results = _image_fingerprints(frame["input"].tolist())
         for i, result in enumerate(results):
