@@ -124,6 +124,32 @@ def test_a_table_of_image_paths_relative_to_the_table(tmp_path, suffix):
     assert examples.frame["site"].tolist() == list("abcdef") and examples.metadata_columns == ["site"]
 
 
+def test_image_paths_are_read_as_written(tmp_path):
+    names = ["0001", "0002", "0003", "0010", "0011", "0012"]  # files without a suffix, named by number
+    for i, name in enumerate(names):
+        write_png(tmp_path / "scan.png", seed=i).rename(tmp_path / name)
+    path = tmp_path / "scans.csv"
+    path.write_text("file,label\n" + "".join(f"{n},{'ab'[i % 2]}\n" for i, n in enumerate(names)))
+    examples, problems = read_and_check(path, image_column="file")
+    assert problems.empty and examples.frame["input"].tolist() == [str(tmp_path / n) for n in names]
+
+
+def test_a_parquet_table_s_named_index_is_a_column(tmp_path):
+    path = tmp_path / "news.parquet"
+    TEXTS.assign(id=[f"p{i}" for i in range(len(TEXTS))]).set_index("id").to_parquet(path)
+    examples, _ = read_and_check(path, group_column="id")
+    assert examples.frame["group"].tolist() == [f"p{i}" for i in range(len(TEXTS))]
+    assert examples.frame["origin"].iloc[0] == "news.parquet row 1"
+
+
+def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
+    path = tmp_path / "news.csv"
+    path.write_text("label,text,label\nold,shares fell,new\n")
+    with pytest.raises(HeadstartError, match=r"header line of \S*news.csv names a column twice: 'label' \(columns "
+                                             r"1, 3\)\. Rename or remove one"):
+        read_and_check(path)
+
+
 def test_a_missing_column_is_named_with_the_available_ones(tmp_path):
     path = write_table(TEXTS, tmp_path / "news.csv")
     with pytest.raises(HeadstartError) as caught:

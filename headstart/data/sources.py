@@ -149,12 +149,14 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
     suffix = path.suffix.lower()
     text = None if suffix == ".parquet" else read_text_file(path)
     try:
-        if text is None:  # not the index pandas saved with it: rows are numbered as they come
-            return pd.read_parquet(path).reset_index(drop=True)
+        if text is None:  # rows are numbered as they come; a named index pandas saved (df.set_index("id")) is a column
+            table = pd.read_parquet(path)
+            return table.reset_index(drop=all(name is None for name in table.index.names))
         if suffix == ".csv":
             if text.strip() and not text.split("\n", 1)[0].strip():
                 raise HeadstartError(f"The first line of {path} is blank: a CSV starts with its header line, the "
                                      "column names. Remove the blank lines above it.")
+            _check_header(path, text)
             table = pd.read_csv(io.StringIO(text), skip_blank_lines=False)
             if not isinstance(table.index, pd.RangeIndex):  # pandas made the extra first fields an index
                 raise HeadstartError(f"The rows of {path} have more fields than its header line names columns "
@@ -177,6 +179,18 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
         problem = _json_problem(path, text) if suffix in {".jsonl", ".json"} else None
         raise HeadstartError(problem or f"Could not read the table {path}: {exc}. Check that it is a valid "
                              f"{suffix[1:].upper()} file.") from None
+
+
+def _check_header(path: Path, text: str) -> None:
+    """A CSV header naming a column twice is refused: pandas would rename the second ('label.1') and headstart
+    would read the first without a word."""
+    names = pd.read_csv(io.StringIO(text), header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0].tolist()
+    twice = [name for name in dict.fromkeys(names) if name and names.count(name) > 1]
+    if twice:
+        where = "; ".join(f"'{name}' (columns {', '.join(str(i + 1) for i, n in enumerate(names) if n == name)})"
+                          for name in twice)
+        raise HeadstartError(f"The header line of {path} names a column twice: {where}. Rename or remove one of "
+                             "them, so that it is clear which holds the data.")
 
 
 def _require_column(table: pd.DataFrame, column: str, field: str, path: Path) -> None:
@@ -238,7 +252,7 @@ def check_single_values(table: pd.DataFrame, columns: list, path: Path, shown: s
 
 
 def _table_examples(path: Path, config: DataConfig) -> Examples:
-    table = read_table(path, [config.label_column, config.text_column, config.group_column,
+    table = read_table(path, [config.label_column, config.text_column, config.image_column, config.group_column,
                               *config.metadata_columns])
     image_mode = config.image_column is not None
     input_column = config.image_column if image_mode else config.text_column
@@ -263,7 +277,7 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
                         path)
     inputs = table[input_column]
     if image_mode:
-        inputs = [str((path.parent / str(p)).resolve()) if isinstance(p, str) and p else "" for p in inputs]
+        inputs = ["" if pd.isna(p) or p == "" else str((path.parent / str(p)).resolve()) for p in inputs]
     else:
         inputs = ["" if pd.isna(t) else str(t) for t in inputs]
     frame = pd.DataFrame({
