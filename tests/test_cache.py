@@ -205,6 +205,13 @@ def test_store_keeps_bf16_states_in_bf16(tmp_path):
     assert store.get((0, 0))["x"].dtype == torch.bfloat16 and store.get((0, 0))["mask"].dtype == torch.long
 
 
+def test_store_keeps_a_copy_not_a_view_of_the_batch(tmp_path):
+    store, batch = StateStore(1 << 20, tmp_path), torch.zeros(2, 4)
+    store.put((0, 0), {"x": batch[0]})
+    batch += 1  # a trainable group that changes its input in place (x += shift) must not change the stored state
+    assert store.get((0, 0))["x"].tolist() == [0.0] * 4
+
+
 def test_collate_pads_ragged_states():
     batch = collate_states([{"h": torch.ones(2, 3), "m": torch.ones(2)}, {"h": torch.ones(4, 3), "m": torch.ones(4)}])
     assert batch["h"].shape == (2, 4, 3) and batch["m"].tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
