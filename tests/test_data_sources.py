@@ -346,6 +346,21 @@ def test_arrays_of_other_types_give_the_pixels_a_file_would(tmp_path):
     assert torch.equal(to_tensor(dark[..., 0].astype(np.uint16), 24), to_tensor(tmp_path / "dark16.png", 24))  # array
 
 
+def test_array_layouts_are_read_or_refused_by_their_shape():
+    from headstart.backbones.image import ImageBackbone
+
+    grey = np.random.default_rng(0).integers(0, 256, (24, 24)).astype(np.uint8)
+    pixels = ImageBackbone(16, (0.5,) * 3, (0.25,) * 3)._pixels
+    assert torch.equal(pixels(grey[..., None]), pixels(grey))  # (H, W, 1): one grey channel
+    assert torch.equal(pixels(grey > 127), pixels(np.where(grey > 127, 255, 0).astype(np.uint8)))  # True is white
+    for bad, why in [(np.stack([grey] * 3), r"not of shape \(3, 24, 24\) \(a channels-first array"),
+                     (np.zeros((0, 24, 3)), r"not of shape \(0, 24, 3\)"),
+                     (np.full((24, 24), np.nan), "non-finite values"),
+                     (torch.zeros(24, 24, 3), r"An input \(Tensor\) .* a Tensor is not an image input")]:
+        with pytest.raises(HeadstartError, match=why):
+            pixels(bad)
+
+
 def test_photos_are_read_upright_by_their_exif_orientation(tmp_path):
     from headstart.data.images import fingerprint, to_tensor
 

@@ -44,6 +44,19 @@ def _array_eight_bit(array: np.ndarray) -> np.ndarray:
     return values.round().astype(np.uint8)
 
 
+def _checked_array(array: np.ndarray) -> np.ndarray:
+    """An (H, W) or (H, W, 1 / 3 / 4) array of finite values, a trailing single channel dropped; ValueError else."""
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4))) or array.size == 0:
+        raise ValueError(f"an image array is (height, width) or (height, width, channels) with 1, 3 or 4 channels, "
+                         f"not of shape {array.shape} (a channels-first array: array.transpose(1, 2, 0))")
+    if array.dtype.kind not in "biuf" or (array.dtype.kind == "f" and not np.isfinite(array).all()):
+        raise ValueError(f"an image array holds finite numbers; this one is {array.dtype} with "
+                         f"{'non-finite values' if array.dtype.kind == 'f' else 'no numbers'}")
+    return array.astype(np.uint8) * 255 if array.dtype == bool else array
+
+
 # EXIF orientation -> the transpose that shows the stored pixels as viewers do (1: as stored)
 _ORIENTATIONS = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
                  5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
@@ -69,9 +82,13 @@ def open_eight_bit(image: ImageInput) -> Image.Image:
     """An 8-bit PIL image from a path, a file's bytes (turned upright by their EXIF orientation), a PIL image or an
     HxW / HxWxC array (see `_array_eight_bit`)."""
     if isinstance(image, np.ndarray):
+        image = _checked_array(image)
         image = Image.fromarray(image if image.dtype == np.uint8 else _array_eight_bit(image))
     if isinstance(image, Image.Image):
         return _eight_bit(image)
+    if not isinstance(image, (str, Path, bytes)):
+        raise ValueError(f"a {type(image).__name__} is not an image input: give a file path, a file's bytes, a PIL "
+                         "image or a NumPy array (a tensor: tensor.numpy(), channels last)")
     with open_file(image) as img:
         img.load()
         return _eight_bit(_upright(img))
