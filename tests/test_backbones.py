@@ -143,6 +143,17 @@ def test_a_parameter_outside_every_group_is_named():
         layer_groups(_Ungrouped())
 
 
+@pytest.mark.parametrize("prefixes, error", [
+    ([("a", ["a"]), ("a", ["b"])], "names layer group a twice"),  # would merge both into one stage
+    ([("a", ["a", "b"]), ("typo", ["c"])], "Layer group typo of backbone _Ungrouped owns no parameter"),
+])
+def test_a_group_named_twice_or_owning_nothing_is_refused(prefixes, error, monkeypatch):
+    backbone = _Ungrouped()
+    monkeypatch.setattr(backbone, "group_prefixes", lambda: prefixes)
+    with pytest.raises(HeadstartError, match=error):
+        layer_groups(backbone)
+
+
 class _BetweenGroups(ImageBackbone):
     """Modules without parameters between two groups: a BatchNorm without affine weights, a Dropout."""
 

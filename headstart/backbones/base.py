@@ -121,9 +121,16 @@ def _owner(name: str, prefixes: list[tuple[str, list[str]]]) -> list[str]:
 
 
 def layer_groups(backbone: Backbone) -> list[LayerGroup]:
-    """Parameters and modules of each layer group; raises if a parameter is in no group or in two."""
+    """Parameters and modules of each layer group; raises if a parameter is in no group or in two, or a group is
+    named twice or owns no parameter."""
     prefixes = backbone.group_prefixes()
-    groups = {name: LayerGroup(name) for name, _ in prefixes}
+    names = [name for name, _ in prefixes]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise HeadstartError(f"Backbone {type(backbone).__name__} names layer group{'s' if len(twice) > 1 else ''} "
+                             f"{', '.join(twice)} twice in group_prefixes(): each group is one stage of unfreezing, "
+                             "so give each its own name.")
+    groups = {name: LayerGroup(name) for name in names}
     for name, param in backbone.named_parameters():
         owners = _owner(name, prefixes)
         if len(owners) != 1:
@@ -131,6 +138,11 @@ def layer_groups(backbone: Backbone) -> list[LayerGroup]:
             raise HeadstartError(f"Parameter '{name}' of backbone {type(backbone).__name__} is in {where}. "
                                  "Every parameter must belong to exactly one group: fix group_prefixes().")
         groups[owners[0]].params.append(param)
+    empty = [name for name, group in groups.items() if not group.params]
+    if empty:
+        raise HeadstartError(f"Layer group{'s' if len(empty) > 1 else ''} {', '.join(empty)} of backbone "
+                             f"{type(backbone).__name__} own{'' if len(empty) > 1 else 's'} no parameter: a prefix in "
+                             "group_prefixes() names no module (a typo?). Fix it, or leave the group out.")
     _assign_modules(backbone, "", prefixes, groups)
     return list(groups.values())
 
