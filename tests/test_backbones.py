@@ -195,6 +195,17 @@ def test_a_long_text_is_cut_without_the_tokenizers_length_warning(capfd):
     assert "Token indices sequence length" not in capfd.readouterr().err
 
 
+def test_a_subclass_of_a_built_in_backbone_is_rebuilt_as_itself(tmp_path, monkeypatch):
+    from headstart.backbones import registry
+    from tests.tiny import MaxPooledLite0, max_pooled_lite0
+
+    made = build("module:tests.tiny:max_pooled_lite0", DataConfig(source="unused"))
+    assert made.spec() == {"type": "module", "factory": "tests.tiny:max_pooled_lite0"}
+    assert type(registry.rebuild(made.spec(), tmp_path)) is MaxPooledLite0  # not the built-in with average pooling
+    monkeypatch.setitem(registry._REGISTRY, "pooled", lambda data: max_pooled_lite0())
+    assert build("pooled", DataConfig(source="unused")).spec()["type"] == "registered"
+
+
 def test_an_efficientnet_reads_images_at_its_pretraining_size_unless_told():
     from headstart.backbones.registry import EFFICIENTNET_SIZES
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from headstart.backbones.efficientnet import EfficientNetLite
 from headstart.backbones.image import ImageBackbone
 
 
@@ -52,3 +53,15 @@ class TinyUnstagedCNN(ImageBackbone):
 def tiny_unstaged_cnn() -> TinyUnstagedCNN:
     torch.manual_seed(4321)
     return TinyUnstagedCNN()
+
+
+class MaxPooledLite0(EfficientNetLite):
+    """A user's variant of a built-in backbone: EfficientNet-Lite0 (untrained, 32 px) with max pooling."""
+
+    def finish(self, state) -> torch.Tensor:
+        return state["x"].amax(dim=(2, 3))
+
+
+def max_pooled_lite0() -> MaxPooledLite0:
+    torch.manual_seed(0)
+    return MaxPooledLite0(0, 32, pretrained=False)

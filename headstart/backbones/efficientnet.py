@@ -82,4 +82,6 @@ class EfficientNetLite(ImageBackbone):
                 for index, (_, prefixes) in enumerate(self.group_prefixes()) if prefixes[0].startswith("net._blocks")}
 
     def spec(self) -> dict[str, Any]:
+        if type(self) is not EfficientNetLite:  # a user's subclass: rebuilt by its factory
+            return super().spec()
         return {"type": f"efficientnet_lite{self.variant}", "image_size": self.image_size}

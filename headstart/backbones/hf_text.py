@@ -184,6 +184,8 @@ class HFTextEncoder(Backbone):
         return [{key: value[i][keep[i]] for key, value in state.items()} for i in range(len(keep))]
 
     def spec(self) -> dict[str, Any]:
+        if type(self) is not HFTextEncoder:  # a user's subclass: rebuilt by its factory
+            return super().spec()
         return {"type": "hf_text", "source": self.source, "max_length": self.max_length, "assets": "backbone",
                 "vocabulary": len(self.tokenizer)}
 
