@@ -195,6 +195,53 @@ def test_a_long_text_is_cut_without_the_tokenizers_length_warning(capfd):
     assert "Token indices sequence length" not in capfd.readouterr().err
 
 
+class _NoModality(Backbone):
+    feature_size = 4
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+
+    def group_prefixes(self):
+        return [("lin", ["lin"])]
+
+    def prepare(self, inputs):
+        return {"x": torch.zeros(len(inputs), 4)}
+
+    def forward(self, x):
+        return self.lin(x)
+
+
+def _with(**attributes):
+    from tests.tiny import tiny_cnn
+
+    backbone = tiny_cnn()
+    for name, value in attributes.items():
+        setattr(backbone, name, value)
+    return backbone
+
+
+@pytest.mark.parametrize("backbone, data, error", [
+    (_NoModality(), {}, r"Backbone 'b' \(_NoModality\) has modality None: set the class attribute modality"),
+    (_with(feature_size=None), {}, "has feature_size None: set it to the length of the feature vector"),
+    (_with(feature_size=32), {}, r"returns features of shape \(2, 16\) for 2 inputs, but its feature_size is 32"),
+    (_with(), {"image_size": 64}, "data.image_size is 64, but backbone 'b' .* reads 16 px images"),
+])
+def test_a_backbone_breaking_the_contract_is_refused_by_name(backbone, data, error):
+    from headstart.backbones.contract import check_backbone
+
+    image = np.zeros((16, 16, 3), np.uint8)
+    with pytest.raises(HeadstartError, match=error):
+        check_backbone(backbone, "b", DataConfig(source="unused", **data), [image, image])
+
+
+def test_fit_checks_the_backbone_before_training(tiny_config):
+    import headstart
+
+    with pytest.raises(HeadstartError, match="data.image_size is 64, but backbone 'module:tests.tiny:tiny_cnn'"):
+        headstart.fit({**tiny_config, "data": {**tiny_config["data"], "image_size": 64}})
+
+
 def test_a_subclass_of_a_built_in_backbone_is_rebuilt_as_itself(tmp_path, monkeypatch):
     from headstart.backbones import registry
     from tests.tiny import MaxPooledLite0, max_pooled_lite0

@@ -124,6 +124,10 @@ def layer_groups(backbone: Backbone) -> list[LayerGroup]:
     """Parameters and modules of each layer group; raises if a parameter is in no group or in two, or a group is
     named twice or owns no parameter."""
     prefixes = backbone.group_prefixes()
+    loose = [name for name, names in prefixes if isinstance(names, str)]
+    if loose:
+        raise HeadstartError(f"group_prefixes() of backbone {type(backbone).__name__} gives the prefixes of group "
+                             f"{loose[0]} as one string: give a list of them, e.g. ('{loose[0]}', ['{loose[0]}']).")
     names = [name for name, _ in prefixes]
     twice = sorted({name for name in names if names.count(name) > 1})
     if twice:

@@ -242,12 +242,14 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
     import torch
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    from headstart.backbones.contract import check_backbone
     from headstart.backbones.registry import build
 
     if config.train.precision == "16-mixed" and not torch.cuda.is_available():
         raise HeadstartError("train.precision 16-mixed needs a CUDA GPU; on CPU use bf16-mixed or 32.")
     L.seed_everything(config.train.seed, verbose=False)
     backbone = build(config.backbone, config.data)
+    check_backbone(backbone, config.backbone, config.data, data.frame["input"].head(2).tolist())
     if backbone.modality != data.modality:
         raise HeadstartError(f"Backbone '{config.backbone}' reads {backbone.modality}s, but data.source "
                              f"{config.data.source} holds {data.modality}s. Pick one that reads "

@@ -1,0 +1,41 @@
+"""The contract a built backbone keeps, checked before training: what a user's backbone may get wrong, named."""
+
+from __future__ import annotations
+
+import torch
+
+from headstart.backbones.base import Backbone
+from headstart.config import DataConfig
+from headstart.errors import HeadstartError
+
+HOW = "See README, 'Your own backbone'."
+
+
+def check_backbone(backbone: Backbone, name: str, data: DataConfig, sample: list) -> None:
+    """`modality` and `feature_size` set, `data.image_size` honoured, and features of (n, feature_size) for the
+    `sample` inputs; a HeadstartError naming the backbone otherwise."""
+    who = f"'{name}' ({type(backbone).__name__})"
+    modality = getattr(backbone, "modality", None)
+    if modality not in ("text", "image"):
+        raise HeadstartError(f"Backbone {who} has modality {modality!r}: set the class attribute modality = 'text' or "
+                             f"'image'. {HOW}")
+    size = getattr(backbone, "feature_size", None)
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise HeadstartError(f"Backbone {who} has feature_size {size!r}: set it to the length of the feature vector that "
+                             f"forward() returns for each input. {HOW}")
+    reads = getattr(backbone, "image_size", None)
+    if modality == "image" and data.image_size is not None and reads != data.image_size:
+        raise HeadstartError(f"data.image_size is {data.image_size}, but backbone {who} reads {reads} px images: its "
+                             "factory decides the size. Leave data.image_size out, or register a factory that takes "
+                             f"the data config (headstart.backbones.registry.register). {HOW}")
+    was = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            features = backbone(**backbone.prepare(sample))
+    finally:
+        backbone.train(was)
+    if tuple(features.shape) != (len(sample), size):
+        raise HeadstartError(f"Backbone {who} returns features of shape {tuple(features.shape)} for {len(sample)} inputs, "
+                             f"but its feature_size is {size}: they must be ({len(sample)}, {size}). Set "
+                             f"feature_size to what forward() returns. {HOW}")
