@@ -374,6 +374,8 @@ def test_photos_are_read_upright_by_their_exif_orientation(tmp_path):
     assert turned[0, :10].float().mean() > 200 and turned[0, -10:].float().mean() < 50  # the band is now on top
     assert (turned.int() - to_tensor(tmp_path / "upright.jpg", 30).int()).abs().max() < 30  # JPEG's rounding
     assert to_tensor((tmp_path / "phone.jpg").read_bytes(), 30).equal(turned)
+    with Image.open(tmp_path / "phone.jpg") as opened:  # a PIL image of the file: as the path
+        assert to_tensor(opened, 30).equal(turned)
     assert fingerprint(str(tmp_path / "phone.jpg"))[1] == fingerprint(str(tmp_path / "upright.jpg"))[1]
     # a damaged tag elsewhere in the EXIF block (the camera make's ASCII re-tagged as a rational): still upright
     exif[0x010F] = "cam"

@@ -79,13 +79,13 @@ def open_file(source: str | Path | bytes) -> Image.Image:
 
 
 def open_eight_bit(image: ImageInput) -> Image.Image:
-    """An 8-bit PIL image from a path, a file's bytes (turned upright by their EXIF orientation), a PIL image or an
-    HxW / HxWxC array (see `_array_eight_bit`)."""
+    """An 8-bit PIL image from a path, a file's bytes or a PIL image (turned upright by their EXIF orientation) or
+    an HxW / HxWxC array (see `_array_eight_bit`)."""
     if isinstance(image, np.ndarray):
         image = _checked_array(image)
-        image = Image.fromarray(image if image.dtype == np.uint8 else _array_eight_bit(image))
-    if isinstance(image, Image.Image):
-        return _eight_bit(image)
+        return _eight_bit(Image.fromarray(image if image.dtype == np.uint8 else _array_eight_bit(image)))
+    if isinstance(image, Image.Image):  # Image.open(path) keeps the file's EXIF: upright, as the path would be
+        return _eight_bit(_upright(image))
     if not isinstance(image, (str, Path, bytes)):
         raise ValueError(f"a {type(image).__name__} is not an image input: give a file path, a file's bytes, a PIL "
                          "image or a NumPy array (a tensor: tensor.numpy(), channels last)")
