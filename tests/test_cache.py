@@ -164,17 +164,17 @@ def test_onnx_engine_exports_float_groups_inside_a_bf16_training_step(tmp_path):
 
 
 def test_store_spills_to_disk_beyond_its_budget(tmp_path):
-    store = StateStore(budget_bytes=3 * 64 * 4, spill_dir=tmp_path)
+    store = StateStore(budget_bytes=3 * 64 * 4, spill_dir=tmp_path / "train")
     states = {(0, i): {"x": torch.full((64,), float(i)), "mask": torch.ones(i + 1, dtype=torch.long)}
               for i in range(10)}
     for key, state in states.items():
         store.put(key, state)
-    assert store.spilled and (tmp_path / "states.bin").exists()
+    assert store.spilled and (tmp_path / "train" / "states.bin").exists()
     for key, state in states.items():
         got = store.get(key)
         assert torch.equal(got["x"], state["x"]) and torch.equal(got["mask"], state["mask"])
     store.close()
-    assert not (tmp_path / "states.bin").exists() and len(store) == 0
+    assert not (tmp_path / "train").exists() and len(store) == 0  # nor the folder it made
 
 
 def test_a_spill_file_left_by_a_killed_run_is_removed(tmp_path):

@@ -92,7 +92,7 @@ class StateStore:
         return state
 
     def close(self) -> None:
-        """Free the memory and delete the spill file."""
+        """Free the memory and delete the spill file, with its folder once empty."""
         self._memory.clear()
         self._disk.clear()
         self._mapped = None
@@ -100,4 +100,6 @@ class StateStore:
             self._file.close()
             self._file = None
             self.spill_path.unlink(missing_ok=True)
+            if not any(self.spill_path.parent.iterdir()):
+                self.spill_path.parent.rmdir()
         self.bytes = 0
