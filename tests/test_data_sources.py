@@ -271,6 +271,16 @@ def test_numbers_of_any_type_are_one_label_and_one_group(tmp_path):
     assert examples.frame["label"].tolist() == ["1", "2"] * 3  # was an AttributeError
 
 
+def test_data_labels_are_read_as_the_data_s_labels_are(tmp_path):
+    floats = write_table(TEXTS.assign(label=["0.0", "1.0"] * 3), tmp_path / "export.csv")  # a float export: 0 and 1
+    examples, problems = read_and_check(floats, labels=["0.0", "1.0"])
+    assert problems.empty and sorted(set(examples.frame["label"])) == ["0", "1"]
+    flags = tmp_path / "flags.jsonl"  # JSON booleans are the words JSON writes, as data.labels gives them
+    flags.write_text("".join(json.dumps({"text": t, "label": i % 2 == 0}) + "\n" for i, t in enumerate(TEXTS.text)))
+    examples, problems = read_and_check(flags, labels=["true", "false"])
+    assert problems.empty and sorted(set(examples.frame["label"])) == ["false", "true"]
+
+
 def test_csv_metadata_is_read_as_written(tmp_path):
     table = TEXTS.assign(site=["NA", "EU", "None", "", "NA", "EU"], code=["001", "002", "000", "001", "002", "000"],
                          score=["0.5", "1", "", "2.25", "3", "1e-05"])

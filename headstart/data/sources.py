@@ -210,10 +210,10 @@ def image_path_columns(table: pd.DataFrame) -> list[str]:
         isinstance(v, str) and Path(v).suffix.lower() in IMAGE_SUFFIXES for v in table[c].dropna())]
 
 
-def _as_text(column: pd.Series) -> list:
+def as_text(column) -> list:
     """Values as strings, blanks (missing, or only spaces) as None. A whole number is written without '.0' whatever
     its type (1, 1.0 and Decimal('1.0') are one label, one group), and so are texts when all of them read like
-    0.0, 1.0 (a float export)."""
+    0.0, 1.0 (a float export); booleans as JSON writes them (true, false)."""
     texts = [v for v in column if isinstance(v, str) and v.strip()]
     float_export = bool(texts) and all(re.fullmatch(r"-?\d+\.0+", t) for t in texts)
 
@@ -223,6 +223,8 @@ def _as_text(column: pd.Series) -> list:
             return value if value.strip() else None
         if value is None or pd.isna(value):
             return None
+        if isinstance(value, (bool, np.bool_)):
+            return "true" if value else "false"
         if isinstance(value, (float, np.floating, Decimal)) and float(value) % 1 == 0:
             return str(int(value))
         return str(value)
@@ -282,9 +284,9 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
         inputs = ["" if pd.isna(t) else str(t) for t in inputs]
     frame = pd.DataFrame({
         "input": inputs,
-        "label": _as_text(table[config.label_column]),
+        "label": as_text(table[config.label_column]),
         "origin": row_origins(path, table.index),
-        "group": _as_text(table[config.group_column]) if config.group_column else None,
+        "group": as_text(table[config.group_column]) if config.group_column else None,
     })
     for column in config.metadata_columns:
         frame[column] = (_numbers_if_all(table[column]) if path.suffix.lower() == ".csv" else table[column]).tolist()

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from headstart.config import DataConfig
 from headstart.data.images import DECODE_ERRORS, fingerprint
-from headstart.data.sources import Examples
+from headstart.data.sources import Examples, as_text
 from headstart.errors import HeadstartError
 
 MIN_PER_CLASS = 3  # one example in each of train, val and test
@@ -65,10 +65,11 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
     """Return the usable examples (with `exact` and `near` fingerprint columns) and a table of problems."""
     frame = examples.frame.copy()
     problems: dict[int, str] = {}
+    allowed = None if config.labels is None else as_text(config.labels)  # read as the data's labels are: 1.0 is 1
     for i, label in enumerate(frame["label"]):
         if label is None or pd.isna(label) or str(label).strip() == "":
             problems[i] = "missing label"
-        elif config.labels is not None and label not in config.labels:
+        elif allowed is not None and label not in allowed:
             problems[i] = f"unknown label '{label}' (data.labels allows: {', '.join(config.labels)})"
     classes = pd.unique(frame["label"].drop(index=list(problems)))  # those whose every example is unusable too
     if examples.modality == "text":
@@ -100,7 +101,7 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
         raise HeadstartError(f"{len(report)} of {len(frame)} examples in {config.source} cannot be used:\n{shown}{more}\n"
                              "Fix or remove them, or set data.bad_inputs: skip to train without them.")
     frame = frame.drop(index=list(problems)).reset_index(drop=True)
-    _check_classes(frame, config, report, list(classes))
+    _check_classes(frame, config, report, [*(allowed or []), *classes])
     return Examples(examples.modality, frame, examples.metadata_columns), report
 
 
@@ -111,8 +112,8 @@ def first_problems(problems: pd.DataFrame, shown: int = 3) -> str:
 
 
 def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFrame, classes: list[str]) -> None:
-    """At least two classes, and `MIN_PER_CLASS` usable examples in each class of the data (`classes`) and of
-    data.labels, so that none is left out of the model unsaid."""
+    """At least two classes, and `MIN_PER_CLASS` usable examples in each of `classes` (data.labels, and the classes
+    of the data before unusable examples were skipped), so that none is left out of the model unsaid."""
     counts = frame["label"].value_counts()
     # the examples skipped as unusable may be why a class is missing or small: say so
     after = ""
@@ -126,7 +127,7 @@ def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFram
                                  "least two classes. Put each class's files in a folder named after it.")
         raise HeadstartError(f"Column '{config.label_column}' of {config.source} holds {only}{after}: a classifier "
                              "needs at least two classes. Check data.label_column and the labels in the data.")
-    counts = counts.reindex(list(dict.fromkeys([*(config.labels or []), *classes, *counts.index])), fill_value=0)
+    counts = counts.reindex(list(dict.fromkeys([*classes, *counts.index])), fill_value=0)
     small = counts[counts < MIN_PER_CLASS]
     if len(small):
         listed = ", ".join(f"'{label}' ({n})" for label, n in small.items())
