@@ -74,7 +74,9 @@ def test_predict_reads_a_table_of_image_paths(tiny_run, digits_folder, tmp_path)
         {"input": str(p), **row} for p, row in zip(images, expected)]
     (tmp_path / "bad.csv").write_text(f"path\n{images[0]}\n{tmp_path / 'gone.png'}\n")
     result = cli("predict", str(tiny_run.model_dir), str(tmp_path / "bad.csv"))
-    assert result.returncode == 2 and "gone.png: no such image file." in result.stderr, result.stderr
+    message = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "names image files that do not exist, at " in message, result.stderr
+    assert f"bad.csv row 3 ({tmp_path / 'gone.png'})" in message
 
 
 def test_predict_shows_image_paths_whole(tiny_run, digits_folder, tmp_path):
