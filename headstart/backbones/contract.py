@@ -21,8 +21,8 @@ def check_backbone(backbone: Backbone, name: str, data: DataConfig, sample: list
                              f"'image'. {HOW}")
     size = getattr(backbone, "feature_size", None)
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise HeadstartError(f"Backbone {who} has feature_size {size!r}: set it to the length of the feature vector that "
-                             f"forward() returns for each input. {HOW}")
+        raise HeadstartError(f"Backbone {who} has feature_size {size!r}: set it to the length of the feature "
+                             f"vector that forward() returns for each input. {HOW}")
     reads = getattr(backbone, "image_size", None)
     if modality == "image" and data.image_size is not None and reads != data.image_size:
         raise HeadstartError(f"data.image_size is {data.image_size}, but backbone {who} reads {reads} px images: its "
@@ -35,7 +35,8 @@ def check_backbone(backbone: Backbone, name: str, data: DataConfig, sample: list
             features = backbone(**backbone.prepare(sample))
     finally:
         backbone.train(was)
-    if tuple(features.shape) != (len(sample), size):
-        raise HeadstartError(f"Backbone {who} returns features of shape {tuple(features.shape)} for {len(sample)} inputs, "
-                             f"but its feature_size is {size}: they must be ({len(sample)}, {size}). Set "
+    shape = tuple(getattr(features, "shape", ()))  # () for what is not a tensor
+    if shape != (len(sample), size):
+        raise HeadstartError(f"Backbone {who} returns features of shape {shape} for {len(sample)} "
+                             f"inputs, but its feature_size is {size}: they must be ({len(sample)}, {size}). Set "
                              f"feature_size to what forward() returns. {HOW}")

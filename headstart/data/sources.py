@@ -104,7 +104,8 @@ def _read_folder(root: Path) -> Examples:
             suffixes.add(path.suffix.lower())
     if not rows:
         raise HeadstartError(f"The class folders in {root} are empty: put image or .txt files in them.")
-    empty = [folder.name for folder in classes if not any(row["label"] == folder.name for row in rows)]
+    filled = {row["label"] for row in rows}
+    empty = [folder.name for folder in classes if folder.name not in filled]
     if empty:
         which = f"Class folders {', '.join(empty)} in {root} hold" if len(empty) > 1 else \
             f"Class folder {empty[0]} in {root} holds"
