@@ -142,6 +142,14 @@ def test_a_parquet_table_s_named_index_is_a_column(tmp_path):
     assert examples.frame["origin"].iloc[0] == "news.parquet row 1"
 
 
+@pytest.mark.parametrize("name, content", [("empty.jsonl", ""), ("blank.jsonl", "\n\n"), ("list.json", "[]"),
+                                           ("header.csv", "text,label\n")])
+def test_a_table_without_rows_is_named_as_empty(tmp_path, name, content):
+    (tmp_path / name).write_text(content)
+    with pytest.raises(HeadstartError, match=rf"{name} holds no rows: a table needs one labelled example per row"):
+        read_source(DataConfig(source=str(tmp_path / name)))
+
+
 def test_a_csv_header_naming_a_column_twice_is_refused(tmp_path):
     path = tmp_path / "news.csv"
     path.write_text("label,text,label\nold,shares fell,new\n")

@@ -257,6 +257,8 @@ def check_single_values(table: pd.DataFrame, columns: list, path: Path, shown: s
 def _table_examples(path: Path, config: DataConfig) -> Examples:
     table = read_table(path, [config.label_column, config.text_column, config.image_column, config.group_column,
                               *config.metadata_columns])
+    if table.empty:
+        raise HeadstartError(f"{path} holds no rows: a table needs one labelled example per row.")
     image_mode = config.image_column is not None
     input_column = config.image_column if image_mode else config.text_column
     field = "image_column" if image_mode else "text_column"
