@@ -169,20 +169,22 @@ def _table_images(path: Path, column: str | None) -> tuple[list[str], list[str]]
         raise HeadstartError(f"{path} has no column '{column}' (its columns: {', '.join(map(str, table.columns))}). "
                              "Name the column of image paths with --image-column.")
     check_single_values(table, [column], path, str(path))
-    cells = table[column].tolist()
-    blank = [o for o, cell in zip(row_origins(path, table.index, str(path)), cells)
-             if not isinstance(cell, str) or not cell.strip()]
+    cells, origins = table[column].tolist(), row_origins(path, table.index, str(path))
+    blank = [o for o, cell in zip(origins, cells) if not isinstance(cell, str) or not cell.strip()]
     if blank:
-        raise HeadstartError(f"No image path in column '{column}' at {', '.join(blank[:5])}"
-                             f"{' and more' if len(blank) > 5 else ''}: give every row an image file.")
+        raise HeadstartError(f"No image path in column '{column}' at {_first_rows(blank)}: give every row an image "
+                             "file.")
     files = [str(path.parent / cell) for cell in cells]
-    missing = [f"{o} ({cell})" for o, cell, file in zip(row_origins(path, table.index, str(path)), cells, files)
-               if not os.path.isfile(file)]
+    missing = [f"{o} ({cell})" for o, cell, file in zip(origins, cells, files) if not os.path.isfile(file)]
     if missing:
-        raise HeadstartError(f"Column '{column}' names image files that do not exist, at {', '.join(missing[:5])}"
-                             f"{' and more' if len(missing) > 5 else ''}. Relative paths are read from the table's "
-                             f"folder, {path.parent}: correct them, or leave those rows out.")
+        raise HeadstartError(f"Column '{column}' names image files that do not exist, at {_first_rows(missing)}. "
+                             f"Relative paths are read from the table's folder, {path.parent}: correct them, or "
+                             "leave those rows out.")
     return files, cells
+
+
+def _first_rows(rows: list[str], shown: int = 5) -> str:
+    return ", ".join(rows[:shown]) + (" and more" if len(rows) > shown else "")
 
 
 def _image_inputs(item: str, image_column: str | None) -> tuple[list[str], list[str]]:

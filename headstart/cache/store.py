@@ -55,9 +55,9 @@ class StateStore:
     def put(self, key: tuple[int, int], state: State) -> None:
         if key in self:
             return
-        # a copy, never a view of the batch: the trainable groups may change their input in place
-        state = {k: (v.to(self.dtype) if self.dtype and v.is_floating_point() else v).detach().cpu()
-                 .clone(memory_format=torch.contiguous_format) for k, v in state.items()}
+        # one copy, never a view of the batch: the trainable groups may change their input in place
+        state = {k: v.detach().to("cpu", self.dtype if self.dtype and v.is_floating_point() else v.dtype, copy=True,
+                                  memory_format=torch.contiguous_format) for k, v in state.items()}
         size = sum(v.numel() * v.element_size() for v in state.values())
         if self.bytes + size <= self.budget:
             self._memory[key] = state
