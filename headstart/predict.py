@@ -178,8 +178,8 @@ def _table_images(path: Path, column: str | None) -> tuple[list[str], list[str]]
     missing = [f"{o} ({cell})" for o, cell, file in zip(origins, cells, files) if not os.path.isfile(file)]
     if missing:
         raise HeadstartError(f"Column '{column}' names image files that do not exist, at {_first_rows(missing)}. "
-                             f"Relative paths are read from the table's folder, {path.parent}: correct them, or "
-                             "leave those rows out.")
+                             f"Relative paths are read from the table's folder, {path.resolve().parent}: correct "
+                             "them, or leave those rows out.")
     return files, cells
 
 
