@@ -502,6 +502,24 @@ def test_a_prediction_log_removed_while_serving_is_opened_again(registry, pngs):
     assert [row.id for row in rows(url)] == [feedback["prediction_id"]]  # on disk, not in the file moved away
 
 
+def test_a_prediction_log_rotated_while_serving_keeps_its_rows(registry, pngs):
+    """Rotation moves the file alone (logrotate, mv): the rows still in the WAL, named for the old path, must reach
+    the moved file, when the service notices the move and when it stops."""
+    from pathlib import Path
+
+    url = sqlite_url(registry)
+    database = Path(url.removeprefix("sqlite:///"))
+    answered = []
+    with client(registry) as api:
+        for i, archive in enumerate(["first.sqlite", "second.sqlite"]):
+            answered.append(api.post("/predict", json={"images": [b64(pngs[i])]}).json()["predictions"][0]["id"])
+            database.rename(database.with_name(archive))
+            if i == 0:
+                assert api.post("/predict", json={"images": [b64(pngs[2])]}).status_code == 200
+                assert [row.id for row in rows(f"sqlite:///{database.with_name(archive)}")] == answered[:1]
+    assert [row.id for row in rows(f"sqlite:///{database.with_name('second.sqlite')}")][-1] == answered[1]
+
+
 def test_admin_promote_takes_a_version_number_only(registry, monkeypatch):
     monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
     with client(registry) as api:

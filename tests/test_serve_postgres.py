@@ -104,3 +104,21 @@ def test_a_stopped_database_answers_503_and_serving_resumes_when_it_is_back(regi
         finally:
             postgres.start()
         assert api.post("/feedback", json={"prediction_id": first["id"], "label": "digit0"}).status_code == 200
+
+
+def test_class_names_of_any_length_are_logged(postgres_url):
+    """PostgreSQL enforces a VARCHAR's length, and a class name can be a sentence: every prediction of such a
+    class would be refused with a 503 that never clears."""
+    from datetime import datetime, timezone
+
+    label = "a class described at great length " * 10
+    log = PredictionLog(postgres_url)
+    try:
+        log.write_predictions([{"id": "long-label", "created": datetime.now(timezone.utc), "request_id": "r",
+                                "model": "m", "version": 1, "arm": "production", "runtime": "torch",
+                                "input_hash": "h", "label": label, "confidence": 0.9,
+                                "probabilities": {label: 0.9}, "embedding": [0.0], "latency_ms": 1.0}])
+        log.write_feedback("long-label", label)
+        assert log.prediction("long-label").label == label
+    finally:
+        log.close()

@@ -10,9 +10,10 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, String, create_engine, event, func, insert, select
+from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, func, insert,
+                        select)
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from headstart.errors import HeadstartError
@@ -37,7 +38,7 @@ class PredictionRow(Base):
     text_length: Mapped[int | None] = mapped_column(Integer, nullable=True)
     image_width: Mapped[int | None] = mapped_column(Integer, nullable=True)
     image_height: Mapped[int | None] = mapped_column(Integer, nullable=True)
-    label: Mapped[str] = mapped_column(String(256))
+    label: Mapped[str] = mapped_column(Text)  # class names have no length limit
     confidence: Mapped[float] = mapped_column(Float)
     probabilities: Mapped[dict] = mapped_column(JSON)
     embedding: Mapped[list] = mapped_column(JSON)
@@ -51,7 +52,7 @@ class FeedbackRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     prediction_id: Mapped[str] = mapped_column(ForeignKey("predictions.id"), index=True)
     created: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    label: Mapped[str] = mapped_column(String(256))
+    label: Mapped[str] = mapped_column(Text)  # class names have no length limit
 
 
 def _shown(url: str) -> str:
@@ -102,8 +103,17 @@ class PredictionLog:
         if self._file is not None and _identity(self._file) != self._identity:
             logging.getLogger("uvicorn.error").warning("The prediction log %s was removed or replaced; it is opened "
                                                        "again.", self._file)
+            self._checkpoint()
             self.engine.dispose()
             self._open()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL's rows into the SQLite file the pooled connections hold open. SQLite does this itself when
+        the last connection closes, but not for a file moved away (rotated): its newest rows would stay behind in a
+        WAL named for the old path, and be lost."""
+        if self._file is not None:
+            with self.engine.connect() as connection:
+                connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def write_predictions(self, rows: list[dict]) -> None:
         """Insert prediction rows (dicts of PredictionRow's columns) in one transaction."""
@@ -126,7 +136,13 @@ class PredictionLog:
             return session.scalar(select(func.count()).select_from(table))
 
     def close(self) -> None:
-        self.engine.dispose()
+        try:
+            self._checkpoint()
+        except SQLAlchemyError as exc:  # the database went away: closing must still release what it holds
+            logging.getLogger("uvicorn.error").warning("The prediction log %s could not be checkpointed on closing "
+                                                       "(%s).", _shown(self.url), type(exc).__name__)
+        finally:
+            self.engine.dispose()
 
 
 def _identity(path: Path | None) -> tuple[int, int] | None:
