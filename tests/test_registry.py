@@ -285,12 +285,14 @@ def test_a_removed_version_number_is_never_reused_and_its_aliases_are_reported(t
 def test_a_version_keeps_the_model_s_figures_not_how_they_were_measured(tiny_run, tmp_path):
     run = Path(shutil.copytree(tiny_run.path, tmp_path / "run"))
     (run / "metrics.json").write_text(json.dumps({
-        "overall": {"accuracy": 0.9, "examples": 80, "per_class": {"digit0": {"f1": 0.8, "support": 30}},
+        "overall": {"accuracy": 0.9, "examples": 80, "per_class": {"digit0": {"f1": 0.8, "support": 30},
+                                                                    "support": {"f1": 0.7, "support": 20}},
                     "calibration": {"n_bins": 10, "ece_by_chance": 0.02}},
         "latency": {"batch1_p50_ms": 3.5, "batch1_runs": 50, "threads": 2, "load_average": 1.7}}))
     metrics = Registry(tmp_path / "reg").push(run, "digits").meta["metrics"]
     assert {k: v for k, v in metrics.items() if not k.startswith("test.")} == {
         "overall.accuracy": 0.9, "overall.examples": 80, "overall.per_class.digit0.f1": 0.8,
+        "overall.per_class.support.f1": 0.7,  # a class named like a setting keeps its metrics
         "overall.calibration.ece_by_chance": 0.02, "latency.batch1_p50_ms": 3.5}
 
 
@@ -419,6 +421,27 @@ def test_rollback_skips_versions_removed_by_hand(tiny_run, tmp_path):
     for change in (reg.rollback_target, reg.rollback):
         with pytest.raises(HeadstartError, match="no earlier production version"):
             change("digits")
+
+
+def test_rollback_never_lands_on_the_version_in_production(tiny_run, tmp_path):
+    import shutil
+
+    reg = Registry(tmp_path / "reg")
+    for number in (1, 2, 3):
+        reg.push(tiny_run.path, "digits")
+    for number in (1, 2, 1, 3):
+        reg.promote("digits", number)
+    assert reg.rollback("digits").number == 1  # production history 1, 2 left
+    removed = reg.version("digits", 2).path
+    for path in [removed, *removed.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    shutil.rmtree(removed)
+    # 2 is gone and 1 is production already: nothing is left to go back to, and nothing is written
+    before = reg.aliases("digits")
+    for change in (reg.rollback_target, reg.rollback):
+        with pytest.raises(HeadstartError, match="no earlier production version"):
+            change("digits")
+    assert reg.aliases("digits") == before
 
 
 def _variants(folder: Path, tag: str) -> None:

@@ -114,15 +114,17 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
 
 # numbers in results.json and metrics.json that describe how a figure was measured (examples per class, bins,
-# timing runs, threads, the machine's load), not the model: a version's metrics and `registry diff` leave them out
+# timing runs, threads, the machine's load), not the model: a version's metrics and `registry diff` leave them out.
+# Only numbers are: a class may be named 'support', and its metrics are kept.
 SETTINGS = {"support", "n_bins", "batch1_runs", "batch32_runs", "batch32_batch_size", "threads", "load_average"}
 
 
 def _flatten(prefix: str, value: Any, out: dict[str, float]) -> None:
-    if isinstance(value, bool) or value is None or prefix.rpartition(".")[2] in SETTINGS:
+    if isinstance(value, bool) or value is None:
         return
     if isinstance(value, (int, float)):
-        out[prefix] = float(value)
+        if prefix.rpartition(".")[2] not in SETTINGS:
+            out[prefix] = float(value)
     elif isinstance(value, dict):
         for key, inner in value.items():
             _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
@@ -398,9 +400,9 @@ class Registry:
     @staticmethod
     def _pop_rollback(name: str, state: dict, numbers: list[int]) -> int:
         """Pop from `state`'s production history the version a rollback goes back to: the last one whose folder
-        exists (later ones, removed by hand, are dropped)."""
+        exists and that is not production now (later ones, removed by hand or the current one, are dropped)."""
         history = state["history"]["production"]
-        while history and history[-1] not in numbers:
+        while history and (history[-1] not in numbers or history[-1] == state["aliases"].get("production")):
             history.pop()
         if not history:
             raise HeadstartError(f"{name} has no earlier production version to roll back to.")
