@@ -315,7 +315,7 @@ def test_the_ab_split_sends_its_share_to_the_candidate():
     assert Router(production, None, split=1.0).route() == (production, "production", None)
 
 
-def test_ab_split_and_shadow(registry, pngs):
+def test_ab_split_and_shadow(registry, pngs, monkeypatch):
     with client(registry, candidate="digits@candidate", mode="ab", split=0.5, seed=0) as api:
         arms = [api.post("/predict", json={"images": [b64(pngs[i % 12])]}).json()["predictions"][0]
                 for i in range(20)]
@@ -325,11 +325,20 @@ def test_ab_split_and_shadow(registry, pngs):
     logged = {row.id: (row.arm, row.version) for row in rows(sqlite_url(registry))}
     assert logged == {p["id"]: (p["arm"], p["version"]) for p in arms}
 
+    import headstart.serve.app as app_module
+
+    def slow_parse(*args):  # decoding that takes 0.3 s: both arms' latency counts it, from the request's arrival
+        time.sleep(0.3)
+        return parse(*args)
+
+    parse = app_module.parse_json
+    monkeypatch.setattr(app_module, "parse_json", slow_parse)
     with client(registry, candidate="digits@candidate", mode="shadow") as api:
         answer = api.post("/predict", json={"images": [b64(pngs[0]), b64(pngs[1])]}).json()
     assert {(p["arm"], p["version"]) for p in answer["predictions"]} == {("production", 1)}
     shadow = [row for row in rows(sqlite_url(registry)) if row.request_id == answer["request_id"]]
     assert sorted((row.arm, row.version) for row in shadow) == [("production", 1)] * 2 + [("shadow", 2)] * 2
+    assert all(row.latency_ms >= 300 for row in shadow)
 
 
 class Server:

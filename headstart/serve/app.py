@@ -212,9 +212,9 @@ class Service:
             self.metrics.predictions.labels(row["model"], str(row["version"]), row["arm"], row["label"]).inc()
 
 
-async def _shadow(service: Service, arm: Arm, items: list[Item], request_id: str) -> list[dict]:
-    """The shadow arm's rows; a failure of the shadow is counted, never passed on to the caller."""
-    start = time.perf_counter()
+async def _shadow(service: Service, arm: Arm, items: list[Item], request_id: str, start: float) -> list[dict]:
+    """The shadow arm's rows, timed from the request's arrival (`start`) as the answering arm's are; a failure of
+    the shadow is counted, never passed on to the caller."""
     try:
         results = await arm.predict([item.value for item in items])
     except Exception:
@@ -306,7 +306,7 @@ def create_app(config: ServeConfig) -> FastAPI:
             else:
                 with shadow.use():
                     results, shadow_rows = await asyncio.gather(arm.predict(inputs),
-                                                                _shadow(service, shadow, items, request_id))
+                                                                _shadow(service, shadow, items, request_id, start))
             rows = service.rows(items, results, arm, role, request_id, (time.perf_counter() - start) * 1000)
         await service.in_db(service.log.write_predictions, rows + shadow_rows)
         service.count(rows + shadow_rows)
