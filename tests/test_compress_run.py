@@ -164,14 +164,16 @@ def test_serving_picks_the_fastest_accepted_onnx_runtime_variant(compressed, tmp
     registry = Registry(tmp_path / "registry")
     # measured throughputs vary from run to run: set them, and accept both ONNX Runtime variants
     _set_variants(copy, {"fp32-onnx": {"accepted": True, "latency": {"batch32_throughput_per_s": 500.0}},
-                         "int8-static": {"accepted": True, "latency": {"batch32_throughput_per_s": 300.0}}})
+                         "int8-static": {"accepted": True, "latency": {"batch32_throughput_per_s": 300.0}},
+                         "bf16": {"accepted": True, "latency": {"batch32_throughput_per_s": 900.0}}})
     version = registry.push(copy, "tiny")
-    assert [load_predictor(version, runtime)[1] for runtime in ("auto", "torch", "int8-static")] == [
-        "fp32-onnx", "torch", "int8-static"]
+    # auto chooses among ONNX Runtime variants; the PyTorch bf16 variant is served when named
+    assert [load_predictor(version, runtime)[1] for runtime in ("auto", "torch", "int8-static", "bf16")] == [
+        "fp32-onnx", "torch", "int8-static", "bf16"]
     _set_variants(copy, {"fp32-onnx": {"accepted": False, "verdict": "accuracy drop +3.00 points exceeds the budget"}})
     version = registry.push(copy, "tiny")  # the faster variant rejected: never served
     assert load_predictor(version, "auto")[1] == "int8-static"
-    with pytest.raises(HeadstartError, match="--runtime fp32-onnx: tiny@2 has no accepted ONNX Runtime variant"):
+    with pytest.raises(HeadstartError, match="--runtime fp32-onnx: tiny@2 has no accepted variant of that name"):
         load_predictor(version, "fp32-onnx")
     _set_variants(copy, {"int8-static": {"accepted": False}})
     assert load_predictor(registry.push(copy, "tiny"), "auto")[1] == "torch"  # none accepted: the PyTorch model

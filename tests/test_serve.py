@@ -453,7 +453,7 @@ def test_closing_answers_requests_in_flight_and_refuses_later_ones():
 def test_settings_that_cannot_work_are_refused_before_the_service_starts(registry):
     from headstart.errors import HeadstartError
 
-    for settings, message in [({"runtime": "int9"}, "no accepted ONNX Runtime variant"),
+    for settings, message in [({"runtime": "int9"}, "no accepted variant of that name"),
                               ({"candidate": "other@candidate"}, "must be a version of the served model 'digits'"),
                               ({"db": "nosuchdb://u:secret@h/d"}, "cannot use this database URL"),
                               ({"max_body_mb": float("nan")}, "--max-body-mb nan: give a positive finite number"),

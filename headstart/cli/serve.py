@@ -27,7 +27,7 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind; 0.0.0.0 exposes the service to the network."),
     port: int = typer.Option(8000, min=1, max=65535, help="TCP port."),
     runtime: str = typer.Option("auto", help="auto (the fastest accepted ONNX Runtime variant, else PyTorch), "
-                                             "torch, or a variant name such as int8-dynamic."),
+                                             "torch, or the name of an accepted variant such as int8-dynamic or bf16."),
     max_batch_size: int = typer.Option(32, help="Most inputs in one micro-batch; 1 turns micro-batching off."),
     max_wait_ms: float = typer.Option(5.0, help="Longest a request waits for others to join its batch."),
     max_inputs: int = typer.Option(64, help="Most inputs in one request."),

@@ -1,8 +1,8 @@
 """Loading a registered version for serving: an accepted ONNX Runtime variant where one exists, else PyTorch.
 
 `runtime="auto"` picks, among the version's accepted ONNX Runtime variants, the one with the highest measured
-batch-32 throughput (int8 before float when unmeasured); `"torch"` serves the full PyTorch model; a variant name
-(`int8-dynamic`, `fp32-onnx`, ...) serves that variant.
+batch-32 throughput (int8 before float when unmeasured); `"torch"` serves the full PyTorch model; the name of any
+accepted variant (`int8-dynamic`, `fp32-onnx`, `bf16`, ...) serves that variant.
 """
 
 from __future__ import annotations
@@ -22,19 +22,20 @@ def choose_variant(version: Version, runtime: str) -> dict | None:
 
     if runtime == "torch":
         return None
-    variants = [v for v in list_variants(version.model_dir, accepted_only=True) if v["runtime"] == "onnxruntime"]
+    accepted = list_variants(version.model_dir, accepted_only=True)
     if runtime == "auto":
         def rank(v):
             latency = v.get("latency") or {}
             return (latency.get("batch32_throughput_per_s", 0.0), v.get("precision") == "int8")
 
+        variants = [v for v in accepted if v["runtime"] == "onnxruntime"]
         return max(variants, key=rank) if variants else None
-    for variant in variants:
+    for variant in accepted:
         if variant["name"] == runtime:
             return variant
-    known = ", ".join(v["name"] for v in variants) or "none"
-    raise HeadstartError(f"--runtime {runtime}: {version.spec} has no accepted ONNX Runtime variant of that name "
-                         f"(accepted: {known}). Use auto, torch, or one of those.")
+    known = ", ".join(v["name"] for v in accepted) or "none"
+    raise HeadstartError(f"--runtime {runtime}: {version.spec} has no accepted variant of that name (accepted: "
+                         f"{known}). Use auto, torch, or one of those.")
 
 
 def check_pair(production: Version, candidate: Version | None) -> None:
