@@ -73,19 +73,18 @@ class Run:
         return load(self.model_dir)
 
     def evaluate(self, data: str | None = None, slice_by: str | list[str] = (), output: str | Path | None = None,
-                 read: dict | None = None, **settings) -> dict:
+                 read: dict | None = None, progress: bool = True, **settings) -> dict:
         """Evaluate the best model (see `headstart.evaluate.evaluate_run`): writes report.html and metrics.json
         into the run folder (or <run>/evaluations/<source> for `data`) and returns the metrics.
 
         read: data.* settings that say how to read `data`, e.g. `read={"image_column": "path"}`.
-        settings: evaluate.* fields to override, e.g. `run.evaluate(bootstrap=200, latency=False)`.
+        settings: evaluate.* fields, each replacing the run's, e.g. `run.evaluate(bootstrap=200, latency=False)`.
+        progress: as for `evaluate_run`.
         """
         from headstart.evaluate import evaluate_run
 
-        overrides = [f"{section}.{key}={json.dumps(value)}" for section, values in (("evaluate", settings),
-                     ("data", read or {})) for key, value in values.items()]
         return evaluate_run(self.path, data=data, slice_by=[slice_by] if isinstance(slice_by, str) else slice_by,
-                            output=output, overrides=overrides)
+                            output=output, overrides=settings, read=read, progress=progress)
 
     def compress(self, method: str = "auto", budget: float = 1.0, **options) -> dict:
         """Write the best model's compressed variants (<run>/model/variants/) and compare them with it on the test

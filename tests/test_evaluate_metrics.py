@@ -183,6 +183,14 @@ def test_threshold_minimises_validation_cost_and_reports_test_cost():
     assert report["default"]["expected_cost"] == pytest.approx(cost(test_y, test_p, 0.5))
     assert chosen < 0.5  # missing a defect costs 10x: flag defects more readily
     assert report["calibrated_optimum"] == pytest.approx(1 / 11)
+    flagged = test_p >= 0.5
+    assert report["default"]["precision"] == pytest.approx(skm.precision_score(test_y == 0, flagged))
+    assert report["default"]["recall"] == pytest.approx(skm.recall_score(test_y == 0, flagged))
+    # undefined, as in per_class: null, not 0 (no defect predicted; no defect in the data)
+    never = costs.cost_report(config, labels, 0, test_y, np.tile([0.1, 0.9], (200, 1)), val_y, val_proba, 0, 0)
+    assert never["default"]["precision"] is None and never["default"]["recall"] == 0.0
+    absent = costs.cost_report(config, labels, 0, np.ones(200, int), test_proba, val_y, val_proba, 0, 0)
+    assert absent["default"]["recall"] is None and absent["default"]["precision"] == 0.0
     assert report["chosen"]["expected_cost_ci"][0] <= report["chosen"]["expected_cost"] <= report["chosen"]["expected_cost_ci"][1]
 
 
@@ -234,10 +242,20 @@ def test_no_slice_is_ranked_when_none_is_large_enough():
     assert report["worst"] is None and report["best"] is None and report["gap"] is None
 
 
+def test_one_slice_large_enough_is_not_ranked_against_itself():
+    y, proba = _predictions(n=40, seed=1)
+    for cells in (["mono"] * 40, ["mono"] * 35 + ["poly"] * 5):  # one value, or one slice and a small one
+        report = slice_report(pd.DataFrame({"cell": cells}), y, proba, LABELS, ["cell"], 10, 50, 0)["cell"]
+        assert report["worst"] is None and report["gap"] is None and report["slices"]["mono"]["accuracy_ci"]
+
+
 def test_numeric_slices_are_cut_into_quartiles_named_by_their_values_in_order():
     values = slice_values(pd.Series(np.arange(17, dtype=float)))
     assert values.cat.categories.tolist() == ["0 to 4", "5 to 8", "9 to 12", "13 to 16", "(missing)"]
     assert values.value_counts(sort=False).tolist() == [5, 4, 4, 4, 0]
+    # most examples share one value: its quartile edges coincide, and it still closes a slice of its own
+    skewed = slice_values(pd.Series([0.0] * 50 + list(range(1, 12)) + [None]))
+    assert skewed.value_counts(sort=False).to_dict() == {"0": 50, "1 to 11": 11, "(missing)": 1}
     assert slice_values(pd.Series([1.0, 1 / 3, 0.0, None])).tolist() == ["1", "0.3333", "0", "(missing)"]
     assert slice_values(pd.Series(["poly", "mono"])).cat.categories.tolist() == ["mono", "poly", "(missing)"]
     # distinct values keep distinct names: site codes in full, close values with the digits that tell them apart
@@ -336,15 +354,58 @@ def test_labels_with_dollar_signs_are_drawn_as_written():
         assert Image.open(io.BytesIO(base64.b64decode(png))).format == "PNG"
 
 
-def test_a_slice_of_one_group_is_drawn_with_its_interval_at_the_point():
+def test_a_slice_of_one_group_has_no_interval_and_is_drawn_without_one():
     from headstart.evaluate import plots
 
-    # slicing by group: each slice is one group, which the group bootstrap draws every time, so the interval is
-    # the point, rounded to 6 decimals on either side of it (2/3 -> 0.666667)
+    # slicing by group: each slice is one group, which the group bootstrap would draw every time, giving the point
+    # as its "interval"; the gap between two such slices has none either
     y, proba = np.array([0, 0, 1, 0, 1, 1]), np.array([[.9, .1], [.2, .8], [.1, .9], [.8, .2], [.7, .3], [.4, .6]])
     groups = np.array(["g1"] * 3 + ["g2"] * 3)
-    slices = slice_report(pd.DataFrame({"group": groups}), y, proba, ["a", "b"], ["group"], 1, 50, 0,
-                          groups)["group"]["slices"]
-    assert slices["g1"]["accuracy"] == pytest.approx(2 / 3) and slices["g1"]["accuracy_ci"] == [0.666667] * 2
+    report = slice_report(pd.DataFrame({"group": groups}), y, proba, ["a", "b"], ["group"], 1, 50, 0, groups)["group"]
+    slices = report["slices"]
+    assert slices["g1"]["accuracy"] == pytest.approx(2 / 3) and slices["g1"]["accuracy_ci"] is None
+    assert report["gap"]["accuracy_ci"] is None and slices["g2"]["accuracy_ci"] is None
     assert plots.interval_bars(list(slices), [s["accuracy"] for s in slices.values()],
                                [s["accuracy_ci"] for s in slices.values()], "slices", "accuracy")
+
+
+def test_grouped_slices_that_differ_by_chance_are_not_called_different():
+    """Groups of correlated examples (each with its own accuracy), two sites alike: shuffling single examples would
+    call the sites different about a third of the time; shuffling whole groups about as often as it should."""
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(20), 20)
+    frame = pd.DataFrame({"site": np.where(groups < 10, "A", "B")})
+    p_values = []
+    for seed in range(40):
+        accuracy = rng.uniform(0.4, 1.0, 20)[groups]
+        y = rng.integers(0, 2, len(groups))
+        predicted = np.where(rng.random(len(groups)) < accuracy, y, 1 - y)
+        gap = slice_report(frame, y, np.eye(2)[predicted], ["a", "b"], ["site"], 10, 200, seed, groups)["site"]["gap"]
+        p_values.append(gap["accuracy_p"])
+    assert np.mean(np.array(p_values) < 0.05) <= 0.1
+
+
+def test_no_permutation_test_when_a_group_spans_slices():
+    y, proba = _predictions(n=40, seed=2)
+    groups = np.repeat(np.arange(10), 4)
+    frame = pd.DataFrame({"camera": ["a", "b"] * 20})  # every group has examples of both cameras
+    gap = slice_report(frame, y, proba, LABELS, ["camera"], 5, 50, 0, groups)["camera"]["gap"]
+    assert gap["accuracy_p"] is None and gap["accuracy_ci"] is not None
+
+
+def test_no_perturbation_is_called_costliest_when_none_lowers_accuracy():
+    from headstart.evaluate.summary import costliest_perturbation
+
+    rows = {"blur": {"accuracy_drop": 0.0}, "noise": {"accuracy_drop": -0.01}}
+    assert costliest_perturbation({"robustness": {"perturbations": rows}}) is None
+    rows["jpeg"] = {"accuracy_drop": 0.02}
+    assert costliest_perturbation({"robustness": {"perturbations": rows}})[0] == "jpeg"
+    assert costliest_perturbation({"robustness": None}) is None
+
+
+@pytest.mark.parametrize("text", ["", "a,b\n1,2\n"])
+def test_a_metrics_csv_without_epochs_gives_no_training_curves(tmp_path, text):
+    from headstart.evaluate.training import training_history
+
+    (tmp_path / "metrics.csv").write_text(text)
+    assert training_history(tmp_path) is None

@@ -160,6 +160,17 @@ def test_baselines_match_an_independent_scikit_learn_computation(tiny_run, tiny_
         assert gain["accuracy_ci"][0] <= gain["accuracy"] <= gain["accuracy_ci"][1]
 
 
+def test_a_setting_given_as_a_keyword_replaces_the_run_s(binary_run, tmp_path):
+    # the run's costs are false_negative: 5; per-class costs given from Python replace them (merged, the two kinds
+    # of costs would be refused together)
+    fast = {"bootstrap": 0, "latency": False, "robustness": False, "baselines": False}
+    metrics = binary_run.evaluate(output=tmp_path / "a", progress=False, costs={"per_class": {"zero": 3}}, **fast)
+    assert metrics["costs"]["given"].startswith("per class") and metrics["costs"]["matrix"] == [[0, 1], [3, 0]]
+    same = evaluate_run(binary_run.path, output=tmp_path / "b", progress=False,
+                        overrides={"costs": {"per_class": {"zero": 3}}, **fast})
+    assert same["costs"] == metrics["costs"]
+
+
 def test_binary_run_costs_slices_and_latency(binary_run, capfd):
     capfd.readouterr()
     messages = []
@@ -207,7 +218,7 @@ def test_slices_too_small_to_rank_are_shown_unranked(binary_run):
                                                        "evaluate.latency=false"], progress=False)
     pen = metrics["slices"]["pen"]
     assert set(pen["slices"]) == {"A", "B"} and pen["worst"] is None and pen["gap"] is None
-    assert "no slice has 100000 examples (evaluate.min_slice_size), so none is ranked" in (
+    assert "fewer than two slices have 100000 examples (evaluate.min_slice_size), so none is ranked" in (
         binary_run.path / "report.html").read_text()
 
 

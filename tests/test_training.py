@@ -470,6 +470,7 @@ def test_resume_refuses_a_finished_run_and_names_changed_fields(tiny_config):
     ({"costs": {"false_negative": 5}}, "false_positive / false_negative apply to binary tasks; this one has 3"),
     ({"positive_label": "digit1"}, "positive_label is set, but the task has 3 classes"),
     ({"costs": {"per_class": {"cat": 2}}}, "names cat, which are not labels"),
+    ({"slice_by": ["pne"]}, "has no column 'pne'. This data has no metadata columns to slice by"),
 ])
 def test_evaluation_settings_that_do_not_fit_the_labels_are_refused_before_training(tiny_config, setting, message):
     tiny_config["evaluate"] = {"after_fit": True, **setting}

@@ -88,19 +88,18 @@ def choose_threshold(y: np.ndarray, scores: np.ndarray, positive: int, matrix: n
 
 
 def _at(y, predicted, matrix, positive, samples, seed, groups) -> dict:
-    from sklearn.metrics import precision_score, recall_score
-
+    """Expected cost of `predicted`, and for binary tasks the positive class's errors, precision and recall (None
+    where undefined: no positive predicted, or none in the data)."""
     from headstart.evaluate.bootstrap import interval, resamples
 
     cost = example_costs(y, predicted, matrix)
     boot = np.array([cost[i].mean() for i in resamples(len(y), samples, seed, groups)])
     out = {"expected_cost": float(cost.mean()), "expected_cost_ci": interval(boot) if samples else None}
     if positive is not None:
-        truth = y == positive
-        out.update(false_positives=int(((predicted == positive) & ~truth).sum()),
-                   false_negatives=int(((predicted != positive) & truth).sum()),
-                   precision=float(precision_score(truth, predicted == positive, zero_division=0)),
-                   recall=float(recall_score(truth, predicted == positive, zero_division=0)))
+        truth, flagged = y == positive, predicted == positive
+        out.update(false_positives=int((flagged & ~truth).sum()), false_negatives=int((~flagged & truth).sum()),
+                   precision=float(truth[flagged].mean()) if flagged.any() else None,
+                   recall=float(flagged[truth].mean()) if truth.any() else None)
     return out
 
 

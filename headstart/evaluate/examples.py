@@ -82,6 +82,12 @@ def slice_columns(examples: Examples, requested: list[str], source: str) -> list
     return list(dict.fromkeys(requested + auto))
 
 
+def check_slice_by(config: DataConfig, requested: list[str]) -> None:
+    """Refuse `evaluate.slice_by` columns the run's data lacks: before the run trains, not after."""
+    if requested:
+        slice_columns(_read(config, requested), requested, config.source)
+
+
 def check_modality(model: str, data: str, source: str, option: str = "--data") -> None:
     """Refuse data of another modality than the model reads (a text model would read image paths as texts)."""
     if data != model:

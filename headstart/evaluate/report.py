@@ -7,6 +7,7 @@ from pathlib import Path
 
 from headstart.evaluate import plots
 from headstart.evaluate.html import ci, fmt, image, num, page, table, verdict, with_ci
+from headstart.evaluate.summary import costliest_perturbation
 
 HEADLINE_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "roc_auc": "ROC-AUC",
                   "ece": "calibration error (ECE)"}
@@ -45,15 +46,15 @@ def _gap_verdict(gap: dict | None, min_size: int) -> str:
     """Whether the slices differ: the permutation test's p-value, which allows for the worst and best slices being
     picked as the extremes (an interval of their difference does not)."""
     if gap is None:
-        return f"no slice has {min_size} examples (evaluate.min_slice_size), so none is ranked."
+        return f"fewer than two slices have {min_size} examples (evaluate.min_slice_size), so none is ranked."
     said = (f"worst <b class='bad'>{escape(gap['worst'])}</b>, accuracy {gap['accuracy']:+.4f} below "
             f"{escape(gap['best'])}")
     p = gap["accuracy_p"]
     if p is None:
-        return f"{said}."
-    if p < 0.05:
-        return f"<span class='bad'>{said}; p = {p:.3f}: more than chance gives, the slices differ.</span>"
-    return (f"{said}; p = {p:.3f}: slices of these sizes differ this much by chance, so this is not "
+        return f"{said} (no permutation test: evaluate.bootstrap is 0, or a group spans several slices)."
+    if p < 0.05:  # shown to 3 significant digits, so that a p under 0.05 never reads as 0.050
+        return f"<span class='bad'>{said}; p = {p:.3g}: more than chance gives, the slices differ.</span>"
+    return (f"{said}; p = {p:.3g}: slices of these sizes differ this much by chance, so this is not "
             "distinguishable from no difference.")
 
 
@@ -64,11 +65,13 @@ def _verdicts(m: dict) -> str:
                              f"Accuracy gain over {escape(b['description'])}"))
     for column, s in m["slices"].items():
         items.append(f"Slices by <b>{escape(column)}</b>: {_gap_verdict(s['gap'], m['settings']['min_slice_size'])}")
-    if m["robustness"]:
-        name, row = max(m["robustness"]["perturbations"].items(), key=lambda kv: kv[1]["accuracy_drop"])
+    if costliest_perturbation(m):
+        name, row = costliest_perturbation(m)
         items.append(f"Costliest perturbation: <b>{escape(name)}</b> ({escape(row['description'])}), "
                      + verdict(-row["accuracy_drop"], [-row["accuracy_drop_ci"][1], -row["accuracy_drop_ci"][0]]
                                if row["accuracy_drop_ci"] else None, "accuracy change"))
+    elif m["robustness"]:
+        items.append("No perturbation lowers accuracy on these examples.")
     return f"<ul class='verdicts'>{''.join(f'<li>{i}</li>' for i in items)}</ul>" if items else ""
 
 

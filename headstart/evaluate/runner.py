@@ -24,14 +24,16 @@ GAIN_METRICS = ("accuracy", "macro_f1", "weighted_f1", "roc_auc")
 CHANCE_DRAWS = 500  # label draws for ece_by_chance, whatever evaluate.bootstrap is: a cheap simulation
 
 
-def _settings(base: EvaluateConfig, overrides: Union[dict, Iterable[str], None]) -> tuple[EvaluateConfig, dict]:
-    """The run's `evaluate` section with overrides (a dict of evaluate fields, or `evaluate.key=value` strings),
-    and the `data.key=value` overrides that say how to read a --data source."""
+def _settings(base: EvaluateConfig, overrides: Union[dict, Iterable[str], None],
+              read: dict | None = None) -> tuple[EvaluateConfig, dict]:
+    """The run's `evaluate` section with overrides (a dict of evaluate fields, each replaced whole, or
+    `evaluate.key=value` strings), and the data settings that say how to read a --data source (`read`, and
+    `data.key=value` strings)."""
     from pydantic import ValidationError
 
     from headstart.config import apply_override, explain
 
-    raw = {"evaluate": base.model_dump(), "data": {}}
+    raw = {"evaluate": base.model_dump(), "data": dict(read or {})}
     if isinstance(overrides, dict):
         raw["evaluate"].update(overrides)
     else:
@@ -171,21 +173,22 @@ def output_dir(run_dir: Path, source: str | None, output: Path | None) -> Path:
 
 def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: Iterable[str] = (),
                  output: Union[str, Path, None] = None, overrides: Union[dict, Iterable[str], None] = None,
-                 progress: Union[bool, Callable[[str], None]] = True) -> dict:
+                 read: dict | None = None, progress: Union[bool, Callable[[str], None]] = True) -> dict:
     """Evaluate the best model of the run in `run_dir` and write metrics.json and report.html.
 
     data: another data source (read with the run's column settings) to evaluate on instead of the test split;
     its files go to <run_dir>/evaluations/<source name>/ unless `output` names a folder. slice_by: metadata
-    columns to slice by, besides evaluate.slice_by. overrides: evaluate.* settings (dict or "key=value").
+    columns to slice by, besides evaluate.slice_by. overrides: evaluate.* settings (a dict, whose fields replace
+    the run's, or "key=value" strings, as --set). read: data.* settings that say how to read `data`.
     progress: True prints each step and draws progress bars on stderr; a callable gets the step messages (no
     bars); False is silent. Returns the metrics written to metrics.json. Meanwhile a fit --overwrite or
     --resume of the run, or another evaluation of it, is refused.
     """
     with run_lock(Path(run_dir)):
-        return _evaluate_run(run_dir, data, slice_by, output, overrides, progress)
+        return _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress)
 
 
-def _evaluate_run(run_dir, data, slice_by, output, overrides, progress) -> dict:
+def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) -> dict:
     from headstart.evaluate import examples
     from headstart.evaluate.bootstrap import bootstrap, metric_functions, with_intervals
     from headstart.evaluate.costs import cost_matrix, cost_report, positive_index
@@ -201,7 +204,7 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, progress) -> dict:
     bars = progress is True
     run = Run(run_dir)
     run_dir, config = run.path, run.config
-    settings, data_updates = _settings(config.evaluate, overrides)
+    settings, data_updates = _settings(config.evaluate, overrides, read)
     out_dir = output_dir(run_dir, data, Path(output) if output else None)  # a bad --out is refused before the work
     if not (run.model_dir / "config.json").is_file():
         raise HeadstartError(f"Run {run_dir} has no model folder yet: it has not finished. Continue it with "

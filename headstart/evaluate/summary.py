@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+def costliest_perturbation(metrics: dict) -> tuple[str, dict] | None:
+    """(name, row) of the perturbation that lowers accuracy most; None when none lowers it."""
+    if not metrics["robustness"]:
+        return None
+    name, row = max(metrics["robustness"]["perturbations"].items(), key=lambda kv: kv[1]["accuracy_drop"])
+    return (name, row) if row["accuracy_drop"] > 0 else None
+
+
 def summary_rows(metrics: dict) -> list[tuple[str, str, str]]:
     """(what, value, 95% CI) rows for the short summary table the CLI prints."""
 
@@ -30,10 +38,12 @@ def summary_rows(metrics: dict) -> list[tuple[str, str, str]]:
         rows.append((f"expected cost at threshold {costs['chosen']['threshold']:.3f} (0.5: "
                      f"{f(costs['default']['expected_cost'])})", f(costs["chosen"]["expected_cost"]),
                      interval(costs["chosen"]["expected_cost_ci"])))
-    if metrics["robustness"]:
-        name, row = max(metrics["robustness"]["perturbations"].items(), key=lambda kv: kv[1]["accuracy_drop"])
+    if costliest_perturbation(metrics):
+        name, row = costliest_perturbation(metrics)
         rows.append((f"costliest perturbation: {name} (accuracy drop)", f(row["accuracy_drop"], True),
                      interval(row["accuracy_drop_ci"], True)))
+    elif metrics["robustness"]:
+        rows.append(("costliest perturbation", "none lowers accuracy", ""))
     if metrics["latency"]:
         t = metrics["latency"]
         rows.append(("latency batch 1 p50 / p95 (ms)", f"{t['batch1_p50_ms']:.1f} / {t['batch1_p95_ms']:.1f}", ""))

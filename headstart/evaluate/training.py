@@ -21,12 +21,13 @@ def _number(value) -> float | None:
 
 
 def training_history(run_dir: Path) -> dict | None:
-    """{"epochs": [...], per-curve lists, "unfreeze_events", "lr_changes", "best_epoch"}; None without metrics.csv."""
+    """{"epochs": [...], per-curve lists, "unfreeze_events", "lr_changes", "best_epoch"}; None without a
+    metrics.csv holding epochs (none, emptied, or not headstart's)."""
     path = Path(run_dir) / "metrics.csv"
-    if not path.is_file():
+    if not path.is_file() or path.stat().st_size == 0:
         return None
     frame = pd.read_csv(path, keep_default_na=False, dtype=str)
-    if frame.empty:
+    if frame.empty or "epoch" not in frame.columns:
         return None
     out = {"epochs": [int(e) for e in frame["epoch"]]}
     for column in CURVES:

@@ -236,8 +236,10 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
     data = prepare_data(config.data, run_dir, write=not worker)  # before lightning: data errors answer quickly
     if config.evaluate.after_fit:
         from headstart.evaluate.costs import check_settings
+        from headstart.evaluate.examples import check_slice_by
 
         check_settings(config.evaluate, data.labels)
+        check_slice_by(config.data, config.evaluate.slice_by)
     import lightning as L  # lazily: importing it takes seconds
     import torch
     from lightning.fabric.utilities.exceptions import MisconfigurationException
