@@ -238,7 +238,7 @@ def test_unknown_slice_column_lists_the_available_ones(binary_run, tiny_run):
             evaluate_run(binary_run.path, slice_by=[own], progress=False)
 
 
-def test_cli_evaluates_another_data_source(tiny_run, cells_table, tmp_path):
+def test_cli_evaluates_another_data_source(tiny_run, cells_table, digits_folder, tmp_path):
     table = pd.read_csv(cells_table)
     other = table.assign(label=table["path"].map(lambda p: Path(p).parent.name)).iloc[::7]
     other.to_csv(tmp_path / "new_scans.csv", index=False)
@@ -250,6 +250,13 @@ def test_cli_evaluates_another_data_source(tiny_run, cells_table, tmp_path):
     folder = tiny_run.path / "evaluations" / "new_scans"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["data"]["scope"] == "all examples" and metrics["data"]["examples"] == len(other)
+    # the same image files as the run's own: those it trained or validated on are counted, and said to flatter
+    split = tiny_run.split
+    seen = {str(Path(p).resolve()) for p in other["path"]} & {
+        str((digits_folder / o).resolve()) for o in split.loc[split["split"] != "test", "origin"]}
+    assert 0 < len(seen) == metrics["data"]["seen_in_training"]
+    assert "examples the run trained or validated on (optimistic)" in result.stdout
+    assert "inputs the run trained or validated on, so the scores are optimistic" in (folder / "report.html").read_text()
     assert set(metrics["slices"]["pen"]["slices"]) == {"A", "B"}
     assert (folder / "report.html").is_file()
 

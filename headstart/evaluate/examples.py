@@ -34,6 +34,8 @@ class EvalData:
     # why the run's own train and val examples could not be read (--data only): `train` and `val` then hold only
     # their labels, from split.csv, and the parts that need their inputs are left out
     without_run_data: str | None = None
+    # --data only: how many evaluated inputs the run trained or validated on (None when its data could not be read)
+    seen_in_training: int | None = None
 
 
 def _is_table(source: str) -> bool:
@@ -189,8 +191,11 @@ def load(run_dir: Path, config: DataConfig, labels: list[str], modality: str, re
     columns = slice_columns(examples, requested, source or config.source)
     if parts["test"].empty:
         raise HeadstartError(f"The test split of {run_dir} is empty: nothing to evaluate.")
+    seen = None
+    if source is not None and missing is None:
+        seen = int(parts["test"]["input"].isin(set(parts["train"]["input"]) | set(parts["val"]["input"])).sum())
     return EvalData(examples.modality, labels, parts["train"], parts["val"], parts["test"], source or config.source,
-                    scope, columns, skipped, missing)
+                    scope, columns, skipped, missing, seen)
 
 
 def _split_labels(path: Path, labels: list[str]) -> dict[str, pd.DataFrame]:

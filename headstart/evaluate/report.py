@@ -17,6 +17,9 @@ def _header(m: dict) -> str:
     d, s = m["data"], m["settings"]
     positive = f" Positive class: <b>{escape(d['positive_label'])}</b>." if d["positive_label"] else ""
     skipped = f" {d['skipped']} examples without a label, text or image path were skipped." if d["skipped"] else ""
+    if d.get("seen_in_training"):
+        skipped += (f" <span class='bad'>{num(d['seen_in_training'], ['data', 'seen_in_training'])} of them are "
+                    "inputs the run trained or validated on, so the scores are optimistic.</span>")
     if d.get("without_run_data"):
         skipped += (f" The run's own train and validation examples could not be read, so the baselines and the "
                     f"threshold chosen on validation are left out: {escape(d['without_run_data'])}")

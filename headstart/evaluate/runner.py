@@ -220,6 +220,9 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
     positive = positive_index(labels, examples.targets(evaluated.train), settings.positive_label)
     cost_matrix(settings.costs, labels, positive)  # a cost naming an unknown label stops here, before the work
 
+    if evaluated.seen_in_training:
+        say(f"{evaluated.seen_in_training} of these examples are inputs the run trained or validated on: the scores "
+            "are optimistic")
     say(f"predicting {len(y)} examples ({evaluated.scope})")
     inputs = evaluated.test["input"].tolist()
     proba = _probabilities(predictor, inputs, batch, bars)
@@ -267,6 +270,7 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
         "schema": SCHEMA, "version": VERSION, "run": config.name,
         "data": {"source": evaluated.source, "scope": evaluated.scope, "examples": int(len(y)),
                  "skipped": evaluated.skipped, "without_run_data": evaluated.without_run_data,
+                 "seen_in_training": evaluated.seen_in_training,
                  "modality": evaluated.modality, "labels": labels,
                  "class_counts": {label: int((y == c).sum()) for c, label in enumerate(labels)},
                  "positive_label": None if positive is None else labels[positive]},

@@ -23,6 +23,9 @@ def summary_rows(metrics: dict) -> list[tuple[str, str, str]]:
     o = metrics["overall"]
     rows = [(name, f(o[name]), interval(o.get(f"{name}_ci"))) for name in ("accuracy", "macro_f1", "weighted_f1",
                                                                           "roc_auc")]
+    if metrics["data"].get("seen_in_training"):
+        rows.append(("examples the run trained or validated on (optimistic)", str(metrics["data"]["seen_in_training"]),
+                     ""))
     rows.append(("ece (calibration error)", f(o["ece"]),
                  f"calibrated: <= {f(o['calibration']['ece_by_chance'])} by chance"))
     for name, b in (metrics["baselines"] or {}).items():
