@@ -456,6 +456,8 @@ def test_settings_that_cannot_work_are_refused_before_the_service_starts(registr
     for settings, message in [({"runtime": "int9"}, "no accepted variant of that name"),
                               ({"candidate": "other@candidate"}, "must be a version of the served model 'digits'"),
                               ({"db": "nosuchdb://u:secret@h/d"}, "cannot use this database URL"),
+                              # an unencoded '@' in the password: its tail would be read as the host, and shown
+                              ({"db": "postgresql://u:sec@secret@127.0.0.1:5432/d"}, "Write an '@' inside the user"),
                               ({"max_body_mb": float("nan")}, "--max-body-mb nan: give a positive finite number"),
                               ({"max_body_mb": float("inf")}, "--max-body-mb inf: give a positive"),
                               ({"max_wait_ms": -5}, "--max-wait-ms -5: give a non-negative finite number"),

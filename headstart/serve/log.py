@@ -68,6 +68,10 @@ def database_url(url: str | None, default: Path) -> str:
     if not url:
         default.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{default}"
+    if url.split("://", 1)[-1].split("/", 1)[0].count("@") > 1:
+        # read as user:password@host, the rest of the password would become the host name, and be shown in errors
+        raise HeadstartError("--db: the URL holds more than one '@' before its host. Write an '@' inside the user "
+                             "name or password as %40, e.g. postgresql://user:pa%40ss@host:5432/db.")
     if url.startswith(("postgresql://", "postgres://")):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
     return url
