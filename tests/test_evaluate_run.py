@@ -261,6 +261,25 @@ def test_cli_evaluates_another_data_source(tiny_run, cells_table, digits_folder,
     assert (folder / "report.html").is_file()
 
 
+def test_two_sources_of_one_name_keep_their_own_evaluations(tiny_run, cells_table, tmp_path, monkeypatch):
+    table = pd.read_csv(cells_table)
+    table = table.assign(label=table["path"].map(lambda p: Path(p).parent.name))
+    for month, rows in (("october", table.iloc[::5]), ("november", table.iloc[1::5])):
+        (tmp_path / month).mkdir()
+        rows.to_csv(tmp_path / month / "monthly.csv", index=False)
+    fast = dict(read={"image_column": "path"}, progress=False, bootstrap=0, latency=False, robustness=False,
+                baselines=False)
+    monkeypatch.chdir(tmp_path)  # a relative path names the same source as the absolute one
+    october = tiny_run.evaluate("october/monthly.csv", **fast)
+    november = tiny_run.evaluate(str(tmp_path / "november" / "monthly.csv"), **fast)
+    again = tiny_run.evaluate(str(tmp_path / "october" / "monthly.csv"), **fast)
+    folders = tiny_run.path / "evaluations"
+    assert october["data"]["source"] == str(tmp_path / "october" / "monthly.csv") == again["data"]["source"]
+    assert json.loads((folders / "monthly" / "metrics.json").read_text())["data"]["source"] == again["data"]["source"]
+    assert json.loads((folders / "monthly-2" / "metrics.json").read_text()) == november
+    assert not (folders / "monthly-3").exists()
+
+
 def test_grouped_examples_are_bootstrapped_by_group(tiny_run, cells_table, tmp_path):
     table = pd.read_csv(cells_table)
     table = table.assign(label=table["path"].map(lambda p: Path(p).parent.name),

@@ -153,14 +153,17 @@ def _baselines(config, data, y, proba, samples, seed, positive, say, bars: bool,
 
 def output_dir(run_dir: Path, source: str | None, output: Path | None) -> Path:
     """Where an evaluation writes report.html and metrics.json; `output`, if given, must be a folder or not exist.
-    Refused before the work if it could not be written."""
+    Another source goes to evaluations/<its name>, or <its name>-2, -3, ... when that holds the evaluation of another
+    source of the same name (news/a.csv, then archive/a.csv). Refused before the work if it could not be written."""
     if output is not None:
         folder = Path(output)
     elif source is None:
         folder = run_dir
     else:
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(source.rstrip("/")).stem or source).strip("-") or "data"
-        folder = run_dir / "evaluations" / name
+        folder, n = run_dir / "evaluations" / name, 2
+        while _source_evaluated(folder) not in (None, source):
+            folder, n = run_dir / "evaluations" / f"{name}-{n}", n + 1
     existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
     if not existing.is_dir():
         raise HeadstartError(f"{'--out ' if output is not None else ''}{folder}: {existing} is a file. Give a folder "
@@ -169,6 +172,14 @@ def output_dir(run_dir: Path, source: str | None, output: Path | None) -> Path:
         raise HeadstartError(f"{existing} is not writable, so report.html and metrics.json could not be written "
                              "there. Give another folder with --out, or make it writable.")
     return folder
+
+
+def _source_evaluated(folder: Path) -> str | None:
+    """The data source whose evaluation `folder` holds; None when it holds none (or an unreadable one)."""
+    try:
+        return json.loads((folder / "metrics.json").read_text())["data"]["source"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: Iterable[str] = (),
@@ -205,6 +216,8 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
     run = Run(run_dir)
     run_dir, config = run.path, run.config
     settings, data_updates = _settings(config.evaluate, overrides, read)
+    if data is not None and Path(data).expanduser().exists():  # recorded absolute: it names one source wherever run
+        data = str(Path(data).expanduser().resolve())
     out_dir = output_dir(run_dir, data, Path(output) if output else None)  # a bad --out is refused before the work
     if not (run.model_dir / "config.json").is_file():
         raise HeadstartError(f"Run {run_dir} has no model folder yet: it has not finished. Continue it with "
