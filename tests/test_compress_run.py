@@ -12,6 +12,7 @@ from html import unescape
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import onnx
 import pytest
 import yaml
@@ -249,6 +250,15 @@ def test_the_same_image_files_are_left_out_however_their_paths_are_spelled(run, 
         data.val_origin
 
 
+def test_auto_quantizes_a_cnn_with_a_wide_head_statically(tiny_config):
+    tiny_config["head"]["hidden"] = [256, 256]  # more Linear weights in the head than convolution weights in the CNN
+    tiny_config["train"]["max_epochs"] = 1
+    wide = headstart.fit(tiny_config)
+    metrics = compress(wide.path, method="auto", latency=False, progress=False)
+    assert metrics["int8"]["kind"] == "static" and "int8-static" in metrics["variants"]
+    assert metrics["variants"]["int8-static"]["quantized_groups"] == ["stem", "block", "top", "head"]
+
+
 def test_a_run_whose_data_is_gone_is_compressed_on_data_given(run, digits_folder, tmp_path):
     moved = Path(shutil.copytree(run.path, tmp_path / "run", ignore=shutil.ignore_patterns("variants")))
     config = yaml.safe_load((moved / "config.yaml").read_text())
@@ -257,8 +267,12 @@ def test_a_run_whose_data_is_gone_is_compressed_on_data_given(run, digits_folder
     with pytest.raises(HeadstartError, match="static int8 needs calibration data, and the run's own data could not "
                                              "be read .*gone.* is neither a bundled dataset"):
         compress(moved, method="static", data=str(digits_folder), latency=False, progress=False)
-    metrics = compress(moved, method="dynamic", data=str(digits_folder), latency=False, progress=False)
+    said = []
+    metrics = compress(moved, method="dynamic", data=str(digits_folder), latency=False, progress=said.append)
     assert "is neither a bundled dataset" in metrics["data"]["without_run_data"]
+    # dynamic int8 rewrites MatMuls (the head) only: the CNN's convolutions are not claimed as quantized
+    assert metrics["variants"]["int8-dynamic"]["quantized_groups"] == ["head"]
+    assert any("dynamic int8 leaves" in line and "stem" in line for line in said)
     assert "own splits could not be read" in (moved / "model" / "variants" / "report.html").read_text()
     with pytest.raises(HeadstartError, match="neither a bundled dataset"):  # without --data: nothing to score
         compress(moved, method="dynamic", latency=False, progress=False)
@@ -351,6 +365,28 @@ def text_model(tmp_path_factory):
     return save_model(model, tmp_path_factory.mktemp("text") / "model", {"hidden": [16], "dropout": 0.3})
 
 
+def test_a_model_onnx_cannot_trace_gets_bf16_and_a_short_error_for_int8(digits_folder, tmp_path, capfd):
+    from headstart.backbones.registry import build
+    from headstart.config import DataConfig
+    from headstart.model.classifier import Classifier
+    from headstart.model.folder import save_model
+
+    model = Classifier(build("module:tests.tiny:branching_cnn", DataConfig(source="unused")),
+                       ["digit0", "digit1", "digit2"], [8], 0.0)
+    folder = save_model(model, tmp_path / "model", {"hidden": [8], "dropout": 0.0})
+    said = []
+    metrics = compress(folder, method="bf16", data=str(digits_folder), latency=False, progress=said.append)
+    assert list(metrics["variants"]) == ["fp32-pytorch", "bf16"] and any("fp32-onnx left out" in s for s in said)
+    capfd.readouterr()
+    with pytest.raises(HeadstartError) as caught:
+        compress(folder, method="dynamic", data=str(digits_folder), latency=False, progress=False)
+    message = str(caught.value)
+    assert message.startswith("Exporting the BranchingCNN model to ONNX failed: ") and "\x1b" not in message
+    assert len(message) < 700 and "`--method bf16` needs no export" in message
+    assert capfd.readouterr().err == ""  # not the traced graph, line by line
+    assert [v["name"] for v in list_variants(folder)] == ["bf16"]  # the failed call kept the set it would replace
+
+
 def test_data_of_another_modality_is_refused(run, text_model, digits_folder, tmp_path):
     before = files(run.model_dir)
     texts = tmp_path / "texts.csv"
@@ -384,6 +420,22 @@ def test_auto_refuses_a_broken_calibration_set_for_its_search_and_says_when_it_s
     metrics = compress(text_model, force_calibration=True, **options)
     assert metrics["int8"]["qat"] == {"skipped": "a model folder without its run has no training split: pass the "
                                                  "run folder (runs/<name>)"}
+    assert "Validation set of the search" in (text_model / "variants" / "report.html").read_text()
+
+
+def test_dynamic_quantization_aware_training_needs_no_calibration_set(run, tmp_path, monkeypatch):
+    from headstart.compress import pipeline
+
+    small = Path(shutil.copytree(run.path, tmp_path / "run", ignore=shutil.ignore_patterns("variants")))
+    split = pd.read_csv(small / "split.csv", dtype=str, keep_default_na=False)
+    val = split.index[split["split"] == "val"]
+    split.loc[val[6:], "split"] = "train"  # a small labelled dataset: 6 validation examples
+    split.to_csv(small / "split.csv", index=False)
+    with pytest.raises(HeadstartError, match="holds 6 distinct examples; at least 32 are needed"):
+        compress(small, method="qat", qat_epochs=1, latency=False, progress=False)  # static: it calibrates
+    monkeypatch.setattr(pipeline, "linear_heavy", lambda backbone: True)  # as for a text model: dynamic int8
+    metrics = compress(small, method="qat", qat_epochs=1, latency=False, progress=False)
+    assert metrics["int8"]["kind"] == "dynamic" and metrics["int8"]["calibration"] is None
 
 
 @pytest.mark.parametrize("options, message", [

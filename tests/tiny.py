@@ -55,6 +55,21 @@ def tiny_unstaged_cnn() -> TinyUnstagedCNN:
     return TinyUnstagedCNN()
 
 
+class BranchingCNN(TinyUnstagedCNN):
+    """Runs in PyTorch, but branches on a tensor's value, which torch.export (and so ONNX export) cannot trace."""
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(self.stem(x))
+        if y.mean() > 10:
+            y = y * 0.5
+        return y.mean(dim=(2, 3))
+
+
+def branching_cnn() -> BranchingCNN:
+    torch.manual_seed(4321)
+    return BranchingCNN()
+
+
 class MaxPooledLite0(EfficientNetLite):
     """A user's variant of a built-in backbone: EfficientNet-Lite0 (untrained, 32 px) with max pooling."""
 

@@ -7,9 +7,11 @@ and so is the sequence dimension of text models.
 
 from __future__ import annotations
 
+import io
 import logging
+import re
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr
 from pathlib import Path
 
 import numpy as np
@@ -47,12 +49,14 @@ def dynamic_dims(batch: dict[str, torch.Tensor], modality: str) -> tuple[dict[in
 @contextmanager
 def quiet():
     """The exporter logs every unavailable optional operator set and warns about internals; none of it is ours."""
-    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "")]
+    loggers = [logging.getLogger(name)
+               for name in ("torch.onnx", "torch.export", "torch._dynamo", "torch.fx", "onnxscript", "")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
+        # a failed trace prints the whole traced graph to stderr before raising; the error names what failed
+        with warnings.catch_warnings(), redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
@@ -113,8 +117,20 @@ def export_module(module: nn.Module, sample: dict[str, torch.Tensor], outputs: l
             onnx.save_model(proto, str(path), save_as_external_data=False)
             onnx.checker.check_model(str(path), full_check=True)
         except Exception as exc:  # the exporter and checker raise many types; the user needs the model named
-            raise HeadstartError(f"Exporting {what} to ONNX failed: {exc}") from exc
+            raise HeadstartError(f"Exporting {what} to ONNX failed: {_cause(exc)} ONNX export traces the model "
+                                 "with torch.export, which needs code without branches on tensor values (an `if` on "
+                                 "a tensor); `--method bf16` needs no export.") from exc
     return path
+
+
+def _cause(exc: Exception) -> str:
+    """The exporter's own cause of a failure, without its colours and advice: its exception summary when it gives
+    one, else its first line; at most 400 characters."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))
+    summary = text.split("## Exception summary", 1)
+    lines = [line.strip() for line in summary[-1].splitlines() if line.strip()]
+    cause = lines[0] if lines else type(exc).__name__
+    return (cause if len(cause) <= 400 else cause[:397] + "...").rstrip(".") + "."
 
 
 def session(path: Path, threads: int | None = None):

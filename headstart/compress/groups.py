@@ -47,6 +47,20 @@ def node_groups(proto, model: Classifier) -> dict[str, str]:
     return out
 
 
+def int8_groups(fp32_proto, int8_proto, groups: dict[str, str]) -> set[str]:
+    """The layer groups whose weights quantization turned into integers: those with a node reading a float weight
+    (an initializer of 2 or more dimensions) of the float graph that the quantized graph no longer holds as float.
+    Dynamic int8 rewrites MatMuls and embedding tables only, so a CNN's convolutions stay float under it."""
+    from onnx import TensorProto
+
+    def float_weights(proto) -> set[str]:
+        return {i.name for i in proto.graph.initializer if i.data_type == TensorProto.FLOAT and len(i.dims) >= 2}
+
+    replaced = float_weights(fp32_proto) - float_weights(int8_proto)
+    return {groups[node.name] for node in fp32_proto.graph.node
+            if node.name in groups and replaced.intersection(node.input)}
+
+
 def nodes_of(groups: dict[str, str], names) -> list[str]:
     """The nodes of the named layer groups."""
     wanted = set(names)

@@ -21,7 +21,7 @@ import torch
 from headstart.compress import calibration
 from headstart.compress.data import CompressData, load_data, resolve
 from headstart.compress.export import export_onnx, max_logit_difference
-from headstart.compress.groups import group_order, node_groups
+from headstart.compress.groups import group_order, int8_groups, node_groups
 from headstart.compress.score import HEADLINE, onnx_probabilities, scores, size_mb
 from headstart.compress.variants import write_manifest
 from headstart.errors import HeadstartError
@@ -36,7 +36,8 @@ PREVIOUS = ".variants-previous"  # the set it replaces, for the moment of the sw
 
 
 def linear_heavy(model) -> bool:
-    """More weights in Linear (and Embedding) layers than in convolutions: dynamic int8 suits it."""
+    """More weights in Linear (and Embedding) layers than in convolutions: dynamic int8 suits it. Given the
+    backbone: a wide head on a CNN does not make it one."""
     linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)))
     convolutions = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
     conv = sum(m.weight.numel() for m in model.modules() if isinstance(m, convolutions))
@@ -171,6 +172,8 @@ def _int8(c: Compression, kind: str, calibration_set: dict | None, fp32_onnx: Pa
     """The int8 variants: dynamic or static post-training quantization (with `auto`, the most sensitive layer
     groups kept in float until the budget is met on validation data), and quantization-aware training when asked
     or when `auto` cannot meet the budget that way."""
+    import onnx
+
     from headstart.compress.quantize_dynamic import quantize_dynamic_int8
     from headstart.compress.quantize_static import quantize_static_int8
     from headstart.compress.sensitivity import Probe
@@ -188,14 +191,23 @@ def _int8(c: Compression, kind: str, calibration_set: dict | None, fp32_onnx: Pa
                  "static": "static int8 (QDQ, weights per channel, activations calibrated)"}[kind]
     float_groups, fits = [], True
     if method == "auto" and c.val is not None:
-        import onnx
-
         # every node of the graph: "a group alone" keeps in float the nodes of no group too (pooling, a shared
         # activation), so that their error is not charged to each group
         every_node = [node.name for node in onnx.load(str(fp32_onnx)).graph.node]
         probe = Probe(quantize, groups, every_node, c.val_batches, c.val, c.val_reference, c.work)
         float_groups, last, report["search"] = _search(c, kind, probe, order)
         fits = last["accuracy_drop"] <= c.budget
+
+    def quantized(path: Path, source: Path, source_groups: dict[str, str], kept: list[str]) -> list[str]:
+        """The groups whose weights `path` (quantized from `source`, `kept` in float) holds in int8; says which
+        the method left in float unasked."""
+        done = int8_groups(onnx.load(str(source)), onnx.load(str(path)), source_groups)
+        left = [g for g in order if g not in done and g not in kept]
+        if left:
+            c.say(f"{path.parent.name}: {kind} int8 leaves {', '.join(left)} in float (dynamic int8 quantizes MatMul "
+                  "weights and embedding tables, static int8 no embedding tables)")
+        return [g for g in order if g in done]
+
     rows = []
     if method != "qat":
         name = f"int8-{kind}"
@@ -203,7 +215,7 @@ def _int8(c: Compression, kind: str, calibration_set: dict | None, fp32_onnx: Pa
         if float_groups:
             c.say(f"{name}: kept in float (most sensitive first): {', '.join(float_groups)}")
         rows.append(c.onnx_variant(name, path, {"method": described, "precision": "int8", "float_groups": float_groups,
-                                                "quantized_groups": [g for g in order if g not in float_groups]}))
+                                                "quantized_groups": quantized(path, fp32_onnx, groups, float_groups)}))
     if method == "qat" or not fits:
         if c.data.train is None:
             c.say(f"auto: post-training quantization misses the budget on validation data; quantization-aware "
@@ -216,12 +228,12 @@ def _int8(c: Compression, kind: str, calibration_set: dict | None, fp32_onnx: Pa
 
         trained = quantization_aware_training(c.model, c.data.train, [], qat_epochs,
                                               Run(c.data.run_dir).config.train.batch_size, qat_lr, say=c.say)
-        qat_onnx, _, _ = c.export(trained, c.work / "qat" / "model.onnx")
+        qat_onnx, _, qat_groups = c.export(trained, c.work / "qat" / "model.onnx")
         path = quantizer(qat_onnx, c.work / "qat-ranges.json")(c.fresh("int8-qat") / "model.onnx", [])
         report["qat"] = {"epochs": qat_epochs, "lr": qat_lr, "examples": len(c.data.train)}
         rows.append(c.onnx_variant("int8-qat", path, {"method": described + " after quantization-aware training",
                                                       "precision": "int8", "float_groups": [],
-                                                      "quantized_groups": order}))
+                                                      "quantized_groups": quantized(path, qat_onnx, qat_groups, [])}))
     return {**report, "rows": rows}
 
 
@@ -261,8 +273,9 @@ def compress(path: Union[str, Path], method: str = "auto", budget: float = 1.0, 
         c = Compression(model_dir, examples, budget, say)
         kind, calibration_set = None, None
         if method != "bf16":
-            kind = method if method in ("dynamic", "static") else ("dynamic" if linear_heavy(c.model) else "static")
-            if kind == "static" or method in ("auto", "qat"):  # what calibrates, or decides auto's search
+            kind = method if method in ("dynamic", "static") else ("dynamic" if linear_heavy(c.model.backbone)
+                                                                   else "static")
+            if kind == "static" or method == "auto":  # what calibrates, or decides auto's search (not dynamic qat)
                 calibration_set = _check_val(c, "quantization-aware training" if method == "qat" else
                                              f"{method} int8", force_calibration)
         _tidy(model_dir)  # after a killed call
@@ -284,9 +297,16 @@ def _write(c: Compression, method: str, kind: str | None, calibration_set: dict 
     c.say(f"fp32 PyTorch: {c.data.scope} of {c.data.source}, {len(c.data.test)} examples")
     c.add("fp32-pytorch", c.reference, size_mb(c.model_dir / "model.safetensors"),
           {"runtime": "torch", "file": "../model.safetensors", "method": "none", "precision": "fp32"})
-    fp32_onnx, difference, groups = c.export(c.model, c.fresh("fp32-onnx") / "model.onnx")
-    c.onnx_variant("fp32-onnx", fp32_onnx, {"method": "ONNX export", "precision": "fp32",
-                                            "max_logit_difference": difference})
+    try:
+        fp32_onnx, difference, groups = c.export(c.model, c.fresh("fp32-onnx") / "model.onnx")
+    except HeadstartError as exc:
+        if kind is not None:  # int8 is made from the ONNX graph
+            raise
+        shutil.rmtree(c.root / "fp32-onnx")
+        c.say(f"fp32-onnx left out (bf16 needs no ONNX): {exc}")
+    else:
+        c.onnx_variant("fp32-onnx", fp32_onnx, {"method": "ONNX export", "precision": "fp32",
+                                                "max_logit_difference": difference})
     _bf16(c)
     int8 = None if kind is None else _int8(c, kind, calibration_set, fp32_onnx, groups, method, qat_epochs, qat_lr)
     shutil.rmtree(c.work)

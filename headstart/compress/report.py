@@ -79,8 +79,11 @@ def _calibration(int8: dict | None) -> str:
     counts = ", ".join(f"{escape(k)} {v}" for k, v in cal["class_counts"].items())
     warning = (f"<p class='bad'>Broken calibration set, used because it was forced: "
                f"{escape('; '.join(cal['problems']))}.</p>" if cal["problems"] else "")
-    return (f"<h2>Calibration</h2><p>{num(cal['examples'], ['int8', 'calibration', 'examples'])} examples of "
-            f"{escape(cal['source'])} ({counts}).</p>{warning}")
+    title, use = (("Calibration", "") if int8["kind"] == "static" else
+                  ("Validation set of the search", " Dynamic int8 calibrates nothing: these examples only decide which "
+                                                   "layer groups stay in float."))
+    return (f"<h2>{title}</h2><p>{num(cal['examples'], ['int8', 'calibration', 'examples'])} examples of "
+            f"{escape(cal['source'])} ({counts}).{use}</p>{warning}")
 
 
 def write(metrics: dict, path: Path) -> Path:
