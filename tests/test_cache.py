@@ -40,20 +40,27 @@ def test_suffix_gradients_match_on_the_first_step():
         assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-4, atol=1e-5 * scale), name
 
 
-def test_caching_on_and_off_give_the_same_run(tiny_config):
+@pytest.mark.parametrize("unfreeze, stages", [
+    # stages of two epochs: one records, one replays; the last stage is one epoch long: it could never replay, so
+    # it records nothing
+    ([2, 4], ["record", "replay", "record", "replay", "off"]),
+    # the block, whose dropout draws its mask in memory order, trains on replayed states: they must come back in
+    # the channels-last layout the frozen stem gave them
+    ([1, 2], ["off", "off", "record", "replay", "replay"]),
+])
+def test_caching_on_and_off_give_the_same_run(tiny_config, unfreeze, stages):
     tiny_config["train"]["max_epochs"] = 5
-    tiny_config["strategy"]["unfreeze"] = [2, 4]  # stages of two epochs: one records, one replays
+    tiny_config["strategy"]["unfreeze"] = unfreeze
     runs = {}
     for cache in ("auto", "off"):
         runs[cache] = headstart.fit({**tiny_config, "name": f"cache-{cache}",
                                      "train": {**tiny_config["train"], "cache": cache}})
     on, off = runs["auto"].history, runs["off"].history
-    # the last stage is one epoch long: it could never replay, so it records nothing
-    assert on["cache"].tolist() == ["record", "replay", "record", "replay", "off"]
+    assert on["cache"].tolist() == stages
     assert off["cache"].tolist() == ["off"] * 5
     for column in ("train_loss", "val_loss", "val_acc"):
-        # rounding differs between the two paths (by thread count too) and compounds over five epochs of training
-        assert on[column].tolist() == pytest.approx(off[column].tolist(), abs=1e-3), column
+        # rounding may differ between the two paths (by thread count too) and compound over five epochs
+        assert on[column].tolist() == pytest.approx(off[column].tolist(), abs=1e-4), column
     assert runs["auto"].test_metrics == pytest.approx(runs["off"].test_metrics, abs=1e-3)
 
 

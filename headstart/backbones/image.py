@@ -49,5 +49,12 @@ class ImageBackbone(Backbone):
             return super().forward(pixels=pixels)
         return self.features(self.begin(pixels)["x"])
 
+    def forward_from(self, state: State, start: int) -> torch.Tensor:
+        # a state replayed from the cache is stacked in the default layout, but the groups ran on channels-last
+        # tensors; the layout decides more than speed (dropout draws its mask in memory order), so cached and
+        # uncached runs, and resumed ones, train alike only in the same layout
+        state = {k: v.contiguous(memory_format=torch.channels_last) if v.dim() == 4 else v for k, v in state.items()}
+        return super().forward_from(state, start)
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
