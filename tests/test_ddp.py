@@ -41,3 +41,20 @@ def test_two_processes_reach_the_accuracy_of_one(tiny_config, tmp_path):
             assert accuracy * n_val == pytest.approx(round(accuracy * n_val), abs=1e-3)
     assert results[1] > 0.85 and results[2] > 0.85
     assert abs(results[1] - results[2]) <= 0.08
+
+
+def test_every_process_of_a_python_script_gets_the_finished_run(tiny_config, tmp_path):
+    """Lightning runs the user's script once per process: `run.test_metrics` must work in each, not only the first
+    (the second used to get the run back before the first had tested it)."""
+    tiny_config["train"].update(max_epochs=2, accelerator="cpu", devices=2)
+    script = tmp_path / "train.py"
+    script.write_text("import os, sys\nimport headstart\n"
+                      f"run = headstart.fit({tiny_config!r})\n"
+                      "print('process', os.environ.get('LOCAL_RANK', '0'), run.test_metrics['test_acc'], flush=True)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("LOCAL_RANK", None)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = sorted(line.split()[1:] for line in done.stdout.splitlines() if line.startswith("process "))
+    assert [p[0] for p in printed] == ["0", "1"] and printed[0][1] == printed[1][1], done.stdout + done.stderr[-3000:]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -318,6 +319,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
         finally:
             cache.close()
         if not trainer.is_global_zero:
+            _wait_for_results(run_dir)
             return Run(run_dir)
         best_path, best_epoch = run_dir / "checkpoints" / "best.ckpt", None
         if best_path.exists():
@@ -341,6 +343,17 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
     if config.evaluate.after_fit:
         _evaluate(run_dir)
     return Run(run_dir)
+
+
+def _wait_for_results(run_dir: Path) -> None:
+    """In a worker process: wait until the first process has tested the model and written results.json, so that
+    the `Run` a script gets back in every process (Lightning runs the script once per process) is finished."""
+    first = os.getppid()  # the launcher started this process from the first one
+    while not (run_dir / "results.json").exists():
+        if os.getppid() != first:
+            raise HeadstartError(f"The first process of the run {run_dir} stopped before the run finished; see "
+                                 "its output.")
+        time.sleep(0.2)
 
 
 def _evaluate(run_dir: Path) -> None:
