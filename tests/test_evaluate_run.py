@@ -4,6 +4,7 @@ against an independent scikit-learn computation, costs, slices, latency, another
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import yaml
 import headstart
 from headstart.errors import HeadstartError
 from headstart.evaluate import evaluate_run
-from tests.test_cli import cli
+from tests.test_cli import ROOT, cli
 
 FAST = {"bootstrap": 200, "latency": False}
 
@@ -242,12 +243,14 @@ def test_cli_evaluates_another_data_source(tiny_run, cells_table, digits_folder,
     table = pd.read_csv(cells_table)
     other = table.assign(label=table["path"].map(lambda p: Path(p).parent.name)).iloc[::7]
     other.to_csv(tmp_path / "new_scans.csv", index=False)
-    result = cli("evaluate", str(tiny_run.path), "--data", str(tmp_path / "new_scans.csv"), "--slice-by", "pen",
+    relative = os.path.relpath(tmp_path / "new_scans.csv", ROOT)  # as typed in the folder the command runs in
+    result = cli("evaluate", str(tiny_run.path), "--data", relative, "--slice-by", "pen",
                  "--set", "data.image_column=path", "--set", "evaluate.bootstrap=100", "--set", "evaluate.latency=false",
                  "--set", "evaluate.robustness=false", "--set", "evaluate.baselines=false")
     assert result.returncode == 0, result.stderr
     assert "accuracy" in result.stdout and "worst slice pen=" in result.stdout
     folder = tiny_run.path / "evaluations" / "new_scans"
+    assert f"Report: {folder / 'report.html'}" in result.stdout  # where it is, not where a second source would go
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["data"]["scope"] == "all examples" and metrics["data"]["examples"] == len(other)
     # the same image files as the run's own: those it trained or validated on are counted, and said to flatter

@@ -160,6 +160,7 @@ def output_dir(run_dir: Path, source: str | None, output: Path | None) -> Path:
     elif source is None:
         folder = run_dir
     else:
+        source = _absolute(source)
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(source.rstrip("/")).stem or source).strip("-") or "data"
         folder, n = run_dir / "evaluations" / name, 2
         while _source_evaluated(folder) not in (None, source):
@@ -172,6 +173,13 @@ def output_dir(run_dir: Path, source: str | None, output: Path | None) -> Path:
         raise HeadstartError(f"{existing} is not writable, so report.html and metrics.json could not be written "
                              "there. Give another folder with --out, or make it writable.")
     return folder
+
+
+def _absolute(source: str) -> str:
+    """A source that is a path, absolute (it is recorded so: it names one source wherever headstart runs); a
+    bundled dataset's name as it is."""
+    path = Path(source).expanduser()
+    return str(path.resolve()) if path.exists() else source
 
 
 def _source_evaluated(folder: Path) -> str | None:
@@ -216,8 +224,7 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
     run = Run(run_dir)
     run_dir, config = run.path, run.config
     settings, data_updates = _settings(config.evaluate, overrides, read)
-    if data is not None and Path(data).expanduser().exists():  # recorded absolute: it names one source wherever run
-        data = str(Path(data).expanduser().resolve())
+    data = None if data is None else _absolute(data)
     out_dir = output_dir(run_dir, data, Path(output) if output else None)  # a bad --out is refused before the work
     if not (run.model_dir / "config.json").is_file():
         raise HeadstartError(f"Run {run_dir} has no model folder yet: it has not finished. Continue it with "
