@@ -130,6 +130,12 @@ def test_resume_refuses_a_checkpoint_that_needs_unpickling_or_is_damaged(tiny_co
     with pytest.raises(headstart.HeadstartError, match=r"last.ckpt is not a checkpoint headstart can read safely "
                                                        r"\(a PyTorch file, but not a training checkpoint"):
         headstart.fit(resume=run.path)
+    last.unlink()  # lost: the run would start again from epoch 0 and write over its history
+    history = (run.path / "metrics.csv").read_text()
+    with pytest.raises(headstart.HeadstartError, match=r"metrics.csv lists 1 trained epoch, but the last "
+                                                       r"checkpoint .*last.ckpt is missing"):
+        headstart.fit(resume=run.path)
+    assert (run.path / "metrics.csv").read_text() == history
 
 
 def test_a_run_moved_before_resuming_keeps_its_best_epoch(tiny_config, monkeypatch):

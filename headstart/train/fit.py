@@ -78,6 +78,12 @@ def _check_unfinished(run_dir: Path) -> None:
                              f"there is nothing to continue. Its model is {run_dir / 'model'}; `headstart evaluate "
                              f"{run_dir}` scores it again; a new run needs another name (--set name=...) or "
                              "--overwrite.")
+    last, history = run_dir / "checkpoints" / "last.ckpt", run_dir / "metrics.csv"
+    epochs = len(history.read_text().splitlines()) - 1 if history.is_file() else 0
+    if epochs > 0 and not last.exists():  # a run killed in its first epoch has none yet, and starts again
+        raise HeadstartError(f"--resume {run_dir}: metrics.csv lists {epochs} trained epoch{'s' * (epochs != 1)}, "
+                             f"but the last checkpoint {last} is missing, so there is nothing to continue from. "
+                             "Restore the file, or start the run again with --overwrite.")
 
 
 def read_checkpoint(path: Path) -> dict:
