@@ -34,3 +34,13 @@ def test_a_group_column_without_any_group_is_explained(tmp_path, source, error):
     config = DataConfig(source=str(source(tmp_path)), group_column="patient")
     with pytest.raises(HeadstartError, match=error):
         prepare_data(config, tmp_path, write=False)
+
+
+@pytest.mark.parametrize("patients", [1, 2])
+def test_too_few_groups_for_three_splits_are_named(tmp_path, patients):
+    rows = [{"text": f"{label} story number {i}", "label": label, "patient": f"p{i % patients}"}
+            for label in ("sport", "business") for i in range(20)]
+    pd.DataFrame(rows).to_csv(tmp_path / "notes.csv", index=False)
+    config = DataConfig(source=str(tmp_path / "notes.csv"), group_column="patient")
+    with pytest.raises(HeadstartError, match=f"data.group_column holds {patients} distinct group.*needs at least 3"):
+        prepare_data(config, tmp_path, write=False)
