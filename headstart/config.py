@@ -5,7 +5,8 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path, PurePath
-from typing import Annotated, Literal, Union
+from types import UnionType
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
@@ -72,8 +73,26 @@ def read_yaml(text: str):
     return yaml.load(text, Loader=_Loader)
 
 
+def _kinds(annotation) -> set:
+    """The types an annotation admits: the members of a union, each without its Annotated constraints."""
+    if get_origin(annotation) is Annotated:
+        return _kinds(get_args(annotation)[0])
+    if get_origin(annotation) in (Union, UnionType):
+        return set().union(*map(_kinds, get_args(annotation)))
+    return {annotation}
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_truth_values_for_numbers(cls, value, info: ValidationInfo):
+        """pydantic reads true as 1 in a number field: `train.lr: true` would train at a rate of 1."""
+        kinds = _kinds(cls.model_fields[info.field_name].annotation)
+        if isinstance(value, bool) and bool not in kinds and kinds & {int, float}:
+            raise ValueError(f"give a number, not {str(value).lower()}")
+        return value
 
 
 class SplitConfig(_Section):

@@ -1,5 +1,6 @@
 """The run config (headstart/config.py): defaults, helpful errors, `--set` overrides, save / load round trip."""
 
+import re
 import subprocess
 import sys
 
@@ -296,3 +297,12 @@ def test_a_saved_config_quotes_texts_that_read_as_numbers(tmp_path):
     save_config(config, tmp_path / "saved.yaml")
     assert load_config(tmp_path / "saved.yaml") == config  # the config's own reading
     assert yaml.safe_load((tmp_path / "saved.yaml").read_text())["data"]["labels"] == config.data.labels  # YAML 1.1
+
+
+@pytest.mark.parametrize("override, field", [
+    ("train.lr=true", "train.lr"), ("train.max_epochs=true", "train.max_epochs"),
+    ("data.split.seed=false", "data.split.seed"), ("evaluate.costs.false_negative=yes", "evaluate.costs.false_negative"),
+])
+def test_true_or_false_is_not_read_as_a_number(tmp_path, override, field):
+    with pytest.raises(HeadstartError, match=rf"{re.escape(field)}: .*give a number, not (true|false)"):
+        load_config(write_config(tmp_path), [override])
