@@ -477,3 +477,13 @@ def test_evaluation_settings_that_do_not_fit_the_labels_are_refused_before_train
     with pytest.raises(headstart.HeadstartError, match=message):
         headstart.fit(tiny_config)
     assert not (Path(tiny_config["output"]) / "tiny").exists()  # no epoch trained, nothing kept
+
+
+def test_a_backbone_of_the_other_modality_is_named_before_it_reads_the_data(tiny_config, tmp_path):
+    table = tmp_path / "texts.csv"
+    table.write_text("text,label\n" + "".join(f"the team won match {i},{('sport', 'news')[i % 2]}\n"
+                                              for i in range(30)))
+    tiny_config["data"] = {"source": str(table)}  # texts, for the tiny CNN
+    with pytest.raises(headstart.HeadstartError, match=r"reads images, but data.source .*texts.csv holds texts \(for "
+                                                       r"a table of image paths, name its column"):
+        headstart.fit(tiny_config)

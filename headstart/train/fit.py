@@ -231,7 +231,7 @@ def _interruptible():
         raise
 
 
-BACKBONE_EXAMPLES = {"image": "efficientnet_lite0 or module:<package.module:factory>",
+BACKBONE_EXAMPLES = {"image": "efficientnet_lite0 or module:<package.module>:<factory>",
                      "text": "minilm or hf:<local folder>"}
 
 
@@ -258,11 +258,14 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
         raise HeadstartError("train.precision 16-mixed needs a CUDA GPU; on CPU use bf16-mixed or 32.")
     L.seed_everything(config.train.seed, verbose=False)
     backbone = build(config.backbone, config.data)
-    check_backbone(backbone, config.backbone, config.data, data.frame["input"].head(2).tolist())
-    if backbone.modality != data.modality:
-        raise HeadstartError(f"Backbone '{config.backbone}' reads {backbone.modality}s, but data.source "
-                             f"{config.data.source} holds {data.modality}s. Pick one that reads "
+    modality = getattr(backbone, "modality", None)  # one that is not set, check_backbone names
+    if modality in ("text", "image") and modality != data.modality:  # before it reads texts as image paths
+        hint = (" (for a table of image paths, name its column with data.image_column)" if modality == "image"
+                else "")
+        raise HeadstartError(f"Backbone '{config.backbone}' reads {modality}s, but data.source "
+                             f"{config.data.source} holds {data.modality}s{hint}. Pick one that reads "
                              f"{data.modality}s: {BACKBONE_EXAMPLES.get(data.modality, 'one registered for it')}.")
+    check_backbone(backbone, config.backbone, config.data, data.frame["input"].head(2).tolist())
     if backbone.modality == "text" and getattr(backbone, "max_length", config.data.max_length) < config.data.max_length:
         from rich.console import Console
         from rich.markup import escape
