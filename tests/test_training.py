@@ -464,6 +464,11 @@ def test_resume_refuses_a_finished_run_and_names_changed_fields(tiny_config):
     assert (run.path / "results.json").read_text() == results
     with pytest.raises(headstart.HeadstartError, match=r"in train\.lr, train\.max_epochs\. A resumed run"):
         headstart.fit(resume=run.path, overrides=["train.max_epochs=3", "train.lr=0.1"])
+    for wrong, said in [(run.path.parent / "nowhere", "it does not exist"),
+                        (run.path / "results.json", "it is a file, not a run folder"),
+                        (run.model_dir, "it has no config.yaml, so it is not a run folder")]:
+        with pytest.raises(headstart.HeadstartError, match=f"--resume .*: {said}. Give the folder"):
+            headstart.fit(resume=wrong)
 
 
 @pytest.mark.parametrize("setting, message", [

@@ -44,7 +44,10 @@ def _run_config(config, overrides, resume) -> RunConfig:
         return anchored(load_config(config, overrides))
     saved_path = Path(resume) / "config.yaml"
     if not saved_path.is_file():
-        raise HeadstartError(f"--resume {resume}: no config.yaml there, so it is not a run folder.")
+        what = ("does not exist" if not Path(resume).exists() else "is a file, not a run folder"
+                if not Path(resume).is_dir() else "has no config.yaml, so it is not a run folder")
+        raise HeadstartError(f"--resume {resume}: it {what}. Give the folder `headstart fit` wrote (runs/<name>), "
+                             "as printed when the run stopped.")
     saved = load_config(saved_path)
     if config is not None or overrides:
         asked = load_config(config if config is not None else saved, overrides)
