@@ -409,6 +409,9 @@ def load_config(source: Union[str, Path, dict, RunConfig], overrides: list[str] 
         except (ValueError, PydanticSerializationError) as exc:
             raise HeadstartError(f"The run config given cannot be read: {exc}.") from None
         where = "given"
+    elif not isinstance(source, (str, PurePath)):
+        raise HeadstartError(f"The run config must be the path of a YAML file, a dict (the YAML's contents) or a "
+                             f"RunConfig, not `{type(source).__name__}`.")
     else:
         path = Path(source)
         where = f"in {path}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -94,7 +94,11 @@ def _check_texts(texts: list) -> None:
 def load(folder: str | Path) -> Predictor:
     """Open a model folder written by `headstart fit` (runs/<name>/model), or the model of a run folder, for
     predictions."""
+    if not isinstance(folder, (str, PurePath)):
+        raise HeadstartError(f"headstart.load takes the path of a model or run folder, not `{type(folder).__name__}`.")
     folder = Path(folder)
+    if not folder.exists():
+        raise HeadstartError(f"{folder} does not exist. Give a model folder (runs/<name>/model) or its run folder.")
     return Predictor(folder / "model" if (folder / "model" / "config.json").is_file() else folder)
 
 

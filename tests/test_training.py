@@ -492,3 +492,14 @@ def test_a_backbone_of_the_other_modality_is_named_before_it_reads_the_data(tiny
     with pytest.raises(headstart.HeadstartError, match=r"reads images, but data.source .*texts.csv holds texts \(for "
                                                        r"a table of image paths, name its column"):
         headstart.fit(tiny_config)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: headstart.fit([{"name": "x"}]), "The run config must be the path of a YAML file, .* not `list`"),
+    (lambda: headstart.fit(5), "not `int`"),
+    (lambda: headstart.load(None), "headstart.load takes the path of a model or run folder, not `NoneType`"),
+    (lambda: headstart.load("no/such/model"), "no/such/model does not exist"),
+])
+def test_python_calls_with_the_wrong_kind_of_argument_say_so(call, message):
+    with pytest.raises(headstart.HeadstartError, match=message):
+        call()

@@ -67,6 +67,7 @@ class HFTextEncoder(Backbone):
         self.max_length = max_length
         self.source = source
         self.feature_size = model.config.hidden_size
+        self.staged  # decided now, by running a probe text: not later inside an export or compile, which trace it
 
     @classmethod
     def from_pretrained(cls, source: str, max_length: int) -> HFTextEncoder:
