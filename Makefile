@@ -24,8 +24,8 @@ lock:
 	&& { sed -n '1,2p' constraints.txt; $$tmp/bin/pip freeze --exclude headstart | sed 's/+cpu$$//'; } > $$tmp/lock \
 	&& mv $$tmp/lock constraints.txt && rm -rf $$tmp
 
-# The demo caps the default configs so that both runs, with their evaluation reports, finish in about 11 minutes on
-# 2 cores; ELPV runs at 224 px instead of 300.
+# The demo caps the default configs so that both runs, with their evaluation reports, finish in about 8 minutes on
+# 2 cores (9 with the installation); ELPV runs at 224 px instead of 300.
 DEMO_EVALUATE := --set evaluate.robustness_examples=200
 DEMO_ELPV ?= --set data.image_size=224 --set train.max_epochs=6 --set 'strategy.unfreeze=[3,5]' --set train.cache_views=2 $(DEMO_EVALUATE)
 DEMO_BBC ?= --set train.max_epochs=6 --set 'strategy.unfreeze=[3,5]' --set data.max_length=128 $(DEMO_EVALUATE)
