@@ -224,14 +224,19 @@ def gather_inputs(items: Iterable[str], modality: str, text_column: str = "text"
 
 
 def check_images(paths: list[str]) -> None:
-    """Raise a clear error for the first image file that cannot be decoded."""
+    """Raise a clear error naming the image files that cannot be read: the first five, and how many in all."""
     from headstart.data.images import open_rgb
 
+    problems = []
     for path in paths:
         try:
             open_rgb(path)
         except FileNotFoundError:
-            raise HeadstartError(f"{path}: no such image file.") from None
+            problems.append(f"{path}: no such image file")
         except DECODE_ERRORS as exc:
-            raise HeadstartError(f"{path} is not a readable image ({exc}). Give PNG, JPEG, BMP, TIFF, WebP or GIF "
-                                 "files.") from None
+            problems.append(f"{path} is not a readable image ({exc})")
+    if problems:
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        count = f"{len(problems)} of {len(paths)} images cannot be read: " if len(problems) > 1 else ""
+        raise HeadstartError(f"{count}{'; '.join(problems[:5])}{more}. Give PNG, JPEG, BMP, TIFF, WebP or GIF "
+                             "files, or leave these out.")

@@ -117,6 +117,12 @@ def test_predict_explains_a_corrupt_image(tiny_run, tmp_path):
     result = cli("predict", str(tiny_run.model_dir), str(broken))
     assert result.returncode == 2
     assert "broken.png is not a readable image" in result.stderr and "Traceback" not in result.stderr
+    for i in range(7):  # a folder with several: how many, and the first five, not only the first
+        (tmp_path / "scans" / "x").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "scans" / "x" / f"bad{i}.png").write_bytes(b"not an image either")
+    result = cli("predict", str(tiny_run.model_dir), str(tmp_path / "scans"))
+    said = " ".join(result.stderr.split())
+    assert result.returncode == 2 and "7 of 7 images cannot be read" in said and "and 2 more" in said, said
 
 
 def test_a_loaded_model_names_an_image_it_cannot_read(tiny_run, digits_folder, tmp_path):
