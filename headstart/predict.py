@@ -176,19 +176,19 @@ def _table_images(path: Path, column: str | None) -> tuple[list[str], list[str]]
     cells, origins = table[column].tolist(), row_origins(path, table.index, str(path))
     blank = [o for o, cell in zip(origins, cells) if not isinstance(cell, str) or not cell.strip()]
     if blank:
-        raise HeadstartError(f"No image path in column '{column}' at {_first_rows(blank)}: give every row an image "
+        raise HeadstartError(f"No image path in column '{column}' at {_first_five(blank)}: give every row an image "
                              "file.")
     files = [str(path.parent / cell) for cell in cells]
     missing = [f"{o} ({cell})" for o, cell, file in zip(origins, cells, files) if not os.path.isfile(file)]
     if missing:
-        raise HeadstartError(f"Column '{column}' names image files that do not exist, at {_first_rows(missing)}. "
+        raise HeadstartError(f"Column '{column}' names image files that do not exist, at {_first_five(missing)}. "
                              f"Relative paths are read from the table's folder, {path.resolve().parent}: correct "
                              "them, or leave those rows out.")
     return files, cells
 
 
-def _first_rows(rows: list[str], shown: int = 5) -> str:
-    return ", ".join(rows[:shown]) + (" and more" if len(rows) > shown else "")
+def _first_five(items: list[str], sep: str = ", ") -> str:
+    return sep.join(items[:5]) + (f"{sep}and {len(items) - 5} more" if len(items) > 5 else "")
 
 
 def _image_inputs(item: str, image_column: str | None) -> tuple[list[str], list[str]]:
@@ -219,7 +219,7 @@ def gather_inputs(items: Iterable[str], modality: str, text_column: str = "text"
     bad = [name.strip() or repr(name) for text, name in zip(inputs, names)
            if modality == "text" and not visible(text)]
     if bad:
-        raise HeadstartError(f"Empty text in {', '.join(bad[:5])}: give some text to classify.")
+        raise HeadstartError(f"Empty text in {_first_five(bad)}: give some text to classify.")
     return inputs, names
 
 
@@ -236,7 +236,6 @@ def check_images(paths: list[str]) -> None:
         except DECODE_ERRORS as exc:
             problems.append(f"{path} is not a readable image ({exc})")
     if problems:
-        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
         count = f"{len(problems)} of {len(paths)} images cannot be read: " if len(problems) > 1 else ""
-        raise HeadstartError(f"{count}{'; '.join(problems[:5])}{more}. Give PNG, JPEG, BMP, TIFF, WebP or GIF "
-                             "files, or leave these out.")
+        raise HeadstartError(f"{count}{_first_five(problems, '; ')}. Give PNG, JPEG, BMP, TIFF, WebP or GIF files, "
+                             "or leave these out.")

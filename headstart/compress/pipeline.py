@@ -190,18 +190,19 @@ def _int8(c: Compression, kind: str, calibration_set: dict | None, fp32_onnx: Pa
     described = {"dynamic": "dynamic int8 (weights per channel, embeddings per row)",
                  "static": "static int8 (QDQ, weights per channel, activations calibrated)"}[kind]
     float_groups, fits = [], True
+    fp32_proto = onnx.load(str(fp32_onnx))
     if method == "auto" and c.val is not None:
         # every node of the graph: "a group alone" keeps in float the nodes of no group too (pooling, a shared
         # activation), so that their error is not charged to each group
-        every_node = [node.name for node in onnx.load(str(fp32_onnx)).graph.node]
+        every_node = [node.name for node in fp32_proto.graph.node]
         probe = Probe(quantize, groups, every_node, c.val_batches, c.val, c.val_reference, c.work)
         float_groups, last, report["search"] = _search(c, kind, probe, order)
         fits = last["accuracy_drop"] <= c.budget
 
-    def quantized(path: Path, source: Path, source_groups: dict[str, str], kept: list[str]) -> list[str]:
-        """The groups whose weights `path` (quantized from `source`, `kept` in float) holds in int8; says which
-        the method left in float unasked."""
-        done = int8_groups(onnx.load(str(source)), onnx.load(str(path)), source_groups)
+    def quantized(path: Path, source, source_groups: dict[str, str], kept: list[str]) -> list[str]:
+        """The groups whose weights `path` (quantized from the graph `source`, `kept` in float) holds in int8; says
+        which the method left in float unasked."""
+        done = int8_groups(source, onnx.load(str(path)), source_groups)
         left = [g for g in order if g not in done and g not in kept]
         if left:
             c.say(f"{path.parent.name}: {kind} int8 leaves {', '.join(left)} in float (dynamic int8 quantizes MatMul "
@@ -215,7 +216,7 @@ def _int8(c: Compression, kind: str, calibration_set: dict | None, fp32_onnx: Pa
         if float_groups:
             c.say(f"{name}: kept in float (most sensitive first): {', '.join(float_groups)}")
         rows.append(c.onnx_variant(name, path, {"method": described, "precision": "int8", "float_groups": float_groups,
-                                                "quantized_groups": quantized(path, fp32_onnx, groups, float_groups)}))
+                                                "quantized_groups": quantized(path, fp32_proto, groups, float_groups)}))
     if method == "qat" or not fits:
         if c.data.train is None:
             c.say(f"auto: post-training quantization misses the budget on validation data; quantization-aware "
@@ -233,7 +234,7 @@ def _int8(c: Compression, kind: str, calibration_set: dict | None, fp32_onnx: Pa
         report["qat"] = {"epochs": qat_epochs, "lr": qat_lr, "examples": len(c.data.train)}
         rows.append(c.onnx_variant("int8-qat", path, {"method": described + " after quantization-aware training",
                                                       "precision": "int8", "float_groups": [],
-                                                      "quantized_groups": quantized(path, qat_onnx, qat_groups, [])}))
+                                                      "quantized_groups": quantized(path, onnx.load(str(qat_onnx)), qat_groups, [])}))
     return {**report, "rows": rows}
 
 

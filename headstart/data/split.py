@@ -73,8 +73,7 @@ def split_frame(frame: pd.DataFrame, config: SplitConfig, grouped: bool) -> pd.D
     if grouped and frame["group"].isna().all():
         raise HeadstartError("data.group_column is set, but no usable row of the table has a group value in it: "
                              "check the column name, or fill the column in with a group id on each row.")
-    groups = frame["group"].nunique() if grouped else 0
-    if grouped and groups < 3:
+    if grouped and (groups := frame["group"].nunique()) < 3:
         raise HeadstartError(f"data.group_column holds {groups} distinct group{'s' * (groups != 1)}: a grouped split "
                              "puts whole groups in train, validation and test, so it needs at least 3 (and more for "
                              "shares near data.split). Use a column with more groups, or leave data.group_column "

@@ -68,8 +68,8 @@ def _verdicts(m: dict) -> str:
                              f"Accuracy gain over {escape(b['description'])}"))
     for column, s in m["slices"].items():
         items.append(f"Slices by <b>{escape(column)}</b>: {_gap_verdict(s['gap'], m['settings']['min_slice_size'])}")
-    if costliest_perturbation(m):
-        name, row = costliest_perturbation(m)
+    if costliest := costliest_perturbation(m):
+        name, row = costliest
         items.append(f"Costliest perturbation: <b>{escape(name)}</b> ({escape(row['description'])}), "
                      + verdict(-row["accuracy_drop"], [-row["accuracy_drop_ci"][1], -row["accuracy_drop_ci"][0]]
                                if row["accuracy_drop_ci"] else None, "accuracy change"))

@@ -41,8 +41,8 @@ def summary_rows(metrics: dict) -> list[tuple[str, str, str]]:
         rows.append((f"expected cost at threshold {costs['chosen']['threshold']:.3f} (0.5: "
                      f"{f(costs['default']['expected_cost'])})", f(costs["chosen"]["expected_cost"]),
                      interval(costs["chosen"]["expected_cost_ci"])))
-    if costliest_perturbation(metrics):
-        name, row = costliest_perturbation(metrics)
+    if costliest := costliest_perturbation(metrics):
+        name, row = costliest
         rows.append((f"costliest perturbation: {name} (accuracy drop)", f(row["accuracy_drop"], True),
                      interval(row["accuracy_drop_ci"], True)))
     elif metrics["robustness"]:
