@@ -6,3 +6,8 @@ class HeadstartError(Exception):
 
     The CLI prints it as a paragraph (no traceback); the Python API lets it propagate.
     """
+
+
+def first_five(items: list[str], sep: str = ", ") -> str:
+    """The first five of `items` for an error message, and how many more there are."""
+    return sep.join(items[:5]) + (f"{sep}and {len(items) - 5} more" if len(items) > 5 else "")

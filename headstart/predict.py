@@ -16,7 +16,7 @@ from headstart.data.images import DECODE_ERRORS
 from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, check_single_values, image_path_columns, read_table,
                                      read_text_file, row_origins, visible_files)
 from headstart.data.validate import visible
-from headstart.errors import HeadstartError
+from headstart.errors import HeadstartError, first_five
 from headstart.model.folder import load_model
 
 
@@ -176,19 +176,15 @@ def _table_images(path: Path, column: str | None) -> tuple[list[str], list[str]]
     cells, origins = table[column].tolist(), row_origins(path, table.index, str(path))
     blank = [o for o, cell in zip(origins, cells) if not isinstance(cell, str) or not cell.strip()]
     if blank:
-        raise HeadstartError(f"No image path in column '{column}' at {_first_five(blank)}: give every row an image "
+        raise HeadstartError(f"No image path in column '{column}' at {first_five(blank)}: give every row an image "
                              "file.")
     files = [str(path.parent / cell) for cell in cells]
     missing = [f"{o} ({cell})" for o, cell, file in zip(origins, cells, files) if not os.path.isfile(file)]
     if missing:
-        raise HeadstartError(f"Column '{column}' names image files that do not exist, at {_first_five(missing)}. "
+        raise HeadstartError(f"Column '{column}' names image files that do not exist, at {first_five(missing)}. "
                              f"Relative paths are read from the table's folder, {path.resolve().parent}: correct "
                              "them, or leave those rows out.")
     return files, cells
-
-
-def _first_five(items: list[str], sep: str = ", ") -> str:
-    return sep.join(items[:5]) + (f"{sep}and {len(items) - 5} more" if len(items) > 5 else "")
 
 
 def _image_inputs(item: str, image_column: str | None) -> tuple[list[str], list[str]]:
@@ -219,7 +215,7 @@ def gather_inputs(items: Iterable[str], modality: str, text_column: str = "text"
     bad = [name.strip() or repr(name) for text, name in zip(inputs, names)
            if modality == "text" and not visible(text)]
     if bad:
-        raise HeadstartError(f"Empty text in {_first_five(bad)}: give some text to classify.")
+        raise HeadstartError(f"Empty text in {first_five(bad)}: give some text to classify.")
     return inputs, names
 
 
@@ -237,5 +233,5 @@ def check_images(paths: list[str]) -> None:
             problems.append(f"{path} is not a readable image ({exc})")
     if problems:
         count = f"{len(problems)} of {len(paths)} images cannot be read: " if len(problems) > 1 else ""
-        raise HeadstartError(f"{count}{_first_five(problems, '; ')}. Give PNG, JPEG, BMP, TIFF, WebP or GIF files, "
+        raise HeadstartError(f"{count}{first_five(problems, '; ')}. Give PNG, JPEG, BMP, TIFF, WebP or GIF files, "
                              "or leave these out.")

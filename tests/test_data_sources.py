@@ -231,6 +231,18 @@ def test_a_class_with_fewer_than_three_examples_is_named(tmp_path):
         read_and_check(path)
 
 
+def test_a_label_column_of_distinct_values_is_named_briefly(tmp_path):
+    # data.label_column set to the text column: every text is a class of one
+    rows = pd.DataFrame({"text": [f"{'word ' * 20}{i}" for i in range(40)], "label": ["a", "b"] * 20})
+    with pytest.raises(HeadstartError) as error:
+        read_and_check(write_table(rows, tmp_path / "news.csv"), label_column="text")
+    message = str(error.value)
+    assert "'word word word word word word word wo...' (1), and 35 more in" in message
+    assert message.endswith("Column 'text' holds 40 different values in 40 examples: check that data.label_column "
+                            "names the column of labels.")
+    assert len(message) < 700
+
+
 def test_a_class_lost_to_skipped_examples_names_them(tmp_path):
     rows = pd.concat([TEXTS.assign(label="sport"), pd.DataFrame({"text": ["  "], "label": ["business"]})])
     with pytest.raises(HeadstartError, match=r"only 'sport' once 1 unusable example is skipped \(\S*news.csv row 8: "
