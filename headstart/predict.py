@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from headstart.config import CPU_IMAGE_BATCH
-from headstart.data.images import DECODE_ERRORS
+from headstart.data.images import DECODE_ERRORS, check_input
 from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, check_single_values, image_path_columns, read_table,
                                      read_text_file, row_origins, visible_files)
 from headstart.data.validate import visible
@@ -62,6 +62,8 @@ class Predictor:
                                  "is list(array).")
         if self.modality == "text":
             _check_texts(inputs)
+        else:
+            _check_images(inputs)
         out = []
         for chunk in in_batches(inputs, self.batch_size if batch_size is None else batch_size, progress):
             out.append(self.model(**self.model.backbone.prepare(chunk)).float().softmax(-1))
@@ -89,6 +91,15 @@ def _check_texts(texts: list) -> None:
         except UnicodeEncodeError as exc:  # bytes that were not UTF-8, as Python reads them from a command line
             raise HeadstartError(f"Input {i} holds bytes that are not UTF-8 text (at character {exc.start}): give "
                                  "the text as UTF-8.") from None
+
+
+def _check_images(images: list) -> None:
+    """Numbers the in-memory inputs that cannot be images, before any is decoded (a path names itself)."""
+    for i, image in enumerate(images):
+        try:
+            check_input(image)
+        except DECODE_ERRORS as exc:
+            raise HeadstartError(f"Input {i} is not an image: {exc}.") from None
 
 
 def load(folder: str | Path) -> Predictor:

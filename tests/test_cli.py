@@ -134,7 +134,14 @@ def test_a_loaded_model_names_an_image_it_cannot_read(tiny_run, digits_folder, t
     with pytest.raises(HeadstartError, match=f"{cut} is not a readable image"):
         headstart.load(tiny_run.model_dir).predict([str(good), str(cut)])
     with pytest.raises(HeadstartError, match=r"An input \(bytes\) is not a readable image"):
-        headstart.load(tiny_run.model_dir).predict([cut.read_bytes()])
+        headstart.load(tiny_run.model_dir).predict([cut.read_bytes()])  # its header is whole: it fails decoding
+    # in-memory inputs are numbered, and refused before any is decoded
+    model = headstart.load(tiny_run.model_dir)
+    for bad, why in [(b"not an image", "Input 2 is not an image: its bytes are no PNG, JPEG, BMP, TIFF, WebP or GIF file.$"),
+                     (np.zeros((3, 8, 8)), r"Input 2 is not an image: .* not of shape \(3, 8, 8\)"),
+                     ([[0, 1]], "Input 2 is not an image: a list is not an image input")]:
+        with pytest.raises(HeadstartError, match=why):
+            model.predict([str(good), Image.open(good), bad])
 
 
 def test_predict_names_a_table_without_rows(tmp_path):

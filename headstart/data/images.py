@@ -44,7 +44,7 @@ def _array_eight_bit(array: np.ndarray) -> np.ndarray:
     return values.round().astype(np.uint8)
 
 
-def _checked_array(array: np.ndarray) -> np.ndarray:
+def checked_array(array: np.ndarray) -> np.ndarray:
     """An (H, W) or (H, W, 1 / 3 / 4) array of finite values, a trailing single channel dropped; ValueError else."""
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -82,16 +82,34 @@ def open_eight_bit(image: ImageInput) -> Image.Image:
     """An 8-bit PIL image from a path, a file's bytes or a PIL image (turned upright by their EXIF orientation) or
     an HxW / HxWxC array (see `_array_eight_bit`)."""
     if isinstance(image, np.ndarray):
-        image = _checked_array(image)
+        image = checked_array(image)
         return _eight_bit(Image.fromarray(image if image.dtype == np.uint8 else _array_eight_bit(image)))
     if isinstance(image, Image.Image):  # Image.open(path) keeps the file's EXIF: upright, as the path would be
         return _eight_bit(_upright(image))
     if not isinstance(image, (str, Path, bytes)):
-        raise ValueError(f"a {type(image).__name__} is not an image input: give a file path, a file's bytes, a PIL "
-                         "image or a NumPy array (a tensor: tensor.numpy(), channels last)")
+        raise _not_an_input(image)
     with open_file(image) as img:
         img.load()
         return _eight_bit(_upright(img))
+
+
+def check_input(image: ImageInput) -> None:
+    """Raise ValueError if `image` cannot be an image, without decoding it: an array's shape and values, the header
+    of a file's contents, the type of anything else (a path is checked when it is read)."""
+    if isinstance(image, np.ndarray):
+        checked_array(image)
+    elif isinstance(image, bytes):
+        try:
+            open_file(image).close()
+        except UnidentifiedImageError:  # its message shows the address of a BytesIO
+            raise ValueError("its bytes are no PNG, JPEG, BMP, TIFF, WebP or GIF file") from None
+    elif not isinstance(image, (str, Path, Image.Image)):
+        raise _not_an_input(image)
+
+
+def _not_an_input(image: object) -> ValueError:
+    return ValueError(f"a {type(image).__name__} is not an image input: give a file path, a file's bytes, a PIL "
+                      "image or a NumPy array (a tensor: tensor.numpy(), channels last)")
 
 
 def open_rgb(image: ImageInput) -> Image.Image:
