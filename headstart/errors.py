@@ -11,3 +11,8 @@ class HeadstartError(Exception):
 def first_five(items: list[str], sep: str = ", ") -> str:
     """The first five of `items` for an error message, and how many more there are."""
     return sep.join(items[:5]) + (f"{sep}and {len(items) - 5} more" if len(items) > 5 else "")
+
+
+def short(item: str, width: int = 40) -> str:
+    """`item` cut to `width` characters, "..." marking the cut."""
+    return item if len(item) <= width else item[:width - 3] + "..."

@@ -16,7 +16,7 @@ from headstart.data.images import DECODE_ERRORS, check_input
 from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, check_single_values, image_path_columns, read_table,
                                      read_text_file, row_origins, visible_files)
 from headstart.data.validate import visible
-from headstart.errors import HeadstartError, first_five
+from headstart.errors import HeadstartError, first_five, short
 from headstart.model.folder import load_model
 
 
@@ -63,7 +63,7 @@ class Predictor:
         if self.modality == "text":
             _check_texts(inputs)
         else:
-            _check_images(inputs)
+            _check_in_memory_images(inputs)
         out = []
         for chunk in in_batches(inputs, self.batch_size if batch_size is None else batch_size, progress):
             out.append(self.model(**self.model.backbone.prepare(chunk)).float().softmax(-1))
@@ -93,7 +93,7 @@ def _check_texts(texts: list) -> None:
                                  "the text as UTF-8.") from None
 
 
-def _check_images(images: list) -> None:
+def _check_in_memory_images(images: list) -> None:
     """Numbers the in-memory inputs that cannot be images, before any is decoded (a path names itself)."""
     for i, image in enumerate(images):
         try:
@@ -137,11 +137,6 @@ def _meant_as_path(item: str) -> bool:
             and ((Path(item).suffix.lower() in TABLE_SUFFIXES | {".txt"}
                   and (not spaced or any(s in item for s in separators)))
                  or (item.endswith(separators) and not spaced)))
-
-
-def short(item: str, width: int = 40) -> str:
-    """`item` cut to `width` characters, "..." marking the cut."""
-    return item if len(item) <= width else item[:width - 3] + "..."
 
 
 def _text_inputs(item: str, text_column: str) -> tuple[list[str], list[str]]:

@@ -324,9 +324,23 @@ def test_a_csv_starting_with_a_blank_line_is_explained(tmp_path):
     path.write_text("\n" + TEXTS.to_csv(index=False))
     with pytest.raises(HeadstartError, match="The first line of .*news.csv is blank: a CSV starts with its header"):
         read_and_check(path)
-    path.write_text("")
-    with pytest.raises(HeadstartError, match="Could not read the table .*news.csv: No columns to parse"):
-        read_and_check(path)
+    for content in ["", " \n\n"]:
+        path.write_text(content)
+        with pytest.raises(HeadstartError, match="news.csv is empty: a CSV starts with a header line naming its "):
+            read_and_check(path)
+
+
+@pytest.mark.parametrize("content, message", [
+    ('text,label\nShares rose,business\n"Goal,sport\nThe match,sport\n',
+     r'Line 3 of \S*news.csv opens a quote \(\"\) that no later line closes'),
+    ("text;label\nShares rose;business\n", r"news.csv looks separated by ';', not commas: its header line "
+                                            r"'text;label' reads as a single column"),
+    ("text\tlabel\nShares rose\tbusiness\n", "news.csv looks separated by tabs, not commas"),
+])
+def test_malformed_csv_files_are_explained(tmp_path, content, message):
+    (tmp_path / "news.csv").write_text(content)
+    with pytest.raises(HeadstartError, match=message):
+        read_and_check(tmp_path / "news.csv")
 
 
 def test_a_folder_without_class_folders_shows_the_layout(tmp_path):

@@ -55,7 +55,8 @@ def predict(
     top: int = typer.Option(3, min=1, help="How many classes to show per input."),
 ) -> None:
     """Predict labels with probabilities for images or texts."""
-    from headstart.predict import check_images, gather_inputs, load, short
+    from headstart.errors import short
+    from headstart.predict import check_images, gather_inputs, load
 
     predictor = load(model_dir)
     items, names = gather_inputs(inputs, predictor.modality, text_column, image_column)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from headstart.config import DataConfig
-from headstart.errors import HeadstartError
+from headstart.errors import HeadstartError, short
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
 TABLE_SUFFIXES = {".csv", ".jsonl", ".json", ".parquet"}
@@ -157,8 +157,12 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
             if text.strip() and not text.split("\n", 1)[0].strip():
                 raise HeadstartError(f"The first line of {path} is blank: a CSV starts with its header line, the "
                                      "column names. Remove the blank lines above it.")
+            if not text.strip():
+                raise HeadstartError(f"{path} is empty: a CSV starts with a header line naming its columns, then "
+                                     "holds one example per line.")
             _check_header(path, text)
             table = pd.read_csv(io.StringIO(text), skip_blank_lines=False)
+            _check_separator(path, table)
             if not isinstance(table.index, pd.RangeIndex):  # pandas made the extra first fields an index
                 raise HeadstartError(f"The rows of {path} have more fields than its header line names columns "
                                      f"({', '.join(map(str, table.columns))}): a text holding a comma must be "
@@ -177,9 +181,30 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
     except HeadstartError:
         raise
     except Exception as exc:  # pandas raises many types for malformed files
-        problem = _json_problem(path, text) if suffix in {".jsonl", ".json"} else None
-        raise HeadstartError(problem or f"Could not read the table {path}: {exc}. Check that it is a valid "
-                             f"{suffix[1:].upper()} file.") from None
+        problem = _json_problem(path, text) if suffix in {".jsonl", ".json"} else _csv_problem(path, exc)
+        raise HeadstartError(problem or f"Could not read the table {path}: {str(exc).rstrip('.')}. Check that it is "
+                             f"a valid {'Parquet' if text is None else suffix[1:].upper()} file.") from None
+
+
+def _csv_problem(path: Path, exc: Exception) -> str | None:
+    """An unclosed quote in a CSV file, in words (pandas counts rows from 0 at the header line); None if not that."""
+    found = re.search(r"EOF inside string starting at row (\d+)", str(exc))
+    if not found:
+        return None
+    return (f'Line {int(found[1]) + 1} of {path} opens a quote (") that no later line closes, so the rest of the '
+            'file would be one text. Close the quote; a quote inside a quoted text is written twice ("").')
+
+
+def _check_separator(path: Path, table: pd.DataFrame) -> None:
+    """A CSV whose header splits into one column at a ';' or tab (a spreadsheet set to another separator) is
+    refused by name: it would have one column, named after all of them."""
+    names = str(table.columns[0]) if len(table.columns) == 1 else ""
+    separator = next((sep for sep in (";", "\t", "|") if sep in names), None)
+    if separator is not None:
+        shown = "tabs" if separator == "\t" else f"'{separator}'"
+        raise HeadstartError(f"{path} looks separated by {shown}, not commas: its header line '{short(names, 80)}' "
+                             "reads as a single column. Save it with commas between the columns (in a spreadsheet: "
+                             "CSV UTF-8, comma-delimited).")
 
 
 def _check_header(path: Path, text: str) -> None:

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from headstart.config import DataConfig
 from headstart.data.images import DECODE_ERRORS, fingerprint
 from headstart.data.sources import Examples, as_text
-from headstart.errors import HeadstartError, first_five
+from headstart.errors import HeadstartError, first_five, short
 
 MIN_PER_CLASS = 3  # one example in each of train, val and test
 # Unicode categories drawing nothing: controls, format characters (zero-width space...), unassigned, separators
@@ -130,7 +130,7 @@ def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFram
     counts = counts.reindex(list(dict.fromkeys([*classes, *counts.index])), fill_value=0)
     small = counts[counts < MIN_PER_CLASS]
     if len(small):
-        listed = first_five([f"'{_clip(label)}' ({n})" for label, n in small.items()])
+        listed = first_five([f"'{short(label)}' ({n})" for label, n in small.items()])
         # a column of mostly distinct values (a text, an ID) is more likely the wrong column than a label
         wrong_column = "" if Path(config.source).expanduser().is_dir() or len(counts) <= len(frame) / 2 else (
             f" Column '{config.label_column}' holds {len(counts)} different values in {len(frame)} examples: check "
@@ -138,8 +138,3 @@ def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFram
         raise HeadstartError(f"Classes {listed} in {config.source} have fewer than {MIN_PER_CLASS} usable examples"
                              f"{after}, too few to appear in train, validation and test. Add examples, or remove "
                              f"the class (from data.labels too, if it is listed there).{wrong_column}")
-
-
-def _clip(label: str, width: int = 40) -> str:
-    """A label short enough to list in a message (a text read as a label may be a whole article)."""
-    return label if len(label) <= width else label[:width - 3] + "..."
