@@ -30,6 +30,7 @@ def _number_as_text(value):
 
 
 Text = Annotated[str, BeforeValidator(_number_as_text)]
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]  # what NumPy and Lightning accept
 
 
 class _Loader(yaml.SafeLoader):
@@ -82,16 +83,30 @@ def _kinds(annotation) -> set:
     return {annotation}
 
 
+def _items(annotation, value) -> list[tuple[set, object]]:
+    """(the types an item admits, the item) for each item of a list or value of a mapping that `annotation`
+    admits."""
+    pairs = []
+    for kind in _kinds(annotation):
+        if get_origin(kind) is list and isinstance(value, list):
+            pairs += [(_kinds(get_args(kind)[0]), item) for item in value]
+        elif get_origin(kind) is dict and isinstance(value, dict):
+            pairs += [(_kinds(get_args(kind)[1]), item) for item in value.values()]
+    return pairs
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
     def _no_truth_values_for_numbers(cls, value, info: ValidationInfo):
-        """pydantic reads true as 1 in a number field: `train.lr: true` would train at a rate of 1."""
-        kinds = _kinds(cls.model_fields[info.field_name].annotation)
-        if isinstance(value, bool) and bool not in kinds and kinds & {int, float}:
-            raise ValueError(f"give a number, not {str(value).lower()}")
+        """pydantic reads true as 1 in a number field: `train.lr: true` would train at a rate of 1, and
+        `head.hidden: [true]` would build a layer of width 1."""
+        annotation = cls.model_fields[info.field_name].annotation
+        for kinds, item in [(_kinds(annotation), value), *_items(annotation, value)]:
+            if isinstance(item, bool) and bool not in kinds and kinds & {int, float}:
+                raise ValueError(f"give a number, not {str(item).lower()}")
         return value
 
 
@@ -99,7 +114,7 @@ class SplitConfig(_Section):
     train: float = Field(0.7, gt=0, lt=1)
     val: float = Field(0.15, gt=0, lt=1)
     test: float = Field(0.15, gt=0, lt=1)
-    seed: int = 0
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _sums_to_one(self):
@@ -129,6 +144,14 @@ class DataConfig(_Section):
     max_length: int = Field(256, ge=8, le=8192)
     bucket_by_length: bool = True
     image_size: int | None = Field(None, ge=32, le=1024)
+
+    @field_validator("labels")
+    @classmethod
+    def _two_or_more(cls, labels: list[str] | None) -> list[str] | None:
+        if labels is not None and len(set(labels)) < 2:
+            raise ValueError("a classifier tells two or more classes apart: list at least two labels, or give null "
+                             "to take the labels the data holds")
+        return labels
 
     @field_validator("metadata_columns")
     @classmethod
@@ -174,6 +197,9 @@ class StrategyConfig(_Section):
     @field_validator("unfreeze")
     @classmethod
     def _ordered_epochs(cls, unfreeze):
+        if unfreeze == []:
+            raise ValueError("an empty list unfreezes nothing: to train the head alone, set strategy.name: "
+                             "feature_extraction")
         if isinstance(unfreeze, list) and (any(e < 1 for e in unfreeze) or unfreeze != sorted(unfreeze)):
             raise ValueError("unfreeze epochs must be 1 or more (epoch 0, the first, trains the head alone) and in "
                              "order, e.g. [2, 4, 6]; an epoch listed twice unfreezes two groups at once")
@@ -195,7 +221,7 @@ class TrainConfig(_Section):
     reduce_lr_patience: int = Field(3, ge=1)
     monitor: Literal["val_loss", "val_acc", "val_f1"] = "val_loss"
     precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
-    seed: int = 0
+    seed: Seed = 0
     accelerator: Literal["auto", "cpu", "gpu", "cuda", "mps"] = "auto"
     devices: Union[int, list[int], Literal["auto"]] = 1
     strategy: Literal["auto", "ddp"] = "auto"
@@ -218,6 +244,14 @@ class TrainConfig(_Section):
     @classmethod
     def _precision_as_text(cls, value):
         return str(value)
+
+    @model_validator(mode="after")
+    def _half_precision_on_cuda(self):
+        # Lightning would train in bf16 instead, while config.yaml said 16-mixed
+        if self.precision == "16-mixed" and self.accelerator in ("cpu", "mps"):
+            raise ValueError(f"precision 16-mixed runs on CUDA GPUs only, not with accelerator {self.accelerator}: "
+                             "use bf16-mixed, or 32")
+        return self
 
     @field_validator("devices", mode="before")
     @classmethod
@@ -266,7 +300,7 @@ class EvaluateConfig(_Section):
     positive_label: Text | None = None
     costs: CostConfig = CostConfig()
     bootstrap: int = Field(1000, ge=0)
-    seed: int = 0
+    seed: Seed = 0
     baselines: bool = True
     robustness: bool = True
     robustness_examples: int = Field(500, ge=10)
@@ -274,7 +308,7 @@ class EvaluateConfig(_Section):
 
 
 class RunConfig(_Section):
-    name: Text = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: Text
     data: DataConfig
     backbone: str = "minilm"
     head: HeadConfig = HeadConfig()
@@ -282,6 +316,14 @@ class RunConfig(_Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     output: Text = "runs"
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError("use letters, digits, _, . and -, starting with a letter or digit: the name is the run's "
+                             "folder, <output>/<name>")
+        return name
 
     @field_validator("backbone")
     @classmethod
@@ -306,13 +348,21 @@ class RunConfig(_Section):
         return Path(self.output).expanduser() / self.name
 
 
-def _fields_of(model: type[BaseModel], path: list[str]) -> list[str]:
+def _section_at(path: list[str]) -> type[BaseModel] | None:
+    """The section of the run config that `path` names (["train"], ["data", "split"]), or None if it names a
+    field, a field's value or nothing."""
+    model = RunConfig
     for key in path:
-        annotation = model.model_fields[key].annotation
+        annotation = getattr(model.model_fields.get(key), "annotation", None)
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
+            return None
         model = annotation
-    return list(model.model_fields)
+    return model
+
+
+def _fields_of(path: list[str]) -> list[str]:
+    section = _section_at(path)
+    return list(section.model_fields) if section else []
 
 
 def explain(error: ValidationError, what: str, prefix: tuple[str, ...] = ()) -> HeadstartError:
@@ -323,7 +373,7 @@ def explain(error: ValidationError, what: str, prefix: tuple[str, ...] = ()) -> 
         loc = [*prefix, *(str(part) for part in item["loc"])]
         field = ".".join(loc) or "(top level)"
         if item["type"] == "extra_forbidden":
-            known = _fields_of(RunConfig, loc[:-1])
+            known = _fields_of(loc[:-1])
             guess = difflib.get_close_matches(loc[-1], known, n=1)
             hint = f" Did you mean '{'.'.join(loc[:-1] + guess)}'?" if guess else ""
             lines.append(f"- {field}: unknown field.{hint} Known fields here: {', '.join(known)}.")
@@ -331,8 +381,14 @@ def explain(error: ValidationError, what: str, prefix: tuple[str, ...] = ()) -> 
             lines.append(f"- {field}: required, but missing.")
         else:
             message = item["msg"].removeprefix("Value error, ")
-            # a check across sections names its fields itself, and its input would be the whole config
-            lines.append(f"- {field}: {message} (got {item.get('input')!r})." if loc else f"- {message}.")
+            # a check across sections names its fields itself, and its input would be the whole config; a check
+            # across a section's fields would show the section, the fields given only
+            if not loc:
+                lines.append(f"- {message}.")
+            elif isinstance(item.get("input"), dict):
+                lines.append(f"- {field}: {message}.")
+            else:
+                lines.append(f"- {field}: {message} (got {item.get('input')!r}).")
     return HeadstartError(f"{what} is not valid:\n" + "\n".join(lines)
                           + "\nFix these fields (every field is documented in the README) and run again.")
 
@@ -356,22 +412,24 @@ def apply_override(raw: dict, override: str) -> None:
         raise HeadstartError(f"--set '{override}' must look like key.sub=value, e.g. --set train.max_epochs=3")
     key, value = override.split("=", 1)
     parts = key.strip().split(".")
+    if not all(parts):
+        raise HeadstartError(f"--set '{override}': the key '{key.strip()}' has an empty part. Name a field by its "
+                             "sections, e.g. --set train.max_epochs=3")
     node = raw
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise HeadstartError(f"--set {key}: '{part}' is not a section of the config")
     value = override_value(override, value)
-    if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):  # a section: the fields given change
-        _merge(node[parts[-1]], value)
-    else:
-        node[parts[-1]] = value
+    _merge(node, {parts[-1]: value}, parts[:-1])
 
 
-def _merge(into: dict, given: dict) -> None:
+def _merge(into: dict, given: dict, path: list[str]) -> None:
+    """`given` written into `into`, the raw config's section at `path`: a section given as a mapping changes the
+    fields it names; any other value (a mapping of per-class costs too) replaces the field's whole."""
     for key, value in given.items():
-        if isinstance(value, dict) and isinstance(into.get(key), dict):
-            _merge(into[key], value)
+        if isinstance(value, dict) and isinstance(into.get(key), dict) and _section_at([*path, key]):
+            _merge(into[key], value, [*path, key])
         else:
             into[key] = value
 

@@ -212,6 +212,10 @@ class _NoModality(Backbone):
         return self.lin(x)
 
 
+class _Text(_NoModality):
+    modality = "text"
+
+
 def _with(**attributes):
     from tests.tiny import tiny_cnn
 
@@ -226,6 +230,8 @@ def _with(**attributes):
     (_with(feature_size=None), {}, "has feature_size None: set it to the length of the feature vector"),
     (_with(feature_size=32), {}, r"returns features of shape \(2, 16\) for 2 inputs, but its feature_size is 32"),
     (_with(), {"image_size": 64}, "data.image_size is 64, but backbone 'b' .* reads 16 px images"),
+    (_Text(), {"image_size": 64}, r"data.image_size is 64, but backbone 'b' \(_Text\) reads texts: the image size "
+                                  "applies to image backbones only"),
 ])
 def test_a_backbone_breaking_the_contract_is_refused_by_name(backbone, data, error):
     from headstart.backbones.contract import check_backbone

@@ -172,6 +172,18 @@ def test_a_setting_given_as_a_keyword_replaces_the_run_s(binary_run, tmp_path):
     assert same["costs"] == metrics["costs"]
 
 
+def test_a_run_trained_on_a_table_evaluates_a_folder_with_the_folder_s_own_columns(binary_run, digits_folder,
+                                                                                     tmp_path):
+    # the run's data.image_column names a table's column: a class folder has none, and is read as one
+    for path in sorted(digits_folder.rglob("*.png"))[::4]:
+        label = "zero" if path.parent.name == "digit0" else "other"
+        (tmp_path / "cells" / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, tmp_path / "cells" / label / path.name)
+    metrics = evaluate_run(binary_run.path, data=str(tmp_path / "cells"), output=tmp_path / "out", progress=False,
+                           overrides=dict(slice_by=[], bootstrap=0, latency=False, robustness=False, baselines=False))
+    assert metrics["data"]["examples"] == len(list((tmp_path / "cells").rglob("*.png")))
+
+
 def test_binary_run_costs_slices_and_latency(binary_run, capfd):
     capfd.readouterr()
     messages = []

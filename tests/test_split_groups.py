@@ -36,6 +36,16 @@ def test_a_group_column_without_any_group_is_explained(tmp_path, source, error):
         prepare_data(config, tmp_path, write=False)
 
 
+@pytest.mark.parametrize("field, value", [("label_column", "topic"), ("text_column", "body"),
+                                          ("image_column", "path")])
+def test_table_columns_set_for_a_folder_or_bundled_dataset_are_refused(tmp_path, field, value):
+    folder = str(text_folder(tmp_path / "stories"))
+    for source, what in [(folder, "the folder .*stories"), ("bbc", "the bundled dataset 'bbc'")]:
+        with pytest.raises(HeadstartError, match=f"data.{field} is '{value}', but {what} is not a table: .* Leave "
+                                                 f"data.{field} out"):
+            prepare_data(DataConfig(source=source, **{field: value}), tmp_path, write=False)
+
+
 @pytest.mark.parametrize("patients", [1, 2])
 def test_too_few_groups_for_three_splits_are_named(tmp_path, patients):
     rows = [{"text": f"{label} story number {i}", "label": label, "patient": f"p{i % patients}"}

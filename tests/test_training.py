@@ -259,6 +259,29 @@ def test_devices_this_machine_lacks_are_named(tiny_config):
     assert not (Path(tiny_config["output"]) / "tiny").exists()
 
 
+def test_a_global_batch_that_does_not_divide_among_processes_is_refused(tiny_config):
+    # each of 2 processes took 33 // 2 = 16: the run trained with batches of 32 and config.yaml said 33
+    with pytest.raises(headstart.HeadstartError, match=r"train.batch_size 33 is the global batch, split evenly among "
+                                                      r"2 processes, and does not divide by 2\. .* "
+                                                      r"--set train.batch_size=32\."):
+        headstart.fit(tiny_config, ["train.accelerator=cpu", "train.devices=2", "train.batch_size=33"])
+    assert not (Path(tiny_config["output"]) / "tiny").exists()
+
+
+def test_settings_that_cannot_take_effect_are_warned_of(tiny_config, capsys):
+    # tiny_config unfreezes at epochs 1, 2 and 3
+    headstart.fit(tiny_config, ["train.max_epochs=1", "train.patience=4", "train.reduce_lr_patience=2"])
+    said = " ".join(capsys.readouterr().err.split())
+    assert "reduce_lr_factor never applies" not in said
+    assert ("strategy.unfreeze lists 3 unfreezings at epoch 1 or later, but the run trains epochs 0 to 0 "
+            "(train.max_epochs 1): those groups will not train.") in said
+    headstart.fit(tiny_config, ["train.max_epochs=4", "train.patience=4", "name=second"])
+    said = " ".join(capsys.readouterr().err.split())
+    assert ("train.reduce_lr_patience 3 with train.patience 4: early stopping ends each stage before an epoch at "
+            "reduced learning rates") in said
+    assert "will not train" not in said
+
+
 def test_refuses_to_overwrite_a_run(tiny_config):
     tiny_config["train"]["max_epochs"] = 1
     headstart.fit(tiny_config)

@@ -23,6 +23,9 @@ def check_backbone(backbone: Backbone, name: str, data: DataConfig, sample: list
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise HeadstartError(f"Backbone {who} has feature_size {size!r}: set it to the length of the feature "
                              f"vector that forward() returns for each input. {HOW}")
+    if modality == "text" and data.image_size is not None:
+        raise HeadstartError(f"data.image_size is {data.image_size}, but backbone {who} reads texts: the image size "
+                             "applies to image backbones only. Leave data.image_size out (--set data.image_size=null).")
     reads = getattr(backbone, "image_size", None)
     if modality == "image" and data.image_size is not None and reads != data.image_size:
         raise HeadstartError(f"data.image_size is {data.image_size}, but backbone {who} reads {reads} px images: its "

@@ -321,9 +321,19 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
     return Examples("image" if image_mode else "text", frame, list(config.metadata_columns))
 
 
+# the fields that say how to read a table; folders and bundled datasets take their inputs and labels as they are
+TABLE_FIELDS = ("text_column", "image_column", "label_column")
+
+
 def _own_columns(examples: Examples, config: DataConfig, what: str) -> Examples:
-    """Folders and bundled datasets have no groups and only their own metadata: refuse a data.group_column or
-    data.metadata_columns they lack rather than ignore them."""
+    """Folders and bundled datasets have no columns to choose, no groups and only their own metadata: refuse
+    table settings, a data.group_column or data.metadata_columns they lack rather than ignore them."""
+    for field in TABLE_FIELDS:
+        default = DataConfig.model_fields[field].default
+        if getattr(config, field) != default:
+            raise HeadstartError(f"data.{field} is '{getattr(config, field)}', but {what} is not a table: its inputs "
+                                 "and labels are its own, and columns are chosen in tables (CSV / JSONL / Parquet) "
+                                 f"only. Leave data.{field} out (--set data.{field}={default or 'null'}).")
     if config.group_column:
         raise HeadstartError(f"data.group_column is set, but {what} has no group column: groups come from a table "
                              "(CSV / JSONL / Parquet) with a group id on each row. Leave data.group_column out "

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from headstart.config import RESERVED_COLUMNS, DataConfig
-from headstart.data.sources import TABLE_SUFFIXES, Examples, read_source
+from headstart.data.sources import TABLE_FIELDS, TABLE_SUFFIXES, Examples, read_source
 from headstart.data.validate import visible
 from headstart.errors import HeadstartError
 
@@ -144,8 +144,9 @@ def other_source(config: DataConfig, source: str, labels: list[str], requested: 
     another `modality` than the model's is refused first, then rows without a label, text or image path are
     skipped, unknown labels and unreadable images refused."""
     update = {"source": source}
-    if Path(source).suffix.lower() not in TABLE_SUFFIXES:  # a folder or bundled dataset: its own metadata, no groups
-        update.update(metadata_columns=[], group_column=None)
+    if Path(source).suffix.lower() not in TABLE_SUFFIXES:  # a folder or bundled dataset: its own columns
+        update.update(metadata_columns=[], group_column=None,
+                      **{name: DataConfig.model_fields[name].default for name in TABLE_FIELDS})
     examples = _read(config.model_copy(update=update), requested)
     check_modality(modality, examples.modality, source, option)
     frame = examples.frame

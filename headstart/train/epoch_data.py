@@ -38,7 +38,7 @@ class EpochData:
         self.cache.start_epoch(epoch, unfreezing.stage_start, unfreezing.stage_end(epoch, trainer.max_epochs))
         train = self.config.train
         # batch_size is the global batch: each of N processes takes 1/N of it, so a DDP run makes the same steps
-        batch_size = max(1, train.batch_size // trainer.world_size)
+        batch_size = train.batch_size // trainer.world_size  # fit refuses a size that does not divide
         sampler = EpochSampler(len(self.targets["train"]), train.seed, epoch, self.weights)
         if self.lengths and self.config.data.bucket_by_length and trainer.world_size == 1:
             # (with several processes Lightning shards a plain sampler; batches of similar length are per process)

@@ -238,6 +238,14 @@ BACKBONE_EXAMPLES = {"image": "efficientnet_lite0 or module:<package.module>:<fa
                      "text": "minilm or hf:<local folder>"}
 
 
+def _warn(message: str) -> None:
+    """A setting that works, but not as it may have been meant: said in yellow on stderr, and the run goes on."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[yellow]{escape(message)}")
+
+
 def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
     """Data, model, training, the best epoch's test metrics and the model folder, in the run folder."""
     from headstart.data.prepare import prepare_data
@@ -270,12 +278,20 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
                              f"{data.modality}s: {BACKBONE_EXAMPLES.get(data.modality, 'one registered for it')}.")
     check_backbone(backbone, config.backbone, config.data, data.frame["input"].head(2).tolist())
     if backbone.modality == "text" and getattr(backbone, "max_length", config.data.max_length) < config.data.max_length:
-        from rich.console import Console
-        from rich.markup import escape
-
-        Console(stderr=True).print(f"[yellow]data.max_length {config.data.max_length} is more than "
-                                   f"{escape(config.backbone)} reads: texts are cut at {backbone.max_length} tokens "
-                                   "(model/config.json says so).")
+        _warn(f"data.max_length {config.data.max_length} is more than {config.backbone} reads: texts are cut at "
+              f"{backbone.max_length} tokens (model/config.json says so).")
+    milestones = config.strategy.unfreeze if config.strategy.name == "gradual" else "plateau"
+    late = [e for e in milestones if e >= config.train.max_epochs] if isinstance(milestones, list) else []
+    if late:  # a config shortened for a quick try keeps its schedule: said, not refused
+        _warn(f"strategy.unfreeze lists {len(late)} unfreezing{'s' if len(late) > 1 else ''} at epoch "
+              f"{late[0]} or later, but the run trains epochs 0 to {config.train.max_epochs - 1} "
+              f"(train.max_epochs {config.train.max_epochs}): {'those groups' if len(late) > 1 else 'that group'} "
+              "will not train.")
+    if config.train.reduce_lr_patience >= config.train.patience - 1:
+        # torch cuts the rates at the (reduce_lr_patience + 1)th epoch without improvement; patience ends the stage
+        _warn(f"train.reduce_lr_patience {config.train.reduce_lr_patience} with train.patience "
+              f"{config.train.patience}: early stopping ends each stage before an epoch at reduced learning rates, "
+              "so train.reduce_lr_factor never applies. Set reduce_lr_patience to at most patience - 2 to use it.")
     from headstart.model.classifier import Classifier
     from headstart.model.folder import preprocessing, save_model
     from headstart.train.callbacks import AtomicCheckpointIO, make_callbacks
@@ -315,6 +331,12 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
     trainer = make_trainer(_strategy(config, ddp=train.strategy == "ddp"))
     if train.strategy == "auto" and trainer.world_size > 1:  # Lightning chose DDP for several devices
         trainer = make_trainer(_strategy(config, ddp=True))
+    processes = trainer.world_size
+    if train.batch_size % processes:
+        multiple = max(processes, train.batch_size // processes * processes)
+        raise HeadstartError(f"train.batch_size {train.batch_size} is the global batch, split evenly among {processes} "
+                             f"processes, and does not divide by {processes}. Give a multiple of {processes}, e.g. "
+                             f"--set train.batch_size={multiple}.")
     # each DDP process would need every example's states while it sees a different shard each epoch: no cache then
     cache.enabled = cache.enabled and trainer.world_size == 1
     last = run_dir / "checkpoints" / "last.ckpt"
