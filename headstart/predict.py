@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path, PurePath
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 import pandas as pd
@@ -24,8 +24,9 @@ def in_batches(inputs: list, size: int, progress: bool = False, desc: str = "pre
     """`inputs` in slices of `size`, with a progress bar on stderr when asked for more than one slice."""
     from tqdm.auto import tqdm
 
-    if size < 1:
-        raise HeadstartError(f"batch_size must be at least 1, not {size}: give the inputs per forward pass.")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise HeadstartError(f"batch_size must be a whole number of 1 or more, not {size!r}: give the inputs per "
+                             "forward pass.")
 
     with tqdm(total=len(inputs), desc=desc, unit="input", leave=False,
               disable=not progress or len(inputs) <= size) as bar:
@@ -52,14 +53,7 @@ class Predictor:
     @torch.inference_mode()
     def probabilities(self, inputs: list, batch_size: int | None = None, progress: bool = False) -> torch.Tensor:
         """(len(inputs), n_classes) class probabilities, `batch_size` inputs per forward pass; `progress`: a bar."""
-        if isinstance(inputs, (str, bytes, Path)):  # it would be read as a sequence of characters or bytes
-            raise HeadstartError(f"Give a list of inputs, e.g. predict([{short(repr(inputs), 30)}]), not a single "
-                                 f"{type(inputs).__name__}.")
-        # one image would be read as a sequence of pixel rows; a (N, H, W, C) array is a batch
-        if isinstance(inputs, Image.Image) or isinstance(inputs, np.ndarray) and inputs.ndim in (2, 3):
-            raise HeadstartError(f"Give a list of images, e.g. predict([image]), not a single {type(inputs).__name__}: "
-                                 "it would be read as rows of pixels. A batch of grey images in one (N, H, W) array "
-                                 "is list(array).")
+        inputs = self._as_list(inputs)
         if self.modality == "text":
             _check_texts(inputs)
         else:
@@ -68,6 +62,25 @@ class Predictor:
         for chunk in in_batches(inputs, self.batch_size if batch_size is None else batch_size, progress):
             out.append(self.model(**self.model.backbone.prepare(chunk)).float().softmax(-1))
         return torch.cat(out) if out else torch.empty(0, len(self.labels))
+
+    def _as_list(self, inputs) -> list:
+        """`inputs` as a list of single inputs, or a HeadstartError for what would be read otherwise than meant."""
+        if isinstance(inputs, (str, bytes, Path)):  # it would be read as a sequence of characters or bytes
+            raise HeadstartError(f"Give a list of inputs, e.g. predict([{short(repr(inputs), 30)}]), not a single "
+                                 f"{type(inputs).__name__}.")
+        if isinstance(inputs, pd.DataFrame):  # iterating it gives the column names
+            raise HeadstartError("Give a list of inputs, not a DataFrame: for its column 'text', predict(df['text']).")
+        if isinstance(inputs, np.ndarray) and inputs.ndim > 1 and self.modality == "text":
+            raise HeadstartError(f"Give a list of texts, not a {inputs.ndim}-D array: array.ravel().tolist().")
+        # one image would be read as a sequence of pixel rows; a (N, H, W, C) array is a batch
+        if isinstance(inputs, Image.Image) or isinstance(inputs, np.ndarray) and inputs.ndim in (2, 3):
+            raise HeadstartError(f"Give a list of images, e.g. predict([image]), not a single {type(inputs).__name__}: "
+                                 "it would be read as rows of pixels. A batch of grey images in one (N, H, W) array "
+                                 "is list(array).")
+        if isinstance(inputs, (Mapping, set, frozenset)) or not isinstance(inputs, Iterable):
+            raise HeadstartError(f"Give a list of inputs, not a {type(inputs).__name__}: the predictions come in the "
+                                 "order of the inputs, so they must have one.")
+        return inputs if isinstance(inputs, (list, np.ndarray)) else list(inputs)
 
     def predict(self, inputs: list, batch_size: int | None = None, progress: bool = False) -> list[dict]:
         """[{"label": ..., "confidence": p, "probabilities": {label: p, ...}}, ...] in input order."""
@@ -86,11 +99,18 @@ def _check_texts(texts: list) -> None:
                                  "strings.")
         if not visible(text):
             raise HeadstartError(f"Input {i} is an empty text (no visible characters): give some text to classify.")
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as exc:  # bytes that were not UTF-8, as Python reads them from a command line
-            raise HeadstartError(f"Input {i} holds bytes that are not UTF-8 text (at character {exc.start}): give "
-                                 "the text as UTF-8.") from None
+        if _not_utf8(text) is not None:
+            raise HeadstartError(f"Input {i} holds bytes that are not UTF-8 text (at character {_not_utf8(text)}): "
+                                 "give the text as UTF-8.")
+
+
+def _not_utf8(text: str) -> int | None:
+    """Where `text` holds bytes that were not UTF-8 (as Python reads them from a command line), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def _check_in_memory_images(images: list) -> None:
@@ -110,7 +130,11 @@ def load(folder: str | Path) -> Predictor:
     folder = Path(folder)
     if not folder.exists():
         raise HeadstartError(f"{folder} does not exist. Give a model folder (runs/<name>/model) or its run folder.")
-    return Predictor(folder / "model" if (folder / "model" / "config.json").is_file() else folder)
+    if folder.is_file():
+        raise HeadstartError(f"{folder} is a file: give the model folder that holds it ({folder.parent}), or its "
+                             "run folder.")
+    # a run folder: its model, even a damaged one (then named in the error)
+    return Predictor(folder / "model" if (folder / "model").is_dir() else folder)
 
 
 def _table_texts(path: Path, column: str) -> tuple[list[str], list[str]]:
@@ -218,10 +242,16 @@ def gather_inputs(items: Iterable[str], modality: str, text_column: str = "text"
                               else _image_inputs(item, image_column))
         inputs += found
         names += found_names
-    bad = [name.strip() or repr(name) for text, name in zip(inputs, names)
-           if modality == "text" and not visible(text)]
-    if bad:
-        raise HeadstartError(f"Empty text in {first_five(bad)}: give some text to classify.")
+    if modality == "text":
+        bad = [name.strip() or repr(name) for text, name in zip(inputs, names) if not visible(text)]
+        if bad:
+            raise HeadstartError(f"Empty text in {first_five(bad)}: give some text to classify.")
+        # the bytes as given, not the escapes Python read them as
+        shown = [short(repr(name.encode("utf-8", "surrogateescape"))[2:-1], 60)
+                 for text, name in zip(inputs, names) if _not_utf8(text) is not None]
+        if shown:
+            raise HeadstartError(f"Not UTF-8 text: {first_five(shown)}. Give texts as UTF-8 (a terminal set to "
+                                 "UTF-8, or the texts in a UTF-8 file).")
     return inputs, names
 
 

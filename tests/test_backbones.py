@@ -17,7 +17,7 @@ from headstart.backbones.registry import build
 from headstart.config import DataConfig
 from headstart.errors import HeadstartError
 from headstart.model.classifier import Classifier
-from headstart.model.folder import load_model, save_model
+from headstart.model.folder import load_model, preprocessing, save_model
 
 
 def _minilm_folder() -> str:
@@ -96,6 +96,27 @@ def test_a_text_model_without_its_tokenizer_is_refused(tmp_path):
         load_model(tmp_path / "model")
 
 
+def test_a_text_model_with_an_edited_encoder_config_or_max_length_is_refused(tmp_path):
+    import json
+
+    model = Classifier(build("minilm", DataConfig(source="unused", max_length=32)), ["a", "b"], [8], 0.3)
+    save_model(model, tmp_path / "model", {"hidden": [8], "dropout": 0.3},
+               {"preprocessing": preprocessing(model.backbone)})
+    config_path, encoder_path = tmp_path / "model" / "config.json", tmp_path / "model" / "backbone" / "config.json"
+    config, encoder = json.loads(config_path.read_text()), json.loads(encoder_path.read_text())
+    for length in (0, 1000):  # 0 looped for ever; 1000 loaded, then failed on long texts
+        edited = {**config, "backbone": {**config["backbone"], "max_length": length},
+                  "preprocessing": {**config["preprocessing"], "max_length": length}}
+        config_path.write_text(json.dumps(edited))
+        with pytest.raises(HeadstartError, match=f"config.json: the encoder reads 1 to 512 tokens, not max_length "
+                                                 f"{length}"):
+            load_model(tmp_path / "model")
+    config_path.write_text(json.dumps(config))
+    encoder_path.write_text(json.dumps({**encoder, "num_attention_heads": 2.5}))
+    with pytest.raises(HeadstartError, match=r"backbone does not hold the encoder's config and tokenizer \(\w+"):
+        load_model(tmp_path / "model")
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda c: c["head"].pop("hidden"), r"describes no model headstart can build \(no field 'hidden'\)"),
     (lambda c: c["backbone"].pop("type"), r"describes no model headstart can build \(no field 'type'\)"),
@@ -105,6 +126,7 @@ def test_a_text_model_without_its_tokenizer_is_refused(tmp_path):
     (lambda c: c.update(labels=["a", "a", "b"]), r'"labels" must list two or more different labels'),
     (lambda c: c["preprocessing"].update(image_size=48), r"prepares its inputs otherwise .* \(image_size: trained "
                                                            r"with 48, now 16\)"),
+    (lambda c: c["head"].update(hidden=[-1]), r"describes no model headstart can build \(RuntimeError: .*negative"),
 ])
 def test_an_edited_config_json_is_named(tiny_run, tmp_path, edit, message):
     import json

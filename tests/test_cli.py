@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -142,6 +143,28 @@ def test_a_loaded_model_names_an_image_it_cannot_read(tiny_run, digits_folder, t
                      ([[0, 1]], "Input 2 is not an image: a list is not an image input")]:
         with pytest.raises(HeadstartError, match=why):
             model.predict([str(good), Image.open(good), bad])
+
+
+def test_a_model_folder_with_nan_weights_or_a_damaged_run_is_named(tiny_run, tmp_path):
+    import headstart
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    model_dir = Path(shutil.copytree(tiny_run.model_dir, tmp_path / "run" / "model"))
+    weights = load_file(model_dir / "model.safetensors")
+    first = sorted(weights)[0]
+    weights[first] = torch.full_like(weights[first], float("nan"))
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as handle:
+        metadata = handle.metadata()
+    save_file(weights, model_dir / "model.safetensors", metadata=metadata)
+    with pytest.raises(HeadstartError, match=rf"model.safetensors holds NaN or infinite values \({first}\): the "
+                                             "training that wrote it diverged"):
+        headstart.load(model_dir)
+    with pytest.raises(HeadstartError, match=r"config.json is a file: give the model folder that holds it"):
+        headstart.load(model_dir / "config.json")
+    (model_dir / "config.json").unlink()
+    with pytest.raises(HeadstartError, match=r"\S*run/model is not a headstart model folder: it has no config.json"):
+        headstart.load(tmp_path / "run")  # the run's model/ is named, not the run folder
 
 
 def test_predict_names_a_table_without_rows(tmp_path):

@@ -96,9 +96,20 @@ def test_a_loaded_text_model_refuses_what_is_not_a_text_and_opens_from_its_run_f
                            (["\u200b \n"], "Input 0 is an empty text"),  # a zero-width space draws nothing
                            ([None], "Input 0 is a NoneType, not a text"),
                            (["caf\udce9"], "Input 0 holds bytes that are not UTF-8 text"),  # argv's reading of b"\xe9"
-                           ("Shares rose", r"Give a list of inputs, e.g. predict\(\['Shares rose'\]\), not a single str")]:
+                           ("Shares rose", r"Give a list of inputs, e.g. predict\(\['Shares rose'\]\), not a single str"),
+                           # a DataFrame was read as its column names, one per batch of rows
+                           (pd.DataFrame({"text": ["Shares rose"] * 40}), r"not a DataFrame: .*predict\(df\['text'\]\)"),
+                           (np.array([["Shares rose"], ["Goal"]]), r"not a 2-D array: array.ravel\(\).tolist\(\)"),
+                           ({"Shares rose": 1}, "Give a list of inputs, not a dict: the predictions come in the order"),
+                           ({"Shares rose"}, "Give a list of inputs, not a set"), (None, "not a NoneType")]:
         with pytest.raises(headstart.HeadstartError, match=message):
             model.predict(texts)
+    with pytest.raises(headstart.HeadstartError, match="batch_size must be a whole number of 1 or more, not 2.0"):
+        model.predict(["Shares rose"], batch_size=2.0)
+    # any ordered iterable is a list of inputs: a generator, a Series, a tuple
+    expected = model.predict(["Shares rose", "Goal"])
+    assert model.predict(t for t in ["Shares rose", "Goal"]) == expected
+    assert model.predict(pd.Series(["Shares rose", "Goal"], index=[7, 3])) == expected
 
 
 def test_a_text_a_perturbation_leaves_empty_stays_as_it_was():

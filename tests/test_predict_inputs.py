@@ -42,6 +42,19 @@ def test_a_cell_that_is_not_one_text_is_named_by_row(tmp_path, line, kind):
         gather_inputs([str(path)], "text")
 
 
+def test_an_empty_quoted_cell_of_a_one_column_table_is_an_empty_text_and_a_blank_line_none(tmp_path):
+    (tmp_path / "texts.csv").write_text('text\nShares rose\n\n""\nGoal\n')
+    with pytest.raises(HeadstartError, match=r"Empty text in \S*texts.csv row 4: give some text"):
+        gather_inputs([str(tmp_path / "texts.csv")], "text")  # it was left out, and the output one row short
+    (tmp_path / "texts.csv").write_text("text\nShares rose\n\nGoal\n")
+    assert gather_inputs([str(tmp_path / "texts.csv")], "text")[0] == ["Shares rose", "Goal"]
+
+
+def test_a_text_argument_that_is_not_utf8_is_named_as_given():
+    with pytest.raises(HeadstartError, match=r"Not UTF-8 text: caf\\xe9 bank\. Give texts as UTF-8"):
+        gather_inputs(["Shares rose", "caf\udce9 bank"], "text")  # argv's reading of b"caf\xe9 bank"
+
+
 def test_csv_rows_with_an_unquoted_comma_are_refused(tmp_path):
     path = tmp_path / "commas.csv"
     path.write_text("text,id\nprices rose, again,1\nrates fell, then rose,2\n")  # pandas made "prices rose" an index

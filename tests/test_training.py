@@ -282,6 +282,16 @@ def test_settings_that_cannot_take_effect_are_warned_of(tiny_config, capsys):
     assert "will not train" not in said
 
 
+def test_a_run_that_diverges_saves_no_model_and_says_so(tiny_config):
+    tiny_config.update(strategy={"name": "full"})
+    with pytest.raises(headstart.HeadstartError, match=r"The training diverged: the weights of its best epoch hold "
+                                                      r"NaN or infinite values \(.*\), so no model is saved; "
+                                                      r".* a lower train.lr \(it is 1e\+12\)"):
+        headstart.fit(tiny_config, ["train.lr=1e12", "train.max_epochs=2"])
+    run_dir = Path(tiny_config["output"]) / "tiny"
+    assert not (run_dir / "model").exists() and (run_dir / "metrics.csv").is_file()
+
+
 def test_refuses_to_overwrite_a_run(tiny_config):
     tiny_config["train"]["max_epochs"] = 1
     headstart.fit(tiny_config)

@@ -86,10 +86,7 @@ class HFTextEncoder(Backbone):
             raise HeadstartError(f"Could not load a Hugging Face encoder from '{source}': {_why(source, exc)}\nGive a "
                                  "local folder holding config.json, the weights and the tokenizer files "
                                  "(backbone: hf:<folder>).") from None
-        # the tokenizer's limit, and the position embeddings' (a tokenizer saved without its limit reports a huge
-        # one; one may claim more positions than the encoder has, which fails on long texts)
-        limit = min(tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", None) or 10**9)
-        return cls(model, tokenizer, min(max_length, limit), source)
+        return cls(model, tokenizer, min(max_length, _limit(model, tokenizer)), source)
 
     @classmethod
     def rebuild(cls, spec: dict[str, Any], folder: Path) -> HFTextEncoder:
@@ -103,13 +100,18 @@ class HFTextEncoder(Backbone):
         try:  # a model folder is local: never the hub, whatever HF_HUB_OFFLINE says
             model = AutoModel.from_config(AutoConfig.from_pretrained(assets, local_files_only=True))
             tokenizer = AutoTokenizer.from_pretrained(assets, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise HeadstartError(f"{assets} does not hold the encoder's config and tokenizer ({exc}). {fix}") from None
+        except Exception as exc:  # transformers raises many types for a config edited by hand
+            raise HeadstartError(f"{assets} does not hold the encoder's config and tokenizer ({type(exc).__name__}: "
+                                 f"{exc}). {fix}") from None
         # without its files, transformers makes a tokenizer of a few special tokens: every word would be unknown
         if spec.get("vocabulary", len(tokenizer)) != len(tokenizer):
             raise HeadstartError(f"The tokenizer in {assets} knows {len(tokenizer)} tokens, but the model was trained "
                                  f"with one of {spec['vocabulary']}: its files are missing or were replaced. {fix}")
-        return cls(model, tokenizer, spec["max_length"], spec["source"])
+        length, limit = spec["max_length"], _limit(model, tokenizer)
+        if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= limit:
+            raise HeadstartError(f"{folder / 'config.json'}: the encoder reads 1 to {limit} tokens, not max_length "
+                                 f"{length!r}. {fix}")
+        return cls(model, tokenizer, length, spec["source"])
 
     @cached_property
     def _blocks(self) -> str:
@@ -215,3 +217,9 @@ class HFTextEncoder(Backbone):
     def save_assets(self, folder: Path) -> None:
         self.model.config.save_pretrained(folder / "backbone")
         self.tokenizer.save_pretrained(folder / "backbone")
+
+
+def _limit(model, tokenizer) -> int:
+    """The tokens an encoder reads: its tokenizer's limit and its position embeddings' (a tokenizer saved without
+    its limit reports a huge one; one may claim more positions than the encoder has, which fails on long texts)."""
+    return min(tokenizer.model_max_length, getattr(model.config, "max_position_embeddings", None) or 10**9)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import csv
 import importlib.util
 import io
 import json
@@ -172,6 +173,10 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
                 raw = pd.read_csv(io.StringIO(text), usecols=kept, dtype=str, keep_default_na=False,
                                   skip_blank_lines=False)
                 table[kept] = raw[kept].where(raw[kept] != "", None)
+            if len(table.columns) == 1:  # a quoted empty cell ("") is an empty text to report, a blank line no row
+                records = list(csv.reader(io.StringIO(text)))[1:]
+                if len(records) == len(table):
+                    return table[[bool(record) for record in records]]
             return table.dropna(how="all")
         # values as the JSON holds them: no guessing of numbers ("007" -> 7) or dates
         table = pd.read_json(io.StringIO(text), lines=suffix == ".jsonl", dtype=False).reset_index(drop=True)

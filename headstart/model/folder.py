@@ -12,11 +12,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from headstart.backbones.registry import rebuild
-from headstart.errors import HeadstartError
+from headstart.errors import HeadstartError, first_five
 from headstart.files import share_like_umask
 from headstart.model.classifier import Classifier
 
@@ -123,7 +124,8 @@ def _check_preprocessing(folder: Path, recorded: dict | None, rebuilt: dict) -> 
     if changed:
         details = "; ".join(f"{key}: trained with {recorded[key]!r}, now {rebuilt[key]!r}" for key in changed)
         raise HeadstartError(f"The backbone of {folder} now prepares its inputs otherwise than when the model was "
-                             f"trained ({details}): its code changed since. Restore it, or train the model again.")
+                             f"trained ({details}): its code, or config.json, changed since. Restore them, or train "
+                             "the model again.")
 
 
 def load_model(folder: Path, weights: Path | None = None) -> Classifier:
@@ -144,7 +146,8 @@ def load_model(folder: Path, weights: Path | None = None) -> Classifier:
     try:
         backbone = rebuild(config["backbone"], folder)
         model = Classifier(backbone, labels, config["head"]["hidden"], config["head"]["dropout"])
-    except (KeyError, TypeError, ValueError, AttributeError, OSError) as exc:  # edited or damaged by hand
+    # edited or damaged by hand (RuntimeError: a layer of negative size)
+    except (KeyError, TypeError, ValueError, AttributeError, OSError, RuntimeError) as exc:
         why = f"no field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
         raise HeadstartError(f"{folder / 'config.json'} describes no model headstart can build ({why}): the model "
                              "folder is damaged. Write it again from its run (`headstart fit`), or restore "
@@ -169,4 +172,15 @@ def load_model(folder: Path, weights: Path | None = None) -> Classifier:
     if missing or unexpected:
         raise HeadstartError(f"{weights} does not match the architecture in config.json (missing: {missing[:3]}, "
                              f"unexpected: {unexpected[:3]}).")
+    broken = non_finite(state)
+    if broken:
+        raise HeadstartError(f"{weights} holds NaN or infinite values ({first_five(broken)}): the training that "
+                             "wrote it diverged, and its predictions would mean nothing. Train the model again "
+                             "(with a lower train.lr).")
     return model.eval()
+
+
+def non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors of `state` that hold a NaN or an infinity."""
+    return [name for name, tensor in state.items()
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]

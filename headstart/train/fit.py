@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Union
 
 from headstart.config import RunConfig, load_config, save_config
-from headstart.errors import HeadstartError
+from headstart.errors import HeadstartError, first_five
 from headstart.files import model_lock, run_lock, write_atomic
 from headstart.run import Run
 
@@ -293,7 +293,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
               f"{config.train.patience}: early stopping ends each stage before an epoch at reduced learning rates, "
               "so train.reduce_lr_factor never applies. Set reduce_lr_patience to at most patience - 2 to use it.")
     from headstart.model.classifier import Classifier
-    from headstart.model.folder import preprocessing, save_model
+    from headstart.model.folder import non_finite, preprocessing, save_model
     from headstart.train.callbacks import AtomicCheckpointIO, make_callbacks
     from headstart.cache.prefix import PrefixCache
     from headstart.train.epoch_data import EpochData
@@ -360,6 +360,11 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
             best = read_checkpoint(best_path)
             module.load_state_dict(best["state_dict"])
             best_epoch = int(best["epoch"])
+        broken = non_finite(model.state_dict())
+        if broken:  # early stopping ends a run whose loss turns NaN; the best epoch may have been NaN throughout
+            raise HeadstartError(f"The training diverged: the weights of its best epoch hold NaN or infinite values "
+                                 f"({first_five(broken)}), so no model is saved; metrics.csv in {run_dir} shows the "
+                                 f"losses. Train again with a lower train.lr (it is {train.lr:g}), with --overwrite.")
         # the test split is scored once, by one process: a sharded test would count padded duplicates
         tester = trainer if trainer.world_size == 1 else L.Trainer(
             accelerator=train.accelerator, devices=1, precision=PRECISION[train.precision], logger=False,
