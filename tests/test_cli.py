@@ -52,7 +52,7 @@ def test_a_loaded_model_runs_images_in_batches_of_8_unless_told(tiny_run, digits
     by_8, by_20 = model.probabilities(images), model.probabilities(images, batch_size=20)
     assert forward_sizes == [8, 8, 4, 20]
     assert by_8.shape == (20, 3) and torch.allclose(by_8, by_20, atol=1e-6)
-    with pytest.raises(HeadstartError, match="batch_size must be at least 1, not 0"):
+    with pytest.raises(HeadstartError, match="batch_size must be a whole number of 1 or more, not 0"):
         model.probabilities(images, batch_size=0)
     pil = Image.open(images[0])
     assert model.probabilities([pil, np.asarray(pil)]).allclose(by_8[[0, 0]], atol=1e-6)

@@ -176,7 +176,7 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
             if len(table.columns) == 1:  # a quoted empty cell ("") is an empty text to report, a blank line no row
                 records = list(csv.reader(io.StringIO(text)))[1:]
                 if len(records) == len(table):
-                    return table[[bool(record) for record in records]]
+                    return table.iloc[[i for i, record in enumerate(records) if record]]
             return table.dropna(how="all")
         # values as the JSON holds them: no guessing of numbers ("007" -> 7) or dates
         table = pd.read_json(io.StringIO(text), lines=suffix == ".jsonl", dtype=False).reset_index(drop=True)
