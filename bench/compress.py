@@ -77,7 +77,8 @@ def main() -> None:
                       "\n".join(f"- {'PASS' if ok else 'FAIL'}: {text}" for text, ok in checks))
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2))
-    machine = next(iter(next(iter(results.values()))["metrics"]["variants"].values()))["latency"]["machine"]
+    # this run's machine: results.json may hold runs measured earlier, elsewhere
+    machine = next(iter(metrics["variants"].values()))["latency"]["machine"]
     print(f"Compression benchmark ({machine}); written to {RESULTS.relative_to(ROOT)}\n")
     print("\n\n".join(report))
 

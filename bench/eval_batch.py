@@ -41,7 +41,7 @@ def ms_per_example(backbone, example, batch: int, bf16: bool, seconds: float) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0, help="time per figure")
     args = parser.parse_args()
     rows = []

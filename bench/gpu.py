@@ -10,6 +10,7 @@ alone, then the top group) and one epoch of the whole encoder.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -117,4 +118,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter).parse_args()
     main()

@@ -2,7 +2,11 @@
 its compressed variants, on inputs as `headstart predict` reads them. The figures behind `Predictor.batch_size`.
 Writes bench/results/predict_batch.json and prints a Markdown table.
 
-    python bench/predict_batch.py runs/elpv-defects/model data/cells/ [--batches 1 4 8 32]
+    python bench/predict_batch.py runs/elpv-defects/model [INPUT ...] [--batches 1 4 8 32]
+
+Inputs: the test split of the model's run (its parent folder; the default), or files, folders and tables. The
+variants are those `headstart compress` (or bench/compress.py) wrote into the model folder; without them only the
+PyTorch predictor is timed.
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from pathlib import Path
 import torch
 
 from headstart.compress.variants import list_variants, load_any_variant
+from headstart.evaluate.examples import run_parts
 from headstart.predict import gather_inputs, load
+from headstart.run import Run
 
 OUT = Path(__file__).resolve().parents[1] / "bench" / "results"
 
@@ -31,14 +37,19 @@ def ms_per_input(predictor, inputs: list, batch: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", type=Path, help="a model folder (runs/<name>/model)")
-    parser.add_argument("inputs", nargs="+", help="image files or folders, texts, .txt files or tables")
+    parser.add_argument("inputs", nargs="*", help="image files or folders, texts, .txt files or tables (default: the "
+                                                  "test split of the model's run)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 32])
     parser.add_argument("--text-column", default="text")
     args = parser.parse_args()
     full = load(args.model)
-    inputs, _ = gather_inputs(args.inputs, full.modality, args.text_column)
+    if args.inputs:
+        inputs, _ = gather_inputs(args.inputs, full.modality, args.text_column)
+    else:
+        run = Run(args.model.resolve().parent)
+        inputs = list(run_parts(run.path, run.config.data, full.labels, [])[1]["test"]["input"])
     predictors = [("PyTorch fp32", full)]
     predictors += [(v["name"], load_any_variant(v["folder"])) for v in list_variants(args.model)]
     rows = []

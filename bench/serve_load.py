@@ -7,8 +7,10 @@ reports p50 / p99 latency and throughput. Writes bench/results/serve_load.json a
     python bench/serve_load.py bbc@production --registry ~/.headstart/registry
     python bench/serve_load.py digits@1 --registry /tmp/reg --requests 500 --concurrency 8 --inputs img_folder/
 
-Inputs: the test split of the version's source run (default), or --inputs (files, folders, tables, as
-`headstart predict` reads them).
+Inputs: the test split of the version's source run (default; its folder must still be there), or --inputs
+(files, folders, tables, as `headstart predict` reads them). Needs the `bench` extra (httpx) and a version in a
+registry: `headstart compress RUN` (for the int8 variant --runtime auto serves), `headstart registry push RUN
+--name bbc --registry REG`, `headstart registry promote bbc 1 --to production --registry REG`.
 """
 
 from __future__ import annotations

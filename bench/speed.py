@@ -9,7 +9,9 @@
 5. the whole default run (`configs/<dataset>.yaml` unchanged), frozen-prefix caching on vs off: wall time and test
    accuracy. Not in the default set (about an hour per dataset); `--datasets` picks the datasets.
 
-    python bench/speed.py [--only head_only|steps|engines|whole ...] [--datasets bbc elpv]
+    python bench/speed.py [--only head_only|steps|engines|whole ...] [--datasets bbc elpv] [--set KEY=VALUE ...]
+
+--set changes the configs for every run of the benchmark, e.g. --set data.image_size=224.
 """
 
 from __future__ import annotations
@@ -37,9 +39,12 @@ OUT = ROOT / "bench" / "results"
 CONFIGS = {"bbc": ROOT / "configs" / "bbc.yaml", "elpv": ROOT / "configs" / "elpv.yaml"}
 
 
+SETTINGS: list[str] = []  # --set: applied to every config of the benchmark
+
+
 def _fit(name: str, dataset: str, *overrides: str) -> headstart.Run:
-    return headstart.fit(CONFIGS[dataset], [f"name={name}", f"output={OUT / 'runs'}", "evaluate.after_fit=false",
-                                            *overrides], overwrite=True)
+    return headstart.fit(CONFIGS[dataset], [*SETTINGS, f"name={name}", f"output={OUT / 'runs'}",
+                                            "evaluate.after_fit=false", *overrides], overwrite=True)
 
 
 def head_only(dataset: str) -> dict:
@@ -63,23 +68,25 @@ def _subset(dataset: str, size: int) -> str:
 
 
 def step_seconds(dataset: str, precision: str, source: str) -> float:
-    """Median training-step seconds of headstart with everything trainable, on a 352-example subset."""
+    """Median training-step seconds of headstart with everything trainable, on a 352-example subset (an unweighted
+    loss, as the bare loop's)."""
     extra = ["data.image_column=image"] if dataset == "elpv" else []
     history = _fit(f"speed-{dataset}-{precision}", dataset, f"data.source={source}", *extra, "strategy.name=full",
                    "train.max_epochs=1", "train.cache=off", f"train.precision={precision}", "data.augment=none",
-                   "data.leakage=report").history
+                   "data.leakage=report", "data.balance=none").history
     return float(history["step_seconds"].iloc[0])
 
 
 def bare_step_seconds(dataset: str, precision: str, source: str, steps: int = 10) -> float:
     """The same model, optimizer, batch size and precision in a plain PyTorch loop, on the device headstart uses."""
-    config = load_config(CONFIGS[dataset], [f"data.source={source}"])
+    config = load_config(CONFIGS[dataset], [*SETTINGS, f"data.source={source}"])
     table = pd.read_csv(source)
     inputs = table["text" if dataset == "bbc" else "image"].tolist()
     labels = sorted(table["label"].unique())
     targets = torch.tensor([labels.index(label) for label in table["label"]])
     device = "cuda" if torch.cuda.is_available() else "cpu"  # where headstart's accelerator `auto` trains
-    model = Classifier(build(config.backbone, config.data), labels, config.head.hidden, config.head.dropout).to(device)
+    model = Classifier(build(config.backbone, config.data), labels, config.head.hidden, config.head.dropout,
+                       config.strategy.freeze_batchnorm).to(device)
     model.set_trainable(len(model.groups))
     model.train()
     optimizer = build_optimizer(model, config.train, config.strategy)
@@ -131,11 +138,14 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=["head_only", "steps", "engines", "whole"],
                         default=["head_only", "steps", "engines"])
     parser.add_argument("--datasets", nargs="+", choices=["bbc", "elpv"], default=["bbc", "elpv"])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every run, as headstart fit --set (repeatable)")
     args = parser.parse_args()
+    SETTINGS.extend(args.set)
     parts = args.only
     gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
     results = {"date": str(date.today()), "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, "
-               f"torch {torch.__version__}{gpu}", "head_only": {}, "steps": {}, "whole": {}}
+               f"torch {torch.__version__}{gpu}", "settings": SETTINGS, "head_only": {}, "steps": {}, "whole": {}}
     for dataset in args.datasets:
         if "whole" in parts:
             results["whole"][dataset] = whole_run(dataset)
@@ -172,8 +182,9 @@ def main() -> None:
     if "engines" in results:
         print("\n| ELPV epoch, backbone frozen, not replayed | eager PyTorch | ONNX Runtime (export included) | speedup |")
         print("| --- | --- | --- | --- |")
+        size = load_config(CONFIGS["elpv"], SETTINGS).data.image_size
         for precision, e in results["engines"].items():
-            print(f"| {precision}, 224 px | {e['torch']:.1f} s | {e['onnxruntime']:.1f} s | {e['speedup']:.2f}x |")
+            print(f"| {precision}, {size} px | {e['torch']:.1f} s | {e['onnxruntime']:.1f} s | {e['speedup']:.2f}x |")
 
 
 if __name__ == "__main__":

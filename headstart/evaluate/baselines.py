@@ -88,7 +88,7 @@ def _logreg(c: float):
 
 
 def frozen_features(backbone, inputs: list, batch_size: int, bf16: bool = False, progress: bool = False) -> np.ndarray:
-    """Features of the backbone in eval mode (under bf16 autocast on CPU if asked, as bench/accuracy.py does)."""
+    """Features of the backbone in eval mode (under bf16 autocast on CPU if asked: a bf16-mixed run's baseline)."""
     import torch
 
     from headstart.predict import in_batches
