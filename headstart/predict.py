@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePath
 from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path, PurePath
 
 import numpy as np
 import pandas as pd
