@@ -99,9 +99,9 @@ def _check_texts(texts: list) -> None:
                                  "strings.")
         if not visible(text):
             raise HeadstartError(f"Input {i} is an empty text (no visible characters): give some text to classify.")
-        if _not_utf8(text) is not None:
-            raise HeadstartError(f"Input {i} holds bytes that are not UTF-8 text (at character {_not_utf8(text)}): "
-                                 "give the text as UTF-8.")
+        if (at := _not_utf8(text)) is not None:
+            raise HeadstartError(f"Input {i} holds bytes that are not UTF-8 text (at character {at}): give the text "
+                                 "as UTF-8.")
 
 
 def _not_utf8(text: str) -> int | None:

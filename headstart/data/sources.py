@@ -201,8 +201,8 @@ def _csv_problem(path: Path, exc: Exception) -> str | None:
 
 
 def _check_separator(path: Path, table: pd.DataFrame) -> None:
-    """A CSV whose header splits into one column at a ';' or tab (a spreadsheet set to another separator) is
-    refused by name: it would have one column, named after all of them."""
+    """A CSV whose header reads as one column holding a ';', a tab or a '|' (a spreadsheet set to another separator)
+    is refused by name: it would have one column, named after all of them."""
     names = str(table.columns[0]) if len(table.columns) == 1 else ""
     separator = next((sep for sep in (";", "\t", "|") if sep in names), None)
     if separator is not None:

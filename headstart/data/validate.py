@@ -120,9 +120,10 @@ def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFram
     if len(skipped):
         some = "1 unusable example is" if len(skipped) == 1 else f"{len(skipped)} unusable examples are"
         after = f" once {some} skipped ({first_problems(skipped)})"
+    folder = Path(config.source).expanduser().is_dir()  # class folders, not a label column
     if len(counts) < 2:
         only = f"only '{counts.index[0]}'" if len(counts) else "no labelled example"
-        if Path(config.source).expanduser().is_dir():
+        if folder:
             raise HeadstartError(f"The class folders of {config.source} hold {only}{after}: a classifier needs at "
                                  "least two classes. Put each class's files in a folder named after it.")
         raise HeadstartError(f"Column '{config.label_column}' of {config.source} holds {only}{after}: a classifier "
@@ -132,7 +133,7 @@ def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFram
     if len(small):
         listed = first_five([f"'{short(label)}' ({n})" for label, n in small.items()])
         # a column of mostly distinct values (a text, an ID) is more likely the wrong column than a label
-        wrong_column = "" if Path(config.source).expanduser().is_dir() or len(counts) <= len(frame) / 2 else (
+        wrong_column = "" if folder or len(counts) <= len(frame) / 2 else (
             f" Column '{config.label_column}' holds {len(counts)} different values in {len(frame)} examples: check "
             "that data.label_column names the column of labels.")
         raise HeadstartError(f"Classes {listed} in {config.source} have fewer than {MIN_PER_CLASS} usable examples"

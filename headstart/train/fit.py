@@ -198,6 +198,7 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
             read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     if is_worker():
         return _train(config, run_dir, resume is not None)
+    _warn_of_settings(config)
     replacing, created = _start_folder(run_dir, resume is not None, overwrite)
     save_config(config, run_dir / "config.yaml")
     with run_lock(run_dir):  # to the end of its evaluation
@@ -236,6 +237,22 @@ def _interruptible():
 
 BACKBONE_EXAMPLES = {"image": "efficientnet_lite0 or module:<package.module>:<factory>",
                      "text": "minilm or hf:<local folder>"}
+
+
+def _warn_of_settings(config: RunConfig) -> None:
+    """Settings that a config allows but that cannot take effect in this run: said once, before the work."""
+    strategy, train = config.strategy, config.train
+    epochs = strategy.unfreeze if strategy.name == "gradual" and isinstance(strategy.unfreeze, list) else []
+    late = [e for e in epochs if e >= train.max_epochs]
+    if late:  # a config shortened for a quick try keeps its schedule: said, not refused
+        _warn(f"strategy.unfreeze lists {len(late)} unfreezing{'s' if len(late) > 1 else ''} at epoch {late[0]} or "
+              f"later, but the run trains epochs 0 to {train.max_epochs - 1} (train.max_epochs {train.max_epochs}): "
+              f"{'those groups' if len(late) > 1 else 'that group'} will not train.")
+    if train.reduce_lr_patience >= train.patience - 1:
+        # torch cuts the rates at the (reduce_lr_patience + 1)th epoch without improvement; patience ends the stage
+        _warn(f"train.reduce_lr_patience {train.reduce_lr_patience} with train.patience {train.patience}: early "
+              "stopping ends each stage before an epoch at reduced learning rates, so train.reduce_lr_factor never "
+              "applies. Set reduce_lr_patience to at most patience - 2 to use it.")
 
 
 def _warn(message: str) -> None:
@@ -280,18 +297,6 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
     if backbone.modality == "text" and getattr(backbone, "max_length", config.data.max_length) < config.data.max_length:
         _warn(f"data.max_length {config.data.max_length} is more than {config.backbone} reads: texts are cut at "
               f"{backbone.max_length} tokens (model/config.json says so).")
-    milestones = config.strategy.unfreeze if config.strategy.name == "gradual" else "plateau"
-    late = [e for e in milestones if e >= config.train.max_epochs] if isinstance(milestones, list) else []
-    if late:  # a config shortened for a quick try keeps its schedule: said, not refused
-        _warn(f"strategy.unfreeze lists {len(late)} unfreezing{'s' if len(late) > 1 else ''} at epoch "
-              f"{late[0]} or later, but the run trains epochs 0 to {config.train.max_epochs - 1} "
-              f"(train.max_epochs {config.train.max_epochs}): {'those groups' if len(late) > 1 else 'that group'} "
-              "will not train.")
-    if config.train.reduce_lr_patience >= config.train.patience - 1:
-        # torch cuts the rates at the (reduce_lr_patience + 1)th epoch without improvement; patience ends the stage
-        _warn(f"train.reduce_lr_patience {config.train.reduce_lr_patience} with train.patience "
-              f"{config.train.patience}: early stopping ends each stage before an epoch at reduced learning rates, "
-              "so train.reduce_lr_factor never applies. Set reduce_lr_patience to at most patience - 2 to use it.")
     from headstart.model.classifier import Classifier
     from headstart.model.folder import non_finite, preprocessing, save_model
     from headstart.train.callbacks import AtomicCheckpointIO, make_callbacks
