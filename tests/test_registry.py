@@ -297,10 +297,18 @@ def test_a_version_keeps_the_model_s_figures_not_how_they_were_measured(tiny_run
 
 
 def test_push_refuses_another_modality_and_diff_names_other_labels(tiny_run, tmp_path):
+    from headstart.backbones.registry import build
+    from headstart.config import DataConfig
+    from headstart.model.classifier import Classifier
+    from headstart.model.folder import save_model
+    from tests.test_compress_quantize import tiny_bert_folder
+
     reg = Registry(tmp_path / "reg")
     reg.push(tiny_run.path, "digits")
     text = _copy_run(tiny_run, tmp_path / "text")
-    _edit_json(text / "model" / "config.json", modality="text")
+    backbone = build(f"hf:{tiny_bert_folder(tmp_path / 'bert')}", DataConfig(source="unused", max_length=32))
+    save_model(Classifier(backbone, ["a", "b"], [8], 0.1), text / "model", {"hidden": [8], "dropout": 0.1})
+    _edit_json(text / "model" / "config.json", modality="image")  # what the model reads is what counts
     with pytest.raises(HeadstartError, match="holds a model of texts, but the versions of digits classify images"):
         reg.push(text, "digits")
     assert reg.numbers("digits") == [1]
@@ -520,3 +528,96 @@ def test_push_of_a_model_folder_it_cannot_write_takes_no_lock(tiny_run, tmp_path
     monkeypatch.setattr("headstart.compress.pipeline.os.access", lambda *_args, **_kwargs: False)  # read-only
     assert Registry(tmp_path / "reg").push(run, "digits").number == 1  # never compressed: nothing to wait for
     assert not (run / "model" / LOCK).exists()
+
+
+def test_a_name_with_an_at_is_refused_not_registered_out_of_reach(tiny_run, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    with pytest.raises(HeadstartError, match="'digits@5' is not a valid model name"):
+        reg.push(tiny_run.path, "digits@5")
+    assert not reg.root.exists()
+    with pytest.raises(HeadstartError, match="'digits@5' is not a valid model name"):
+        reg.promote("digits@5", 1)
+
+
+def test_a_version_number_given_as_text_is_refused_before_any_write(tiny_run, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    reg.push(tiny_run.path, "digits")
+    with pytest.raises(HeadstartError, match="Version '1': a version is given by its number"):
+        reg.promote("digits", "1")
+    with pytest.raises(HeadstartError, match="--parent '1': a version is given by its number"):
+        reg.push(tiny_run.path, "digits", parent="1")
+    assert reg.aliases("digits")["aliases"] == {} and reg.numbers("digits") == [1]
+    reg.promote("digits", 1)
+    assert reg.resolve("digits").number == 1
+
+
+def test_a_refused_first_push_leaves_no_model_in_the_listing(tiny_run, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    reg.push(tiny_run.path, "digits")
+    with pytest.raises(HeadstartError, match="--parent 1: fresh has no such version"):
+        reg.push(tiny_run.path, "fresh", parent=1)
+    assert reg.names() == ["digits"]
+    with pytest.raises(HeadstartError, match=r"No model named 'fresh' .* \(models: digits\)"):
+        reg.resolve("fresh")
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda meta: meta.pop("created"), "its field 'created' is missing or not a text"),
+    (lambda meta: meta.update(files=["model/model.safetensors"]), "its field 'files' is missing or not a JSON object"),
+    (lambda meta: meta.update(parent="1"), "its field 'parent' is missing or not a version number or null"),
+    (lambda meta: meta.update(variants=[1]), "its field 'variants' is missing or not a list"),
+])
+def test_a_version_json_missing_a_field_is_named_and_hides_no_other_model(tiny_run, tmp_path, damage, message):
+    reg = Registry(tmp_path / "reg")
+    for name in ("digits", "other"):
+        reg.push(tiny_run.path, name)
+    path = reg.root / "digits" / "versions" / "1" / "version.json"
+    meta = json.loads(path.read_text())
+    damage(meta)
+    path.chmod(0o644)
+    path.write_text(json.dumps(meta))
+    with pytest.raises(HeadstartError, match=f"version.json is damaged: {message}"):
+        reg.resolve("digits@1")
+    listing = cli("registry", "list", "--registry", str(reg.root))
+    assert listing.returncode == 0 and "other" in listing.stdout and "Traceback" not in listing.stderr
+    assert message in " ".join(listing.stdout.split())
+    assert reg.push(tiny_run.path, "digits").number == 2  # a damaged version does not block later pushes
+
+
+def test_a_version_folder_without_its_version_json_is_named(tiny_run, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    reg.push(tiny_run.path, "digits")
+    (reg.root / "digits" / "versions" / "2").mkdir()
+    with pytest.raises(HeadstartError, match="versions/2 has no version.json: the version was partly removed"):
+        reg.resolve("digits@latest")
+    with pytest.raises(HeadstartError, match="digits has no version 3 .* \\(versions: 1, 2\\)"):
+        reg.resolve("digits@3")
+
+
+def test_a_last_version_file_that_is_not_text_is_named(tiny_run, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    reg.push(tiny_run.path, "digits")
+    (reg.root / "digits" / "last-version").write_bytes(b"\xff\n")
+    with pytest.raises(HeadstartError, match="last-version is damaged"):
+        reg.push(tiny_run.path, "digits")
+
+
+def test_push_refuses_a_broken_link_and_takes_tokenizer_vocabularies(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path / "run")
+    (run / "model" / "notes.md").symlink_to(tmp_path / "gone.md")
+    reg = Registry(tmp_path / "reg")
+    with pytest.raises(HeadstartError, match="notes.md is a link to a file that does not exist"):
+        reg.push(run, "digits")
+    assert not reg.root.exists()
+    (run / "model" / "notes.md").unlink()
+    (run / "model" / "bpe.codes").write_text("a b 1\n")  # what BERTweet / PhoBERT tokenizers save
+    assert "model/bpe.codes" in reg.push(run, "digits").meta["files"]
+
+
+def test_a_registry_path_starting_with_a_tilde_is_the_home_folder(tmp_path, monkeypatch):
+    from headstart.registry import default_root
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("HEADSTART_REGISTRY", "~/models")
+    assert default_root() == tmp_path / "models"
+    assert Registry("~/other").root == tmp_path / "other"

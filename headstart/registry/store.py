@@ -31,7 +31,9 @@ from headstart.files import fsync_path, locked, sync_tree, write_atomic
 ALIASES = ("production", "candidate")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # what a model folder may hold: weights only as safetensors or ONNX, never a pickle-capable format
-ALLOWED_SUFFIXES = {".json", ".safetensors", ".onnx", ".txt", ".model", ".md", ".html", ".csv", ".yaml"}
+# (.codes and .tokenizer: text vocabularies some Hugging Face tokenizers save)
+ALLOWED_SUFFIXES = {".json", ".safetensors", ".onnx", ".txt", ".model", ".md", ".html", ".csv", ".yaml", ".codes",
+                    ".tokenizer"}
 RUN_FILES = ("config.yaml", "results.json", "metrics.json")
 FORMAT = "headstart-registry-version"
 COMPRESS_WAIT = 60.0  # seconds push waits for a `headstart compress` of the run's model to finish
@@ -52,6 +54,30 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _version_number(value: Any, what: str) -> int:
+    """`value` if it is a version number (an int: a string would be written to aliases.json as one)."""
+    if not _is_number(value):
+        raise HeadstartError(f"{what} {value!r}: a version is given by its number, an int (int('3') for text).")
+    return value
+
+
+# version.json fields that commands read: (type, what it holds)
+TEXT, LIST, OBJECT = (str, "text"), (list, "list"), (dict, "JSON object")
+META_FIELDS = {"created": TEXT, "source": TEXT, "modality": TEXT, "labels": LIST, "metrics": OBJECT, "files": OBJECT,
+               "variants": LIST, "parent": ((int, type(None)), "version number or null")}
+
+
+def _check_meta(path: Path, meta: dict) -> None:
+    """Refuse a version.json lacking a field that commands read, or holding one of another type."""
+    wrong = [key for key, (kind, _) in META_FIELDS.items() if not isinstance(meta.get(key, ...), kind)]
+    if not wrong and not all(isinstance(v, dict) and isinstance(v.get("name"), str) for v in meta["variants"]):
+        wrong = ["variants"]
+    if wrong:
+        raise HeadstartError(f"{path} is damaged: its field {wrong[0]!r} is missing or not a "
+                             f"{META_FIELDS[wrong[0]][1]}. The registry was modified by hand: restore the file, or "
+                             "push the version's run again.")
+
+
 def is_version_model(model_dir: Path) -> bool:
     """True if `model_dir` is the model folder of a registered version (which must never change)."""
     meta = Path(model_dir).parent / "version.json"
@@ -63,7 +89,7 @@ def is_version_model(model_dir: Path) -> bool:
 
 def default_root() -> Path:
     """$HEADSTART_REGISTRY, or ~/.headstart/registry."""
-    return Path(os.environ.get("HEADSTART_REGISTRY") or Path.home() / ".headstart" / "registry")
+    return Path(os.environ.get("HEADSTART_REGISTRY") or "~/.headstart/registry").expanduser()
 
 
 def now() -> str:
@@ -101,12 +127,18 @@ class Version:
                                  "modified by hand. Remove it, or push the run (with it) again as a new version.")
 
 
-def parse_spec(spec: str) -> tuple[str, str]:
-    """'name', 'name@3', 'name@production', 'name@latest' -> (name, reference); a bare name means production."""
-    name, at, ref = spec.partition("@")
+def check_name(name: str) -> str:
+    """`name` if it is a valid model name; refused in words else."""
     if not NAME.match(name):
         raise HeadstartError(f"'{name}' is not a valid model name: use letters, digits, '.', '_' and '-' "
                              "(at most 64, starting with a letter or digit).")
+    return name
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """'name', 'name@3', 'name@production', 'name@latest' -> (name, reference); a bare name means production."""
+    name, at, ref = spec.partition("@")
+    check_name(name)
     if at and not ref:
         raise HeadstartError(f"'{spec}' has nothing after '@': give a version number, latest, "
                              f"{' or '.join(ALIASES)} (or the bare name for production).")
@@ -147,6 +179,10 @@ def _check_model_files(source: Path, shown: Path | None = None) -> None:
     """Refuse a model folder holding files a version may not hold; hidden ones (a compress call's lock and staging)
     are not copied, so not checked. `shown`: the folder to name, when `source` is its copy."""
     kept = [p for p in source.rglob("*") if not any(part.startswith(".") for part in p.relative_to(source).parts)]
+    broken = [p for p in kept if p.is_symlink() and not p.exists()]
+    if broken:
+        raise HeadstartError(f"{shown or source}: {broken[0].relative_to(source)} is a link to a file that does not "
+                             "exist. Remove the link, or put the file it names back.")
     refused = [p for p in kept if p.is_file() and p.suffix.lower() not in ALLOWED_SUFFIXES]
     if refused:
         names = ", ".join(str(p.relative_to(source)) for p in refused[:5])
@@ -172,7 +208,7 @@ class Registry:
     """A registry folder (default: `default_root()`)."""
 
     def __init__(self, root: str | Path | None = None):
-        self.root = Path(root) if root is not None else default_root()
+        self.root = Path(root).expanduser() if root is not None else default_root()
         if self.root.exists() and not self.root.is_dir():
             raise HeadstartError(f"The registry {self.root} is a file. A registry is a folder (created by the first "
                                  "push): give a folder's path, or move the file away.")
@@ -181,8 +217,7 @@ class Registry:
         return f"Registry('{self.root}')"
 
     def _folder(self, name: str) -> Path:
-        parse_spec(name)
-        return self.root / name
+        return self.root / check_name(name)
 
     def _lock(self, name: str):
         return locked(self._folder(name) / ".lock")
@@ -191,7 +226,8 @@ class Registry:
         """Registered model names."""
         if not self.root.is_dir():
             return []
-        return sorted(p.name for p in self.root.iterdir() if (p / "versions").is_dir() and NAME.match(p.name))
+        # a name with no version folder is not one (a refused first push leaves an empty folder)
+        return sorted(p.name for p in self.root.iterdir() if NAME.match(p.name) and self.numbers(p.name))
 
     def numbers(self, name: str) -> list[int]:
         folder = self._folder(name) / "versions"
@@ -199,10 +235,14 @@ class Registry:
 
     def version(self, name: str, number: int) -> Version:
         path = self._folder(name) / "versions" / str(number)
-        if not (path / "version.json").is_file():
+        if path.is_dir() and not (path / "version.json").is_file():
+            raise HeadstartError(f"{path} has no version.json: the version was partly removed or damaged by hand. "
+                                 "Remove the folder, or restore it from a backup.")
+        if not path.is_dir():
             known = ", ".join(map(str, self.numbers(name))) or "none"
             raise HeadstartError(f"{name} has no version {number} in {self.root} (versions: {known}).")
         meta = _read_json(path / "version.json", "The registered version is damaged: push its run again.")
+        _check_meta(path / "version.json", meta)
         return Version(name, number, path, meta)
 
     def versions(self, name: str) -> list[Version]:
@@ -269,7 +309,7 @@ class Registry:
     def _last_number(self, name: str) -> int:
         """The highest version number ever given to `name` (its folder may have been removed since)."""
         path = self._folder(name) / "last-version"
-        text = path.read_text().strip() if path.is_file() else "0"
+        text = path.read_text(errors="replace").strip() if path.is_file() else "0"
         if not text.isdecimal():
             raise HeadstartError(f"{path} is damaged: it should hold the highest version number {name} ever had. "
                                  "Write that number into it (at least the highest folder in versions/).")
@@ -284,6 +324,8 @@ class Registry:
         `headstart compress`'s lock, so its variants are one whole set (see `headstart.compress.pipeline.settled`)."""
         run_dir = Path(run_dir)
         model_dir = run_dir / "model"
+        if parent is not None:
+            _version_number(parent, "--parent")
         for required in (run_dir / "config.yaml", run_dir / "results.json", run_dir / "split.csv", model_dir,
                          model_dir / "config.json", model_dir / "model.safetensors"):
             if not (required.is_dir() if required == model_dir else required.is_file()):
@@ -296,7 +338,8 @@ class Registry:
         model_config = read_model_config(model_dir)
         with settled(model_dir, COMPRESS_WAIT):  # compress's lock: no swap of its variants, nor half of one
             _check_model_files(model_dir)  # before the first write: a refused push leaves the registry as it was
-            load_model(model_dir)  # weights that do not load would make a version nobody can serve
+            # weights that do not load would make a version nobody can serve
+            modality = load_model(model_dir).backbone.modality
             data = data_fingerprint(run_dir / "split.csv")
             metrics = headline_metrics(run_dir)
             folder = self._folder(name)
@@ -309,9 +352,9 @@ class Registry:
                 for stale in folder.glob(".staging-*"):  # left by a writer that died (we hold the lock)
                     shutil.rmtree(stale, ignore_errors=True)
                 numbers, earlier = self.numbers(name), self._readable(name)
-                modalities = {v.meta.get("modality") for v in earlier} - {model_config["modality"], None}
+                modalities = {v.meta["modality"] for v in earlier} - {modality}
                 if modalities:
-                    raise HeadstartError(f"{run_dir} holds a model of {model_config['modality']}s, but the versions "
+                    raise HeadstartError(f"{run_dir} holds a model of {modality}s, but the versions "
                                          f"of {name} classify {', '.join(sorted(modalities))}s: push it under another "
                                          "name.")
                 number = max(self._last_number(name), *numbers, 0) + 1
@@ -337,7 +380,7 @@ class Registry:
                 meta = {
                     "format": FORMAT, "version": 1, "name": name, "number": number, "created": now(),
                     "source": str(run_dir.resolve()), "parent": parent,
-                    "modality": model_config["modality"], "labels": model_config["labels"],
+                    "modality": modality, "labels": model_config["labels"],
                     "backbone": model_config["backbone"], "preprocessing": model_config.get("preprocessing"),
                     "metrics": metrics, "data": data,
                     "variants": [{k: v.get(k) for k in ("name", "runtime", "precision", "accepted")}
@@ -368,6 +411,7 @@ class Registry:
         rollback) and clears the candidate alias if it pointed at the promoted version."""
         if alias not in ALIASES:
             raise HeadstartError(f"--to {alias}: aliases are {', '.join(ALIASES)}.")
+        _version_number(number, "Version")
         self._existing(name)  # before the lock, whose file would create the model's folder
         with self._lock(name):
             state = self.aliases(name)
