@@ -16,3 +16,14 @@ def first_five(items: list[str], sep: str = ", ") -> str:
 def short(item: str, width: int = 40) -> str:
     """`item` cut to `width` characters, "..." marking the cut."""
     return item if len(item) <= width else item[:width - 3] + "..."
+
+
+def raised_at(exc: BaseException) -> str:
+    """'<type>: <message> (<file>:<line>)' of an exception from a user's code, where it was raised."""
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    if isinstance(exc, SyntaxError) and exc.filename:  # its own text names the file already
+        return f"{type(exc).__name__}: {exc.msg} ({exc.filename}:{exc.lineno})"
+    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    return f"{type(exc).__name__}: {exc}{where}"

@@ -344,3 +344,69 @@ def test_a_backbone_registered_by_name_is_saved_and_loaded_by_name(tmp_path):
         del registry._REGISTRY["tiny-by-name"]
     with pytest.raises(HeadstartError, match="registered as 'tiny-by-name'.*register"):
         load_model(tmp_path / "model")
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def make(:\n", r"SyntaxError: invalid syntax \(.*broken_backbones\.py:1\)"),
+    ("x = undefined_name\n", r"NameError: name 'undefined_name' is not defined \(.*broken_backbones\.py:1\)"),
+    ("def make():\n    open('weights-that-are-not-here.pt')\n",
+     r"factory 'broken_backbones:make' failed: FileNotFoundError: .*weights-that-are-not-here.pt.*broken_backbones.py:2"),
+])
+def test_a_factory_module_that_fails_is_named_with_where(tmp_path, monkeypatch, source, message):
+    (tmp_path / "broken_backbones.py").write_text(source)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delitem(sys.modules, "broken_backbones", raising=False)
+    with pytest.raises(HeadstartError, match=message):
+        build("module:broken_backbones:make", DataConfig(source="unused"))
+
+
+class _NoFeatures(ImageBackbone):
+    feature_size = 4
+
+    def __init__(self):
+        super().__init__(8, (0.5,) * 3, (0.25,) * 3)
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def group_prefixes(self):
+        return [("conv", ["conv"])]
+
+
+class _Double(_NoFeatures):
+    def features(self, x):
+        return self.conv(x).mean(dim=(2, 3)).double()
+
+
+class _Fails(_NoFeatures):
+    def features(self, x):
+        raise ValueError("an input of another shape than this network takes")
+
+
+@pytest.mark.parametrize("backbone, error", [
+    (_NoFeatures(), r"Backbone _NoFeatures does not implement features\(\), which every backbone of its kind must"),
+    (_Fails(), r"Backbone 'b' \(_Fails\) failed on the first 2 inputs of the data \(ValueError: an input of another "
+               r"shape than this network takes \(.*test_backbones.py:\d+\)\)"),
+    (_Double(), r"returns features of dtype torch.float64: return float32 ones"),
+])
+def test_a_backbone_missing_a_method_or_giving_features_of_another_dtype_is_named(backbone, error):
+    from headstart.backbones.contract import check_backbone
+
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(HeadstartError, match=error):
+        check_backbone(backbone, "b", DataConfig(source="unused"), [image, image])
+
+
+def test_groups_that_are_not_pairs_are_named(monkeypatch):
+    backbone = _NoFeatures()
+    monkeypatch.setattr(backbone, "group_prefixes", lambda: ["conv"])
+    with pytest.raises(HeadstartError, match="group_prefixes\\(\\) of backbone _NoFeatures gives 'conv': each group is a pair"):
+        layer_groups(backbone)
+
+
+def test_a_factory_that_builds_another_network_since_training_is_named_on_load(tmp_path, monkeypatch):
+    from tests import tiny
+
+    model = Classifier(build("module:tests.tiny:tiny_cnn", DataConfig(source="unused")), ["a", "b"], [4], 0.0)
+    save_model(model, tmp_path / "model", {"hidden": [4], "dropout": 0.0})
+    monkeypatch.setattr(tiny, "tiny_cnn", lambda: tiny.TinyUnstagedCNN())
+    with pytest.raises(HeadstartError, match=r"The backbone factory \(tests.tiny:tiny_cnn\) now builds another network"):
+        load_model(tmp_path / "model")

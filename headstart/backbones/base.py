@@ -38,17 +38,22 @@ class Backbone(nn.Module):
 
     def group_prefixes(self) -> list[tuple[str, list[str]]]:
         """Ordered layer groups, input to output: (name, parameter-name prefixes)."""
-        raise NotImplementedError
+        raise self._missing("group_prefixes")
 
     def prepare(self, inputs: list) -> dict[str, torch.Tensor]:
         """Raw inputs (texts, or image paths / PIL images / arrays) -> the batch `forward` takes."""
-        raise NotImplementedError
+        raise self._missing("prepare")
 
     def forward(self, **batch: torch.Tensor) -> torch.Tensor:
         """Prepared batch -> features of shape (batch, feature_size). Staged backbones need not override it."""
         if not self.staged:
-            raise NotImplementedError
+            raise self._missing("forward")
         return self.forward_from(self.begin(**batch), 0)
+
+    def _missing(self, method: str) -> HeadstartError:
+        """The error for a method a backbone must implement and does not."""
+        return HeadstartError(f"Backbone {type(self).__name__} does not implement {method}(), which every backbone "
+                              "of its kind must: see README, 'Your own backbone'.")
 
     # --- the staged forward (optional) ---
 
@@ -58,11 +63,11 @@ class Backbone(nn.Module):
 
     def run_group(self, index: int, state: State) -> State:
         """Run layer group `index` on a state."""
-        raise NotImplementedError
+        raise self._missing("run_group")
 
     def finish(self, state: State) -> torch.Tensor:
         """The state after the last group -> features."""
-        raise NotImplementedError
+        raise self._missing("finish")
 
     @property
     def staged(self) -> bool:
@@ -124,6 +129,11 @@ def layer_groups(backbone: Backbone) -> list[LayerGroup]:
     """Parameters and modules of each layer group; raises if a parameter is in no group or in two, or a group is
     named twice or owns no parameter."""
     prefixes = backbone.group_prefixes()
+    odd = [item for item in prefixes if not (isinstance(item, (tuple, list)) and len(item) == 2
+                                             and isinstance(item[0], str) and isinstance(item[1], (str, list, tuple)))]
+    if odd:
+        raise HeadstartError(f"group_prefixes() of backbone {type(backbone).__name__} gives {odd[0]!r}: each group is "
+                             "a pair (name, [parameter-name prefixes]), e.g. ('stem', ['stem']).")
     loose = [name for name, names in prefixes if isinstance(names, str)]
     if loose:
         raise HeadstartError(f"group_prefixes() of backbone {type(backbone).__name__} gives the prefixes of group "

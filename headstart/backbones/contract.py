@@ -6,7 +6,7 @@ import torch
 
 from headstart.backbones.base import Backbone
 from headstart.config import DataConfig
-from headstart.errors import HeadstartError
+from headstart.errors import HeadstartError, raised_at
 
 HOW = "See README, 'Your own backbone'."
 
@@ -36,6 +36,11 @@ def check_backbone(backbone: Backbone, name: str, data: DataConfig, sample: list
     try:
         with torch.no_grad():
             features = backbone(**backbone.prepare(sample))
+    except HeadstartError:
+        raise
+    except Exception as exc:
+        raise HeadstartError(f"Backbone {who} failed on the first {len(sample)} inputs of the data "
+                             f"({raised_at(exc)}). {HOW}") from None
     finally:
         backbone.train(was)
     shape = tuple(getattr(features, "shape", ()))  # () for what is not a tensor
@@ -43,3 +48,6 @@ def check_backbone(backbone: Backbone, name: str, data: DataConfig, sample: list
         raise HeadstartError(f"Backbone {who} returns features of shape {shape} for {len(sample)} "
                              f"inputs, but its feature_size is {size}: they must be ({len(sample)}, {size}). Set "
                              f"feature_size to what forward() returns. {HOW}")
+    if features.dtype != torch.float32:  # the head is float32 (autocast, where on, casts both)
+        raise HeadstartError(f"Backbone {who} returns features of dtype {features.dtype}: return float32 ones "
+                             f"(features.float()). {HOW}")

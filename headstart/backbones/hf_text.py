@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from functools import cached_property
@@ -30,9 +31,15 @@ def _blocks_prefix(model: nn.Module) -> str:
 
 def _offline() -> bool:
     """headstart's default is offline: only HF_HUB_OFFLINE set to 0 (or false, off, no) lets a hub name download.
-    Passed to each load rather than set in the environment, which huggingface_hub reads once, when first imported
-    (importing lightning does that)."""
-    return os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() not in {"0", "false", "off", "no"}
+    Passed to each load, and set in huggingface_hub's constants rather than the environment, which it reads once,
+    when first imported (importing lightning does that): offline, its calls reach no server, not even the one that
+    fetches its list of agents for a name missing from the cache."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "1").strip().lower() not in {"0", "false", "off", "no"}
+    if offline:
+        from huggingface_hub import constants
+
+        constants.HF_HUB_OFFLINE = True
+    return offline
 
 
 def _why(source: str, exc: Exception) -> str:
@@ -41,6 +48,12 @@ def _why(source: str, exc: Exception) -> str:
     folder = Path(source).expanduser()
     if folder.is_dir() and not (folder / "config.json").is_file():
         return f"the folder {folder.resolve()} has no config.json, so it holds no saved Hugging Face model."
+    if folder.is_dir() and '"headstart-model"' in (folder / "config.json").read_text(errors="replace"):
+        return (f"{folder.resolve()} is a headstart model folder, not a Hugging Face one: predict with it "
+                "(`headstart predict`, headstart.load()), or fine-tune from the backbone it was trained from.")
+    if folder.is_dir() and '"auto_map"' in (folder / "config.json").read_text(errors="replace"):
+        return (f"{folder.resolve()} holds a model that needs its own code (auto_map in config.json), and headstart "
+                "never runs code that comes with a model. Use an encoder transformers has built in.")
     if folder.exists():
         return str(exc)
     missing = f"there is no folder {folder.resolve()}"
@@ -78,14 +91,20 @@ class HFTextEncoder(Backbone):
         hf_logging.disable_progress_bar()
         if Path(source).expanduser().exists():  # transformers takes `~/...` for a hub name
             source = str(Path(source).expanduser())
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=_offline())
+        fix = "Give a local folder holding config.json, the weights and the tokenizer files (backbone: hf:<folder>)."
+        try:  # never a model's own code (trust_remote_code): transformers would ask, or run it
             # float32 whatever the weights were saved in: training and the head run in float32 (or autocast)
-            model = AutoModel.from_pretrained(source, local_files_only=_offline(), dtype=torch.float32)
+            model = AutoModel.from_pretrained(source, local_files_only=_offline(), dtype=torch.float32,
+                                              trust_remote_code=False)
         except (OSError, ValueError) as exc:
-            raise HeadstartError(f"Could not load a Hugging Face encoder from '{source}': {_why(source, exc)}\nGive a "
-                                 "local folder holding config.json, the weights and the tokenizer files "
-                                 "(backbone: hf:<folder>).") from None
+            raise HeadstartError(f"Could not load a Hugging Face encoder from '{source}': {_why(source, exc)}\n{fix}"
+                                 ) from None
+        _check_encoder(model, source, fix)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=_offline(), trust_remote_code=False)
+        except (OSError, ValueError) as exc:
+            raise HeadstartError(f"Could not load the tokenizer of '{source}' ({exc}). {fix}") from None
+        _check_tokenizer(model, tokenizer, source, fix)
         return cls(model, tokenizer, min(max_length, _limit(model, tokenizer)), source)
 
     @classmethod
@@ -98,8 +117,9 @@ class HFTextEncoder(Backbone):
             raise HeadstartError(f"{folder} has no {spec['assets']}/ folder, which holds the encoder's config and "
                                  f"tokenizer. {fix}")
         try:  # a model folder is local: never the hub, whatever HF_HUB_OFFLINE says
-            model = AutoModel.from_config(AutoConfig.from_pretrained(assets, local_files_only=True))
-            tokenizer = AutoTokenizer.from_pretrained(assets, local_files_only=True)
+            model = AutoModel.from_config(AutoConfig.from_pretrained(assets, local_files_only=True,
+                                                                     trust_remote_code=False))
+            tokenizer = AutoTokenizer.from_pretrained(assets, local_files_only=True, trust_remote_code=False)
         except Exception as exc:  # transformers raises many types for a config edited by hand
             raise HeadstartError(f"{assets} does not hold the encoder's config and tokenizer ({type(exc).__name__}: "
                                  f"{exc}). {fix}") from None
@@ -217,6 +237,35 @@ class HFTextEncoder(Backbone):
     def save_assets(self, folder: Path) -> None:
         self.model.config.save_pretrained(folder / "backbone")
         self.tokenizer.save_pretrained(folder / "backbone")
+
+
+def _check_encoder(model: nn.Module, source: str, fix: str) -> None:
+    """Refuse a model that loads but is no text encoder headstart can fine-tune."""
+    name, hidden = type(model).__name__, getattr(model.config, "hidden_size", None)
+    problem = None
+    if getattr(model.config, "is_encoder_decoder", False):
+        problem = f"it is an encoder-decoder model ({name}, like T5 or BART): headstart reads text encoders"
+    elif "input_ids" not in inspect.signature(model.forward).parameters:
+        problem = f"its model ({name}) takes no token ids: it does not read texts"
+    elif isinstance(hidden, bool) or not isinstance(hidden, int):
+        problem = f"its config has no hidden_size ({name}, a model of several parts?): headstart reads text encoders"
+    if problem:
+        raise HeadstartError(f"Could not use '{source}' as a text backbone: {problem}. {fix}")
+
+
+def _check_tokenizer(model: nn.Module, tokenizer, source: str, fix: str) -> None:
+    """Refuse a tokenizer that does not go with the model (without its files, transformers makes one of a few
+    special tokens); a decoder's missing padding token becomes its end-of-text token (the attention mask hides it)."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows or 2 * len(tokenizer) < rows:
+        raise HeadstartError(f"Could not use '{source}' as a text backbone: its tokenizer knows {len(tokenizer)} "
+                             f"tokens but the encoder embeds {rows}: the tokenizer's files (tokenizer.json, vocab.txt, "
+                             f"...) are missing, or belong to another model. {fix}")
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise HeadstartError(f"The tokenizer of '{source}' has no padding token, nor an end-of-text token to pad "
+                                 f"with: texts of one batch could not be padded to one length. {fix}")
+        tokenizer.pad_token = tokenizer.eos_token
 
 
 def _limit(model, tokenizer) -> int:

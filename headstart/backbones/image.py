@@ -57,4 +57,4 @@ class ImageBackbone(Backbone):
         return super().forward_from(state, start)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        raise self._missing("features")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from headstart.config import DataConfig
-from headstart.errors import HeadstartError
+from headstart.errors import HeadstartError, raised_at
 
 if TYPE_CHECKING:  # torch loads only when a backbone is built: the config checks names with `unknown` quickly
     from headstart.backbones.base import Backbone
@@ -72,10 +72,13 @@ def _import_factory(target: str) -> Callable:
     sys.path.insert(0, here)  # as `python -m` would: a module next to where headstart runs is found
     try:
         factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError, ValueError) as exc:
+    except (ImportError, AttributeError) as exc:
         raise HeadstartError(f"Could not import the backbone factory '{target}': {exc}. Check that the module is "
                              "importable (in the current folder, installed, or on PYTHONPATH) and defines the "
                              "function.") from None
+    except Exception as exc:  # the module's own code failed (a SyntaxError, a NameError ...), or a relative name
+        raise HeadstartError(f"Could not import the backbone factory '{target}': {raised_at(exc)}. Fix the module, "
+                             "and name it package.module (no leading dot).") from None
     finally:
         sys.path.remove(here)
     try:
@@ -93,7 +96,14 @@ def _made_by(target: str) -> Backbone:
     """The backbone that the factory `target` (package.module:function) returns."""
     from headstart.backbones.base import Backbone  # lazily: torch
 
-    backbone = _import_factory(target)()
+    factory = _import_factory(target)
+    try:
+        backbone = factory()
+    except HeadstartError:
+        raise
+    except Exception as exc:
+        raise HeadstartError(f"The backbone factory '{target}' failed: {raised_at(exc)}. Fix the factory, or what "
+                             "it reads (weights, files).") from None
     if not isinstance(backbone, Backbone):
         raise HeadstartError(f"The factory {target} returned a {type(backbone).__name__}; it must return a "
                              "headstart.backbones.base.Backbone (see README, 'Your own backbone').")

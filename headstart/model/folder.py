@@ -128,6 +128,14 @@ def _check_preprocessing(folder: Path, recorded: dict | None, rebuilt: dict) -> 
                              "the model again.")
 
 
+def _mismatch_fix(spec: dict, names: str) -> str:
+    """What to do about weights that do not fit the network config.json describes (`names`: the tensors)."""
+    if "backbone." in names and spec.get("type") in ("module", "registered"):
+        return (f"The backbone factory ({spec.get('factory') or spec.get('name')}) now builds another network than "
+                "the one trained: restore the factory as it was.")
+    return "Were its labels or head changed by hand? Restore the config.json written with the weights."
+
+
 def load_model(folder: Path, weights: Path | None = None) -> Classifier:
     """Rebuild the classifier from a model folder, in eval mode; `weights`: another safetensors file of the same
     architecture (a compressed variant's) instead of the folder's model.safetensors."""
@@ -166,12 +174,12 @@ def load_model(folder: Path, weights: Path | None = None) -> Classifier:
     except RuntimeError as exc:  # tensors of other shapes: config.json (labels, head) edited after training
         shapes = str(exc).splitlines()[1].strip() if "\n" in str(exc) else str(exc)
         raise HeadstartError(f"{weights} does not match the architecture in {folder / 'config.json'} ({shapes}). "
-                             "Were its labels or head changed by hand? Restore the config.json written with "
-                             "the weights.") from None
+                             f"{_mismatch_fix(config['backbone'], shapes)}") from None
     check_label_order(folder, labels, trained, weights)
     if missing or unexpected:
-        raise HeadstartError(f"{weights} does not match the architecture in config.json (missing: {missing[:3]}, "
-                             f"unexpected: {unexpected[:3]}).")
+        names = f"missing: {missing[:3]}, unexpected: {unexpected[:3]}"
+        raise HeadstartError(f"{weights} does not match the architecture in {folder / 'config.json'} ({names}). "
+                             f"{_mismatch_fix(config['backbone'], names)}")
     broken = non_finite(state)
     if broken:
         raise HeadstartError(f"{weights} holds NaN or infinite values ({first_five(broken)}): the training that "
