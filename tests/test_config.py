@@ -309,10 +309,12 @@ def test_the_output_folder_may_start_with_a_tilde(monkeypatch, tmp_path):
     assert load_config(write_config(tmp_path), ["output=~/runs"]).run_dir() == tmp_path / "runs" / "demo"
 
 
-def test_a_module_backbone_without_its_factory_is_refused_with_the_config():
+def test_a_module_backbone_without_its_factory_or_an_empty_hf_is_refused_with_the_config():
     with pytest.raises(HeadstartError, match=r"- backbone: module:my_module must name a factory as "
                                              r"module:<package.module>:<function>"):
         load_config({"name": "x", "data": {"source": "bbc"}}, ["backbone=module:my_module"])
+    with pytest.raises(HeadstartError, match=r"- backbone: hf: names no folder: give hf:<folder>"):
+        load_config({"name": "x", "data": {"source": "bbc"}, "backbone": "hf:"})
 
 
 def test_a_saved_config_quotes_texts_that_read_as_numbers(tmp_path):

@@ -115,6 +115,8 @@ def unknown(name: str) -> str | None:
     """Why `name` is no backbone, or None: it is registered, or `hf:` / `module:` (those are checked when built)."""
     if name.startswith("module:"):
         return _unnamed_factory(name[7:])
+    if name.strip() == "hf:":  # would be the current folder
+        return "hf: names no folder: give hf:<folder> (or a hub model in the local cache, hf:org/model)"
     if name.startswith("hf:") or name in _REGISTRY:
         return None
     guess = difflib.get_close_matches(name, _REGISTRY, n=1)
