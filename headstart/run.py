@@ -60,11 +60,20 @@ class Run:
     @property
     def history(self) -> pd.DataFrame:
         """Per-epoch metrics (metrics.csv)."""
-        return pd.read_csv(self.path / "metrics.csv")
+        return pd.read_csv(self._written("metrics.csv", "no epoch has finished"))
 
     @property
     def split(self) -> pd.DataFrame:
-        return pd.read_csv(self.path / "split.csv", keep_default_na=False)
+        return pd.read_csv(self._written("split.csv", "its data was not split yet"), keep_default_na=False)
+
+    def _written(self, name: str, why: str) -> Path:
+        """The path of a file of the run, refused in words while the run has not written it."""
+        path = self.path / name
+        if not path.is_file():
+            raise HeadstartError(f"Run {self.path} has no {name}: {why} (the run was stopped early). Start it "
+                                 f"again with `headstart fit CONFIG --overwrite`, or continue it with `headstart fit "
+                                 f"--resume {self.path}` if it has a checkpoint.")
+        return path
 
     def load(self):
         """The best model as a `Predictor`."""

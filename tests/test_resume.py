@@ -205,3 +205,62 @@ def test_a_relative_data_source_is_saved_absolute(tiny_config, digits_folder, tm
                                                                                            digits_folder.name}}))
     resumed = headstart.fit({**relative, "name": "old", "train": {**relative["train"], "max_epochs": 1}}, resume=old)
     assert resumed.results["epochs_trained"] == 1
+
+
+def _interrupted(tiny_config, epochs: int = 2):
+    """A run of `epochs` epochs, left as a kill after its last epoch leaves it (no results.json)."""
+    import headstart
+
+    tiny_config["train"]["max_epochs"] = epochs
+    run = headstart.fit(tiny_config)
+    (run.path / "results.json").unlink()
+    return run
+
+
+def test_resume_refuses_a_config_yaml_edited_since_the_run_started(tiny_config):
+    import headstart
+
+    run = _interrupted(tiny_config)
+    saved = run.path / "config.yaml"
+    text = saved.read_text()
+    saved.write_text(text.replace("lr: 0.01", "lr: 0.5").replace("- 16", "- 32"))  # would train on, or not load
+    with pytest.raises(headstart.HeadstartError, match=r"its config.yaml was changed since the run started \(head"
+                                                       r"\.hidden: \[32\] there, \[16\] in training; train\.lr: 0\.5 "
+                                                       r"there, 0\.01 in training\)"):
+        headstart.fit(resume=run.path)
+    saved.write_text(text)
+    assert headstart.fit(resume=run.path).results["epochs_trained"] == 2
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again(tiny_config):
+    import headstart
+
+    run = _interrupted(tiny_config, epochs=1)
+    for checkpoint in (run.path / "checkpoints").glob("*.ckpt"):  # the row of epoch 0 written, its checkpoints not
+        checkpoint.unlink()
+    resumed = headstart.fit(resume=run.path)
+    assert resumed.history["epoch"].tolist() == [0]
+
+
+def test_a_resume_refused_for_changed_data_keeps_the_run_s_record_of_its_data(tiny_config, digits_folder, tmp_path):
+    import shutil
+
+    import headstart
+
+    data = Path(shutil.copytree(digits_folder, tmp_path / "digits"))
+    tiny_config["data"]["source"] = str(data)
+    run = _interrupted(tiny_config)
+    records = {name: (run.path / name).read_bytes() for name in ("data_problems.csv", "leakage.csv", "split.csv")}
+    next(data.rglob("*.png")).write_bytes(b"not an image any more")
+    with pytest.raises(headstart.HeadstartError, match="no longer gives the split saved in"):
+        headstart.fit(resume=run.path)
+    assert {name: (run.path / name).read_bytes() for name in records} == records
+
+
+def test_a_run_stopped_before_it_wrote_its_history_says_so(tiny_config):
+    import headstart
+
+    run = _interrupted(tiny_config, epochs=1)
+    (run.path / "metrics.csv").unlink()
+    with pytest.raises(headstart.HeadstartError, match="has no metrics.csv: no epoch has finished"):
+        run.history

@@ -469,7 +469,7 @@ def test_the_model_folder_is_readable_as_the_umask_allows(tiny_config):
 
 
 @pytest.mark.parametrize("stage, after", [
-    ("headstart.data.prepare.prepare_data", "No epoch had finished: no run was kept."),
+    ("headstart.data.prepare.prepare_data", "No epoch had finished: the run that --overwrite was replacing is back"),
     ("headstart.train.fit._evaluate", "The run had finished, its evaluation had not: `headstart evaluate"),
 ])
 def test_an_interrupt_says_what_it_left(tiny_config, monkeypatch, stage, after):

@@ -37,31 +37,35 @@ def prepare_data(config: DataConfig, run_dir: Path, write: bool = True) -> Prepa
     changed under the run."""
     examples = read_source(config)
     examples, problems = check_examples(examples, config)
-    if write:
-        problems.to_csv(run_dir / "data_problems.csv", index=False)
-    if write and len(problems):
-        console.print(f"[yellow]Skipped {len(problems)} unusable examples[/] "
-                      + escape(f"(listed in {run_dir / 'data_problems.csv'}): {first_problems(problems)}"))
     frame = split_frame(examples.frame, config.split, grouped=config.group_column is not None)
     leaks = find_leaks(frame, examples.modality)
     frame = handle_leaks(frame, leaks, config.leakage)
     check_splits(frame, "dropping the duplicates across splits emptied it (data.leakage: drop); remove the "
                         "duplicates from the data, or set data.leakage: report")
-    if write:
-        leaks.to_csv(run_dir / "leakage.csv", index=False)
-    if write and len(leaks):
-        action = {"drop": "dropped the later copies", "report": "kept them (test scores may be optimistic)"}
-        console.print(f"[yellow]Leakage check:[/] {len(leaks)} examples duplicate one in an earlier split "
-                      f"({', '.join(f'{n} {k}' for k, n in leaks['kind'].value_counts().items())}); "
-                      f"{action[config.leakage]}. Details in {escape(str(run_dir / 'leakage.csv'))}.")
     split_path = run_dir / "split.csv"
     table = manifest(frame)
-    if split_path.exists():
+    if split_path.exists():  # before anything is written: a refused resume keeps the run's record of its data
         saved = pd.read_csv(split_path, keep_default_na=False)
         if saved[["origin", "split"]].values.tolist() != table[["origin", "split"]].values.tolist():
             raise HeadstartError(f"The data of {config.source} no longer gives the split saved in {split_path}: the "
                                  "data changed since the run started. Resume needs the same data; start a new run.")
-    elif write:
-        write_atomic(split_path, table.to_csv(index=False))  # a resumed run compares its split with it
+    if write:
+        _write_findings(run_dir, problems, leaks, config.leakage)
+        if not split_path.exists():
+            write_atomic(split_path, table.to_csv(index=False))  # a resumed run compares its split with it
     labels = sorted(frame["label"].unique())
     return PreparedData(examples.modality, frame, labels, examples.metadata_columns)
+
+
+def _write_findings(run_dir: Path, problems: pd.DataFrame, leaks: pd.DataFrame, leakage: str) -> None:
+    """data_problems.csv and leakage.csv, and a line about each that found something."""
+    problems.to_csv(run_dir / "data_problems.csv", index=False)
+    leaks.to_csv(run_dir / "leakage.csv", index=False)
+    if len(problems):
+        console.print(f"[yellow]Skipped {len(problems)} unusable examples[/] "
+                      + escape(f"(listed in {run_dir / 'data_problems.csv'}): {first_problems(problems)}"))
+    if len(leaks):
+        action = {"drop": "dropped the later copies", "report": "kept them (test scores may be optimistic)"}
+        console.print(f"[yellow]Leakage check:[/] {len(leaks)} examples duplicate one in an earlier split "
+                      f"({', '.join(f'{n} {k}' for k, n in leaks['kind'].value_counts().items())}); "
+                      f"{action[leakage]}. Details in {escape(str(run_dir / 'leakage.csv'))}.")

@@ -9,7 +9,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Union
+from typing import Any, Union
 
 from headstart.config import RunConfig, load_config, save_config
 from headstart.errors import HeadstartError, first_five
@@ -73,6 +73,31 @@ def _differences(saved: dict, asked: dict, prefix: str = "") -> list[str]:
     return sorted(out)
 
 
+def _check_trained_with(config: RunConfig, run_dir: Path, checkpoint: dict) -> None:
+    """Refuse to resume when config.yaml no longer says what the run trained with (edited by hand): the model would
+    not load, or train on with settings config.yaml does not show."""
+    from headstart.train.module import CONFIG_KEY
+
+    trained = checkpoint.get(CONFIG_KEY)  # absent from checkpoints of older versions
+    if not isinstance(trained, dict):
+        return
+    now = config.model_dump(mode="json")
+    changed = [name for name in _differences(trained, now) if name != "output"]
+    if changed:
+        shown = "; ".join(f"{name}: {_at(now, name)!r} there, {_at(trained, name)!r} in training"
+                          for name in changed[:5])
+        raise HeadstartError(f"--resume {run_dir}: its config.yaml was changed since the run started ({shown}). A "
+                             "resumed run continues as it began: put those values back, or start a new run with the "
+                             "changed config.")
+
+
+def _at(dump: dict, name: str) -> Any:
+    """The value of a dotted field name in a dumped config (None where it has none)."""
+    for key in name.split("."):
+        dump = dump.get(key) if isinstance(dump, dict) else None
+    return dump
+
+
 def _check_unfinished(run_dir: Path) -> None:
     """--resume on a finished run has nothing to continue: say so instead of redoing its test and model."""
     results = run_dir / "results.json"
@@ -83,7 +108,10 @@ def _check_unfinished(run_dir: Path) -> None:
                              "--overwrite.")
     last, history = run_dir / "checkpoints" / "last.ckpt", run_dir / "metrics.csv"
     epochs = len(history.read_text().splitlines()) - 1 if history.is_file() else 0
-    if epochs > 0 and not last.exists():  # a run killed in its first epoch has none yet, and starts again
+    # a run killed in its first epoch has no checkpoint yet, and starts again (its row may be written: Lightning
+    # saves checkpoints after the epoch's other callbacks)
+    first = epochs <= 1 and not any((run_dir / "checkpoints").glob("*.ckpt"))
+    if epochs > 0 and not last.exists() and not first:
         raise HeadstartError(f"--resume {run_dir}: metrics.csv lists {epochs} trained epoch{'s' * (epochs != 1)}, "
                              f"but the last checkpoint {last} is missing, so there is nothing to continue from. "
                              "Restore the file, or start the run again with --overwrite.")
@@ -195,7 +223,7 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     if resume is not None:
         _check_unfinished(run_dir)
         if (run_dir / "checkpoints" / "last.ckpt").exists():  # before Lightning reads it, which would fail raw
-            read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+            _check_trained_with(config, run_dir, read_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
     if is_worker():
         return _train(config, run_dir, resume is not None)
     _warn_of_settings(config)
@@ -210,15 +238,17 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
             finished = (run_dir / "results.json").exists()  # stopped in the evaluation that follows training
             removed = resume is None and _undo_start(run_dir, replacing, created)
             if isinstance(exc, KeyboardInterrupt):
-                raise KeyboardInterrupt(_after_interrupt(run_dir, removed, finished)) from None
+                raise KeyboardInterrupt(_after_interrupt(run_dir, removed, replacing, finished)) from None
             raise
     return run
 
 
-def _after_interrupt(run_dir: Path, removed: bool, finished: bool) -> str:
+def _after_interrupt(run_dir: Path, removed: bool, replaced: bool, finished: bool) -> str:
     """What a Ctrl-C left behind, and what to run next."""
     if finished:
         return f"The run had finished, its evaluation had not: `headstart evaluate {run_dir}` runs it."
+    if removed and replaced:
+        return f"No epoch had finished: the run that --overwrite was replacing is back in {run_dir}, as it was."
     if removed:
         return "No epoch had finished: no run was kept."
     return f"Continue the run from its last finished epoch with `headstart fit --resume {run_dir}`."

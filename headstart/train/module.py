@@ -15,6 +15,7 @@ from headstart.model.classifier import Classifier
 from headstart.train.optim import build_optimizer
 
 MODES = {"val_loss": "min", "val_acc": "max", "val_f1": "max"}
+CONFIG_KEY = "headstart_config"  # the run config a checkpoint was trained with
 
 
 def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, prefix: str) -> dict[str, float]:
@@ -138,6 +139,7 @@ class FineTuner(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["plateau_scheduler"] = self.scheduler.state_dict()
+        checkpoint[CONFIG_KEY] = self.config.model_dump(mode="json")  # what --resume holds config.yaml to
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self._scheduler_state = checkpoint.get("plateau_scheduler")
