@@ -1,5 +1,7 @@
 """The one exception type users see: a message that says what is wrong and what to do."""
 
+import traceback
+
 
 class HeadstartError(Exception):
     """A problem with the user's input, config or files, explained in plain words.
@@ -20,8 +22,6 @@ def short(item: str, width: int = 40) -> str:
 
 def raised_at(exc: BaseException) -> str:
     """'<type>: <message> (<file>:<line>)' of an exception from a user's code, where it was raised."""
-    import traceback
-
     frames = traceback.extract_tb(exc.__traceback__)
     if isinstance(exc, SyntaxError) and exc.filename:  # its own text names the file already
         return f"{type(exc).__name__}: {exc.msg} ({exc.filename}:{exc.lineno})"

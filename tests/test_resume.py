@@ -228,7 +228,7 @@ def test_resume_refuses_a_config_yaml_edited_since_the_run_started(tiny_config):
                                                        r"\.hidden: \[32\] there, \[16\] in training; train\.lr: 0\.5 "
                                                        r"there, 0\.01 in training\)"):
         headstart.fit(resume=run.path)
-    saved.write_text(text)
+    saved.write_text(text.replace("bootstrap: 1000", "bootstrap: 200"))  # the evaluation after training may change
     assert headstart.fit(resume=run.path).results["epochs_trained"] == 2
 
 

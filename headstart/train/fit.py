@@ -82,7 +82,8 @@ def _check_trained_with(config: RunConfig, run_dir: Path, checkpoint: dict) -> N
     if not isinstance(trained, dict):
         return
     now = config.model_dump(mode="json")
-    changed = [name for name in _differences(trained, now) if name != "output"]
+    # where runs are kept, and the evaluation after training, change nothing of what was trained
+    changed = [name for name in _differences(trained, now) if name != "output" and not name.startswith("evaluate.")]
     if changed:
         shown = "; ".join(f"{name}: {_at(now, name)!r} there, {_at(trained, name)!r} in training"
                           for name in changed[:5])
