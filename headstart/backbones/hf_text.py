@@ -46,14 +46,16 @@ def _why(source: str, exc: Exception) -> str:
     """Why loading `source` failed: Hugging Face's reason for a folder that exists; for one that does not, that it
     does not, and, for a name that could be a hub model, that hub models are not downloaded offline."""
     folder = Path(source).expanduser()
-    if folder.is_dir() and not (folder / "config.json").is_file():
-        return f"the folder {folder.resolve()} has no config.json, so it holds no saved Hugging Face model."
-    if folder.is_dir() and '"headstart-model"' in (folder / "config.json").read_text(errors="replace"):
-        return (f"{folder.resolve()} is a headstart model folder, not a Hugging Face one: predict with it "
-                "(`headstart predict`, headstart.load()), or fine-tune from the backbone it was trained from.")
-    if folder.is_dir() and '"auto_map"' in (folder / "config.json").read_text(errors="replace"):
-        return (f"{folder.resolve()} holds a model that needs its own code (auto_map in config.json), and headstart "
-                "never runs code that comes with a model. Use an encoder transformers has built in.")
+    if folder.is_dir():
+        if not (folder / "config.json").is_file():
+            return f"the folder {folder.resolve()} has no config.json, so it holds no saved Hugging Face model."
+        config = (folder / "config.json").read_text(errors="replace")
+        if '"headstart-model"' in config:
+            return (f"{folder.resolve()} is a headstart model folder, not a Hugging Face one: predict with it "
+                    "(`headstart predict`, headstart.load()), or fine-tune from the backbone it was trained from.")
+        if '"auto_map"' in config:
+            return (f"{folder.resolve()} holds a model that needs its own code (auto_map in config.json), and "
+                    "headstart never runs code that comes with a model. Use an encoder transformers has built in.")
     if folder.exists():
         return str(exc)
     missing = f"there is no folder {folder.resolve()}"
