@@ -395,11 +395,13 @@ def explain(error: ValidationError, what: str, prefix: tuple[str, ...] = ()) -> 
 
 def override_value(override: str, value: str):
     """The value of a `--set key=value` read as YAML, or a clear error naming the option. A `#` in an unquoted
-    value is part of it: on a command line it is never a YAML comment."""
+    value is part of it: on a command line it is never a YAML comment; so is a trailing `:` (`hf:`), which YAML
+    would read as a one-key mapping."""
     if re.search(r"(^|\s)#", value.strip()) and value.strip()[:1] not in ("'", '"', "[", "{"):
         return value.strip()
     try:
-        return read_yaml(value)
+        parsed = read_yaml(value)
+        return value.strip() if isinstance(parsed, dict) and not re.search(r"[\s{]", value.strip()) else parsed
     except yaml.YAMLError as exc:
         why = " ".join(str(getattr(exc, "problem", None) or exc).split())
         raise HeadstartError(f"--set '{override}': the value is not valid YAML ({why}). Quote it if it is text, e.g. "

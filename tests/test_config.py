@@ -63,6 +63,10 @@ def test_a_section_set_whole_changes_only_the_fields_given_and_a_hash_is_text(tm
         "data.label_column='topic' # quoted: YAML reads the comment"])
     assert (config.train.max_epochs, config.train.lr) == (3, 0.01)  # the file's lr is kept
     assert (config.data.group_column, config.data.text_column, config.data.label_column) == ("site #2", "#", "topic")
+    # a trailing colon is text too: YAML alone reads `hf:` as a mapping
+    assert load_config(write_config(tmp_path), ["data.group_column=site:"]).data.group_column == "site:"
+    with pytest.raises(HeadstartError, match="backbone: hf: names no folder"):
+        load_config(write_config(tmp_path), ["backbone=hf:"])
 
 
 def test_bad_overrides_are_refused(tmp_path):
