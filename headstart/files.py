@@ -10,12 +10,24 @@ import fcntl
 import os
 import threading
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 
 from headstart.errors import HeadstartError
 
 _local = threading.local()
+# descriptors of the locks this process holds: a forked child (a DataLoader worker) closes its copies, which would
+# otherwise hold the lock after this process dies, until the child notices and exits
+_held_fds: set[int] = set()
+
+
+def _close_inherited_locks() -> None:
+    for fd in _held_fds:
+        os.close(fd)  # closing, unlike LOCK_UN, leaves the parent's lock held
+    _held_fds.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
 # in a model folder while compress writes its variants or a push copies it; hidden, so a push leaves it out
 COMPRESS_LOCK = ".compress.lock"
 
@@ -49,10 +61,12 @@ def locked(path: Path, timeout: float = 60.0, busy: str | None = None):
                                                  f"{timeout:g} s. Wait for it to finish, then try again.") from None
                 time.sleep(0.02)
         _local.held = held | {key}
+        _held_fds.add(fd)
         try:
             yield
         finally:
             _local.held = held
+            _held_fds.discard(fd)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
@@ -96,7 +110,8 @@ def _lock_if_possible(stack: ExitStack, path: Path, busy: str) -> None:
 def replacing(path: Path, mode: str = "w", **open_args):
     """A file handle whose content replaces `path` atomically when the block ends: written to a temporary file
     beside it, flushed to disk, then renamed over it. Readers see the old content or the new one, never a partial
-    file; a failure (a full disk) leaves the old one and no temporary file."""
+    file; a failure (a full disk) leaves the old one and no temporary file. The folder is flushed too, so that
+    after a crash the rename has happened or not, whatever wrote next."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     if "b" not in mode:
@@ -107,6 +122,8 @@ def replacing(path: Path, mode: str = "w", **open_args):
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+        with suppress(OSError):  # a filesystem that cannot flush a folder has still renamed the file
+            fsync_path(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
 

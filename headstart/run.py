@@ -11,6 +11,20 @@ from headstart.config import RunConfig, load_config
 from headstart.errors import HeadstartError
 
 
+def replaced_run(run_dir: Path) -> Path:
+    """Where `fit --overwrite` keeps the run it replaces until the new one has finished."""
+    return run_dir.with_name(f".{run_dir.name}.replaced")
+
+
+def unfinished(run_dir: Path, missing: str) -> HeadstartError:
+    """The error for a run folder that has no `missing` yet: continue it, or take back the run it was replacing."""
+    replaced = replaced_run(run_dir)
+    kept = (f" It is replacing the run kept in {replaced} until it finishes; to keep that one instead, delete "
+            f"{run_dir} and rename {replaced.name} back to {run_dir.name}.") if replaced.is_dir() else ""
+    return HeadstartError(f"Run {run_dir} has not finished: it has no {missing} yet. Continue it with "
+                          f"`headstart fit --resume {run_dir}`.{kept}")
+
+
 class Run:
     """The run folder `path`: resolved config, split manifest, epoch metrics, checkpoints and the best model."""
 
@@ -49,8 +63,7 @@ class Run:
         """Test metrics, best epoch, unfreeze events and split sizes (results.json)."""
         path = self.path / "results.json"
         if not path.is_file():
-            raise HeadstartError(f"Run {self.path} has not finished: no results.json. Continue it with "
-                                 f"`headstart fit --resume {self.path}`.")
+            raise unfinished(self.path, "results.json")
         return json.loads(path.read_text())
 
     @property

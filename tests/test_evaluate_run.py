@@ -357,11 +357,10 @@ def test_data_of_another_kind_is_named_before_its_labels(tiny_run, tmp_path):
 def test_an_interrupted_evaluation_leaves_the_previous_files(tiny_run, tiny_metrics, monkeypatch):
     before = {name: (tiny_run.path / name).read_bytes() for name in ("metrics.json", "report.html")}
 
-    def interrupted(metrics, path):
-        Path(path).write_text("half a page")
+    def interrupted(metrics):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("headstart.evaluate.report.write_report", interrupted)
+    monkeypatch.setattr("headstart.evaluate.report.report_html", interrupted)
     with pytest.raises(KeyboardInterrupt):
         evaluate_run(tiny_run.path, overrides={"bootstrap": 50, "latency": False, "baselines": False}, progress=False)
     assert {name: (tiny_run.path / name).read_bytes() for name in before} == before

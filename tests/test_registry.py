@@ -205,10 +205,11 @@ def test_a_writer_killed_mid_write_leaves_the_registry_intact(tiny_run, tmp_path
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert killed.returncode == -signal.SIGKILL
     assert list((tmp_path / "digits").glob(".staging-*"))  # it died with a version half written
+    (tmp_path / "digits" / ".aliases.json.4242.1.tmp").write_text("{")  # as a promote killed mid-write leaves
     _check_consistent(reg)
     assert reg.numbers("digits") == [1]
     version = reg.push(tiny_run.path, "digits")  # the next writer gets the lock and cleans up
-    assert not list((tmp_path / "digits").glob(".staging-*"))
+    assert not list((tmp_path / "digits").glob(".staging-*")) and not list((tmp_path / "digits").glob(".*.tmp"))
     assert version.number == 2 and reg.numbers("digits") == [1, 2]
 
 

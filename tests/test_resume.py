@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -240,6 +241,39 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again(tiny_config):
         checkpoint.unlink()
     resumed = headstart.fit(resume=run.path)
     assert resumed.history["epoch"].tolist() == [0]
+
+
+def test_a_resume_removes_the_files_a_kill_left_half_written(tiny_config):
+    import headstart
+
+    run = _interrupted(tiny_config)
+    leftovers = [run.path / ".model-a1b2" / "config.json", run.path / ".model-c3d4-old" / "model.safetensors",
+                 run.path / ".results.json.4242.1.tmp", run.path / "checkpoints" / ".last.ckpt.4242.1.tmp"]
+    for path in leftovers:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half written")
+    headstart.fit(resume=run.path)
+    assert [p.name for p in run.path.glob(".*")] == [".lock"]
+    assert not list((run.path / "checkpoints").glob(".*"))
+
+
+def test_an_overwrite_killed_before_its_first_epoch_names_the_run_it_was_replacing(tiny_config):
+    import shutil
+
+    import headstart
+
+    run = headstart.fit(tiny_config)
+    kept = run.path.with_name(".tiny.replaced")
+    run.path.rename(kept)  # what `fit --overwrite` does first; a kill -9 before the first epoch ends stops it there
+    (run.path / "checkpoints").mkdir(parents=True)
+    shutil.copy(kept / "config.yaml", run.path)
+    message = f"delete {run.path} and rename .tiny.replaced back to tiny"
+    for attempt in (lambda: run.evaluate(progress=False), lambda: run.results):
+        with pytest.raises(headstart.HeadstartError, match=re.escape(message)):
+            attempt()
+    shutil.rmtree(run.path)
+    kept.rename(run.path)
+    assert run.results["test"]
 
 
 def test_a_resume_refused_for_changed_data_keeps_the_run_s_record_of_its_data(tiny_config, digits_folder, tmp_path):

@@ -414,6 +414,45 @@ def test_only_a_run_folder_that_can_be_locked_is(tmp_path):
         pass
 
 
+def test_a_lock_is_freed_when_its_holder_dies_though_its_forked_children_live(tmp_path):
+    from headstart.files import locked
+
+    lock = tmp_path / ".lock"
+    holder = subprocess.Popen([sys.executable, "-c", "import os, time\nfrom headstart.files import locked\n"
+                               f"with locked({str(lock)!r}):\n"
+                               "    child = os.fork()  # as a DataLoader worker is\n"
+                               "    if child == 0:\n        time.sleep(60)\n        os._exit(0)\n"
+                               "    print(child, flush=True)\n    os._exit(0)  # dies holding the lock, as on kill -9"],
+                              cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
+    child = int(holder.stdout.readline())
+    holder.wait(timeout=60)
+    try:
+        with locked(lock, timeout=0):
+            pass
+    finally:
+        os.kill(child, 9)
+
+
+def test_a_model_folder_being_replaced_is_whole_wherever_a_kill_stops_it(tmp_path, monkeypatch):
+    from headstart.backbones.registry import build
+    from headstart.config import DataConfig
+    from headstart.model.folder import load_model, save_model
+
+    def model(hidden: int) -> Classifier:
+        return Classifier(build("module:tests.tiny:tiny_cnn", DataConfig(source="unused")), ["a", "b"], [hidden], 0.3)
+
+    save_model(model(8), tmp_path / "model", {"hidden": [8], "dropout": 0.3})
+
+    def killed(path, ignore_errors=False):  # midway through deleting the folder replaced
+        (Path(path) / "model.safetensors").unlink()
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("headstart.model.folder.shutil.rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(model(4), tmp_path / "model", {"hidden": [4], "dropout": 0.3})
+    assert load_model(tmp_path / "model").head[1].out_features == 4  # the new one, whole
+
+
 def test_overwrite_twice_through_a_symbolic_link(tiny_config, tmp_path):
     tiny_config["train"]["max_epochs"] = 1
     target = tmp_path / "archive" / "tiny"

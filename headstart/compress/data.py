@@ -49,8 +49,9 @@ def resolve(path: str | Path) -> tuple[Path, Path | None]:
         run = path.parent
         return path, run if (run / "config.yaml").is_file() and (run / "split.csv").is_file() else None
     if (path / "config.yaml").is_file():
-        raise HeadstartError(f"Run {path} has no model folder yet: it has not finished. Continue it with "
-                             f"`headstart fit --resume {path}`.")
+        from headstart.run import unfinished
+
+        raise unfinished(path, "model folder")
     raise HeadstartError(f"{path} is neither a run folder (runs/<name>) nor a model folder (runs/<name>/model): "
                          "it has no config.yaml and no config.json.")
 

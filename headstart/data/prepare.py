@@ -59,8 +59,8 @@ def prepare_data(config: DataConfig, run_dir: Path, write: bool = True) -> Prepa
 
 def _write_findings(run_dir: Path, problems: pd.DataFrame, leaks: pd.DataFrame, leakage: str) -> None:
     """data_problems.csv and leakage.csv, and a line about each that found something."""
-    problems.to_csv(run_dir / "data_problems.csv", index=False)
-    leaks.to_csv(run_dir / "leakage.csv", index=False)
+    write_atomic(run_dir / "data_problems.csv", problems.to_csv(index=False))
+    write_atomic(run_dir / "leakage.csv", leaks.to_csv(index=False))
     if len(problems):
         console.print(f"[yellow]Skipped {len(problems)} unusable examples[/] "
                       + escape(f"(listed in {run_dir / 'data_problems.csv'}): {first_problems(problems)}"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from html import escape
-from pathlib import Path
 
 from headstart.evaluate import plots
 from headstart.evaluate.html import ci, fmt, image, num, page, table, verdict, with_ci
@@ -270,8 +269,9 @@ def _training(m: dict) -> str:
             + image(plots.training_curves(h), "training curves"))
 
 
-def write_report(metrics: dict, path: Path) -> None:
+def report_html(metrics: dict) -> str:
+    """The evaluation report, one self-contained HTML page."""
     body = (_header(metrics) + _cards(metrics) + _verdicts(metrics) + _per_class(metrics) + _confusion(metrics)
             + _calibration(metrics) + _costs(metrics) + _slices(metrics) + _baselines(metrics) + _robustness(metrics)
             + _failures(metrics) + _latency(metrics) + _training(metrics))
-    Path(path).write_text(page(f"headstart evaluation: {metrics['run']}", body), encoding="utf-8")
+    return page(f"headstart evaluation: {metrics['run']}", body)

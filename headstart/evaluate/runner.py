@@ -15,7 +15,7 @@ import numpy as np
 
 from headstart.config import EvaluateConfig
 from headstart.errors import HeadstartError
-from headstart.files import run_lock
+from headstart.files import run_lock, write_atomic
 from headstart.progress import reporter
 
 SCHEMA = "headstart-evaluation"
@@ -213,11 +213,11 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
     from headstart.evaluate.costs import cost_matrix, cost_report, positive_index
     from headstart.evaluate.failures import confident_mistakes, confused_pairs
     from headstart.evaluate.metrics import CALIBRATION_BINS, ece_by_chance, full_report, roc_points
-    from headstart.evaluate.report import write_report
+    from headstart.evaluate.report import report_html
     from headstart.evaluate.slices import slice_report
     from headstart.evaluate.training import training_history
     from headstart.predict import load
-    from headstart.run import Run
+    from headstart.run import Run, unfinished
 
     say = reporter("evaluate", progress)
     bars = progress is True
@@ -227,8 +227,7 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
     data = None if data is None else _absolute(data)
     out_dir = output_dir(run_dir, data, Path(output) if output else None)  # a bad --out is refused before the work
     if not (run.model_dir / "config.json").is_file():
-        raise HeadstartError(f"Run {run_dir} has no model folder yet: it has not finished. Continue it with "
-                             f"`headstart fit --resume {run_dir}`.")
+        raise unfinished(run_dir, "model folder")
     predictor = load(run.model_dir)
     labels = predictor.labels
     requested = list(dict.fromkeys([*settings.slice_by, *slice_by]))
@@ -311,10 +310,9 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
     })
     say("writing the report")
     out_dir.mkdir(parents=True, exist_ok=True)
-    # both files are written aside and renamed together, so an interrupted evaluation leaves the previous pair
-    staged = {name: out_dir / f".{name}.partial" for name in ("report.html", "metrics.json")}
-    write_report(metrics, staged["report.html"])
-    staged["metrics.json"].write_text(json.dumps(metrics, indent=2, allow_nan=False))
-    for name, path in staged.items():
-        os.replace(path, out_dir / name)
+    # both made before either is written, so an interruption leaves the previous pair; metrics.json, which `registry
+    # push` reads, replaced last
+    html, text = report_html(metrics), json.dumps(metrics, indent=2, allow_nan=False)
+    write_atomic(out_dir / "report.html", html)
+    write_atomic(out_dir / "metrics.json", text)
     return metrics

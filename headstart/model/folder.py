@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from headstart.backbones.registry import rebuild
 from headstart.errors import HeadstartError, first_five
-from headstart.files import share_like_umask
+from headstart.files import fsync_path, share_like_umask, sync_tree
 from headstart.model.classifier import Classifier
 
 FORMAT = "headstart-model"
@@ -26,7 +26,9 @@ VERSION = 1
 
 
 def save_model(model: Classifier, folder: Path, head: dict[str, Any], extra: dict[str, Any] | None = None) -> Path:
-    """Write the model folder atomically: a half-written folder never replaces a good one."""
+    """Write the model folder atomically: a half-written folder never replaces a good one, and the old one is
+    removed only once the new one is in its place (a kill in between leaves a hidden `.model-*` copy, which the
+    run's next fit removes)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
@@ -38,9 +40,13 @@ def save_model(model: Classifier, folder: Path, head: dict[str, Any], extra: dic
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    sync_tree(staging)  # on disk before it is named: a run marked finished never holds an empty weights file
+    old = folder.with_name(f"{staging.name}-old")
     if folder.exists():
-        shutil.rmtree(folder)
+        folder.rename(old)
     staging.rename(folder)
+    fsync_path(folder.parent)
+    shutil.rmtree(old, ignore_errors=True)
     return folder
 
 

@@ -351,6 +351,8 @@ class Registry:
             with self._lock(name):
                 for stale in folder.glob(".staging-*"):  # left by a writer that died (we hold the lock)
                     shutil.rmtree(stale, ignore_errors=True)
+                for stale in folder.glob(".*.tmp"):
+                    stale.unlink(missing_ok=True)
                 numbers, earlier = self.numbers(name), self._readable(name)
                 modalities = {v.meta["modality"] for v in earlier} - {modality}
                 if modalities:

@@ -14,7 +14,7 @@ from typing import Any, Union
 from headstart.config import RunConfig, load_config, save_config
 from headstart.errors import HeadstartError, first_five
 from headstart.files import model_lock, run_lock, write_atomic
-from headstart.run import Run
+from headstart.run import Run, replaced_run
 
 PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
 
@@ -155,9 +155,13 @@ def _remove(path: Path, ignore_errors: bool = False) -> None:
         shutil.rmtree(path, ignore_errors=ignore_errors)
 
 
-def _replaced(run_dir: Path) -> Path:
-    """Where --overwrite keeps the old run until the new one has finished."""
-    return run_dir.with_name(f".{run_dir.name}.replaced")
+def _remove_leftovers(run_dir: Path) -> None:
+    """Files and model copies that a kill -9 cut short in an earlier process of this run (we hold its lock)."""
+    for partial in [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp"), *run_dir.glob(".model-*")]:
+        if partial.is_dir() and not partial.is_symlink():
+            shutil.rmtree(partial, ignore_errors=True)
+        else:
+            partial.unlink(missing_ok=True)
 
 
 def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> tuple[bool, list[Path]]:
@@ -175,11 +179,11 @@ def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> tuple[bool, l
                                  "(--set name=...) or output folder (--set output=...).")
         # not a run that another process is training or evaluating, nor a model being compressed or pushed
         with run_lock(run_dir), model_lock(run_dir / "model"):
-            if _replaced(run_dir).exists() and not (run_dir / "results.json").exists():
+            if replaced_run(run_dir).exists() and not (run_dir / "results.json").exists():
                 _remove(run_dir)  # an unfinished replacement: the finished run set aside stays the one to keep
             else:
-                _remove(_replaced(run_dir), ignore_errors=True)
-                run_dir.rename(_replaced(run_dir))
+                _remove(replaced_run(run_dir), ignore_errors=True)
+                run_dir.rename(replaced_run(run_dir))
     created = [folder for folder in run_dir.parents if not folder.exists()]  # the deepest first
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     return replacing, created
@@ -196,7 +200,7 @@ def _undo_start(run_dir: Path, replacing: bool, created: list[Path]) -> bool:
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
     if replacing:
-        _replaced(run_dir).rename(run_dir)
+        replaced_run(run_dir).rename(run_dir)
     return True
 
 
@@ -231,8 +235,7 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     replacing, created = _start_folder(run_dir, resume is not None, overwrite)
     save_config(config, run_dir / "config.yaml")
     with run_lock(run_dir):  # to the end of its evaluation
-        for partial in (run_dir / "checkpoints").glob(".*.tmp"):  # a checkpoint write that a kill -9 cut short
-            partial.unlink()
+        _remove_leftovers(run_dir)
         try:
             run = _train(config, run_dir, resume is not None)
         except BaseException as exc:
@@ -414,7 +417,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
                "unfreeze_events": unfreezing.events, "labels": data.labels,
                "examples": {name: int((data.frame["split"] == name).sum()) for name in ("train", "val", "test")}}
     write_atomic(run_dir / "results.json", json.dumps(summary, indent=2))  # the mark of a finished run
-    _remove(_replaced(run_dir), ignore_errors=True)  # now, not after the evaluation, which a kill -9 may cut short
+    _remove(replaced_run(run_dir), ignore_errors=True)  # now, not after the evaluation, which a kill -9 may cut short
     if config.evaluate.after_fit:
         _evaluate(run_dir)
     return Run(run_dir)
