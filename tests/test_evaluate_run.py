@@ -456,3 +456,29 @@ def test_report_renders_in_a_browser(tiny_run, tiny_metrics, tmp_path):
 
     image = np.asarray(Image.open(shot).convert("L"))
     assert image.shape == (3000, 1280) and image.std() > 10  # a drawn page, not a blank one
+
+
+def test_a_table_edited_or_re_sorted_since_the_run_is_refused(tiny_config, digits_folder, tmp_path):
+    paths = sorted(digits_folder.rglob("*.png"))
+    table = tmp_path / "digits.csv"
+    data = pd.DataFrame({"image": [str(p) for p in paths], "label": [p.parent.name for p in paths]})
+    data.to_csv(table, index=False)
+    tiny_config["data"].update(source=str(table), image_column="image")
+    tiny_config["train"]["max_epochs"] = 1
+    run = headstart.fit(tiny_config)
+    settings = {"bootstrap": 0, "latency": False, "baselines": False, "robustness": False, "progress": False}
+    data.sample(frac=1, random_state=0).to_csv(table, index=False)  # the same rows, re-sorted
+    with pytest.raises(HeadstartError, match=r"examples of \S+split.csv no longer have the label or input they had"):
+        run.evaluate(**settings)
+    assert data.loc[0, "label"] == data.loc[1, "label"]
+    data.assign(image=[data.loc[1, "image"], *data["image"][1:]]).to_csv(table, index=False)  # its label unchanged
+    with pytest.raises(HeadstartError, match=r"1 examples of .* \(first: digits.csv row 2\)"):
+        run.evaluate(**settings)
+    data.to_csv(table, index=False)
+    split = run.path / "split.csv"
+    whole = split.read_text()
+    split.write_text("".join(whole.splitlines(keepends=True)[:-3]))
+    with pytest.raises(HeadstartError, match=r"but the run trained and tested with .*: split.csv was changed"):
+        run.evaluate(**settings)
+    split.write_text(whole)
+    assert run.evaluate(**settings)["data"]["examples"] == run.results["examples"]["test"]

@@ -291,6 +291,20 @@ def test_a_resume_refused_for_changed_data_keeps_the_run_s_record_of_its_data(ti
     assert {name: (run.path / name).read_bytes() for name in records} == records
 
 
+def test_a_resume_refuses_a_table_whose_rows_hold_other_inputs_now(tiny_config, digits_folder, tmp_path):
+    import headstart
+
+    paths = sorted(str(p) for p in digits_folder.rglob("*.png"))
+    table = tmp_path / "digits.csv"
+    pd.DataFrame({"image": paths, "label": [Path(p).parent.name for p in paths]}).to_csv(table, index=False)
+    tiny_config["data"].update(source=str(table), image_column="image")
+    run = _interrupted(tiny_config)
+    paths[0], paths[1] = paths[1], paths[0]  # two images of one class swapped: the same labels, row by row
+    pd.DataFrame({"image": paths, "label": [Path(p).parent.name for p in paths]}).to_csv(table, index=False)
+    with pytest.raises(headstart.HeadstartError, match="no longer gives the split saved in"):
+        headstart.fit(resume=run.path)
+
+
 def test_a_run_stopped_before_it_wrote_its_history_says_so(tiny_config):
     import headstart
 

@@ -45,8 +45,10 @@ def prepare_data(config: DataConfig, run_dir: Path, write: bool = True) -> Prepa
     split_path = run_dir / "split.csv"
     table = manifest(frame)
     if split_path.exists():  # before anything is written: a refused resume keeps the run's record of its data
-        saved = pd.read_csv(split_path, keep_default_na=False)
-        if saved[["origin", "split"]].values.tolist() != table[["origin", "split"]].values.tolist():
+        saved = pd.read_csv(split_path, dtype=str, keep_default_na=False)
+        # the digests of inputs came later: a split.csv without them is compared without them
+        compared = [c for c in ("origin", "label", "split", "input_sha1") if c in saved.columns]
+        if saved[compared].values.tolist() != table[compared].values.tolist():
             raise HeadstartError(f"The data of {config.source} no longer gives the split saved in {split_path}: the "
                                  "data changed since the run started. Resume needs the same data; start a new run.")
     if write:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 
 import numpy as np
@@ -99,6 +100,12 @@ def check_splits(frame: pd.DataFrame, why: str) -> None:
                              "use a split that is not grouped.")
 
 
+def input_digest(value: str) -> str:
+    """A short digest of an example's input (its text, or its image's path), kept in split.csv: a row of an edited or
+    re-sorted table is then not taken for the example the run had there."""
+    return hashlib.sha1(str(value).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
 def manifest(frame: pd.DataFrame) -> pd.DataFrame:
-    """Which file or row went to which split: the table saved as split.csv in the run."""
-    return frame[["origin", "label", "group", "split"]]
+    """Which file or row went to which split, with which label and input: the table saved as split.csv in the run."""
+    return frame[["origin", "label", "group", "split"]].assign(input_sha1=[input_digest(v) for v in frame["input"]])

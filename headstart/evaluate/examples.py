@@ -3,6 +3,7 @@ example of another data source; and the metadata columns it slices by."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pandas as pd
 
 from headstart.config import RESERVED_COLUMNS, DataConfig
 from headstart.data.sources import TABLE_FIELDS, TABLE_SUFFIXES, Examples, read_source
+from headstart.data.split import input_digest
 from headstart.data.validate import visible
 from headstart.errors import HeadstartError
 
@@ -123,6 +125,7 @@ def run_parts(run_dir: Path, config: DataConfig, labels: list[str], requested: l
     unknown = sorted(set(split["label"]) - set(labels))
     if unknown:
         raise HeadstartError(f"split.csv holds labels the model does not know: {', '.join(unknown)}.")
+    _check_same_examples(split, frame.loc[split["origin"]], split_path, config.source)
     if examples.modality == "image":
         from headstart.predict import check_images
 
@@ -138,6 +141,31 @@ def run_parts(run_dir: Path, config: DataConfig, labels: list[str], requested: l
         part = frame.loc[rows["origin"], columns].reset_index().assign(label=rows["label"].to_numpy())
         parts[name] = _with_targets(part, labels)
     return examples, parts
+
+
+def _check_same_examples(split: pd.DataFrame, now: pd.DataFrame, split_path: Path, source: str) -> None:
+    """Refuse data whose rows no longer hold the label and input the run had at them (a table edited or re-sorted
+    since), and a split.csv whose split sizes differ from those the run trained and tested with."""
+    changed = split["label"].to_numpy() != now["label"].to_numpy()
+    if "input_sha1" in split.columns:
+        changed |= split["input_sha1"].to_numpy() != np.array([input_digest(v) for v in now["input"]])
+    if changed.any():
+        raise HeadstartError(f"{int(changed.sum())} examples of {split_path} no longer have the label or input they "
+                             f"had in data.source {source} (first: {split.loc[changed, 'origin'].iloc[0]}): the data "
+                             "was edited or re-ordered since the run, so scoring it would pair inputs with other "
+                             "labels. Evaluate on the data the run was trained on, or give the new data with --data.")
+    try:
+        trained = json.loads((split_path.parent / "results.json").read_text())["examples"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a run not finished (or its results.json damaged, which reading the run names) has nothing to say
+    if not isinstance(trained, dict):
+        return
+    sizes = split["split"].value_counts().to_dict()
+    if any(sizes.get(name, 0) != n for name, n in trained.items()):
+        raise HeadstartError(f"{split_path} lists {sizes.get('test', 0)} test examples ({sizes.get('train', 0)} train, "
+                             f"{sizes.get('val', 0)} val), but the run trained and tested with {trained.get('test')} "
+                             f"({trained.get('train')} train, {trained.get('val')} val): split.csv was changed. Put "
+                             "back the file the run wrote.")
 
 
 def other_source(config: DataConfig, source: str, labels: list[str], requested: list[str], modality: str,
