@@ -7,6 +7,7 @@ replacement, flushing, and permissions.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import threading
 import time
@@ -126,6 +127,17 @@ def replacing(path: Path, mode: str = "w", **open_args):
             fsync_path(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def read_json_object(path: Path, fix: str) -> dict:
+    """The JSON object in `path`; anything else is refused, naming the file, with `fix` (what to do)."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except ValueError as exc:  # invalid JSON or UTF-8
+        raise HeadstartError(f"{path} is not valid JSON ({exc}). {fix}") from None
+    if not isinstance(value, dict):
+        raise HeadstartError(f"{path} holds a JSON {type(value).__name__}, not an object. {fix}")
+    return value
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -9,6 +9,11 @@ import pandas as pd
 
 from headstart.config import RunConfig, load_config
 from headstart.errors import HeadstartError
+from headstart.files import read_json_object
+
+
+# what to do about a damaged results.json, which `headstart fit` writes last
+RESULTS_FIX = "Put back the results.json the run wrote, or train the run again with --overwrite."
 
 
 def replaced_run(run_dir: Path) -> Path:
@@ -64,7 +69,7 @@ class Run:
         path = self.path / "results.json"
         if not path.is_file():
             raise unfinished(self.path, "results.json")
-        return json.loads(path.read_text())
+        return read_json_object(path, RESULTS_FIX)
 
     @property
     def test_metrics(self) -> dict[str, float]:

@@ -482,3 +482,17 @@ def test_a_table_edited_or_re_sorted_since_the_run_is_refused(tiny_config, digit
         run.evaluate(**settings)
     split.write_text(whole)
     assert run.evaluate(**settings)["data"]["examples"] == run.results["examples"]["test"]
+
+
+@pytest.mark.parametrize("name, damage, message", [
+    ("metrics.csv", 'epoch,train_loss\n"0,1\n', r"metrics.csv cannot be read \(Error tokenizing data.*Put it back, or "
+                                               "delete it to evaluate without the training curves"),
+    ("metrics.csv", "epoch,train_loss\nx,1\n", r"metrics.csv cannot be read \(invalid literal for int"),
+    ("results.json", '{"test":', r"results.json is not valid JSON .* Put back the results.json the run wrote"),
+    ("results.json", "[1, 2]", "results.json holds a JSON list, not an object")])
+def test_a_damaged_record_of_the_run_is_named(tiny_run, tmp_path, name, damage, message):
+    run = Path(shutil.copytree(tiny_run.path, tmp_path / "run"))
+    (run / name).write_text(damage)
+    with pytest.raises(HeadstartError, match=message):
+        evaluate_run(run, overrides={"bootstrap": 0, "latency": False, "baselines": False, "robustness": False},
+                     progress=False)

@@ -3,11 +3,14 @@ unfrozen and where the learning rate changed, and the best epoch (results.json).
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
+
+from headstart.errors import HeadstartError
+from headstart.files import read_json_object
+from headstart.run import RESULTS_FIX
 
 CURVES = ("train_loss", "val_loss", "val_acc", "val_f1", "lr_head", "trainable_groups")
 
@@ -26,14 +29,19 @@ def training_history(run_dir: Path) -> dict | None:
     path = Path(run_dir) / "metrics.csv"
     if not path.is_file() or path.stat().st_size == 0:
         return None
-    frame = pd.read_csv(path, keep_default_na=False, dtype=str)
-    if frame.empty or "epoch" not in frame.columns:
-        return None
-    out = {"epochs": [int(e) for e in frame["epoch"]]}
+    try:
+        frame = pd.read_csv(path, keep_default_na=False, dtype=str)
+        if frame.empty or "epoch" not in frame.columns:
+            return None
+        out = {"epochs": [int(e) for e in frame["epoch"]]}
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas' ParserError is a ValueError
+        raise HeadstartError(f"{path} cannot be read ({' '.join(str(exc).split())}): it is the run's record of its "
+                             "epochs, which `headstart fit` writes. Put it back, or delete it to evaluate without "
+                             "the training curves.") from None
     for column in CURVES:
         out[column] = [_number(v) for v in frame[column]] if column in frame.columns else []
     results_path = Path(run_dir) / "results.json"
-    results = json.loads(results_path.read_text()) if results_path.is_file() else {}
+    results = read_json_object(results_path, RESULTS_FIX) if results_path.is_file() else {}
     events = results.get("unfreeze_events")
     if events is None and "unfrozen" in frame.columns:
         events = [{"epoch": int(e), "group": g} for e, u in zip(frame["epoch"], frame["unfrozen"]) for g in u.split()]

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from headstart.errors import HeadstartError
 from headstart.registry.fingerprint import data_fingerprint, file_digest, folder_digests
-from headstart.files import fsync_path, locked, sync_tree, write_atomic
+from headstart.files import fsync_path, locked, read_json_object, sync_tree, write_atomic
 
 ALIASES = ("production", "candidate")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -37,17 +37,6 @@ ALLOWED_SUFFIXES = {".json", ".safetensors", ".onnx", ".txt", ".model", ".md", "
 RUN_FILES = ("config.yaml", "results.json", "metrics.json")
 FORMAT = "headstart-registry-version"
 COMPRESS_WAIT = 60.0  # seconds push waits for a `headstart compress` of the run's model to finish
-
-
-def _read_json(path: Path, fix: str) -> dict:
-    """The JSON object in `path`; anything else is refused, naming the file, with `fix` (what to do)."""
-    try:
-        value = json.loads(Path(path).read_text())
-    except ValueError as exc:  # invalid JSON or UTF-8
-        raise HeadstartError(f"{path} is not valid JSON ({exc}). {fix}") from None
-    if not isinstance(value, dict):
-        raise HeadstartError(f"{path} holds a JSON {type(value).__name__}, not an object. {fix}")
-    return value
 
 
 def _is_number(value: Any) -> bool:
@@ -166,10 +155,10 @@ def headline_metrics(run_dir: Path) -> dict[str, float]:
     """Test metrics of results.json, and the overall metrics and latency of metrics.json when evaluated."""
     out: dict[str, float] = {}
     fix = "Push a run whose files `headstart fit` / `headstart evaluate` wrote, or write them again."
-    results = _read_json(run_dir / "results.json", fix)
+    results = read_json_object(run_dir / "results.json", fix)
     _flatten("test", results.get("test", {}), out)
     if (run_dir / "metrics.json").is_file():
-        evaluation = _read_json(run_dir / "metrics.json", fix)
+        evaluation = read_json_object(run_dir / "metrics.json", fix)
         _flatten("overall", evaluation.get("overall", {}), out)
         _flatten("latency", evaluation.get("latency") or {}, out)
     return out
@@ -241,7 +230,7 @@ class Registry:
         if not path.is_dir():
             known = ", ".join(map(str, self.numbers(name))) or "none"
             raise HeadstartError(f"{name} has no version {number} in {self.root} (versions: {known}).")
-        meta = _read_json(path / "version.json", "The registered version is damaged: push its run again.")
+        meta = read_json_object(path / "version.json", "The registered version is damaged: push its run again.")
         _check_meta(path / "version.json", meta)
         return Version(name, number, path, meta)
 
@@ -255,7 +244,7 @@ class Registry:
             return {"aliases": {}, "history": {"production": []}, "events": []}
         fix = (f"Restore it from a backup, or delete it and promote again (`headstart registry promote {name} N "
                "--to production`).")
-        state = _read_json(path, fix)
+        state = read_json_object(path, fix)
         aliases, history = state.get("aliases"), state.get("history")
         if not (isinstance(aliases, dict) and all(a in ALIASES and _is_number(n) for a, n in aliases.items())
                 and isinstance(history, dict) and isinstance(history.get("production"), list)
