@@ -248,3 +248,20 @@ def test_an_error_prints_brackets_as_written(tmp_path):
     folder = tmp_path / "data [v2]" / "[redacted]"
     result = cli("predict", str(folder), "x")
     assert result.returncode == 2 and "[redacted]" in " ".join(result.stderr.split())  # not read as markup
+
+
+@pytest.mark.parametrize("command, target, said", [
+    (["evaluate"], "headstart.evaluate.evaluate_run", "The earlier report.html and metrics.json, if any, are as they"),
+    (["compress", "--no-latency"], "headstart.compress.compress", "The model's earlier variants, if any, are as they"),
+])
+def test_ctrl_c_in_evaluate_or_compress_says_what_it_left(tiny_run, monkeypatch, command, target, said):
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(target, interrupted)
+    result = CliRunner().invoke(app, [command[0], str(tiny_run.path), *command[1:]])
+    assert result.exit_code == 130 and f"Interrupted. {said}" in " ".join(result.output.split())

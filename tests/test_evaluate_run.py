@@ -496,3 +496,10 @@ def test_a_damaged_record_of_the_run_is_named(tiny_run, tmp_path, name, damage, 
     with pytest.raises(HeadstartError, match=message):
         evaluate_run(run, overrides={"bootstrap": 0, "latency": False, "baselines": False, "robustness": False},
                      progress=False)
+
+
+@pytest.mark.parametrize("option", ["data", "output"])
+def test_an_empty_data_or_output_is_refused(tiny_run, option):
+    shown = {"data": "--data", "output": "--out"}[option]
+    with pytest.raises(HeadstartError, match=f"{shown} is empty: give "):
+        evaluate_run(tiny_run.path, **{option: " "}, progress=False)

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import typer
 from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Fine-tune pretrained models on small labelled datasets, the way the best practitioners do.")
 console = Console()
+
+
+@contextmanager
+def on_interrupt(left: str):
+    """Ctrl-C ends the command saying `left` (what it leaves as it was), with exit status 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        Console(stderr=True).print(f"Interrupted. {left}", highlight=False, markup=False)
+        raise typer.Exit(130) from None
 

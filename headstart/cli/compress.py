@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from headstart.cli.app import app, console
+from headstart.cli.app import app, console, on_interrupt
 from headstart.errors import HeadstartError
 
 
@@ -42,9 +42,10 @@ def compress(
         if not sep or not key.startswith("data.") or key.count(".") != 1:
             raise HeadstartError(f"--set '{item}' must look like data.key=value, e.g. --set data.image_column=path")
         settings[key[5:]] = override_value(item, value)
-    metrics = run_compress(path, method=method, budget=budget, data=data, calibration_data=calibration,
-                           data_settings=settings, latency=latency, force_calibration=force_calibration,
-                           qat_epochs=qat_epochs, qat_lr=qat_lr)
+    with on_interrupt("The model's earlier variants, if any, are as they were: a set is swapped in whole."):
+        metrics = run_compress(path, method=method, budget=budget, data=data, calibration_data=calibration,
+                               data_settings=settings, latency=latency, force_calibration=force_calibration,
+                               qat_epochs=qat_epochs, qat_lr=qat_lr)
     for title, columns, body in terminal_tables(metrics):
         table = Table(title=escape(title))
         table.add_column(columns[0], no_wrap=True)  # a variant's name is never cut

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from headstart.cli.app import app, console
+from headstart.cli.app import app, console, on_interrupt
 from headstart.errors import HeadstartError
 
 
@@ -88,15 +88,16 @@ def evaluate(
                                                   "read with the run's column settings) instead of the test split."),
     slice_by: List[str] = typer.Option([], "--slice-by", help="A metadata column to report metrics per value of "
                                                              "(repeatable), besides evaluate.slice_by."),
-    out: Optional[Path] = typer.Option(None, help="Folder for report.html and metrics.json. Default: the run folder, "
-                                                  "or <run>/evaluations/<source name> with --data."),
+    out: Optional[str] = typer.Option(None, help="Folder for report.html and metrics.json. Default: the run folder, "
+                                                 "or <run>/evaluations/<source name> with --data."),
     set_: List[str] = typer.Option([], "--set", help="Override an evaluate setting (--set evaluate.bootstrap=200), or "
                                                      "say how to read --data (--set data.image_column=path). Repeatable."),
 ) -> None:
     """Evaluate a run's best model: report.html and metrics.json with metrics, slices, baselines, robustness, latency."""
     from headstart.evaluate import evaluate_run, output_dir, summary_rows
 
-    metrics = evaluate_run(run_dir, data=data, slice_by=slice_by, output=out, overrides=set_)
+    with on_interrupt("The earlier report.html and metrics.json, if any, are as they were."):
+        metrics = evaluate_run(run_dir, data=data, slice_by=slice_by, output=out, overrides=set_)
     table = Table(title=escape(f"{metrics['run']}: {metrics['data']['scope']} of {metrics['data']['source']} "
                                f"({metrics['data']['examples']} examples)"))
     for column in ("metric", "value", "95% CI"):
@@ -104,5 +105,5 @@ def evaluate(
     for row in summary_rows(metrics):
         table.add_row(*map(escape, row))  # slice values as the data holds them
     console.print(table)
-    folder = output_dir(run_dir, data, out)
+    folder = output_dir(run_dir, data, Path(out) if out else None)
     console.print(f"Report: {folder / 'report.html'}   metrics: {folder / 'metrics.json'}", markup=False)

@@ -203,6 +203,11 @@ def evaluate_run(run_dir: Union[str, Path], data: str | None = None, slice_by: I
     bars); False is silent. Returns the metrics written to metrics.json. Meanwhile a fit --overwrite or
     --resume of the run, or another evaluation of it, is refused.
     """
+    for option, value, fix in (("--data", data, "a bundled dataset name, a folder or a table, or leave --data out to "
+                                                "evaluate on the run's test split"),
+                               ("--out", output, "a folder, or leave --out out to write into the run folder")):
+        if isinstance(value, str) and not value.strip():
+            raise HeadstartError(f"{option} is empty: give {fix}.")
     with run_lock(Path(run_dir)):
         return _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress)
 
