@@ -503,3 +503,18 @@ def test_an_empty_data_or_output_is_refused(tiny_run, option):
     shown = {"data": "--data", "output": "--out"}[option]
     with pytest.raises(HeadstartError, match=f"{shown} is empty: give "):
         evaluate_run(tiny_run.path, **{option: " "}, progress=False)
+
+
+def test_out_never_writes_over_another_evaluation(tiny_run, digits_folder, tmp_path):
+    quick = {"bootstrap": 0, "latency": False, "baselines": False, "robustness": False}
+    out = tmp_path / "out"
+    evaluate_run(tiny_run.path, output=out, overrides=quick, progress=False)
+    evaluate_run(tiny_run.path, output=out, overrides=quick, progress=False)  # this run on this data again: replaced
+    before = (out / "metrics.json").read_bytes()
+    with pytest.raises(HeadstartError, match=rf"--out {re.escape(str(out))} already holds the evaluation of run tiny "
+                                             "on .*, which this evaluation would write over"):
+        evaluate_run(tiny_run.path, data=str(digits_folder / "digit1"), output=out, overrides=quick, progress=False)
+    assert (out / "metrics.json").read_bytes() == before
+    (out / "metrics.json").write_text(json.dumps({"schema": "headstart-compression"}))
+    with pytest.raises(HeadstartError, match="already holds a metrics.json that is not an evaluation"):
+        evaluate_run(tiny_run.path, output=out, overrides=quick, progress=False)

@@ -154,13 +154,15 @@ def _baselines(config, data, y, proba, samples, seed, positive, say, bars: bool,
 def output_dir(run_dir: Path, source: str | None, output: Path | None) -> Path:
     """Where an evaluation writes report.html and metrics.json; `output`, if given, must be a folder or not exist.
     Another source goes to evaluations/<its name>, or <its name>-2, -3, ... when that holds the evaluation of another
-    source of the same name (news/a.csv, then archive/a.csv). Refused before the work if it could not be written."""
+    source of the same name (news/a.csv, then archive/a.csv). Refused before the work if it could not be written, or
+    if `output` holds the files of another evaluation."""
+    source = None if source is None else _absolute(source)
     if output is not None:
         folder = Path(output)
+        _refuse_another_evaluation(folder, run_dir, source)
     elif source is None:
         folder = run_dir
     else:
-        source = _absolute(source)
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(source.rstrip("/")).stem or source).strip("-") or "data"
         folder, n = run_dir / "evaluations" / name, 2
         while _source_evaluated(folder) not in (None, source):
@@ -173,6 +175,26 @@ def output_dir(run_dir: Path, source: str | None, output: Path | None) -> Path:
         raise HeadstartError(f"{existing} is not writable, so report.html and metrics.json could not be written "
                              "there. Give another folder with --out, or make it writable.")
     return folder
+
+
+def _refuse_another_evaluation(folder: Path, run_dir: Path, source: str | None) -> None:
+    """--out may hold an earlier evaluation of this run on this data, which is replaced; not another one."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return
+    from headstart.run import Run
+
+    config = Run(run_dir).config
+    try:
+        held = json.loads(path.read_text())
+        found = (held.get("schema"), held.get("run"), held["data"]["source"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        found = None
+    if found != (SCHEMA, config.name, source or config.data.source):
+        what = (f"the evaluation of run {found[1]} on {found[2]}" if found and found[0] == SCHEMA else
+                "a metrics.json that is not an evaluation (`headstart compress` writes one in model/variants)")
+        raise HeadstartError(f"--out {folder} already holds {what}, which this evaluation would write over. Give a new "
+                             "or empty folder, or the folder of an earlier evaluation of this run on the same data.")
 
 
 def _absolute(source: str) -> str:
