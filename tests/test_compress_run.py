@@ -396,6 +396,8 @@ def test_data_of_another_modality_is_refused(run, text_model, digits_folder, tmp
         compress(run.path, data=str(texts), latency=False, progress=False)
     with pytest.raises(HeadstartError, match="reads images, but .*texts.csv holds texts: give --calibration"):
         compress(run.path, calibration_data=str(texts), latency=False, progress=False)
+    with pytest.raises(HeadstartError, match="--calibration 'nosuch.csv' is neither a bundled dataset"):
+        compress(run.path, calibration_data="nosuch.csv", latency=False, progress=False)
     assert files(run.model_dir) == before
     with pytest.raises(HeadstartError, match="The model reads texts, but .*digits.* holds images: give --data "
                                              "labelled texts."):
@@ -443,7 +445,8 @@ def test_dynamic_quantization_aware_training_needs_no_calibration_set(run, tmp_p
     (["--method", "qat", "--qat-lr", "nan"], "--qat-lr nan: the learning rate"),
     (["--qat-epochs", "0"], "--qat-epochs 0: quantization-aware training runs a whole number of epochs, 1 or more"),
     (["--qat-epochs", "-1"], "--qat-epochs -1"),
-    (["--budget", "nan"], "--budget nan: the accuracy budget is a number of points, 0 or more"),
+    (["--budget", "nan"], "--budget nan: the accuracy budget is a number of points of accuracy, 0 to 100"),
+    (["--budget", "200"], "--budget 200.0: the accuracy budget"),
     (["--budget", "-0.5"], "--budget -0.5"),
     (["--set", "data.image_column=path"], "--set data.* settings say how to read a --data or --calibration source"),
     (["--set", "data.image_column=["], "--set 'data.image_column=[': the value is not valid YAML"),

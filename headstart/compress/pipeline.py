@@ -242,8 +242,9 @@ def _check_options(method: str, budget: float, qat_epochs: int, qat_lr: float) -
     """Refuse settings that cannot work, before anything is read or written."""
     if method not in METHODS:
         raise HeadstartError(f"--method {method} is not one of {', '.join(METHODS)}.")
-    if not math.isfinite(budget) or budget < 0:
-        raise HeadstartError(f"--budget {budget}: the accuracy budget is a number of points, 0 or more (e.g. 1.0).")
+    if not 0 <= budget <= 100:  # NaN too
+        raise HeadstartError(f"--budget {budget}: the accuracy budget is a number of points of accuracy, 0 to 100 "
+                             "(e.g. 1.0).")
     if not isinstance(qat_epochs, int) or qat_epochs < 1:
         raise HeadstartError(f"--qat-epochs {qat_epochs}: quantization-aware training runs a whole number of epochs, "
                              "1 or more (e.g. 2).")

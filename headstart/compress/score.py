@@ -1,4 +1,4 @@
-"""Scores of a variant against the full model: accuracy and macro-F1 (headstart.evaluate.metrics), agreement of
+"""Scores of a variant against the full model: accuracy and macro-F1 (over the classes of the data), agreement of
 the predicted classes, the drop in points of the headline metric (accuracy), size on disk, and latency."""
 
 from __future__ import annotations

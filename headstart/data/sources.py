@@ -352,8 +352,9 @@ def _own_columns(examples: Examples, config: DataConfig, what: str) -> Examples:
     return examples
 
 
-def read_source(config: DataConfig) -> Examples:
-    """Read `data.source`: a bundled dataset name, a folder of class folders, or a CSV / JSONL / Parquet table."""
+def read_source(config: DataConfig, option: str = "data.source") -> Examples:
+    """Read `data.source`: a bundled dataset name, a folder of class folders, or a CSV / JSONL / Parquet table.
+    `option`: what gave the source, as an error names it (--data for one given on a command line)."""
     if config.source in BUNDLED:
         return _own_columns(BUNDLED[config.source](), config, f"the bundled dataset '{config.source}'")
     path = Path(config.source).expanduser()
@@ -362,8 +363,8 @@ def read_source(config: DataConfig) -> Examples:
     if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
         return _table_examples(path, config)
     if path.is_file():
-        raise HeadstartError(f"data.source {path} has a suffix headstart does not read. Use a CSV, JSONL, JSON "
+        raise HeadstartError(f"{option} {path} has a suffix headstart does not read. Use a CSV, JSONL, JSON "
                              "or Parquet table, or a folder of class folders.")
     relative = "" if path.is_absolute() else f" (a relative path is read from the current folder, {Path.cwd()})"
-    raise HeadstartError(f"data.source '{config.source}' is neither a bundled dataset ({', '.join(BUNDLED)}) "
+    raise HeadstartError(f"{option} '{config.source}' is neither a bundled dataset ({', '.join(BUNDLED)}) "
                          f"nor an existing folder or table{relative}. Check the path.")

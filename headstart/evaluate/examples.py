@@ -45,14 +45,15 @@ def _is_table(source: str) -> bool:
     return path.is_file() and path.suffix.lower() in TABLE_SUFFIXES
 
 
-def _read(config: DataConfig, wanted: list[str]) -> Examples:
-    """Read the source; for a table, also load the wanted slice columns that are not metadata columns yet."""
+def _read(config: DataConfig, wanted: list[str], option: str = "data.source") -> Examples:
+    """Read the source (given as `option`); for a table, also load the wanted slice columns that are not metadata
+    columns yet."""
     taken = [c for c in wanted if c in RESERVED_COLUMNS and c not in ("label", "group")]  # those have their own say
     if taken:
         raise HeadstartError(f"--slice-by {taken[0]} (or evaluate.slice_by): headstart names its own columns "
                              f"{', '.join(RESERVED_COLUMNS)}, so a table column of that name cannot be sliced by. "
                              "Rename the column in the table.")
-    examples = read_source(config)
+    examples = read_source(config, option)
     missing = [c for c in wanted if c not in examples.frame.columns]
     if missing and _is_table(config.source):
         from headstart.data.sources import read_table
@@ -177,7 +178,7 @@ def other_source(config: DataConfig, source: str, labels: list[str], requested: 
     if Path(source).suffix.lower() not in TABLE_SUFFIXES:  # a folder or bundled dataset: its own columns
         update.update(metadata_columns=[], group_column=None,
                       **{name: DataConfig.model_fields[name].default for name in TABLE_FIELDS})
-    examples = _read(config.model_copy(update=update), requested)
+    examples = _read(config.model_copy(update=update), requested, option)
     check_modality(modality, examples.modality, source, option)
     frame = examples.frame
     usable = frame["label"].notna() & (frame["label"].astype(str).str.strip() != "")
