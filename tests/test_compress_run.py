@@ -237,6 +237,7 @@ def test_the_same_image_files_are_left_out_however_their_paths_are_spelled(run, 
     # --data without --calibration: the run's own validation and training examples that --data scores are left out
     data = load_data(run.model_dir, run.path, labels, "image", data=str(tmp_path / "linked"))
     assert data.val is None and data.train is None
+    assert data.seen_in_training == (run.split["split"] != "test").sum()  # counted, not scored apart
     with pytest.raises(HeadstartError, match="needs the run's training split, but every example of the run's "
                                              "training split is also a --data example"):
         compress(run.path, method="qat", data=str(tmp_path / "linked"), latency=False, progress=False)
@@ -433,6 +434,9 @@ def test_dynamic_quantization_aware_training_needs_no_calibration_set(run, tmp_p
     val = split.index[split["split"] == "val"]
     split.loc[val[6:], "split"] = "train"  # a small labelled dataset: 6 validation examples
     split.to_csv(small / "split.csv", index=False)
+    results = json.loads((small / "results.json").read_text())  # as the run would have recorded that split
+    results["examples"] = split["split"].value_counts().to_dict()
+    (small / "results.json").write_text(json.dumps(results))
     with pytest.raises(HeadstartError, match="holds 6 distinct examples; at least 32 are needed"):
         compress(small, method="qat", qat_epochs=1, latency=False, progress=False)  # static: it calibrates
     monkeypatch.setattr(pipeline, "linear_heavy", lambda backbone: True)  # as for a text model: dynamic int8

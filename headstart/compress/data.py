@@ -34,6 +34,7 @@ class CompressData:
     val_origin: str = "--calibration"
     without_run_data: str | None = None  # why the run's own splits could not be read (with --data)
     without_train: str | None = None  # why `train` is None
+    seen_in_training: int | None = None  # with --data: its examples the run trained or validated on
 
 
 def resolve(path: str | Path) -> tuple[Path, Path | None]:
@@ -128,17 +129,22 @@ def load_data(model_dir: Path, run_dir: Path | None, labels: list[str], modality
         no_train = "a model folder without its run has no training split: pass the run folder (runs/<name>)"
     elif unread:
         no_train = f"the run's own data could not be read ({unread})"
+    seen = None
+    if data is not None and parts["train"] is not None:
+        trained = {_key(x, modality) for x in [*parts["train"].inputs, *parts["val"].inputs]}
+        seen = sum(_key(x, modality) in trained for x in test.inputs)
     return CompressData(data or base["source"], "test split" if data is None else "all examples", test, val,
-                        train, run_dir, origin, unread, no_train)
+                        train, run_dir, origin, unread, no_train, seen)
+
+
+def _key(x, modality: str) -> str:
+    """What makes two inputs one example: the same text, or the same image file however its path is spelled."""
+    return os.path.realpath(x) if modality == "image" else str(x)
 
 
 def _without(calibration: Split, test: Split, modality: str) -> tuple[Split, int]:
-    """The calibration examples that are not test examples (the same text, or the same image file however its
-    path is spelled), and how many were left out: the search decides on calibration data, and the test must not
-    judge its own choice."""
-    def key(x) -> str:
-        return os.path.realpath(x) if modality == "image" else str(x)
-
-    tested = {key(x) for x in test.inputs}
-    keep = [i for i, x in enumerate(calibration.inputs) if key(x) not in tested]
+    """The calibration examples that are not test examples, and how many were left out: the search decides on
+    calibration data, and the test must not judge its own choice."""
+    tested = {_key(x, modality) for x in test.inputs}
+    keep = [i for i, x in enumerate(calibration.inputs) if _key(x, modality) not in tested]
     return Split([calibration.inputs[i] for i in keep], calibration.y[keep]), len(calibration) - len(keep)

@@ -297,6 +297,9 @@ def _write(c: Compression, method: str, kind: str | None, calibration_set: dict 
 
     c.work.mkdir(parents=True)
     c.say(f"fp32 PyTorch: {c.data.scope} of {c.data.source}, {len(c.data.test)} examples")
+    if c.data.seen_in_training:
+        c.say(f"{c.data.seen_in_training} of these examples are inputs the run trained or validated on: every "
+              "variant's accuracy on them is optimistic (the drops against fp32-pytorch still compare like with like)")
     c.add("fp32-pytorch", c.reference, size_mb(c.model_dir / "model.safetensors"),
           {"runtime": "torch", "file": "../model.safetensors", "method": "none", "precision": "fp32"})
     try:
@@ -403,7 +406,7 @@ def _metrics(c: Compression, method: str, int8: dict | None) -> dict:
     return _clean({
         "schema": "headstart-compression", "version": 1, "model": str(c.model_dir),
         "data": {"source": c.data.source, "scope": c.data.scope, "examples": len(c.data.test), "labels": c.labels,
-                 "without_run_data": c.data.without_run_data},
+                 "without_run_data": c.data.without_run_data, "seen_in_training": c.data.seen_in_training},
         "settings": {"method": method, "budget_points": c.budget, "headline": HEADLINE},
         "int8": None if int8 is None else {k: v for k, v in int8.items() if k != "rows"},
         "variants": c.rows,

@@ -42,7 +42,8 @@ def terminal_tables(metrics: dict) -> list[tuple[str, list[str], list[list[str]]
                   f"{t['batch32_model_throughput_per_s']:.1f} ({t['speedup_model_batch32']:.2f})"
                   ] if t else ["not timed"] * 3
         speed.append([name, f"{r['size_mb']:.2f} ({r['size_ratio']:.2f})", *timing])
-    return [(f"Compression: {data['scope']} of {data['source']} ({data['examples']} examples), budget "
+    seen = f", {data['seen_in_training']} trained or validated on" if data.get("seen_in_training") else ""
+    return [(f"Compression: {data['scope']} of {data['source']} ({data['examples']} examples{seen}), budget "
              f"{metrics['settings']['budget_points']:g} points",
              ["variant", "accuracy", "drop (points)", "macro-F1", "agreement", "verdict"], accuracy),
             ("Size and speed (x: against fp32-pytorch)",
@@ -67,9 +68,11 @@ def _sensitivity(int8: dict | None) -> str:
 
 
 def _without_run_data(data: dict) -> str:
-    why = data.get("without_run_data")
-    return (f" The run's own splits could not be read, so only --data and --calibration were used (no "
-            f"quantization-aware training): {escape(why)}" if why else "")
+    why, seen = data.get("without_run_data"), data.get("seen_in_training")
+    return ((f" The run's own splits could not be read, so only --data and --calibration were used (no "
+             f"quantization-aware training): {escape(why)}" if why else "")
+            + (f" <span class='bad'>{num(seen, ['data', 'seen_in_training'])} of the examples are inputs the run "
+               "trained or validated on: accuracies on them are optimistic.</span>" if seen else ""))
 
 
 def _calibration(int8: dict | None) -> str:
