@@ -17,8 +17,8 @@ from pathlib import Path
 from headstart.errors import HeadstartError
 
 _local = threading.local()
-# descriptors of the locks this process holds: a forked child (a DataLoader worker) closes its copies, which would
-# otherwise hold the lock after this process dies, until the child notices and exits
+# descriptors of the locks this process holds or waits for: a forked child (a DataLoader worker) closes its copies,
+# which would otherwise hold the lock after this process dies, until the child notices and exits
 _held_fds: set[int] = set()
 
 
@@ -26,6 +26,7 @@ def _close_inherited_locks() -> None:
     for fd in _held_fds:
         os.close(fd)  # closing, unlike LOCK_UN, leaves the parent's lock held
     _held_fds.clear()
+    _local.held = set()  # the child holds none of them
 
 
 os.register_at_fork(after_in_child=_close_inherited_locks)
@@ -50,6 +51,8 @@ def locked(path: Path, timeout: float = 60.0, busy: str | None = None):
         if not path.is_file():
             raise
         fd = os.open(path, os.O_RDONLY)  # a lock file this user may not write (another's): flock needs no more
+    owner = os.getpid()
+    _held_fds.add(fd)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -62,15 +65,16 @@ def locked(path: Path, timeout: float = 60.0, busy: str | None = None):
                                                  f"{timeout:g} s. Wait for it to finish, then try again.") from None
                 time.sleep(0.02)
         _local.held = held | {key}
-        _held_fds.add(fd)
         try:
             yield
         finally:
             _local.held = held
-            _held_fds.discard(fd)
-            fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
-        os.close(fd)
+        if os.getpid() == owner:  # a forked child leaving this block closed its copy when it was forked
+            _held_fds.discard(fd)
+            with suppress(OSError):  # after a timeout there is nothing to release
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
 
 @contextmanager
@@ -113,20 +117,33 @@ def replacing(path: Path, mode: str = "w", **open_args):
     beside it, flushed to disk, then renamed over it. Readers see the old content or the new one, never a partial
     file; a failure (a full disk) leaves the old one and no temporary file. The folder is flushed too, so that
     after a crash the rename has happened or not, whatever wrote next."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    with replacing_all([path], mode, **open_args) as (handle,):
+        yield handle
+
+
+@contextmanager
+def replacing_all(paths: list[Path], mode: str = "w", **open_args):
+    """File handles whose contents replace `paths`, each as `replacing` does; every file is written and flushed
+    before the first rename, and the renames follow one another in order, so an interruption leaves the old files
+    (bar the instant between two renames)."""
+    paths = [Path(path) for path in paths]
+    temporary = [path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp") for path in paths]
     if "b" not in mode:
         open_args.setdefault("encoding", "utf-8")
     try:
-        with open(tmp, mode, **open_args) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        with suppress(OSError):  # a filesystem that cannot flush a folder has still renamed the file
-            fsync_path(path.parent)
+        with ExitStack() as stack:
+            handles = [stack.enter_context(open(tmp, mode, **open_args)) for tmp in temporary]
+            yield handles
+            for handle in handles:
+                handle.flush()
+                os.fsync(handle.fileno())
+        for tmp, path in zip(temporary, paths):
+            os.replace(tmp, path)
+        for folder in dict.fromkeys(path.parent for path in paths):
+            fsync_path(folder)
     finally:
-        tmp.unlink(missing_ok=True)
+        for tmp in temporary:
+            tmp.unlink(missing_ok=True)
 
 
 def read_json_object(path: Path, fix: str) -> dict:
@@ -147,10 +164,14 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def fsync_path(path: Path) -> None:
-    """Flush a file, or a folder's entries, to disk."""
+    """Flush a file, or a folder's entries, to disk (on a filesystem that cannot flush a folder, its renames are done
+    all the same)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError:
+        if not Path(path).is_dir():
+            raise
     finally:
         os.close(fd)
 

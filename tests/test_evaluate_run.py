@@ -354,16 +354,24 @@ def test_data_of_another_kind_is_named_before_its_labels(tiny_run, tmp_path):
         tiny_run.evaluate(str(texts), bootstrap=0, latency=False, robustness=False, baselines=False)
 
 
-def test_an_interrupted_evaluation_leaves_the_previous_files(tiny_run, tiny_metrics, monkeypatch):
+@pytest.mark.parametrize("point", ["making the report", "writing the second file"])
+def test_an_interrupted_evaluation_leaves_the_previous_files(tiny_run, tiny_metrics, monkeypatch, point):
     before = {name: (tiny_run.path / name).read_bytes() for name in ("metrics.json", "report.html")}
+    flushes = []
+    flush = os.fsync
 
-    def interrupted(metrics):
-        raise KeyboardInterrupt
+    def interrupted(*args):
+        flushes.append(args)
+        if point == "making the report" or len(flushes) == 2:  # the first file is written by then
+            raise KeyboardInterrupt
+        flush(*args)
 
-    monkeypatch.setattr("headstart.evaluate.report.report_html", interrupted)
+    monkeypatch.setattr(*(("headstart.evaluate.report.report_html", interrupted) if point == "making the report"
+                          else (os, "fsync", interrupted)))
     with pytest.raises(KeyboardInterrupt):
         evaluate_run(tiny_run.path, overrides={"bootstrap": 50, "latency": False, "baselines": False}, progress=False)
     assert {name: (tiny_run.path / name).read_bytes() for name in before} == before
+    assert not list(tiny_run.path.glob(".*.tmp"))
 
 
 def test_damaged_model_files_are_named(tiny_run, tmp_path):
@@ -499,7 +507,8 @@ def test_a_damaged_record_of_the_run_is_named(tiny_run, tmp_path, name, damage, 
 
 
 @pytest.mark.parametrize("option", ["data", "output"])
-def test_an_empty_data_or_output_is_refused(tiny_run, option):
+def test_an_empty_data_or_output_is_refused(tiny_run, option, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where an empty path would write
     shown = {"data": "--data", "output": "--out"}[option]
     with pytest.raises(HeadstartError, match=f"{shown} is empty: give "):
         evaluate_run(tiny_run.path, **{option: " "}, progress=False)
@@ -515,6 +524,20 @@ def test_out_never_writes_over_another_evaluation(tiny_run, digits_folder, tmp_p
                                              "on .*, which this evaluation would write over"):
         evaluate_run(tiny_run.path, data=str(digits_folder / "digit1"), output=out, overrides=quick, progress=False)
     assert (out / "metrics.json").read_bytes() == before
+    other = Path(shutil.copytree(tiny_run.path, tmp_path / "other", ignore=shutil.ignore_patterns("metrics.json")))
+    with pytest.raises(HeadstartError, match="is another run's folder"):
+        evaluate_run(tiny_run.path, output=other, overrides=quick, progress=False)
     (out / "metrics.json").write_text(json.dumps({"schema": "headstart-compression"}))
     with pytest.raises(HeadstartError, match="already holds a metrics.json that is not an evaluation"):
         evaluate_run(tiny_run.path, output=out, overrides=quick, progress=False)
+
+
+def test_an_image_s_digest_in_split_csv_does_not_depend_on_where_its_folder_is():
+    from headstart.data.split import input_digest
+
+    # the bundled images live in site-packages: a new environment moves them, and the run must still evaluate
+    moved = ("/env-a/lib/python3.11/site-packages/elpv_dataset/data/images/cell0001.png",
+             "/env-b/lib/python3.12/site-packages/elpv_dataset/data/images/cell0001.png")
+    assert input_digest(moved[0], "image") == input_digest(moved[1], "image")
+    assert input_digest(moved[0], "image") != input_digest(moved[0].replace("0001", "0002"), "image")
+    assert input_digest(moved[0], "text") != input_digest(moved[1], "text")  # a text is its whole content

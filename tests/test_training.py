@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -417,31 +418,67 @@ def test_only_a_run_folder_that_can_be_locked_is(tmp_path):
 def test_a_lock_is_freed_when_its_holder_dies_though_its_forked_children_live(tmp_path):
     from headstart.files import locked
 
-    lock = tmp_path / ".lock"
-    holder = subprocess.Popen([sys.executable, "-c", "import os, time\nfrom headstart.files import locked\n"
-                               f"with locked({str(lock)!r}):\n"
-                               "    child = os.fork()  # as a DataLoader worker is\n"
-                               "    if child == 0:\n        time.sleep(60)\n        os._exit(0)\n"
-                               "    print(child, flush=True)\n    os._exit(0)  # dies holding the lock, as on kill -9"],
-                              cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, text=True)
+    lock, log = tmp_path / ".lock", tmp_path / "child.log"
+    script = f"""import os, time
+from headstart.files import locked
+with locked({str(lock)!r}):
+    child = os.fork()  # as a DataLoader worker is
+    if child:
+        print(child, flush=True)
+        os._exit(0)  # dies holding the lock, as on kill -9
+    log = open({str(log)!r}, "w")  # the lowest free descriptor: the lock's, which the child closed at the fork
+log.write("ok")  # leaving the block in the child must not have closed it
+log.close()
+time.sleep(60)
+"""
+    holder = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[1],
+                              stdout=subprocess.PIPE, text=True)
     child = int(holder.stdout.readline())
     holder.wait(timeout=60)
     try:
         with locked(lock, timeout=0):
             pass
+        deadline = time.monotonic() + 30
+        while not (log.is_file() and log.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert log.read_text() == "ok"
     finally:
         os.kill(child, 9)
 
 
-def test_a_model_folder_being_replaced_is_whole_wherever_a_kill_stops_it(tmp_path, monkeypatch):
+def _saved_cnn(hidden: int) -> Classifier:
+    """A tiny classifier that save_model can write (its backbone named by its factory)."""
     from headstart.backbones.registry import build
     from headstart.config import DataConfig
+
+    return Classifier(build("module:tests.tiny:tiny_cnn", DataConfig(source="unused")), ["a", "b"], [hidden], 0.3)
+
+
+def test_a_filesystem_that_cannot_flush_folders_still_gets_its_files(tmp_path, monkeypatch):
+    import errno
+    import stat
+
+    from headstart.files import write_atomic
     from headstart.model.folder import load_model, save_model
 
-    def model(hidden: int) -> Classifier:
-        return Classifier(build("module:tests.tiny:tiny_cnn", DataConfig(source="unused")), ["a", "b"], [hidden], 0.3)
+    flush = os.fsync
 
-    save_model(model(8), tmp_path / "model", {"hidden": [8], "dropout": 0.3})
+    def files_only(fd):  # as on some network and FUSE filesystems
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        flush(fd)
+
+    monkeypatch.setattr(os, "fsync", files_only)
+    write_atomic(tmp_path / "results.json", "{}")
+    save_model(_saved_cnn(8), tmp_path / "model", {"hidden": [8], "dropout": 0.3})
+    assert load_model(tmp_path / "model").head[1].out_features == 8
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model", "results.json"]
+
+
+def test_a_model_folder_being_replaced_is_whole_wherever_a_kill_stops_it(tmp_path, monkeypatch):
+    from headstart.model.folder import load_model, save_model
+
+    save_model(_saved_cnn(8), tmp_path / "model", {"hidden": [8], "dropout": 0.3})
 
     def killed(path, ignore_errors=False):  # midway through deleting the folder replaced
         (Path(path) / "model.safetensors").unlink()
@@ -449,7 +486,7 @@ def test_a_model_folder_being_replaced_is_whole_wherever_a_kill_stops_it(tmp_pat
 
     monkeypatch.setattr("headstart.model.folder.shutil.rmtree", killed)
     with pytest.raises(KeyboardInterrupt):
-        save_model(model(4), tmp_path / "model", {"hidden": [4], "dropout": 0.3})
+        save_model(_saved_cnn(4), tmp_path / "model", {"hidden": [4], "dropout": 0.3})
     assert load_model(tmp_path / "model").head[1].out_features == 4  # the new one, whole
 
 

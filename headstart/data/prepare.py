@@ -43,7 +43,7 @@ def prepare_data(config: DataConfig, run_dir: Path, write: bool = True) -> Prepa
     check_splits(frame, "dropping the duplicates across splits emptied it (data.leakage: drop); remove the "
                         "duplicates from the data, or set data.leakage: report")
     split_path = run_dir / "split.csv"
-    table = manifest(frame)
+    table = manifest(frame, examples.modality)
     if split_path.exists():  # before anything is written: a refused resume keeps the run's record of its data
         saved = pd.read_csv(split_path, dtype=str, keep_default_na=False)
         # the digests of inputs came later: a split.csv without them is compared without them

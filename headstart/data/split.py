@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import PurePath
 
 import numpy as np
 import pandas as pd
@@ -100,12 +101,15 @@ def check_splits(frame: pd.DataFrame, why: str) -> None:
                              "use a split that is not grouped.")
 
 
-def input_digest(value: str) -> str:
-    """A short digest of an example's input (its text, or its image's path), kept in split.csv: a row of an edited or
-    re-sorted table is then not taken for the example the run had there."""
-    return hashlib.sha1(str(value).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+def input_digest(value: str, modality: str) -> str:
+    """A short digest of an example's input, kept in split.csv so that a row of an edited or re-sorted table is not
+    taken for the example the run had there: of its text, or of its image's file name (not the whole path, which
+    changes with the environment: the bundled images live in site-packages)."""
+    shown = PurePath(value).name if modality == "image" else str(value)
+    return hashlib.sha1(shown.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
-def manifest(frame: pd.DataFrame) -> pd.DataFrame:
+def manifest(frame: pd.DataFrame, modality: str) -> pd.DataFrame:
     """Which file or row went to which split, with which label and input: the table saved as split.csv in the run."""
-    return frame[["origin", "label", "group", "split"]].assign(input_sha1=[input_digest(v) for v in frame["input"]])
+    return frame[["origin", "label", "group", "split"]].assign(
+        input_sha1=[input_digest(v, modality) for v in frame["input"]])

@@ -126,7 +126,7 @@ def run_parts(run_dir: Path, config: DataConfig, labels: list[str], requested: l
     unknown = sorted(set(split["label"]) - set(labels))
     if unknown:
         raise HeadstartError(f"split.csv holds labels the model does not know: {', '.join(unknown)}.")
-    _check_same_examples(split, frame.loc[split["origin"]], split_path, config.source)
+    _check_same_examples(split, frame.loc[split["origin"]], examples.modality, split_path, config.source)
     if examples.modality == "image":
         from headstart.predict import check_images
 
@@ -144,12 +144,13 @@ def run_parts(run_dir: Path, config: DataConfig, labels: list[str], requested: l
     return examples, parts
 
 
-def _check_same_examples(split: pd.DataFrame, now: pd.DataFrame, split_path: Path, source: str) -> None:
+def _check_same_examples(split: pd.DataFrame, now: pd.DataFrame, modality: str, split_path: Path,
+                         source: str) -> None:
     """Refuse data whose rows no longer hold the label and input the run had at them (a table edited or re-sorted
     since), and a split.csv whose split sizes differ from those the run trained and tested with."""
     changed = split["label"].to_numpy() != now["label"].to_numpy()
     if "input_sha1" in split.columns:
-        changed |= split["input_sha1"].to_numpy() != np.array([input_digest(v) for v in now["input"]])
+        changed |= split["input_sha1"].to_numpy() != np.array([input_digest(v, modality) for v in now["input"]])
     if changed.any():
         raise HeadstartError(f"{int(changed.sum())} examples of {split_path} no longer have the label or input they "
                              f"had in data.source {source} (first: {split.loc[changed, 'origin'].iloc[0]}): the data "

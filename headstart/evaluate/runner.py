@@ -15,7 +15,7 @@ import numpy as np
 
 from headstart.config import EvaluateConfig
 from headstart.errors import HeadstartError
-from headstart.files import run_lock, write_atomic
+from headstart.files import replacing_all, run_lock
 from headstart.progress import reporter
 
 SCHEMA = "headstart-evaluation"
@@ -178,7 +178,10 @@ def output_dir(run_dir: Path, source: str | None, output: Path | None) -> Path:
 
 
 def _refuse_another_evaluation(folder: Path, run_dir: Path, source: str | None) -> None:
-    """--out may hold an earlier evaluation of this run on this data, which is replaced; not another one."""
+    """--out may hold an earlier evaluation of this run on this data, which is replaced; not another one, nor another
+    run (whose `registry push` would take this evaluation for its own)."""
+    if (folder / "config.yaml").is_file() and folder.resolve() != run_dir.resolve():
+        raise HeadstartError(f"--out {folder} is another run's folder. Give a new or empty folder, or leave --out out.")
     path = folder / "metrics.json"
     if not path.is_file():
         return
@@ -337,9 +340,11 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
     })
     say("writing the report")
     out_dir.mkdir(parents=True, exist_ok=True)
-    # both made before either is written, so an interruption leaves the previous pair; metrics.json, which `registry
-    # push` reads, replaced last
     html, text = report_html(metrics), json.dumps(metrics, indent=2, allow_nan=False)
-    write_atomic(out_dir / "report.html", html)
-    write_atomic(out_dir / "metrics.json", text)
+    for stale in [*out_dir.glob(".report.html.*.tmp"), *out_dir.glob(".metrics.json.*.tmp")]:  # left by a kill -9
+        stale.unlink(missing_ok=True)
+    # metrics.json, which `registry push` reads, renamed last
+    with replacing_all([out_dir / "report.html", out_dir / "metrics.json"]) as (report, metrics_file):
+        report.write(html)
+        metrics_file.write(text)
     return metrics

@@ -34,13 +34,13 @@ def save_model(model: Classifier, folder: Path, head: dict[str, Any], extra: dic
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         _write(model, staging, head, extra)
+        sync_tree(staging)  # on disk before it is named: a run marked finished never holds an empty weights file
     except SafetensorError as exc:  # a full disk, for one
         shutil.rmtree(staging, ignore_errors=True)
         raise HeadstartError(f"Could not write the model folder {folder}: {exc}.") from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    sync_tree(staging)  # on disk before it is named: a run marked finished never holds an empty weights file
     old = folder.with_name(f"{staging.name}-old")
     if folder.exists():
         folder.rename(old)
