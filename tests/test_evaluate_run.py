@@ -518,7 +518,9 @@ def test_out_never_writes_over_another_evaluation(tiny_run, digits_folder, tmp_p
     quick = {"bootstrap": 0, "latency": False, "baselines": False, "robustness": False}
     out = tmp_path / "out"
     evaluate_run(tiny_run.path, output=out, overrides=quick, progress=False)
+    (out / ".metrics.json.4242.1.tmp").write_text("{")  # as a kill -9 mid-write leaves
     evaluate_run(tiny_run.path, output=out, overrides=quick, progress=False)  # this run on this data again: replaced
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "report.html"]
     before = (out / "metrics.json").read_bytes()
     with pytest.raises(HeadstartError, match=rf"--out {re.escape(str(out))} already holds the evaluation of run tiny "
                                              "on .*, which this evaluation would write over"):
