@@ -99,19 +99,22 @@ class Run:
 
         return load(self.model_dir)
 
-    def evaluate(self, data: str | None = None, slice_by: str | list[str] = (), output: str | Path | None = None,
-                 read: dict | None = None, progress: bool = True, **settings) -> dict:
+    def evaluate(self, data: str | None = None, slice_by: str | list[str] | None = None,
+                 output: str | Path | None = None, read: dict | None = None, progress: bool = True,
+                 **settings) -> dict:
         """Evaluate the best model (see `headstart.evaluate.evaluate_run`): writes report.html and metrics.json
         into the run folder (or <run>/evaluations/<source> for `data`) and returns the metrics.
 
         read: data.* settings that say how to read `data`, e.g. `read={"image_column": "path"}`.
-        settings: evaluate.* fields, each replacing the run's, e.g. `run.evaluate(bootstrap=200, latency=False)`.
+        slice_by and settings: evaluate.* fields, each replacing the run's, e.g. `run.evaluate(bootstrap=200,
+        latency=False)`; `slice_by=[]` slices by nothing, None by the run's evaluate.slice_by.
         progress: as for `evaluate_run`.
         """
         from headstart.evaluate import evaluate_run
 
-        return evaluate_run(self.path, data=data, slice_by=[slice_by] if isinstance(slice_by, str) else slice_by,
-                            output=output, overrides=settings, read=read, progress=progress)
+        if slice_by is not None:
+            settings["slice_by"] = [slice_by] if isinstance(slice_by, str) else list(slice_by)
+        return evaluate_run(self.path, data=data, output=output, overrides=settings, read=read, progress=progress)
 
     def compress(self, method: str = "auto", budget: float = 1.0, **options) -> dict:
         """Write the best model's compressed variants (<run>/model/variants/) and compare them with it on the test

@@ -543,3 +543,9 @@ def test_an_image_s_digest_in_split_csv_does_not_depend_on_where_its_folder_is()
     assert input_digest(moved[0], "image") == input_digest(moved[1], "image")
     assert input_digest(moved[0], "image") != input_digest(moved[0].replace("0001", "0002"), "image")
     assert input_digest(moved[0], "text") != input_digest(moved[1], "text")  # a text is its whole content
+
+
+def test_run_evaluate_slice_by_replaces_the_run_s_slices(binary_run, tmp_path):
+    quick = {"bootstrap": 0, "latency": False, "robustness": False, "baselines": False, "progress": False}
+    assert list(binary_run.evaluate(output=tmp_path / "a", **quick)["slices"]) == ["pen"]  # evaluate.slice_by
+    assert binary_run.evaluate(output=tmp_path / "b", slice_by=[], **quick)["slices"] == {}

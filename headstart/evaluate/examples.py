@@ -84,7 +84,7 @@ def slice_columns(examples: Examples, requested: list[str], source: str) -> list
                 hint += " Any other column of the table works too."
         raise HeadstartError(f"--slice-by {column} (or evaluate.slice_by): {problem}. {hint} A column named in the "
                              "run's evaluate.slice_by is left out with --set evaluate.slice_by=[] (Python: "
-                             "overrides={'slice_by': []}).")
+                             "run.evaluate(slice_by=[])).")
     auto = [c for c in available if c.lower() in ENVIRONMENT_COLUMNS and c not in requested]
     return list(dict.fromkeys(requested + auto))
 
