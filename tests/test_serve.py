@@ -468,6 +468,18 @@ def test_settings_that_cannot_work_are_refused_before_the_service_starts(registr
         assert "secret" not in str(caught.value)
 
 
+def test_a_prediction_log_it_cannot_write_is_refused_before_the_service_starts(registry, tmp_path):
+    from headstart.errors import HeadstartError
+    from headstart.serve.log import PredictionLog
+
+    log = tmp_path / "predictions.sqlite"
+    PredictionLog(f"sqlite:///{log}").close()
+    read_only = f"sqlite:///file:{log}?mode=ro&uri=true"  # as a file the service's user may only read
+    with pytest.raises(HeadstartError, match=r"cannot open the prediction log for writing \(attempt to write a "
+                                             r"readonly database\)\. Give a database this service can write to"):
+        create_app(ServeConfig(model="digits@production", registry=registry.root, db=read_only))
+
+
 def test_a_model_that_does_not_load_is_refused_before_the_service_starts(registry):
     from headstart.errors import HeadstartError
 
@@ -482,7 +494,7 @@ def test_a_model_that_does_not_load_is_refused_before_the_service_starts(registr
         create_app(ServeConfig(model="digits@production", registry=registry.root))
 
 
-def test_a_prediction_log_that_fails_answers_503(registry, pngs):
+def test_a_prediction_log_that_fails_answers_503(registry, pngs, caplog):
     from sqlalchemy import create_engine
 
     with client(registry) as api:
@@ -495,6 +507,9 @@ def test_a_prediction_log_that_fails_answers_503(registry, pngs):
             answer = api.post(path, json=body)
             assert answer.status_code == 503, answer.text
             assert answer.json() == {"detail": "The prediction log is unavailable (OperationalError); try again."}
+    # the operator is told why, once per failed call, in the server's output
+    assert [r.getMessage() for r in caplog.records].count("The prediction log failed (OperationalError): unable to "
+                                                          "open database file") == 2
 
 
 def test_a_prediction_log_removed_while_serving_is_opened_again(registry, pngs):
@@ -528,6 +543,8 @@ def test_a_prediction_log_rotated_while_serving_keeps_its_rows(registry, pngs):
             if i == 0:
                 assert api.post("/predict", json={"images": [b64(pngs[2])]}).status_code == 200
                 assert [row.id for row in rows(f"sqlite:///{database.with_name(archive)}")] == answered[:1]
+                late = api.post("/feedback", json={"prediction_id": answered[0], "label": "digit0"})
+                assert late.status_code == 404 and "logged before the log was rotated" in late.json()["detail"]
     assert [row.id for row in rows(f"sqlite:///{database.with_name('second.sqlite')}")][-1] == answered[1]
 
 

@@ -31,7 +31,7 @@ from headstart.serve import schemas
 from headstart.serve.batching import ShuttingDown
 from headstart.serve.inputs import BadInput, Item, parse_json, parse_multipart
 from headstart.serve.limits import BodyLimit
-from headstart.serve.log import PredictionLog, database_url
+from headstart.serve.log import PredictionLog, database_url, driver_message
 from headstart.serve.metrics import RequestMetrics, ServiceMetrics
 from headstart.serve.models import Arm, check_pair, load_predictor
 from headstart.serve.router import Router
@@ -128,6 +128,8 @@ class Service:
         try:
             return await asyncio.get_running_loop().run_in_executor(self.db, function, *args)
         except Exception as exc:
+            logging.getLogger("uvicorn.error").warning("The prediction log failed (%s): %s", type(exc).__name__,
+                                                       driver_message(exc))
             raise HTTPException(503, f"The prediction log is unavailable ({type(exc).__name__}); try again.") from None
 
     def _targets(self) -> dict[str, Version | None]:
@@ -324,7 +326,9 @@ def create_app(config: ServeConfig) -> FastAPI:
         known = PREDICTION_ID.fullmatch(body.prediction_id)
         row = await service.in_db(service.log.prediction, body.prediction_id) if known else None
         if row is None:
-            raise HTTPException(404, f"No prediction with id {body.prediction_id}: send an id returned by /predict.")
+            raise HTTPException(404, f"No prediction with id {body.prediction_id} in the prediction log: send an id "
+                                     "returned by /predict (feedback joins its prediction in the log, so it cannot "
+                                     "be taken for one logged before the log was rotated).")
         labels = list(row.probabilities)
         if body.label not in labels:
             raise HTTPException(422, f"'{body.label}' is not a label of {row.model}@{row.version} "

@@ -10,8 +10,8 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, event, func, insert,
-                        select)
+from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, String, Text, create_engine, delete, event, false,
+                        func, insert, select)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
@@ -94,11 +94,14 @@ class PredictionLog:
         try:
             self._open()
         except Exception as exc:
-            raise HeadstartError(f"--db {_shown(url)}: cannot open the "
-                                 f"prediction log ({exc}).") from None
+            raise HeadstartError(f"--db {_shown(url)}: cannot open the prediction log for writing "
+                                 f"({driver_message(exc)}). Give a database this service can write to.") from None
 
     def _open(self) -> None:
         Base.metadata.create_all(self.engine)
+        if self._file is not None:  # a SQLite write that changes nothing: a file the service may only read is
+            with self.engine.begin() as connection:  # refused now, not at the first prediction, with a 503
+                connection.execute(delete(FeedbackRow).where(false()))
         self._identity = _identity(self._file)
 
     def _same_file(self) -> None:
@@ -147,6 +150,11 @@ class PredictionLog:
                                                        "(%s).", _shown(self.url), type(exc).__name__)
         finally:
             self.engine.dispose()
+
+
+def driver_message(exc: Exception) -> str:
+    """The first line of the database driver's own words, without the SQL and the link SQLAlchemy adds."""
+    return (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 def _identity(path: Path | None) -> tuple[int, int] | None:
