@@ -548,6 +548,17 @@ def test_a_prediction_log_rotated_while_serving_keeps_its_rows(registry, pngs):
     assert [row.id for row in rows(f"sqlite:///{database.with_name('second.sqlite')}")][-1] == answered[1]
 
 
+def test_a_production_arm_started_on_a_fixed_version_keeps_it_when_the_candidate_changes(registry, monkeypatch):
+    monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    app = create_app(ServeConfig(model="digits@2", candidate="digits@candidate", registry=registry.root))
+    with TestClient(app) as api:  # the registry's production is 1
+        changed = api.post("/admin/promote", json={"version": 1, "to": "candidate"}, headers=auth).json()
+        assert (changed["production"]["version"], changed["candidate"]["version"]) == (2, 1)
+        changed = api.post("/admin/promote", json={"version": 1, "to": "production"}, headers=auth).json()
+        assert changed["production"]["version"] == 1  # an admin change of production is served, as documented
+
+
 def test_admin_promote_takes_a_version_number_only(registry, monkeypatch):
     monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
     with client(registry) as api:
@@ -759,7 +770,7 @@ def test_an_admin_change_that_cannot_be_served_is_undone_without_undoing_another
             other[0].join(timeout=1)  # done at once, unless the service's change holds the registry's lock
         return promote(self, name, number, alias)
 
-    async def fails(self, preloaded):
+    async def fails(self, alias, preloaded):
         other[0].join()
         raise RuntimeError("out of memory")
 

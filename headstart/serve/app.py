@@ -132,10 +132,13 @@ class Service:
                                                        driver_message(exc))
             raise HTTPException(503, f"The prediction log is unavailable ({type(exc).__name__}); try again.") from None
 
-    def _targets(self) -> dict[str, Version | None]:
+    def _targets(self, alias: str) -> dict[str, Version | None]:
         """The versions the registry's production and the served candidate reference mean now (None: the
-        candidate alias was cleared), checked as a pair."""
-        targets, kept = {"production": self.registry.resolve(f"{self.name}@production")}, None
+        candidate alias was cleared), checked as a pair, after a change of `alias`. A production arm started on a
+        fixed version (--model NAME@3, NAME@latest) keeps it unless production itself changed."""
+        follows = alias == "production" or parse_spec(self.config.model)[1] == "production"
+        production = self.registry.resolve(f"{self.name}@production") if follows else self.router.production.version
+        targets, kept = {"production": production}, None
         if self.config.candidate:
             ref = parse_spec(self.config.candidate)[1]
             cleared = ref in ALIASES and ref not in self.registry.aliases(self.name)["aliases"]
@@ -167,13 +170,14 @@ class Service:
             return {}
         return {role: await self._load(await asyncio.to_thread(self.registry.version, self.name, number))}
 
-    async def follow_registry(self, preloaded: dict[str, Arm] | None = None) -> None:
-        """Serve the registry's production version (and candidate, when one is served) after an admin change:
+    async def follow_registry(self, alias: str, preloaded: dict[str, Arm] | None = None) -> None:
+        """Serve the registry's production version (and candidate, when one is served) after an admin change of
+        `alias` (see `_targets`):
         the new models load while the old ones answer (a `preloaded` arm of the right version is used as it is);
         then the arms are swapped, all of them or none. Preloaded arms left unused are retired."""
         preloaded, loaded = dict(preloaded or {}), {}
         try:
-            targets = await asyncio.to_thread(self._targets)
+            targets = await asyncio.to_thread(self._targets, alias)
             for role, version in targets.items():
                 current, ready = getattr(self.router, role), preloaded.get(role)
                 if version is not None and (current is None or current.number != version.number):
@@ -382,7 +386,7 @@ def create_app(config: ServeConfig) -> FastAPI:
                     arm.retire()
                 raise
             try:
-                await service.follow_registry(preloaded)
+                await service.follow_registry(alias, preloaded)
             except Exception as exc:
                 restored = await asyncio.to_thread(registry.restore_aliases, name, before, after)
                 what = ("the registry's aliases were put back" if restored else "the registry's aliases were changed "
