@@ -93,6 +93,10 @@ def test_predict_logs_every_input_and_takes_feedback(registry, pngs):
         assert missing.status_code == 422
         assert missing.json()["detail"] == ("The request is not valid: prediction_id: Field required; label: Input "
                                             "should be a valid string.")
+        form = api.post("/feedback", data={"prediction_id": first["id"], "label": "digit0"})  # curl -d's encoding
+        assert form.status_code == 415 and form.json()["detail"] == (
+            "Content-Type application/x-www-form-urlencoded is not accepted: send the body as JSON, with "
+            "Content-Type: application/json.")
 
     logged = {row.id: row for row in rows(sqlite_url(registry))}
     assert set(logged) == {p["id"] for p in predictions}

@@ -258,10 +258,14 @@ def create_app(config: ServeConfig) -> FastAPI:
         return JSONResponse({"detail": exc.message}, status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(_request: Request, exc: RequestValidationError):
+    async def invalid(request: Request, exc: RequestValidationError):
         """FastAPI's list of validation errors as one sentence, like every other refusal; a body that is not JSON
-        is a 400, as for /predict."""
+        is a 400, and one sent as another content type (a form, curl -d's default) a 415, as for /predict."""
         errors = exc.errors()
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json" and any(error["loc"][:1] == ("body",) for error in errors):
+            return JSONResponse({"detail": f"Content-Type {kind or '(none)'} is not accepted: send the body as JSON, "
+                                           "with Content-Type: application/json."}, status_code=415)
         if any(error["type"] == "json_invalid" for error in errors):
             return JSONResponse({"detail": "The request body is not valid JSON."}, status_code=400)
         problems = "; ".join(f"{'.'.join(str(part) for part in error['loc'][1:]) or 'the body'}: {error['msg']}"
@@ -322,7 +326,7 @@ def create_app(config: ServeConfig) -> FastAPI:
              "arm": row["arm"]} for row in rows]}
 
     @app.post("/feedback", response_model=schemas.FeedbackResponse,
-              responses=errors(400, 404, 413, 422, 503))
+              responses=errors(400, 404, 413, 415, 422, 503))
     async def feedback(body: schemas.FeedbackRequest, request: Request):
         """Record the true label of an earlier prediction."""
         service: Service = request.app.state.service
@@ -396,7 +400,7 @@ def create_app(config: ServeConfig) -> FastAPI:
         return service.health()
 
     @app.post("/admin/promote", response_model=schemas.Health, dependencies=[Depends(admin)],
-              responses=errors(400, 401, 403, 404, 409, 413, 422))
+              responses=errors(400, 401, 403, 404, 409, 413, 415, 422))
     async def promote(body: schemas.PromoteRequest, request: Request):
         """Promote a version to production or candidate in the registry, and serve it (no request is dropped)."""
         service: Service = request.app.state.service
