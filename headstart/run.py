@@ -24,8 +24,9 @@ def replaced_run(run_dir: Path) -> Path:
 def unfinished(run_dir: Path, missing: str) -> HeadstartError:
     """The error for a run folder that has no `missing` yet: continue it, or take back the run it was replacing."""
     replaced = replaced_run(run_dir)
-    kept = (f" It is replacing the run kept in {replaced} until it finishes; to keep that one instead, delete "
-            f"{run_dir} and rename {replaced.name} back to {run_dir.name}.") if replaced.is_dir() else ""
+    kept = (f" It is a `fit --overwrite` that stopped early: the run it replaces waits in {replaced} until it "
+            f"finishes; to keep that one instead, delete {run_dir} and rename {replaced.name} back to "
+            f"{run_dir.name}.") if replaced.is_dir() else ""
     return HeadstartError(f"Run {run_dir} has not finished: it has no {missing} yet. Continue it with "
                           f"`headstart fit --resume {run_dir}`.{kept}")
 
