@@ -146,6 +146,14 @@ def replacing_all(paths: list[Path], mode: str = "w", **open_args):
             tmp.unlink(missing_ok=True)
 
 
+def remove_temporary(folder: Path, *names: str) -> None:
+    """Remove the temporary files that `replacing` left in `folder` when a kill -9 stopped it mid-write (those of
+    the files `names`, or all); call it holding the lock of whatever writes there."""
+    for name in names or ("*",):
+        for tmp in Path(folder).glob(f".{name}.*.tmp"):
+            tmp.unlink(missing_ok=True)
+
+
 def read_json_object(path: Path, fix: str) -> dict:
     """The JSON object in `path`; anything else is refused, naming the file, with `fix` (what to do)."""
     try:

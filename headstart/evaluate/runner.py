@@ -15,7 +15,7 @@ import numpy as np
 
 from headstart.config import EvaluateConfig
 from headstart.errors import HeadstartError
-from headstart.files import replacing_all, run_lock
+from headstart.files import remove_temporary, replacing_all, run_lock
 from headstart.progress import reporter
 
 SCHEMA = "headstart-evaluation"
@@ -341,8 +341,7 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
     say("writing the report")
     out_dir.mkdir(parents=True, exist_ok=True)
     html, text = report_html(metrics), json.dumps(metrics, indent=2, allow_nan=False)
-    for stale in [*out_dir.glob(".report.html.*.tmp"), *out_dir.glob(".metrics.json.*.tmp")]:  # left by a kill -9
-        stale.unlink(missing_ok=True)
+    remove_temporary(out_dir, "report.html", "metrics.json")  # its own only: --out may be any folder
     # metrics.json, which `registry push` reads, renamed last
     with replacing_all([out_dir / "report.html", out_dir / "metrics.json"]) as (report, metrics_file):
         report.write(html)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 from headstart.errors import HeadstartError
 from headstart.registry.fingerprint import data_fingerprint, file_digest, folder_digests
-from headstart.files import fsync_path, locked, read_json_object, sync_tree, write_atomic
+from headstart.files import fsync_path, locked, read_json_object, remove_temporary, sync_tree, write_atomic
 
 ALIASES = ("production", "candidate")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -340,8 +340,7 @@ class Registry:
             with self._lock(name):
                 for stale in folder.glob(".staging-*"):  # left by a writer that died (we hold the lock)
                     shutil.rmtree(stale, ignore_errors=True)
-                for stale in folder.glob(".*.tmp"):
-                    stale.unlink(missing_ok=True)
+                remove_temporary(folder)
                 numbers, earlier = self.numbers(name), self._readable(name)
                 modalities = {v.meta["modality"] for v in earlier} - {modality}
                 if modalities:

@@ -13,7 +13,7 @@ from typing import Any, Union
 
 from headstart.config import RunConfig, load_config, save_config
 from headstart.errors import HeadstartError, first_five
-from headstart.files import model_lock, run_lock, write_atomic
+from headstart.files import model_lock, remove_temporary, run_lock, write_atomic
 from headstart.run import Run, replaced_run
 
 PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
@@ -157,11 +157,10 @@ def _remove(path: Path, ignore_errors: bool = False) -> None:
 
 def _remove_leftovers(run_dir: Path) -> None:
     """Files and model copies that a kill -9 cut short in an earlier process of this run (we hold its lock)."""
-    for partial in [*run_dir.glob(".*.tmp"), *(run_dir / "checkpoints").glob(".*.tmp"), *run_dir.glob(".model-*")]:
-        if partial.is_dir() and not partial.is_symlink():
-            shutil.rmtree(partial, ignore_errors=True)
-        else:
-            partial.unlink(missing_ok=True)
+    remove_temporary(run_dir)
+    remove_temporary(run_dir / "checkpoints")
+    for copy in run_dir.glob(".model-*"):  # save_model's staging folder, or the replaced model set aside
+        _remove(copy, ignore_errors=True)
 
 
 def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> tuple[bool, list[Path]]:
