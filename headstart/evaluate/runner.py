@@ -165,7 +165,7 @@ def output_dir(run_dir: Path, source: str | None, output: Path | None) -> Path:
     else:
         name = re.sub(r"[^A-Za-z0-9_.-]+", "-", Path(source.rstrip("/")).stem or source).strip("-") or "data"
         folder, n = run_dir / "evaluations" / name, 2
-        while _source_evaluated(folder) not in (None, source):
+        while (held := _evaluation_in(folder)) is not None and held[2] not in (None, source):
             folder, n = run_dir / "evaluations" / f"{name}-{n}", n + 1
     existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
     if not existing.is_dir():
@@ -182,17 +182,12 @@ def _refuse_another_evaluation(folder: Path, run_dir: Path, source: str | None) 
     run (whose `registry push` would take this evaluation for its own)."""
     if (folder / "config.yaml").is_file() and folder.resolve() != run_dir.resolve():
         raise HeadstartError(f"--out {folder} is another run's folder. Give a new or empty folder, or leave --out out.")
-    path = folder / "metrics.json"
-    if not path.is_file():
+    if not (folder / "metrics.json").is_file():
         return
     from headstart.run import Run
 
     config = Run(run_dir).config
-    try:
-        held = json.loads(path.read_text())
-        found = (held.get("schema"), held.get("run"), held["data"]["source"])
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        found = None
+    found = _evaluation_in(folder)
     if found != (SCHEMA, config.name, source or config.data.source):
         what = (f"the evaluation of run {found[1]} on {found[2]}" if found and found[0] == SCHEMA else
                 "a metrics.json that is not an evaluation (`headstart compress` writes one in model/variants)")
@@ -207,11 +202,13 @@ def _absolute(source: str) -> str:
     return str(path.resolve()) if path.exists() else source
 
 
-def _source_evaluated(folder: Path) -> str | None:
-    """The data source whose evaluation `folder` holds; None when it holds none (or an unreadable one)."""
+def _evaluation_in(folder: Path) -> tuple[str | None, str | None, str | None] | None:
+    """(schema, run name, data source) of the metrics.json in `folder`; None when it holds none (or an unreadable
+    one)."""
     try:
-        return json.loads((folder / "metrics.json").read_text())["data"]["source"]
-    except (OSError, ValueError, KeyError, TypeError):
+        held = json.loads((folder / "metrics.json").read_text())
+        return held.get("schema"), held.get("run"), held["data"]["source"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
 
