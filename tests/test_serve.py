@@ -323,7 +323,7 @@ def test_ab_split_and_shadow(registry, pngs, monkeypatch):
     with client(registry, candidate="digits@candidate", mode="ab", split=0.5, seed=0) as api:
         arms = [api.post("/predict", json={"images": [b64(pngs[i % 12])]}).json()["predictions"][0]
                 for i in range(20)]
-        assert api.get("/health").json()["candidate"]["version"] == 2
+        assert api.get("/health").json()["split"] == 0.5
     answered = {(p["arm"], p["version"]) for p in arms}
     assert answered == {("production", 1), ("candidate", 2)}
     logged = {row.id: (row.arm, row.version) for row in rows(sqlite_url(registry))}
@@ -339,6 +339,8 @@ def test_ab_split_and_shadow(registry, pngs, monkeypatch):
     monkeypatch.setattr(app_module, "parse_json", slow_parse)
     with client(registry, candidate="digits@candidate", mode="shadow") as api:
         answer = api.post("/predict", json={"images": [b64(pngs[0]), b64(pngs[1])]}).json()
+        health = api.get("/health").json()
+    assert (health["candidate"]["version"], health["mode"], health["split"]) == (2, "shadow", None)
     assert {(p["arm"], p["version"]) for p in answer["predictions"]} == {("production", 1)}
     shadow = [row for row in rows(sqlite_url(registry)) if row.request_id == answer["request_id"]]
     assert sorted((row.arm, row.version) for row in shadow) == [("production", 1)] * 2 + [("shadow", 2)] * 2

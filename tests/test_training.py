@@ -391,6 +391,14 @@ def test_a_run_in_use_by_another_process_is_not_overwritten_resumed_or_evaluated
             with pytest.raises(headstart.HeadstartError, match="is in use"):
                 attempt()
         assert (run.path / "results.json").is_file() and not (run.path.parent / ".tiny.replaced").exists()
+        if lock == ".lock":  # as if killed before its evaluation: a --resume is refused, its config.yaml untouched
+            (run.path / "results.json").rename(run.path / "results.kept")
+            config = run.path / "config.yaml"
+            config.write_text(config.read_text() + "# the user's note\n")
+            with pytest.raises(headstart.HeadstartError, match="is in use"):
+                headstart.fit(resume=run.path)
+            assert config.read_text().endswith("# the user's note\n")
+            (run.path / "results.kept").rename(run.path / "results.json")
     finally:
         holder.kill()
         holder.wait()

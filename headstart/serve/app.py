@@ -211,7 +211,8 @@ class Service:
         arms = {role: {"model": a.name, "version": a.number, "runtime": a.runtime} for role, a in router.arms().items()}
         return {"status": "ok", "modality": router.production.modality, "labels": router.production.labels,
                 "production": arms["production"], "candidate": arms.get("candidate"),
-                "mode": router.mode if router.candidate else None, "split": router.split if router.candidate else None}
+                "mode": router.mode if router.candidate else None,
+                "split": router.split if router.candidate and router.mode == "ab" else None}  # shadow: all run both
 
     def count(self, rows: list[dict]) -> None:
         for row in rows:

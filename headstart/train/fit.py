@@ -232,7 +232,8 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
         return _train(config, run_dir, resume is not None)
     _warn_of_settings(config)
     replacing, created = _start_folder(run_dir, resume is not None, overwrite)
-    save_config(config, run_dir / "config.yaml")
+    if resume is None:  # a resumed run keeps the config.yaml it was checked against, as the user left it
+        save_config(config, run_dir / "config.yaml")
     with run_lock(run_dir):  # to the end of its evaluation
         _remove_leftovers(run_dir)
         try:
