@@ -276,6 +276,16 @@ def test_cli_evaluates_another_data_source(tiny_run, cells_table, digits_folder,
     assert (folder / "report.html").is_file()
 
 
+def test_the_run_s_own_images_are_counted_however_their_paths_are_spelled(tiny_run, digits_folder, tmp_path):
+    (tmp_path / "some").mkdir()
+    (tmp_path / "some" / "digit0").symlink_to(digits_folder / "digit0")  # as compress --data counts them
+    metrics = evaluate_run(tiny_run.path, data=str(tmp_path / "some"), output=tmp_path / "out", progress=False,
+                           overrides=dict(bootstrap=0, latency=False, robustness=False, baselines=False))
+    split = tiny_run.split
+    assert metrics["data"]["seen_in_training"] == ((split["label"] == "digit0")
+                                                   & (split["split"] != "test")).sum() > 0
+
+
 def test_two_sources_of_one_name_keep_their_own_evaluations(tiny_run, cells_table, tmp_path, monkeypatch):
     table = pd.read_csv(cells_table)
     table = table.assign(label=table["path"].map(lambda p: Path(p).parent.name))

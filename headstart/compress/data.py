@@ -4,12 +4,12 @@ model folder without its run, data sources the user names."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from headstart.data.split import count_seen, example_key
 from headstart.errors import HeadstartError
 from headstart.registry.store import is_version_model
 
@@ -131,20 +131,14 @@ def load_data(model_dir: Path, run_dir: Path | None, labels: list[str], modality
         no_train = f"the run's own data could not be read ({unread})"
     seen = None
     if data is not None and parts["train"] is not None:
-        trained = {_key(x, modality) for x in [*parts["train"].inputs, *parts["val"].inputs]}
-        seen = sum(_key(x, modality) in trained for x in test.inputs)
+        seen = count_seen(test.inputs, [*parts["train"].inputs, *parts["val"].inputs], modality)
     return CompressData(data or base["source"], "test split" if data is None else "all examples", test, val,
                         train, run_dir, origin, unread, no_train, seen)
-
-
-def _key(x, modality: str) -> str:
-    """What makes two inputs one example: the same text, or the same image file however its path is spelled."""
-    return os.path.realpath(x) if modality == "image" else str(x)
 
 
 def _without(calibration: Split, test: Split, modality: str) -> tuple[Split, int]:
     """The calibration examples that are not test examples, and how many were left out: the search decides on
     calibration data, and the test must not judge its own choice."""
-    tested = {_key(x, modality) for x in test.inputs}
-    keep = [i for i, x in enumerate(calibration.inputs) if _key(x, modality) not in tested]
+    tested = {example_key(x, modality) for x in test.inputs}
+    keep = [i for i, x in enumerate(calibration.inputs) if example_key(x, modality) not in tested]
     return Split([calibration.inputs[i] for i in keep], calibration.y[keep]), len(calibration) - len(keep)

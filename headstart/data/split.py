@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 from pathlib import PurePath
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
@@ -107,6 +109,17 @@ def input_digest(value: str, modality: str) -> str:
     changes with the environment: the bundled images live in site-packages)."""
     shown = PurePath(value).name if modality == "image" else str(value)
     return hashlib.sha1(shown.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def example_key(value: str, modality: str) -> str:
+    """What makes two inputs one example: the same text, or the same image file however its path is spelled."""
+    return os.path.realpath(value) if modality == "image" else str(value)
+
+
+def count_seen(inputs: Iterable[str], seen: Iterable[str], modality: str) -> int:
+    """How many of `inputs` are examples of `seen` (a run's training and validation inputs)."""
+    keys = {example_key(x, modality) for x in seen}
+    return sum(example_key(x, modality) in keys for x in inputs)
 
 
 def manifest(frame: pd.DataFrame, modality: str) -> pd.DataFrame:

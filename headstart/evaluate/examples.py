@@ -12,7 +12,7 @@ import pandas as pd
 
 from headstart.config import RESERVED_COLUMNS, DataConfig
 from headstart.data.sources import TABLE_FIELDS, TABLE_SUFFIXES, Examples, read_source
-from headstart.data.split import input_digest
+from headstart.data.split import count_seen, input_digest
 from headstart.data.validate import visible
 from headstart.errors import HeadstartError
 
@@ -226,7 +226,7 @@ def load(run_dir: Path, config: DataConfig, labels: list[str], modality: str, re
         raise HeadstartError(f"The test split of {run_dir} is empty: nothing to evaluate.")
     seen = None
     if source is not None and missing is None:
-        seen = int(parts["test"]["input"].isin(set(parts["train"]["input"]) | set(parts["val"]["input"])).sum())
+        seen = count_seen(parts["test"]["input"], [*parts["train"]["input"], *parts["val"]["input"]], modality)
     return EvalData(examples.modality, labels, parts["train"], parts["val"], parts["test"], source or config.source,
                     scope, columns, skipped, missing, seen)
 
