@@ -94,11 +94,15 @@ def test_promote_rollback_and_resolve(tiny_run, tmp_path):
     assert reg.resolve("digits@candidate").number == 3 and reg.resolve("digits@latest").number == 4
     reg.promote("digits", 3)  # the candidate becomes production: the candidate alias is cleared
     assert reg.resolve("digits").number == 3 and "candidate" not in reg.aliases("digits")["aliases"]
-    assert reg.rollback("digits").number == 2
+    with pytest.raises(HeadstartError, match="digits version 3 is the production version: a candidate is compared"):
+        reg.promote("digits", 3, "candidate")
+    reg.promote("digits", 2, "candidate")
+    assert reg.rollback("digits").number == 2  # onto the candidate: the candidate alias is cleared
+    assert "candidate" not in reg.aliases("digits")["aliases"]
     assert reg.rollback("digits").number == 1
     with pytest.raises(HeadstartError, match="no earlier production version"):
         reg.rollback("digits")
-    assert [e["to"] for e in reg.aliases("digits")["events"]] == [1, 2, 3, 3, 2, 1]
+    assert [e["to"] for e in reg.aliases("digits")["events"]] == [1, 2, 3, 3, 2, 2, 1]
     with pytest.raises(HeadstartError, match="digits has no version 9 .*versions: 1, 2, 3, 4"):
         reg.promote("digits", 9)
     with pytest.raises(HeadstartError, match="aliases are production, candidate"):

@@ -554,13 +554,17 @@ def test_a_prediction_log_rotated_while_serving_keeps_its_rows(registry, pngs):
     assert [row.id for row in rows(f"sqlite:///{database.with_name('second.sqlite')}")][-1] == answered[1]
 
 
-def test_a_production_arm_started_on_a_fixed_version_keeps_it_when_the_candidate_changes(registry, monkeypatch):
+def test_a_production_arm_started_on_a_fixed_version_keeps_it_when_the_candidate_changes(registry, tiny_run,
+                                                                                          monkeypatch):
     monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
     auth = {"Authorization": f"Bearer {TOKEN}"}
+    registry.push(tiny_run.path, "digits")
     app = create_app(ServeConfig(model="digits@2", candidate="digits@candidate", registry=registry.root))
     with TestClient(app) as api:  # the registry's production is 1
-        changed = api.post("/admin/promote", json={"version": 1, "to": "candidate"}, headers=auth).json()
-        assert (changed["production"]["version"], changed["candidate"]["version"]) == (2, 1)
+        changed = api.post("/admin/promote", json={"version": 3, "to": "candidate"}, headers=auth).json()
+        assert (changed["production"]["version"], changed["candidate"]["version"]) == (2, 3)
+        refused = api.post("/admin/promote", json={"version": 1, "to": "candidate"}, headers=auth)
+        assert refused.status_code == 409 and "is the production version" in refused.json()["detail"]
         changed = api.post("/admin/promote", json={"version": 1, "to": "production"}, headers=auth).json()
         assert changed["production"]["version"] == 1  # an admin change of production is served, as documented
 

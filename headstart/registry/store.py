@@ -392,13 +392,16 @@ class Registry:
         version.verify()  # a version whose files changed is never promoted
         current = state["aliases"].get(alias)
         state["aliases"][alias] = number
+        if alias == "production" and state["aliases"].get("candidate") == number:  # nothing left to compare
+            del state["aliases"]["candidate"]
         state["events"].append({"time": now(), "action": action, "alias": alias, "from": current, "to": number})
         write_atomic(self._folder(name) / "aliases.json", json.dumps(state, indent=2))
         return version
 
     def promote(self, name: str, number: int, alias: str = "production") -> Version:
         """Point `alias` at version `number`. Promoting to production remembers the version it replaces (for
-        rollback) and clears the candidate alias if it pointed at the promoted version."""
+        rollback) and clears the candidate alias if it pointed at the promoted version; the production version
+        cannot be the candidate."""
         if alias not in ALIASES:
             raise HeadstartError(f"--to {alias}: aliases are {', '.join(ALIASES)}.")
         _version_number(number, "Version")
@@ -408,8 +411,9 @@ class Registry:
             current = state["aliases"].get(alias)
             if alias == "production" and current is not None and current != number:
                 state["history"]["production"].append(current)
-            if alias == "production" and state["aliases"].get("candidate") == number:
-                del state["aliases"]["candidate"]
+            if alias == "candidate" and state["aliases"].get("production") == number:
+                raise HeadstartError(f"{name} version {number} is the production version: a candidate is compared "
+                                     "with production, so it must be another version. Push or promote another one.")
             return self._set_alias(name, number, alias, "promote", state)
 
     def change_aliases(self, name: str, change: Callable[[], Any]) -> tuple[dict, dict]:
@@ -449,7 +453,7 @@ class Registry:
 
     def rollback(self, name: str) -> Version:
         """Point production back at the version that was production before the current one (skipping versions
-        whose folders were removed by hand)."""
+        whose folders were removed by hand); a candidate alias on that version is cleared, as by a promotion."""
         numbers = self._existing(name)
         with self._lock(name):
             state = self.aliases(name)
