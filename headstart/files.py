@@ -34,10 +34,14 @@ os.register_at_fork(after_in_child=_close_inherited_locks)
 COMPRESS_LOCK = ".compress.lock"
 
 
+class NoLocks(HeadstartError):
+    """The filesystem of a lock file cannot lock files."""
+
+
 @contextmanager
 def locked(path: Path, timeout: float = 60.0, busy: str | None = None):
     """Hold an exclusive lock on the file `path` (created if missing); waits up to `timeout` seconds, then raises
-    `busy` (by default: another writer holds the registry lock)."""
+    `busy` (by default: another writer holds the registry lock). `NoLocks` where the filesystem cannot lock."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     held = getattr(_local, "held", set())
@@ -64,6 +68,10 @@ def locked(path: Path, timeout: float = 60.0, busy: str | None = None):
                     raise HeadstartError(busy or f"Another writer has held the registry lock {path} for over "
                                                  f"{timeout:g} s. Wait for it to finish, then try again.") from None
                 time.sleep(0.02)
+            except OSError as exc:
+                raise NoLocks(f"Cannot lock {path}: {exc.strerror}. Its filesystem does not lock files (NFS without "
+                              "its lock service, some network or FUSE mounts), so two writers could not be kept "
+                              "apart: keep it on a local disk, or one that locks files.") from None
         _local.held = held | {key}
         try:
             yield
@@ -107,7 +115,7 @@ def _lock_if_possible(stack: ExitStack, path: Path, busy: str) -> None:
     filesystem without locks), nothing else can write there either, so it goes unlocked."""
     try:
         stack.enter_context(locked(path, 0, busy=busy))
-    except OSError:
+    except (OSError, NoLocks):
         pass
 
 

@@ -525,6 +525,26 @@ def test_push_completes_a_swap_that_a_killed_compress_left_half_done(tiny_run, t
     assert json.loads((model / "variants" / "metrics.json").read_text())["tag"] == _registered_set(version)
 
 
+def test_a_registry_on_a_filesystem_without_locks_is_refused_with_its_path(tiny_run, tmp_path, monkeypatch):
+    import errno
+    import fcntl
+
+    from headstart.files import run_lock
+
+    def no_locks(fd, operation):  # as NFS without its lock service answers
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    reg = Registry(tmp_path / "reg")
+    reg.push(tiny_run.path, "digits")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(HeadstartError, match=r"Cannot lock \S*digits/\.lock: No locks available\. Its filesystem"):
+        reg.promote("digits", 1)
+    with pytest.raises(HeadstartError, match=r"Cannot lock \S*model/\.compress\.lock: No locks available"):
+        reg.push(tiny_run.path, "digits")
+    with run_lock(tiny_run.path):  # a run's lock is skipped there: nothing else can take it either
+        pass
+
+
 def test_push_of_a_model_folder_it_cannot_write_takes_no_lock(tiny_run, tmp_path, monkeypatch):
     from headstart.compress.pipeline import LOCK
 

@@ -26,7 +26,7 @@ from headstart.compress.score import HEADLINE, onnx_probabilities, scores, size_
 from headstart.compress.variants import write_manifest
 from headstart.errors import HeadstartError
 from headstart.progress import reporter
-from headstart.files import COMPRESS_LOCK as LOCK, locked, share_like_umask
+from headstart.files import COMPRESS_LOCK as LOCK, NoLocks, locked, share_like_umask
 
 METHODS = ("auto", "dynamic", "static", "qat", "bf16")
 MAX_LOGIT_DIFFERENCE = 1e-3  # ONNX Runtime against PyTorch, float32
@@ -333,6 +333,8 @@ def _locked(model_dir: Path, timeout: float = 0, busy: str | None = None):
     with ExitStack() as stack:
         try:
             stack.enter_context(locked(model_dir / LOCK, timeout=timeout))
+        except NoLocks:
+            raise
         except HeadstartError:
             raise HeadstartError(busy or f"Another `headstart compress` is writing the variants of {model_dir}, or "
                                  f"`headstart registry push` is copying them (it holds {model_dir / LOCK}). Wait "
