@@ -150,7 +150,7 @@ def chunked_upload(size: int) -> dict:
                 headers={"content-type": "multipart/form-data; boundary=xyz"})
 
 
-def test_bad_input_gets_a_4xx_and_nothing_is_logged(registry, pngs):
+def test_bad_input_gets_a_4xx_and_nothing_is_logged(registry, pngs, caplog):
     with client(registry, max_inputs=3, max_body_mb=0.05) as api:
         cases = [
             (dict(content=b"{not json", headers={"content-type": "application/json"}), 400, "not valid JSON"),
@@ -172,6 +172,8 @@ def test_bad_input_gets_a_4xx_and_nothing_is_logged(registry, pngs):
             (dict(json={"images": [b64(huge_png())]}), 413, "8000x8000 pixels"),
             (dict(json={"images": [b64(huge_png(20_000, 10_000))]}), 413, "over 50 million pixels"),  # Pillow's limit
             (chunked_upload(60_000), 413, "larger than 0.05 MB"),
+            (dict(content=b"garbage", headers={"content-type": "multipart/form-data; boundary=xyz"}), 400,
+             "The multipart upload is malformed"),
             (dict(content=b'{"images": [' + b"1" * 5000 + b"]}", headers={"content-type": "application/json"}), 400,
              "not valid JSON"),  # Python refuses integers of over 4300 digits with a plain ValueError
             (dict(json={"images": [b64(EPS)]}), 422, "images[0] is not a readable image"),  # Pillow would run gs
@@ -181,6 +183,7 @@ def test_bad_input_gets_a_4xx_and_nothing_is_logged(registry, pngs):
             assert answer.status_code == status, (request, answer.text)
             assert message in answer.json()["detail"], answer.text
         assert rows(sqlite_url(registry)) == []
+        assert not [r for r in caplog.records if r.name.startswith("python_multipart")]  # the answer says it all
         assert api.post("/predict", json={"images": [b64(pngs[0])]}).status_code == 200  # still serving
     assert len(rows(sqlite_url(registry))) == 1
 

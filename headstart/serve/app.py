@@ -235,6 +235,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     service starts; their micro-batchers start with it (its lifespan)."""
     loaded = {role: (version, *load_predictor(version, config.runtime)) for role, version in config.check().items()}
     service_metrics = ServiceMetrics()
+    # the multipart parser logs each malformed body it stops at, a bare line in the service's output: the 400 says it
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
