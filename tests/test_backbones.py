@@ -207,6 +207,34 @@ def test_modules_without_parameters_between_groups_freeze_with_the_group_before_
     assert torch.equal(model.backbone.norm.running_mean, statistics)
 
 
+class _BeforeNestedGroups(ImageBackbone):
+    """Parameterless modules before any group, then a container split into two groups: an input BatchNorm and an
+    input Dropout go with the first group, however deep it is named."""
+
+    def __init__(self):
+        super().__init__(8, (0.5,) * 3, (0.25,) * 3)
+        self.norm = nn.BatchNorm2d(3, affine=False)
+        self.drop = nn.Dropout(0.5)
+        self.body = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3))
+        self.feature_size = 4
+
+    def group_prefixes(self):
+        return [("low", ["body.0"]), ("high", ["body.1"])]
+
+    def features(self, x):
+        return self.body(self.drop(self.norm(x))).mean(dim=(2, 3))
+
+
+def test_modules_without_parameters_before_nested_groups_freeze_with_the_first():
+    model = Classifier(_BeforeNestedGroups(), ["a", "b"], [4], 0.0)
+    low, high = layer_groups(model.backbone)
+    assert low.modules == [model.backbone.norm, model.backbone.drop, model.backbone.body[0]]
+    assert high.modules == [model.backbone.body[1]]
+    model.set_trainable(1)  # the head alone: the backbone's output is what it was
+    model.train()
+    assert not model.backbone.norm.training and not model.backbone.drop.training
+
+
 def test_max_length_is_at_most_what_the_encoder_reads():
     assert build("minilm", DataConfig(source="unused", max_length=1000)).max_length == 512
 

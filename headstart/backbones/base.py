@@ -162,12 +162,12 @@ def layer_groups(backbone: Backbone) -> list[LayerGroup]:
 
 
 def _assign_modules(module: nn.Module, prefix: str, prefixes, groups: dict[str, LayerGroup],
-                    last: str | None = None) -> str | None:
+                    last: str | None = None, waiting: list | None = None) -> str | None:
     """Give each group the largest submodules whose parameters all lie in it, so `.eval()` on them also covers
     their dropout and BatchNorm buffers. A parameterless module outside them (a Dropout, a BatchNorm without
-    affine weights) goes with the module before it, or the first after it: a frozen group's output stays as it
-    was. Returns the last group given a module."""
-    waiting = []
+    affine weights) goes with the module before it, or, before any, with the first after it at whatever depth
+    (`waiting`): a frozen group's output stays as it was. Returns the last group given a module."""
+    waiting = [] if waiting is None else waiting
     for child_name, child in module.named_children():
         name = f"{prefix}{child_name}"
         owners = {o for p, _ in child.named_parameters(prefix=name) for o in _owner(p, prefixes)}
@@ -175,9 +175,9 @@ def _assign_modules(module: nn.Module, prefix: str, prefixes, groups: dict[str, 
         if len(named) == 1 or len(owners) == 1:
             last = (named or list(owners))[0]
             groups[last].modules += [*waiting, child]
-            waiting = []
+            waiting.clear()
         elif owners:
-            last = _assign_modules(child, name + ".", prefixes, groups, last)
+            last = _assign_modules(child, name + ".", prefixes, groups, last, waiting)
         elif last is None:
             waiting.append(child)
         else:
