@@ -244,14 +244,15 @@ def _as_text_model(registry: Registry, number: int) -> None:
     meta.write_text(json.dumps({**json.loads(meta.read_text()), "modality": "text"}))
 
 
-def test_production_and_candidate_of_other_modalities_are_refused(registry, pngs, monkeypatch):
+def test_production_and_candidate_of_other_modalities_are_refused(registry, tiny_run, pngs, monkeypatch):
     from headstart.errors import HeadstartError
 
     monkeypatch.setenv("HEADSTART_ADMIN_TOKEN", TOKEN)
+    registry.push(tiny_run.path, "digits")  # version 3, an image model as 1 is
     _as_text_model(registry, 2)
     with pytest.raises(HeadstartError, match="The candidate digits@2 classifies texts but production digits@1"):
         create_app(ServeConfig(model="digits@production", candidate="digits@candidate", registry=registry.root))
-    registry.promote("digits", 1, "candidate")
+    registry.promote("digits", 3, "candidate")
     before = registry.aliases("digits")
     with client(registry, candidate="digits@candidate") as api:
         for to in ("production", "candidate"):
