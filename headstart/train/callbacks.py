@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 
 import lightning as L
@@ -24,7 +25,13 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         with replacing(path, "wb") as handle:
-            torch.save(checkpoint, handle)
+            try:
+                torch.save(checkpoint, handle)
+            except BaseException as exc:
+                # torch's zip writer, stopped mid-file (a Ctrl-C), lives on in the traceback's frames and writes
+                # the file's end when they are freed: at exit, into the closed file, which aborts the process
+                traceback.clear_frames(exc.__traceback__)
+                raise
 
 
 class RunCheckpoint(ModelCheckpoint):

@@ -241,10 +241,22 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
         except BaseException as exc:
             finished = (run_dir / "results.json").exists()  # stopped in the evaluation that follows training
             removed = resume is None and _undo_start(run_dir, replacing, created)
-            if isinstance(exc, KeyboardInterrupt):
+            if _interrupted(exc):
                 raise KeyboardInterrupt(_after_interrupt(run_dir, removed, replacing, finished)) from None
             raise
     return run
+
+
+def _interrupted(exc: BaseException | None) -> bool:
+    """A Ctrl-C, or an error it caused on its way out: torch's checkpoint writer, stopped mid-file, raises a
+    RuntimeError of its own."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__context__
+    return False
 
 
 def _after_interrupt(run_dir: Path, removed: bool, replaced: bool, finished: bool) -> str:
