@@ -103,6 +103,8 @@ TEXT_ROWS = [  # (text, label, split); the CSV row of each is its index + 2
     ("Rain stopped play.", "sport", "train"),
     ("Rain stopped play.", "sport", "train"),                     # a copy inside train is no leak
     ("The bank cut its rates.", "business", "val"),
+    ("The striker scored twice.", "sport", "val"),
+    ("Fans cheered the team.", "sport", "test"),
 ]
 
 
@@ -149,6 +151,10 @@ def test_handle_leaks_drops_reports_or_refuses(text_split):
     with pytest.raises(HeadstartError, match="3 examples in validation or test") as caught:
         handle_leaks(text_split, leaks, "refuse")
     assert all(f"news.csv row {n} (" in str(caught.value) for n in (3, 4, 6))
+    sport_copies_only = text_split[~text_split["origin"].isin({"news.csv row 11", "news.csv row 12"})]
+    with pytest.raises(HeadstartError, match="would take every example of class sport from val, sport from test: "
+                                             "each is a copy"):  # the split had put every class in every split
+        handle_leaks(sport_copies_only, leaks, "drop")
 
 
 def scene(variant, size=96):

@@ -83,4 +83,12 @@ def handle_leaks(frame: pd.DataFrame, leaks: pd.DataFrame, action: str) -> pd.Da
         raise HeadstartError(f"{len(leaks)} examples in validation or test duplicate an example of an earlier split:\n"
                              f"{shown}\nRemove the duplicates from the data, or set data.leakage: drop (drops the "
                              "later copies) or report (keeps them, and the test score will be optimistic).")
-    return frame[~frame["origin"].isin(set(leaks["origin"]))].reset_index(drop=True)
+    kept = frame[~frame["origin"].isin(set(leaks["origin"]))].reset_index(drop=True)
+    lost = [f"{label} from {name}" for name in ("val", "test") for label in
+            sorted(set(frame.loc[frame["split"] == name, "label"]) - set(kept.loc[kept["split"] == name, "label"]))]
+    if lost:  # the split put every class in every split it could
+        raise HeadstartError(f"Dropping the duplicates across splits (data.leakage: drop) would take every example of "
+                             f"class {', '.join(lost[:5])}: each is a copy of an earlier split's example, so the class "
+                             "could not be validated or tested. Remove the copies from the data (each example once), "
+                             "or set data.leakage: report (keeps them, and the test score will be optimistic).")
+    return kept
