@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -122,6 +123,18 @@ def test_an_unfreeze_on_a_milestone_restarts_early_stopping_count():
         stopping.on_train_epoch_start(trainer, module)
         assert stopping.wait_count == wait
     assert callback.trainable == 2 and module.scheduler.num_bad_epochs == 0
+
+
+def test_training_metrics_are_evaluate_s():
+    import torch
+
+    from headstart.evaluate.metrics import macro_f1
+    from headstart.train.module import classification_metrics
+
+    logits = torch.tensor([[3.0, 0, 0], [3, 0, 0], [0, 3, 0], [3, 0, 0]])  # class 2 neither in truth nor predicted
+    metrics = classification_metrics(logits, torch.tensor([0, 0, 1, 1]), "test")
+    assert metrics["test_acc"] == 0.75 and metrics["test_f1"] == macro_f1(np.array([0, 0, 1, 1]), logits.numpy())
+    assert round(metrics["test_f1"], 4) == 0.7333  # (0.8 + 0.6667) / 2: an absent class is not scored 0
 
 
 def _script_val_loss(monkeypatch, losses: list[float]) -> None:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import lightning as L
-import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.metrics import accuracy_score, f1_score
 
 from headstart.cache.prefix import PrefixCache
 from headstart.config import RunConfig
 from headstart.data.augment import augment_batch
+from headstart.evaluate.metrics import accuracy, macro_f1
 from headstart.model.classifier import Classifier
 from headstart.train.optim import build_optimizer
 
@@ -19,14 +18,10 @@ CONFIG_KEY = "headstart_config"  # the run config a checkpoint was trained with
 
 
 def classification_metrics(logits: torch.Tensor, targets: torch.Tensor, prefix: str) -> dict[str, float]:
-    predicted = logits.argmax(1).numpy()
-    truth = targets.numpy()
-    return {
-        f"{prefix}_loss": float(F.cross_entropy(logits, targets)),
-        f"{prefix}_acc": float(accuracy_score(truth, predicted)),
-        f"{prefix}_f1": float(f1_score(truth, predicted, average="macro", labels=np.arange(logits.shape[1]),
-                                       zero_division=0)),
-    }
+    """Loss, accuracy and macro-F1 as `headstart evaluate` computes them (F1 over the classes that occur)."""
+    scores, truth = logits.numpy(), targets.numpy()  # the argmax of logits is that of probabilities
+    return {f"{prefix}_loss": float(F.cross_entropy(logits, targets)), f"{prefix}_acc": accuracy(truth, scores),
+            f"{prefix}_f1": macro_f1(truth, scores)}
 
 
 class FineTuner(L.LightningModule):
