@@ -133,8 +133,13 @@ def load(folder: str | Path) -> Predictor:
     if folder.is_file():
         raise HeadstartError(f"{folder} is a file: give the model folder that holds it ({folder.parent}), or its "
                              "run folder.")
-    # a run folder: its model, even a damaged one (then named in the error)
-    return Predictor(folder / "model" if (folder / "model").is_dir() else folder)
+    if (folder / "model").is_dir():  # a run folder: its model, even a damaged one (then named in the error)
+        return Predictor(folder / "model")
+    if (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir():  # a run still training, or stopped
+        from headstart.run import unfinished
+
+        raise unfinished(folder, "model folder")
+    return Predictor(folder)
 
 
 def _table_texts(path: Path, column: str) -> tuple[list[str], list[str]]:

@@ -98,7 +98,7 @@ class Run:
         """The best model as a `Predictor`."""
         from headstart.predict import load
 
-        return load(self.model_dir)
+        return load(self.path)  # a run that has not finished is named as such
 
     def evaluate(self, data: str | None = None, slice_by: str | list[str] | None = None,
                  output: str | Path | None = None, read: dict | None = None, progress: bool = True,

@@ -605,6 +605,9 @@ def test_a_ctrl_c_while_a_checkpoint_is_written_is_an_interrupt(tiny_config, mon
         headstart.fit(tiny_config)
     run_dir = Path(tiny_config["output"]) / "tiny"
     assert str(caught.value) == f"Continue the run from its last finished epoch with `headstart fit --resume {run_dir}`."
+    for load in (lambda: headstart.load(run_dir), lambda: headstart.Run(run_dir).load()):
+        with pytest.raises(headstart.HeadstartError, match="has not finished: it has no model folder yet. Continue"):
+            load()
     monkeypatch.setattr(torch, "save", save)
     assert len(headstart.fit(resume=run_dir).history) == 3
 
