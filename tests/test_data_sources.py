@@ -331,8 +331,10 @@ def test_a_csv_starting_with_a_blank_line_is_explained(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ('text,label\nShares rose,business\n"Goal,sport\nThe match,sport\n',
-     r'Line 3 of \S*news.csv opens a quote \(\"\) that no later line closes'),
+    ('text,label\n"Shares\nrose",business\n"Goal,sport\nThe match,sport\n',
+     r'\S*news.csv row 3 \(line 4\) opens a quote \(\"\) that nothing after it closes'),
+    ('text,label\n"Shares\nrose",business\n\nGoal, at last,sport\n',  # a text over two lines, a blank line
+     r"\S*news.csv row 4 \(line 5\) has 3 fields, but the header line names 2 columns: a text holding a comma"),
     ("text;label\nShares rose;business\n", r"news.csv looks separated by ';', not commas: its header line "
                                             r"'text;label' reads as a single column"),
     ("text\tlabel\nShares rose\tbusiness\n", "news.csv looks separated by tabs, not commas"),

@@ -186,18 +186,35 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
     except HeadstartError:
         raise
     except Exception as exc:  # pandas raises many types for malformed files
-        problem = _json_problem(path, text) if suffix in {".jsonl", ".json"} else _csv_problem(path, exc)
-        raise HeadstartError(problem or f"Could not read the table {path}: {str(exc).rstrip('.')}. Check that it is "
-                             f"a valid {'Parquet' if text is None else suffix[1:].upper()} file.") from None
+        problem = _json_problem(path, text) if suffix in {".jsonl", ".json"} else _csv_problem(path, exc, text)
+        said = str(exc).strip().rstrip(".")  # pandas ends some messages with a line break
+        raise HeadstartError(problem or f"Could not read the table {path}: {said}. Check that it is a valid "
+                             f"{'Parquet' if text is None else suffix[1:].upper()} file.") from None
 
 
-def _csv_problem(path: Path, exc: Exception) -> str | None:
-    """An unclosed quote in a CSV file, in words (pandas counts rows from 0 at the header line); None if not that."""
-    found = re.search(r"EOF inside string starting at row (\d+)", str(exc))
-    if not found:
-        return None
-    return (f'Line {int(found[1]) + 1} of {path} opens a quote (") that no later line closes, so the rest of the '
-            'file would be one text. Close the quote; a quote inside a quoted text is written twice ("").')
+def _csv_problem(path: Path, exc: Exception, text: str) -> str | None:
+    """A malformed CSV row in words, numbered as `row_origins` numbers rows (pandas counts them from 0 or 1 at the
+    header line), with the line of the file it starts on; None if it is not one of these."""
+    message = str(exc)
+    if found := re.search(r"EOF inside string starting at row (\d+)", message):
+        row = int(found[1]) + 1
+        return (f'{path} row {row} (line {_first_line(text, row)}) opens a quote (") that nothing after it closes, so '
+                'the rest of the file would be one text. Close the quote; a quote inside a quoted text is written '
+                'twice ("").')
+    if found := re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message):
+        row = int(found[2])
+        return (f"{path} row {row} (line {_first_line(text, row)}) has {found[3]} fields, but the header line names "
+                f"{found[1]} columns: a text holding a comma must be quoted (\"like, this\"). Quote it, or add the "
+                "missing column names.")
+    return None
+
+
+def _first_line(text: str, row: int) -> int:
+    """The line of a CSV `text` on which row `row` (the header line is row 1) starts: a quoted text may span lines."""
+    reader = csv.reader(io.StringIO(text))
+    for _ in range(row - 1):
+        next(reader, None)
+    return reader.line_num + 1
 
 
 def _check_separator(path: Path, table: pd.DataFrame) -> None:
