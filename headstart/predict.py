@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from headstart.config import CPU_IMAGE_BATCH
-from headstart.data.images import DECODE_ERRORS, check_input
+from headstart.data.images import DECODE_ERRORS, check_input, shown_path
 from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, check_single_values, image_path_columns, read_table,
                                      read_text_file, row_origins, visible_files)
 from headstart.data.validate import visible
@@ -266,12 +266,13 @@ def check_images(paths: list[str]) -> None:
 
     problems = []
     for path in paths:
+        shown = shown_path(path)
         try:
             open_rgb(path)
         except FileNotFoundError:
-            problems.append(f"{path}: no such image file")
+            problems.append(f"{shown}: no such image file")
         except DECODE_ERRORS as exc:
-            problems.append(f"{path} is not a readable image ({exc})")
+            problems.append(f"{shown} is not a readable image ({exc})")
     if problems:
         count = f"{len(problems)} of {len(paths)} images cannot be read: " if len(problems) > 1 else ""
         raise HeadstartError(f"{count}{first_five(problems, '; ')}. Give PNG, JPEG, BMP, TIFF, WebP or GIF files, "

@@ -136,6 +136,8 @@ def test_a_loaded_model_names_an_image_it_cannot_read(tiny_run, digits_folder, t
         headstart.load(tiny_run.model_dir).predict([str(good), str(cut)])
     with pytest.raises(HeadstartError, match=r"An input \(bytes\) is not a readable image"):
         headstart.load(tiny_run.model_dir).predict([cut.read_bytes()])  # its header is whole: it fails decoding
+    with pytest.raises(HeadstartError, match=r"^'' \(an empty path\) is not a readable image"):
+        headstart.load(tiny_run.model_dir).predict([""])
     # in-memory inputs are numbered, and refused before any is decoded
     model = headstart.load(tiny_run.model_dir)
     for bad, why in [(b"not an image", "Input 2 is not an image: its bytes are no PNG, JPEG, BMP, TIFF, WebP or GIF file.$"),

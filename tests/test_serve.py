@@ -164,6 +164,7 @@ def test_bad_input_gets_a_4xx_and_nothing_is_logged(registry, pngs, caplog):
             (dict(json={"images": [b64(pngs[0])] * 4}), 413, "at most 3"),
             (dict(json={"images": ["A" * 60_000]}), 413, "larger than 0.05 MB"),
             (dict(files=[("images", ("x.png", b"broken", "image/png"))]), 422, "file 'x.png' is not a readable image"),
+            (dict(data={"images": "x"}, files=[("other", ("", b"", ""))]), 422, "attach each image as a file part"),
             (dict(files=[("images", ("x.png", pngs[0], "image/png"))] * 4), 413, "at most 3"),
             (dict(files=[("images", ("x.png", b"-", "image/png"))] * 40), 413, "at most 3"),
             (dict(json={"images": ["data:image/png;base64"]}), 422, "data URL without data"),
@@ -205,6 +206,14 @@ def test_texts_are_checked_before_any_model_runs():
     with pytest.raises(BadInput, match="classifies texts") as refused:  # an image upload to a text model
         asyncio.run(parse_multipart(None, "text", 8, 1000))
     assert refused.value.status == 422
+
+
+def test_a_text_model_answers_a_form_with_what_it_takes(registry):
+    with client(registry) as api:
+        api.app.state.service.router.production.modality = "text"  # the form is refused before any model runs
+        form = api.post("/predict", data={"texts": "Shares rose"})
+    assert form.status_code == 415 and form.json()["detail"] == (
+        'Content-Type application/x-www-form-urlencoded is not accepted: send application/json ({"texts": [...]}).')
 
 
 def test_admin_endpoints_need_the_token(registry, monkeypatch):

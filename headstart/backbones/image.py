@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 from headstart.backbones.base import Backbone, State
-from headstart.data.images import DECODE_ERRORS, ImageInput, to_tensor
+from headstart.data.images import DECODE_ERRORS, ImageInput, shown_path, to_tensor
 from headstart.errors import HeadstartError
 
 
@@ -36,7 +36,7 @@ class ImageBackbone(Backbone):
         try:
             return to_tensor(image, self.image_size)
         except DECODE_ERRORS as exc:
-            where = image if isinstance(image, (str, Path)) else f"An input ({type(image).__name__})"
+            where = shown_path(image) if isinstance(image, (str, Path)) else f"An input ({type(image).__name__})"
             raise HeadstartError(f"{where} is not a readable image ({type(exc).__name__}: {exc}). Give PNG, JPEG, "
                                  "BMP, TIFF, WebP or GIF files, or their contents.") from None
 

@@ -21,6 +21,11 @@ FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, SyntaxError)
 
 
+def shown_path(path: str | Path) -> str:
+    """A path as an error shows it: a blank one said to be blank, not left out of the sentence."""
+    return str(path) if str(path).strip() else f"{str(path)!r} (an empty path)"
+
+
 def _eight_bit(image: Image.Image) -> Image.Image:
     """16-bit, 32-bit and float images scaled to 8 bits over their own range (PIL would clip them to white)."""
     if image.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):

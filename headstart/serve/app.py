@@ -307,8 +307,9 @@ def create_app(config: ServeConfig) -> FastAPI:
         elif kind == "multipart/form-data":
             items = await parse_multipart(request, modality, config.max_inputs, max_bytes)
         else:
-            raise BadInput(415, f"Content-Type {kind or '(none)'} is not accepted: send application/json, or "
-                                "multipart/form-data with image files.")
+            raise BadInput(415, f"Content-Type {kind or '(none)'} is not accepted: send application/json"
+                                + (", or multipart/form-data with image files." if modality == "image" else
+                                   ' ({"texts": [...]}).'))
         request_id = uuid.uuid4().hex
         inputs = [item.value for item in items]
         arm, role, shadow = service.router.route()  # no await between routing and holding the arm

@@ -168,7 +168,8 @@ async def parse_multipart(request, modality: str, max_inputs: int, max_bytes: in
     try:
         files = [(key, value) for key, value in form.multi_items() if isinstance(value, UploadFile)]
         if not files:
-            raise BadInput(422, "The multipart upload holds no files: attach images as file parts named 'images'.")
+            raise BadInput(422, "The multipart upload holds no files: attach each image as a file part (named "
+                                "'images' by convention).")
         budget, items = [MAX_REQUEST_PIXELS], []
         for key, upload in files:
             data = await upload.read()
