@@ -333,6 +333,9 @@ def test_python_api_reads_another_source_lacking_classes(tiny_run, cells_table, 
     digit2 = metrics["overall"]["per_class"]["digit2"]
     assert digit2["support"] == 0 and digit2["recall"] is None
     assert metrics["overall"]["calibration"]["ece_by_chance"] is not None  # a simulation, not a bootstrap
+    with pytest.raises(HeadstartError, match=r"settings \(read= in Python\) say how to read a --data source; give "
+                                             r"--data \(data=\) too"):
+        tiny_run.evaluate(read={"image_column": "path"})
 
 
 def test_another_source_is_scored_where_the_runs_own_data_is_gone(binary_run, cells_table, tmp_path):

@@ -85,14 +85,15 @@ def _data_config(config, source: str | None, updates: dict, modality: str):
     from headstart.config import DataConfig, explain
 
     if updates and source is None:
-        raise HeadstartError("--set data.* settings say how to read a --data source; give --data too.")
+        raise HeadstartError("--set data.* settings (read= in Python) say how to read a --data source; give --data "
+                             "(data=) too.")
     if not updates:
         data = config.data
     else:
         try:
             data = DataConfig.model_validate(_merged(config.data.model_dump(), updates))
         except ValidationError as exc:
-            raise explain(exc, "The data section with the --set data.* values", ("data",)) from None
+            raise explain(exc, "The data section with the --set data.* values (read= in Python)", ("data",)) from None
     suffix = Path(source or "").suffix.lower()
     if source and modality == "image" and data.image_column is None and suffix in {".csv", ".jsonl", ".json", ".parquet"}:
         raise HeadstartError(f"{source} is a table and the model reads images: name its image-path column with "

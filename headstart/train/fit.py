@@ -171,7 +171,8 @@ def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> tuple[bool, l
     if replacing:
         if not overwrite:
             raise HeadstartError(f"Run folder {run_dir} already exists. Continue it with --resume {run_dir}, give "
-                                 "the run another name (--set name=...), or replace it with --overwrite.")
+                                 "the run another name (--set name=...), or replace it with --overwrite (in Python: "
+                                 "resume=, a config with another name, or overwrite=True).")
         if not (run_dir / "config.yaml").is_file():
             raise HeadstartError(f"{run_dir} already exists and is not a headstart run (it has no config.yaml), so "
                                  "--overwrite leaves it alone: it replaces runs only. Give the run another name "
