@@ -135,10 +135,10 @@ def load(folder: str | Path) -> Predictor:
                              "run folder.")
     if (folder / "model").is_dir():  # a run folder: its model, even a damaged one (then named in the error)
         return Predictor(folder / "model")
-    if (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir():  # a run still training, or stopped
-        from headstart.run import unfinished
+    if (folder / "config.yaml").is_file():  # a run folder without its model
+        from headstart.run import no_model
 
-        raise unfinished(folder, "model folder")
+        raise no_model(folder)
     return Predictor(folder)
 
 

@@ -31,6 +31,16 @@ def unfinished(run_dir: Path, missing: str) -> HeadstartError:
                           f"`headstart fit --resume {run_dir}`.{kept}")
 
 
+def no_model(run_dir: Path) -> HeadstartError:
+    """The error for a run folder without its model folder: not finished yet, or finished and the model since moved
+    or deleted."""
+    if (run_dir / "results.json").is_file():
+        return HeadstartError(f"Run {run_dir} has finished, but {run_dir / 'model' / 'config.json'} is missing: its "
+                              "model folder was moved, deleted or damaged. Put it back, or train the run again with "
+                              "`headstart fit --overwrite`.")
+    return unfinished(run_dir, "model folder")
+
+
 class Run:
     """The run folder `path`: resolved config, split manifest, epoch metrics, checkpoints and the best model."""
 

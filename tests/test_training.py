@@ -611,6 +611,13 @@ def test_a_ctrl_c_while_a_checkpoint_is_written_is_an_interrupt(tiny_config, mon
             load()
     monkeypatch.setattr(torch, "save", save)
     assert len(headstart.fit(resume=run_dir).history) == 3
+    (run_dir / "model").rename(run_dir.parent / "moved")  # a finished run whose model was moved away
+    from headstart.compress import compress
+
+    for call in (lambda: headstart.load(run_dir), lambda: headstart.Run(run_dir).load(),
+                 lambda: headstart.Run(run_dir).evaluate(progress=False), lambda: compress(run_dir, progress=False)):
+        with pytest.raises(headstart.HeadstartError, match="has finished, but .*config.json is missing: its model "):
+            call()
 
 
 def test_a_checkpoint_cut_short_frees_torch_s_writer_while_its_file_is_open(tmp_path, monkeypatch):

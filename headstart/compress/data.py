@@ -50,9 +50,9 @@ def resolve(path: str | Path) -> tuple[Path, Path | None]:
         run = path.parent
         return path, run if (run / "config.yaml").is_file() and (run / "split.csv").is_file() else None
     if (path / "config.yaml").is_file():
-        from headstart.run import unfinished
+        from headstart.run import no_model
 
-        raise unfinished(path, "model folder")
+        raise no_model(path)
     raise HeadstartError(f"{path} is neither a run folder (runs/<name>) nor a model folder (runs/<name>/model): "
                          "it has no config.yaml and no config.json.")
 

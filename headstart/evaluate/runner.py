@@ -245,7 +245,7 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
     from headstart.evaluate.slices import slice_report
     from headstart.evaluate.training import training_history
     from headstart.predict import load
-    from headstart.run import Run, unfinished
+    from headstart.run import Run, no_model
 
     say = reporter("evaluate", progress)
     bars = progress is True
@@ -255,7 +255,7 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
     data = None if data is None else _absolute(data)
     out_dir = output_dir(run_dir, data, Path(output) if output else None)  # a bad --out is refused before the work
     if not (run.model_dir / "config.json").is_file():
-        raise unfinished(run_dir, "model folder")
+        raise no_model(run_dir)
     predictor = load(run.model_dir)
     labels = predictor.labels
     requested = list(dict.fromkeys([*settings.slice_by, *slice_by]))
