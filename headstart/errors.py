@@ -1,6 +1,7 @@
 """The one exception type users see: a message that says what is wrong and what to do."""
 
 import traceback
+from collections.abc import Iterator
 
 
 class HeadstartError(Exception):
@@ -27,3 +28,12 @@ def raised_at(exc: BaseException) -> str:
         return f"{type(exc).__name__}: {exc.msg} ({exc.filename}:{exc.lineno})"
     where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+def chain(exc: BaseException | None) -> Iterator[BaseException]:
+    """`exc` and the exceptions it was raised while handling (`__context__`), each once."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        yield exc
+        exc = exc.__context__

@@ -11,6 +11,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 
 from headstart.config import RunConfig
+from headstart.errors import chain
 from headstart.files import replacing
 from headstart.train.epoch_log import EpochLog
 from headstart.train.module import MODES
@@ -28,9 +29,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             try:
                 torch.save(checkpoint, handle)
             except BaseException as exc:
-                # torch's zip writer, stopped mid-file (a Ctrl-C), lives on in the traceback's frames and writes
-                # the file's end when they are freed: at exit, into the closed file, which aborts the process
-                traceback.clear_frames(exc.__traceback__)
+                # torch's zip writer, stopped mid-file (a Ctrl-C), lives on in the frames of the error's tracebacks
+                # (the RuntimeError torch raises, and the KeyboardInterrupt it raised it from) and writes the file's
+                # end when they are freed: at exit, into the closed file, which aborts the process
+                for error in chain(exc):
+                    traceback.clear_frames(error.__traceback__)
                 raise
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from headstart.config import RunConfig, load_config, save_config
-from headstart.errors import HeadstartError, first_five
+from headstart.errors import HeadstartError, chain, first_five
 from headstart.files import model_lock, remove_temporary, run_lock, write_atomic
 from headstart.run import Run, replaced_run
 
@@ -248,16 +248,10 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     return run
 
 
-def _interrupted(exc: BaseException | None) -> bool:
+def _interrupted(exc: BaseException) -> bool:
     """A Ctrl-C, or an error it caused on its way out: torch's checkpoint writer, stopped mid-file, raises a
     RuntimeError of its own."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__context__
-    return False
+    return any(isinstance(error, KeyboardInterrupt) for error in chain(exc))
 
 
 def _after_interrupt(run_dir: Path, removed: bool, replaced: bool, finished: bool) -> str:
