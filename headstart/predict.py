@@ -226,7 +226,7 @@ def _image_inputs(item: str, image_column: str | None) -> tuple[list[str], list[
     """One argument for an image model -> (paths, names): an image file, a folder's image files, or a table's
     column of image paths."""
     if not os.path.exists(item):
-        raise HeadstartError(f"{item}: no such image file, folder or table.")
+        raise HeadstartError(f"{shown_path(item)}: no such image file, folder or table.")
     path = Path(item)
     if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
         return _table_images(path, image_column)

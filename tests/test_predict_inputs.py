@@ -148,3 +148,8 @@ def test_image_tables_give_their_column_of_paths_from_the_tables_folder(tmp_path
     (tmp_path / "texts.csv").write_text("text\nno images here\n")
     with pytest.raises(HeadstartError, match=r"In .*texts.csv no column holds image file paths"):
         gather_inputs([str(tmp_path / "texts.csv")], "image")
+
+
+def test_a_blank_image_argument_is_said_to_be_blank():
+    with pytest.raises(HeadstartError, match=r"^'' \(an empty path\): no such image file, folder or table\.$"):
+        gather_inputs([""], "image")
