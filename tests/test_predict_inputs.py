@@ -58,7 +58,8 @@ def test_a_text_argument_that_is_not_utf8_is_named_as_given():
 def test_csv_rows_with_an_unquoted_comma_are_refused(tmp_path):
     path = tmp_path / "commas.csv"
     path.write_text("text,id\nprices rose, again,1\nrates fell, then rose,2\n")  # pandas made "prices rose" an index
-    with pytest.raises(HeadstartError, match=r"more fields than its header line names columns \(text, id\)"):
+    with pytest.raises(HeadstartError, match=r"commas.csv row 2 \(line 2\) has 3 fields, but the header line names 2 "
+                                             r"columns: a text holding a comma must be quoted"):
         gather_inputs([str(path)], "text")
 
 

@@ -165,9 +165,7 @@ def read_table(path: Path, text_columns=()) -> pd.DataFrame:
             table = pd.read_csv(io.StringIO(text), skip_blank_lines=False)
             _check_separator(path, table)
             if not isinstance(table.index, pd.RangeIndex):  # pandas made the extra first fields an index
-                raise HeadstartError(f"The rows of {path} have more fields than its header line names columns "
-                                     f"({', '.join(map(str, table.columns))}): a text holding a comma must be "
-                                     'quoted ("like, this"). Quote such texts, or add the missing column names.')
+                raise HeadstartError(_extra_fields(path, text))
             kept = [c for c in dict.fromkeys(text_columns) if c in table.columns]
             if kept:
                 raw = pd.read_csv(io.StringIO(text), usecols=kept, dtype=str, keep_default_na=False,
@@ -201,12 +199,22 @@ def _csv_problem(path: Path, exc: Exception, text: str) -> str | None:
         return (f'{path} row {row} (line {_first_line(text, row)}) opens a quote (") that nothing after it closes, so '
                 'the rest of the file would be one text. Close the quote; a quote inside a quoted text is written '
                 'twice ("").')
-    if found := re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message):
-        row = int(found[2])
-        return (f"{path} row {row} (line {_first_line(text, row)}) has {found[3]} fields, but the header line names "
-                f"{found[1]} columns: a text holding a comma must be quoted (\"like, this\"). Quote it, or add the "
-                "missing column names.")
+    if re.search(r"Expected \d+ fields in line \d+, saw \d+", message):
+        return _extra_fields(path, text)
     return None
+
+
+def _extra_fields(path: Path, text: str) -> str:
+    """The first row of a CSV `text` with more fields than its header line names columns, in words."""
+    reader = csv.reader(io.StringIO(text))
+    columns, start = len(next(reader)), reader.line_num + 1
+    for row, record in enumerate(reader, 2):
+        if len(record) > columns:
+            return (f"{path} row {row} (line {start}) has {len(record)} fields, but the header line names {columns} "
+                    'columns: a text holding a comma must be quoted ("like, this"). Quote it, or add the missing '
+                    "column names.")
+        start = reader.line_num + 1
+    return f"The rows of {path} have more fields than its header line names columns. Check that it is a valid CSV file."
 
 
 def _first_line(text: str, row: int) -> int:
