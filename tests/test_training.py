@@ -605,7 +605,8 @@ def test_a_ctrl_c_while_a_checkpoint_is_written_is_an_interrupt(tiny_config, mon
     with pytest.raises(KeyboardInterrupt) as caught:
         headstart.fit(tiny_config)
     run_dir = Path(tiny_config["output"]) / "tiny"
-    assert str(caught.value) == f"Continue the run from its last finished epoch with `headstart fit --resume {run_dir}`."
+    assert str(caught.value) == ("Continue the run from its last finished epoch with "
+                                 f"`headstart fit --resume {run_dir}`.")
     for load in (lambda: headstart.load(run_dir), lambda: headstart.Run(run_dir).load()):
         with pytest.raises(headstart.HeadstartError, match="has not finished: it has no model folder yet. Continue"):
             load()
