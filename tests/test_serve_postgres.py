@@ -122,3 +122,23 @@ def test_class_names_of_any_length_are_logged(postgres_url):
         assert log.prediction("long-label").label == label
     finally:
         log.close()
+
+
+def test_a_role_that_may_not_insert_is_refused_at_start(postgres_url):
+    from sqlalchemy import create_engine
+
+    from headstart.errors import HeadstartError
+
+    PredictionLog(postgres_url).close()  # the tables, made by a role that may
+    admin = create_engine(postgres_url)
+    with admin.begin() as connection:
+        connection.exec_driver_sql("CREATE ROLE reader LOGIN")
+        connection.exec_driver_sql("GRANT SELECT ON predictions, feedback TO reader")
+    reader = postgres_url.replace("postgres@", "reader@", 1)
+    with pytest.raises(HeadstartError, match="its role may not INSERT into predictions and feedback: GRANT INSERT ON "
+                                             "predictions, feedback TO that role"):
+        PredictionLog(reader)
+    with admin.begin() as connection:  # an append-only role: enough
+        connection.exec_driver_sql("GRANT INSERT ON predictions, feedback TO reader")
+    PredictionLog(reader).close()
+    admin.dispose()

@@ -102,6 +102,14 @@ class PredictionLog:
         if self._file is not None:  # a SQLite write that changes nothing: a file the service may only read is
             with self.engine.begin() as connection:  # refused now, not at the first prediction, with a 503
                 connection.execute(delete(FeedbackRow).where(false()))
+        if self.engine.dialect.name == "postgresql":  # asked, not tried: an append-only role may not delete
+            tables = [table.name for table in (PredictionRow.__table__, FeedbackRow.__table__)]
+            with self.engine.connect() as connection:
+                denied = [name for name in tables
+                          if not connection.execute(select(func.has_table_privilege(name, "INSERT"))).scalar()]
+            if denied:
+                raise PermissionError(f"its role may not INSERT into {' and '.join(denied)}: GRANT INSERT ON "
+                                      f"{', '.join(denied)} TO that role")
         self._identity = _identity(self._file)
 
     def _same_file(self) -> None:
