@@ -384,7 +384,8 @@ def test_arrays_of_other_types_give_the_pixels_a_file_would(tmp_path):
     dark = np.random.default_rng(0).integers(20, 120, (24, 24, 3)).astype(np.uint8)  # not spanning 0..255
     Image.fromarray(dark).save(tmp_path / "dark.png")
     from_file = to_tensor(str(tmp_path / "dark.png"), 16)
-    for array in (dark.astype(np.int64), dark.astype(np.float32) / 255, dark.astype(np.float64) / 255):
+    for array in (dark.astype(np.int64), dark.astype(np.float32) / 255, dark.astype(np.float64) / 255,
+                  dark.astype(np.float32)):  # floats of 0..255 too, as `astype` gives them
         assert torch.equal(to_tensor(array, 16), from_file), array.dtype
     wide = (dark.astype(np.uint16) - 20) * 600  # 16-bit values: scaled over their range, as 16-bit files are
     assert to_tensor(wide, 24).max() == 255 and to_tensor(wide, 24).min() == 0

@@ -37,14 +37,15 @@ def _eight_bit(image: Image.Image) -> Image.Image:
 
 
 def _array_eight_bit(array: np.ndarray) -> np.ndarray:
-    """uint8 pixels of an array as a file would give them: integers within 0..255 as they are, floats within 0..1
-    times 255, anything wider (raw sensor values) scaled over its own range, as 16-bit files are. uint16 arrays are
-    what 16-bit files decode to, so they are scaled however dark they are."""
+    """uint8 pixels of an array as a file would give them: floats within 0..1 times 255, other values within 0..255
+    as they are (`pixels.astype(np.float32)` is the file's image), anything wider (raw sensor values) scaled over its
+    own range, as 16-bit files are. uint16 arrays are what 16-bit files decode to, so they are scaled however dark
+    they are."""
     values = array.astype(np.float64)
     low, high = (values.min(), values.max()) if values.size else (0.0, 0.0)
     if np.issubdtype(array.dtype, np.floating) and 0 <= low and high <= 1:
         values = values * 255
-    elif array.dtype == np.uint16 or not (np.issubdtype(array.dtype, np.integer) and 0 <= low and high <= 255):
+    elif array.dtype == np.uint16 or not (0 <= low and high <= 255):
         values = (values - low) * (255 / (high - low)) if high > low else values * 0
     return values.round().astype(np.uint8)
 
