@@ -260,19 +260,24 @@ def gather_inputs(items: Iterable[str], modality: str, text_column: str = "text"
     return inputs, names
 
 
-def check_images(paths: list[str]) -> None:
-    """Raise a clear error naming the image files that cannot be read: the first five, and how many in all."""
+def unreadable_images(paths: list[str]) -> dict[int, str]:
+    """{position: why} of the image files in `paths` that cannot be read."""
     from headstart.data.images import open_rgb
 
-    problems = []
-    for path in paths:
-        shown = shown_path(path)
+    problems = {}
+    for i, path in enumerate(paths):
         try:
             open_rgb(path)
         except FileNotFoundError:
-            problems.append(f"{shown}: no such image file")
+            problems[i] = f"{shown_path(path)}: no such image file"
         except DECODE_ERRORS as exc:
-            problems.append(f"{shown} is not a readable image ({exc})")
+            problems[i] = f"{shown_path(path)} is not a readable image ({exc})"
+    return problems
+
+
+def check_images(paths: list[str]) -> None:
+    """Raise a clear error naming the image files that cannot be read: the first five, and how many in all."""
+    problems = list(unreadable_images(paths).values())
     if problems:
         count = f"{len(problems)} of {len(paths)} images cannot be read: " if len(problems) > 1 else ""
         raise HeadstartError(f"{count}{first_five(problems, '; ')}. Give PNG, JPEG, BMP, TIFF, WebP or GIF files, "

@@ -286,6 +286,22 @@ def test_the_run_s_own_images_are_counted_however_their_paths_are_spelled(tiny_r
                                                    & (split["split"] != "test")).sum() > 0
 
 
+def test_unreadable_images_of_another_source_are_skipped_or_refused_as_fit_would(tiny_run, digits_folder, tmp_path):
+    from headstart.compress.data import load_data
+
+    scans = tmp_path / "scans"
+    shutil.copytree(digits_folder, scans)
+    (scans / "digit1" / "notes.png").write_text("not an image")
+    quick = dict(bootstrap=0, latency=False, robustness=False, baselines=False)
+    metrics = evaluate_run(tiny_run.path, data=str(scans), output=tmp_path / "out", progress=False, overrides=quick)
+    assert metrics["data"]["skipped"] == 1 and metrics["data"]["examples"] == len(list(digits_folder.rglob("*.png")))
+    data = load_data(tiny_run.model_dir, tiny_run.path, ["digit0", "digit1", "digit2"], "image", data=str(scans))
+    assert len(data.test) == metrics["data"]["examples"]  # compress --data reads it alike
+    with pytest.raises(HeadstartError, match=r"notes.png is not a readable image"):
+        evaluate_run(tiny_run.path, data=str(scans), output=tmp_path / "refused", progress=False, overrides=quick,
+                     read={"bad_inputs": "refuse"})
+
+
 def test_two_sources_of_one_name_keep_their_own_evaluations(tiny_run, cells_table, tmp_path, monkeypatch):
     table = pd.read_csv(cells_table)
     table = table.assign(label=table["path"].map(lambda p: Path(p).parent.name))

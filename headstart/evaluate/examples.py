@@ -174,7 +174,7 @@ def other_source(config: DataConfig, source: str, labels: list[str], requested: 
                  option: str = "--data") -> tuple[Examples, pd.DataFrame, int]:
     """Every usable example of another source (given with `option`), read with the run's column settings; data of
     another `modality` than the model's is refused first, then rows without a label, text or image path are
-    skipped, unknown labels and unreadable images refused."""
+    skipped, unknown labels refused, and unreadable images skipped or refused as `data.bad_inputs` says."""
     update = {"source": source}
     if Path(source).suffix.lower() not in TABLE_SUFFIXES:  # a folder or bundled dataset: its own columns
         update.update(metadata_columns=[], group_column=None,
@@ -193,12 +193,17 @@ def other_source(config: DataConfig, source: str, labels: list[str], requested: 
     if unknown:
         raise HeadstartError(f"{source} holds labels the model was not trained on: {', '.join(map(str, unknown[:10]))}. "
                              f"The model knows: {', '.join(labels)}. Remove those rows or map their labels.")
-    if frame.empty:
-        raise HeadstartError(f"{source} has no labelled examples to evaluate on.")
     if examples.modality == "image":
-        from headstart.predict import check_images
+        from headstart.predict import check_images, unreadable_images
 
-        check_images(frame["input"].tolist())
+        if config.bad_inputs == "skip":  # as fit skips them
+            unreadable = unreadable_images(frame["input"].tolist())
+            frame, skipped = frame.drop(index=frame.index[list(unreadable)]), skipped + len(unreadable)
+        else:
+            check_images(frame["input"].tolist())
+    if frame.empty:
+        raise HeadstartError(f"{source} has no labelled examples to evaluate on"
+                             f"{f' ({skipped} skipped: no label, text or readable image)' if skipped else ''}.")
     frame = frame.drop(columns=[c for c in ("exact", "near") if c in frame.columns])
     return examples, _with_targets(frame, labels), skipped
 
