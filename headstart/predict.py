@@ -230,9 +230,20 @@ def _image_inputs(item: str, image_column: str | None) -> tuple[list[str], list[
     path = Path(item)
     if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
         return _table_images(path, image_column)
-    files = [str(p) for p in _files(path, IMAGE_SUFFIXES)] if path.is_dir() else [str(path)]
+    if not path.is_dir():
+        return [str(path)], [str(path)]
+    found = visible_files(path)
+    files = [str(p) for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise HeadstartError(f"{item} is a folder with no image files in it (PNG, JPEG, BMP, TIFF, WebP or GIF).")
+    others = [p.name for p in found if p.suffix.lower() not in IMAGE_SUFFIXES]
+    if others:  # training reads every file of a class folder: say which ones are not predicted here
+        from rich.console import Console
+        from rich.markup import escape
+
+        Console(stderr=True).print(f"[yellow]{len(others)} file{'s' * (len(others) > 1)} in {escape(item)} left out: "
+                                   f"no image suffix ({escape(first_five(others))}). Name them in the command to "
+                                   "predict them.")
     return files, files
 
 

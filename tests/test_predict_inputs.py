@@ -3,6 +3,9 @@ are read, texts are classified as they are, and a path that cannot be read is re
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -154,3 +157,21 @@ def test_image_tables_give_their_column_of_paths_from_the_tables_folder(tmp_path
 def test_a_blank_image_argument_is_said_to_be_blank():
     with pytest.raises(HeadstartError, match=r"^'' \(an empty path\): no such image file, folder or table\.$"):
         gather_inputs([""], "image")
+
+
+def test_a_folder_s_files_without_an_image_suffix_are_named_when_left_out(tmp_path, capsys):
+    from PIL import Image
+
+    for name in ("a.png", "b.jfif", "c"):
+        Image.new("RGB", (8, 8)).save(tmp_path / name, format="PNG" if name != "b.jfif" else "JPEG")
+    inputs, _ = gather_inputs([str(tmp_path)], "image")
+    assert [Path(p).name for p in inputs] == ["a.png", "b.jfif"]
+    said = " ".join(capsys.readouterr().err.split())
+    assert f"1 file in {tmp_path} left out: no image suffix (c)." in said
+
+
+def test_a_blank_path_in_a_json_table_does_not_hide_its_image_column(tmp_path):
+    rows = [{"path": str(tmp_path / "a.png"), "label": "x"}, {"path": "", "label": "x"}]
+    (tmp_path / "scans.jsonl").write_text("\n".join(json.dumps(row) for row in rows))
+    with pytest.raises(HeadstartError, match=r"scans.jsonl row 2"):
+        gather_inputs([str(tmp_path / "scans.jsonl")], "image")

@@ -18,7 +18,7 @@ import pandas as pd
 from headstart.config import DataConfig
 from headstart.errors import HeadstartError, short
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif"}
 TABLE_SUFFIXES = {".csv", ".jsonl", ".json", ".parquet"}
 
 
@@ -261,9 +261,13 @@ def _require_column(table: pd.DataFrame, column: str, field: str, path: Path) ->
 
 
 def image_path_columns(table: pd.DataFrame) -> list[str]:
-    """Columns whose every value is a file name with an image suffix."""
-    return [str(c) for c in table.columns if table[c].notna().any() and all(
-        isinstance(v, str) and Path(v).suffix.lower() in IMAGE_SUFFIXES for v in table[c].dropna())]
+    """Columns whose every value is a file name with an image suffix, blanks aside (a missing path is a row's
+    problem, reported by its row, not a sign of another column)."""
+    def paths(column) -> list:
+        return [v for v in column.dropna() if not (isinstance(v, str) and not v.strip())]
+
+    return [str(c) for c in table.columns if paths(table[c]) and all(
+        isinstance(v, str) and Path(v).suffix.lower() in IMAGE_SUFFIXES for v in paths(table[c]))]
 
 
 def as_text(column) -> list:
