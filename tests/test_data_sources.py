@@ -549,3 +549,16 @@ def test_metadata_columns_a_folder_or_bundled_dataset_lacks_are_refused(tmp_path
         read_source(DataConfig(source="elpv", metadata_columns=["panel"]))
     elpv = read_source(DataConfig(source="elpv", metadata_columns=["cell_type"]))  # what elpv carries is fine
     assert elpv.metadata_columns == ["cell_type", "defect_probability"]
+
+
+def test_a_large_photo_is_opened_without_pillow_s_warning():
+    import io
+    import warnings
+
+    from headstart.data.images import open_file
+
+    buffer = io.BytesIO()
+    Image.new("1", (10_000, 9_500)).save(buffer, format="PNG")  # 95 million pixels: over Pillow's 89 million
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert open_file(buffer.getvalue()).size == (10_000, 9_500)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Union
 
@@ -81,7 +82,9 @@ def _upright(image: Image.Image) -> Image.Image:
 
 def open_file(source: str | Path | bytes) -> Image.Image:
     """A lazily decoded image from a path or a file's bytes, in one of `FORMATS`."""
-    return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=FORMATS)
+    with warnings.catch_warnings():  # Pillow's warning above 89 million pixels: a large photo is read, not reported
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # (twice the limit is still refused)
+        return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=FORMATS)
 
 
 def open_eight_bit(image: ImageInput) -> Image.Image:
