@@ -260,6 +260,15 @@ def test_a_class_with_no_usable_example_is_refused_not_left_out(tmp_path):
     rows = pd.concat([TEXTS, pd.DataFrame({"text": [" ", "\u200b", ""], "label": ["tech"] * 3})])
     with pytest.raises(HeadstartError, match=r"Classes 'tech' \(0\) .* fewer than 3 usable examples once 3 unusable"):
         read_and_check(write_table(rows, tmp_path / "news.csv"))
+    rows = pd.concat([rows, pd.DataFrame({"text": ["", "Rain", "Sun"], "label": ["sport", "weather", "weather"]})])
+    with pytest.raises(HeadstartError, match=r"Classes 'tech' \(0\), 'weather' \(2\) .* fewer than 3 usable "
+                                             r"examples once 3 unusable examples are skipped \(") as caught:
+        read_and_check(write_table(rows, tmp_path / "news.csv"))  # the empty sport text is not why
+    assert "row 11" not in str(caught.value)
+    missing = pd.DataFrame({"path": ["a.png", "b.png", "c.png"], "label": ["x", "y", "y"]})
+    with pytest.raises(HeadstartError, match=r"holds no labelled example once 3 unusable examples are skipped .* Fix "
+                                             r"the problems listed \(an image path is read from the table's folder"):
+        read_and_check(write_table(missing, tmp_path / "scans.csv"), image_column="path")
     for i in range(3):
         write_png(tmp_path / "folder" / "cat" / f"{i}.png", i)
         write_png(tmp_path / "folder" / "dog" / f"{i}.png", 10 + i)

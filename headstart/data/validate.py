@@ -100,8 +100,9 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
         more = f"\n(and {len(report) - 10} more)" if len(report) > 10 else ""
         raise HeadstartError(f"{len(report)} of {len(frame)} examples in {config.source} cannot be used:\n{shown}{more}\n"
                              "Fix or remove them, or set data.bad_inputs: skip to train without them.")
+    labelled = report.assign(label=[frame["label"].iat[i] for i in rows])  # whose class a skipped example was
     frame = frame.drop(index=list(problems)).reset_index(drop=True)
-    _check_classes(frame, config, report, [*(allowed or []), *classes])
+    _check_classes(frame, config, labelled, [*(allowed or []), *classes])
     return Examples(examples.modality, frame, examples.metadata_columns), report
 
 
@@ -111,23 +112,29 @@ def first_problems(problems: pd.DataFrame, shown: int = 3) -> str:
     return "; ".join(f"{o}: {p}" for o, p in problems.head(shown).itertuples(index=False)) + more
 
 
+def _skipped(skipped: pd.DataFrame) -> str:
+    """The examples skipped as unusable, which may be why a class is missing or small, for an error message."""
+    if not len(skipped):
+        return ""
+    some = "1 unusable example is" if len(skipped) == 1 else f"{len(skipped)} unusable examples are"
+    return f" once {some} skipped ({first_problems(skipped[['origin', 'problem']])})"
+
+
 def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFrame, classes: list[str]) -> None:
     """At least two classes, and `MIN_PER_CLASS` usable examples in each of `classes` (data.labels, and the classes
     of the data before unusable examples were skipped), so that none is left out of the model unsaid."""
     counts = frame["label"].value_counts()
-    # the examples skipped as unusable may be why a class is missing or small: say so
-    after = ""
-    if len(skipped):
-        some = "1 unusable example is" if len(skipped) == 1 else f"{len(skipped)} unusable examples are"
-        after = f" once {some} skipped ({first_problems(skipped)})"
     folder = Path(config.source).expanduser().is_dir()  # class folders, not a label column
     if len(counts) < 2:
         only = f"only '{counts.index[0]}'" if len(counts) else "no labelled example"
+        after = _skipped(skipped)
         if folder:
             raise HeadstartError(f"The class folders of {config.source} hold {only}{after}: a classifier needs at "
                                  "least two classes. Put each class's files in a folder named after it.")
+        fix = ("Fix the problems listed (an image path is read from the table's folder when relative)" if
+               len(skipped) and len(skipped) >= len(frame) else "Check data.label_column and the labels in the data")
         raise HeadstartError(f"Column '{config.label_column}' of {config.source} holds {only}{after}: a classifier "
-                             "needs at least two classes. Check data.label_column and the labels in the data.")
+                             f"needs at least two classes. {fix}.")
     counts = counts.reindex(list(dict.fromkeys([*classes, *counts.index])), fill_value=0)
     small = counts[counts < MIN_PER_CLASS]
     if len(small):
@@ -136,6 +143,7 @@ def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFram
         wrong_column = "" if folder or len(counts) <= len(frame) / 2 else (
             f" Column '{config.label_column}' holds {len(counts)} different values in {len(frame)} examples: check "
             "that data.label_column names the column of labels.")
+        after = _skipped(skipped[skipped["label"].isin(small.index)])
         raise HeadstartError(f"Classes {listed} in {config.source} have fewer than {MIN_PER_CLASS} usable examples"
                              f"{after}, too few to appear in train, validation and test. Add examples, or remove "
                              f"the class (from data.labels too, if it is listed there).{wrong_column}")
