@@ -18,6 +18,7 @@ from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, check_single
 from headstart.data.validate import visible
 from headstart.errors import HeadstartError, first_five, short
 from headstart.model.folder import load_model
+from headstart.progress import warn
 
 
 def in_batches(inputs: list, size: int, progress: bool = False, desc: str = "predicting") -> Iterator[list]:
@@ -238,12 +239,8 @@ def _image_inputs(item: str, image_column: str | None) -> tuple[list[str], list[
         raise HeadstartError(f"{item} is a folder with no image files in it (PNG, JPEG, BMP, TIFF, WebP or GIF).")
     others = [p.name for p in found if p.suffix.lower() not in IMAGE_SUFFIXES]
     if others:  # training reads every file of a class folder: say which ones are not predicted here
-        from rich.console import Console
-        from rich.markup import escape
-
-        Console(stderr=True).print(f"[yellow]{len(others)} file{'s' * (len(others) > 1)} in {escape(item)} left out: "
-                                   f"no image suffix ({escape(first_five(others))}). Name them in the command to "
-                                   "predict them.")
+        warn(f"{len(others)} file{'s' * (len(others) > 1)} in {item} left out: no image suffix ({first_five(others)}). "
+             "Name them in the command to predict them.")
     return files, files
 
 

@@ -1,4 +1,4 @@
-"""What a long step (`evaluate`, `compress`) says while it works."""
+"""What a long step (`evaluate`, `compress`) says while it works, and warnings that do not stop one."""
 
 from __future__ import annotations
 
@@ -17,3 +17,11 @@ def reporter(step: str, progress: Union[bool, Callable[[str], None]]) -> Callabl
 
     console = Console(stderr=True)
     return lambda message: console.print(f"[dim]{step}:[/] {escape(message)}", highlight=False)
+
+
+def warn(message: str) -> None:
+    """Something that works, but not as it may have been meant: said in yellow on stderr, and the work goes on."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    Console(stderr=True).print(f"[yellow]{escape(message)}")

@@ -14,6 +14,7 @@ from typing import Any, Union
 from headstart.config import RunConfig, load_config, save_config
 from headstart.errors import HeadstartError, chain, first_five
 from headstart.files import model_lock, remove_temporary, run_lock, write_atomic
+from headstart.progress import warn
 from headstart.run import Run, replaced_run
 
 PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
@@ -286,22 +287,14 @@ def _warn_of_settings(config: RunConfig) -> None:
     epochs = strategy.unfreeze if strategy.name == "gradual" and isinstance(strategy.unfreeze, list) else []
     late = [e for e in epochs if e >= train.max_epochs]
     if late:  # a config shortened for a quick try keeps its schedule: said, not refused
-        _warn(f"strategy.unfreeze lists {len(late)} unfreezing{'s' if len(late) > 1 else ''} at epoch {late[0]} or "
+        warn(f"strategy.unfreeze lists {len(late)} unfreezing{'s' if len(late) > 1 else ''} at epoch {late[0]} or "
               f"later, but the run trains epochs 0 to {train.max_epochs - 1} (train.max_epochs {train.max_epochs}): "
               f"{'those groups' if len(late) > 1 else 'that group'} will not train.")
     if train.reduce_lr_patience >= train.patience - 1:
         # torch cuts the rates at the (reduce_lr_patience + 1)th epoch without improvement; patience ends the stage
-        _warn(f"train.reduce_lr_patience {train.reduce_lr_patience} with train.patience {train.patience}: early "
+        warn(f"train.reduce_lr_patience {train.reduce_lr_patience} with train.patience {train.patience}: early "
               "stopping ends each stage before an epoch at reduced learning rates, so train.reduce_lr_factor never "
               "applies. Set reduce_lr_patience to at most patience - 2 to use it.")
-
-
-def _warn(message: str) -> None:
-    """A setting that works, but not as it may have been meant: said in yellow on stderr, and the run goes on."""
-    from rich.console import Console
-    from rich.markup import escape
-
-    Console(stderr=True).print(f"[yellow]{escape(message)}")
 
 
 def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
@@ -336,7 +329,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
                              f"{data.modality}s: {BACKBONE_EXAMPLES.get(data.modality, 'one registered for it')}.")
     check_backbone(backbone, config.backbone, config.data, data.frame["input"].head(2).tolist())
     if backbone.modality == "text" and getattr(backbone, "max_length", config.data.max_length) < config.data.max_length:
-        _warn(f"data.max_length {config.data.max_length} is more than {config.backbone} reads: texts are cut at "
+        warn(f"data.max_length {config.data.max_length} is more than {config.backbone} reads: texts are cut at "
               f"{backbone.max_length} tokens (model/config.json says so).")
     from headstart.model.classifier import Classifier
     from headstart.model.folder import non_finite, preprocessing, save_model
