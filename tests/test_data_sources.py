@@ -571,3 +571,16 @@ def test_a_large_photo_is_opened_without_pillow_s_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert open_file(buffer.getvalue()).size == (10_000, 9_500)
+
+
+def test_a_file_beside_the_class_folders_is_named_as_left_out(tmp_path, capsys):
+    for i in range(3):
+        write_png(tmp_path / "folder" / "cat" / f"{i}.png", i)
+        write_png(tmp_path / "folder" / "dog" / f"{i}.png", 10 + i)
+    write_png(tmp_path / "folder" / "stray.png", 20)
+    (tmp_path / "folder" / "notes.md").write_text("about the data")  # not an example: not named
+    examples, _ = read_and_check(tmp_path / "folder")
+    assert len(examples.frame) == 6
+    said = " ".join(capsys.readouterr().err.split())
+    assert "1 file at the top of" in said and "left out, being in no class folder: stray.png. Move each" in said
+    assert "notes.md" not in said

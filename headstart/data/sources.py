@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from headstart.config import DataConfig
-from headstart.errors import HeadstartError, short
+from headstart.errors import HeadstartError, first_five, short
+from headstart.progress import warn
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".gif"}
 TABLE_SUFFIXES = {".csv", ".jsonl", ".json", ".parquet"}
@@ -98,6 +99,11 @@ def _read_folder(root: Path) -> Examples:
     if not classes:
         raise HeadstartError(f"Folder {root} has no class folders. Put each class's files in a folder named "
                              f"after the class: {root}/<label>/<file>.")
+    stray = [p.name for p in sorted(root.iterdir()) if p.is_file() and not p.name.startswith(".")
+             and p.suffix.lower() in IMAGE_SUFFIXES | {".txt"}]
+    if stray:  # a file put beside the class folders, not in one: it has no class
+        warn(f"{len(stray)} file{'s' * (len(stray) > 1)} at the top of {root} left out, being in no class folder: "
+             f"{first_five(stray)}. Move each into the folder of its class.")
     rows, suffixes = [], set()
     for folder in classes:
         for path in visible_files(folder):
