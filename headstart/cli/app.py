@@ -13,11 +13,14 @@ console = Console()
 
 
 @contextmanager
-def on_interrupt(left: str):
-    """Ctrl-C ends the command saying `left` (what it leaves as it was), with exit status 130."""
+def on_interrupt(left: str | None = None):
+    """Ctrl-C ends the command saying `left` (what it leaves as it was), or else what the interrupt itself says
+    (`fit`'s; nothing, in a DDP worker process), with exit status 130."""
     try:
         yield
-    except KeyboardInterrupt:
-        Console(stderr=True).print(f"Interrupted. {left}", highlight=False, markup=False)
+    except KeyboardInterrupt as exc:
+        said = left or (exc.args[0] if exc.args else None)
+        if said:
+            Console(stderr=True).print(f"Interrupted. {said}", highlight=False, markup=False)
         raise typer.Exit(130) from None
 

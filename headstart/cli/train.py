@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -25,12 +24,8 @@ def fit(
     """Train a model: head first, then gradual unfreezing; writes runs/<name>/ with the best model."""
     from headstart.train.fit import fit as run_fit, is_worker
 
-    try:
+    with on_interrupt():  # fit says what the interrupt left behind
         run = run_fit(config, set_, resume=resume, overwrite=overwrite)
-    except KeyboardInterrupt as exc:  # fit says what the interrupt left behind (DDP worker processes say nothing)
-        if exc.args:
-            Console(stderr=True).print(f"Interrupted. {exc.args[0]}", highlight=False, markup=False)
-        raise typer.Exit(130) from None
     if is_worker():
         return  # a DDP worker process: the first process reports
     results = run.results

@@ -15,7 +15,8 @@ HEADLINE_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1":
 def _header(m: dict) -> str:
     d, s = m["data"], m["settings"]
     positive = f" Positive class: <b>{escape(d['positive_label'])}</b>." if d["positive_label"] else ""
-    skipped = f" {d['skipped']} examples without a label, a text or a readable image were skipped." if d["skipped"] else ""
+    skipped = (f" {d['skipped']} examples without a label, a text or a readable image were skipped." if d["skipped"]
+               else "")
     if d.get("seen_in_training"):
         skipped += (f" <span class='bad'>{num(d['seen_in_training'], ['data', 'seen_in_training'])} of them are "
                     "inputs the run trained or validated on, so the scores are optimistic.</span>")
