@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from headstart.config import CPU_IMAGE_BATCH
-from headstart.data.images import DECODE_ERRORS, check_input, shown_path
+from headstart.data.images import DECODE_ERRORS, check_input, open_rgb, shown_path, why_unreadable
 from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, check_single_values, image_path_columns, read_table,
                                      read_text_file, row_origins, visible_files)
 from headstart.data.validate import visible
@@ -270,16 +270,12 @@ def gather_inputs(items: Iterable[str], modality: str, text_column: str = "text"
 
 def unreadable_images(paths: list[str]) -> dict[int, str]:
     """{position: why} of the image files in `paths` that cannot be read."""
-    from headstart.data.images import open_rgb
-
     problems = {}
     for i, path in enumerate(paths):
         try:
             open_rgb(path)
-        except FileNotFoundError:
-            problems[i] = f"{shown_path(path)}: no such image file"
         except DECODE_ERRORS as exc:
-            problems[i] = f"{shown_path(path)} is not a readable image ({exc})"
+            problems[i] = f"{shown_path(path)}: {why_unreadable(exc)}"
     return problems
 
 

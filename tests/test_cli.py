@@ -117,7 +117,7 @@ def test_predict_explains_a_corrupt_image(tiny_run, tmp_path):
     broken.write_bytes(b"not an image at all")
     result = cli("predict", str(tiny_run.model_dir), str(broken))
     assert result.returncode == 2
-    assert "broken.png is not a readable image" in result.stderr and "Traceback" not in result.stderr
+    assert "broken.png: not an image file that can be decoded" in result.stderr and "Traceback" not in result.stderr
     for i in range(7):  # a folder with several: how many, and the first five, not only the first
         (tmp_path / "scans" / "x").mkdir(parents=True, exist_ok=True)
         (tmp_path / "scans" / "x" / f"bad{i}.png").write_bytes(b"not an image either")

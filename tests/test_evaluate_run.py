@@ -297,7 +297,7 @@ def test_unreadable_images_of_another_source_are_skipped_or_refused_as_fit_would
     assert metrics["data"]["skipped"] == 1 and metrics["data"]["examples"] == len(list(digits_folder.rglob("*.png")))
     data = load_data(tiny_run.model_dir, tiny_run.path, ["digit0", "digit1", "digit2"], "image", data=str(scans))
     assert len(data.test) == metrics["data"]["examples"]  # compress --data reads it alike
-    with pytest.raises(HeadstartError, match=r"notes.png is not a readable image"):
+    with pytest.raises(HeadstartError, match=r"notes.png: not an image file that can be decoded"):
         evaluate_run(tiny_run.path, data=str(scans), output=tmp_path / "refused", progress=False, overrides=quick,
                      read={"bad_inputs": "refuse"})
 
@@ -428,7 +428,7 @@ def test_an_image_of_the_run_damaged_since_training_is_named(tmp_path, tiny_conf
                          "train": {**tiny_config["train"], "max_epochs": 1}})
     damaged = next((source / "digit1").iterdir())
     damaged.write_text("junk")
-    with pytest.raises(HeadstartError, match=f"{damaged} is not a readable image .* restore it, or evaluate on other"):
+    with pytest.raises(HeadstartError, match=f"{damaged}: not an image file that can be decoded.* restore it, or evaluate on other"):
         evaluate_run(run.path, progress=False)
 
 

@@ -27,6 +27,15 @@ def shown_path(path: str | Path) -> str:
     return str(path) if str(path).strip() else f"{str(path)!r} (an empty path)"
 
 
+def why_unreadable(exc: BaseException) -> str:
+    """What one of DECODE_ERRORS raised while reading an image file says of the file, for a report naming it."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such image file"
+    if isinstance(exc, UnidentifiedImageError):
+        return "not an image file that can be decoded"
+    return f"not a readable image ({type(exc).__name__}: {exc})"
+
+
 def _eight_bit(image: Image.Image) -> Image.Image:
     """16-bit, 32-bit and float images scaled to 8 bits over their own range (PIL would clip them to white)."""
     if image.mode not in ("I", "I;16", "I;16B", "I;16L", "F"):

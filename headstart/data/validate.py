@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from headstart.config import DataConfig
-from headstart.data.images import DECODE_ERRORS, fingerprint
+from headstart.data.images import DECODE_ERRORS, fingerprint, why_unreadable
 from headstart.data.sources import Examples, as_text
 from headstart.errors import HeadstartError, first_five, short
 
@@ -45,12 +44,8 @@ def _image_fingerprints(paths: list[str]) -> list:
             return "no image path given"
         try:
             return fingerprint(path)
-        except FileNotFoundError:
-            return "image file not found"
-        except UnidentifiedImageError:
-            return "not an image file that can be decoded"
         except DECODE_ERRORS as exc:
-            return f"unreadable image ({type(exc).__name__}: {exc})"
+            return why_unreadable(exc)
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return list(tqdm(pool.map(one, paths), total=len(paths), desc="checking images", unit="img"))
