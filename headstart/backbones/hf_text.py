@@ -46,6 +46,8 @@ def _why(source: str, exc: Exception) -> str:
     """Why loading `source` failed: Hugging Face's reason for a folder that exists; for one that does not, that it
     does not, and, for a name that could be a hub model, that hub models are not downloaded offline."""
     folder = Path(source).expanduser()
+    if folder.is_file():
+        return f"{folder.resolve()} is a file: give the folder that holds it ({folder.resolve().parent})."
     if folder.is_dir():
         if not (folder / "config.json").is_file():
             return f"the folder {folder.resolve()} has no config.json, so it holds no saved Hugging Face model."
@@ -56,8 +58,11 @@ def _why(source: str, exc: Exception) -> str:
         if '"auto_map"' in config:
             return (f"{folder.resolve()} holds a model that needs its own code (auto_map in config.json), and "
                     "headstart never runs code that comes with a model. Use an encoder transformers has built in.")
-    if folder.exists():
-        return str(exc)
+    if folder.exists():  # transformers' own words for a missing file; the type for damaged weights
+        if "ignore_mismatched_sizes" in str(exc):  # an option headstart users never set
+            return ("the shapes of its weights differ from those config.json describes (transformers' report above "
+                    "lists them): config.json and the weights come from two different models.")
+        return str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
     missing = f"there is no folder {folder.resolve()}"
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", source):  # not a hub name either (`org/model`)
         return f"{missing}."
@@ -98,13 +103,13 @@ class HFTextEncoder(Backbone):
             # float32 whatever the weights were saved in: training and the head run in float32 (or autocast)
             model = AutoModel.from_pretrained(source, local_files_only=_offline(), dtype=torch.float32,
                                               trust_remote_code=False)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # damaged weights, weights of another size than config.json says, a pickle...
             raise HeadstartError(f"Could not load a Hugging Face encoder from '{source}': {_why(source, exc)}\n{fix}"
                                  ) from None
         _check_encoder(model, source, fix)
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=_offline(), trust_remote_code=False)
-        except (OSError, ValueError) as exc:
+        except Exception as exc:
             raise HeadstartError(f"Could not load the tokenizer of '{source}' ({exc}). {fix}") from None
         _check_tokenizer(model, tokenizer, source, fix)
         return cls(model, tokenizer, min(max_length, _limit(model, tokenizer)), source)
