@@ -167,12 +167,26 @@ def test_a_parameter_outside_every_group_is_named():
 
 @pytest.mark.parametrize("prefixes, error", [
     ([("a", ["a"]), ("a", ["b"])], "names layer group a twice"),  # would merge both into one stage
-    ([("a", ["a", "b"]), ("typo", ["c"])], "Layer group typo of backbone _Ungrouped owns no parameter"),
+    ([("a", ["a", "b"]), ("typo", ["c"])], "Prefix 'c' of layer group typo .* names no module or parameter"),
+    # a typo beside a prefix that matches: the group is not empty, but what the typo meant went elsewhere
+    ([("a", ["a", "bb"]), ("b", ["b"])], r"Prefix 'bb' of layer group a .* top-level modules are a, b\."),
+    ([("a", ["a.weight", "a.bias"]), ("b", ["b"])], None),  # parameters may be named one by one
 ])
-def test_a_group_named_twice_or_owning_nothing_is_refused(prefixes, error, monkeypatch):
+def test_a_group_named_twice_or_a_prefix_naming_nothing_is_refused(prefixes, error, monkeypatch):
     backbone = _Ungrouped()
     monkeypatch.setattr(backbone, "group_prefixes", lambda: prefixes)
+    if error is None:
+        assert [len(group.params) for group in layer_groups(backbone)] == [2, 2]
+        return
     with pytest.raises(HeadstartError, match=error):
+        layer_groups(backbone)
+
+
+def test_a_group_of_modules_without_parameters_is_refused(monkeypatch):
+    backbone = _BetweenGroups()
+    monkeypatch.setattr(backbone, "group_prefixes", lambda: [("low", ["first"]), ("drop", ["drop"]),
+                                                             ("high", ["second"])])
+    with pytest.raises(HeadstartError, match="Layer group drop of backbone _BetweenGroups owns no parameter"):
         layer_groups(backbone)
 
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from headstart.errors import HeadstartError
+from headstart.errors import HeadstartError, first_five
 
 State = dict[str, torch.Tensor]  # tensors with the batch as first dimension, passed from one layer group to the next
 
@@ -144,6 +144,7 @@ def layer_groups(backbone: Backbone) -> list[LayerGroup]:
         raise HeadstartError(f"Backbone {type(backbone).__name__} names layer group{'s' if len(twice) > 1 else ''} "
                              f"{', '.join(twice)} twice in group_prefixes(): each group is one stage of unfreezing, "
                              "so give each its own name.")
+    _check_prefixes(backbone, prefixes)
     groups = {name: LayerGroup(name) for name in names}
     for name, param in backbone.named_parameters():
         owners = _owner(name, prefixes)
@@ -155,10 +156,23 @@ def layer_groups(backbone: Backbone) -> list[LayerGroup]:
     empty = [name for name, group in groups.items() if not group.params]
     if empty:
         raise HeadstartError(f"Layer group{'s' if len(empty) > 1 else ''} {', '.join(empty)} of backbone "
-                             f"{type(backbone).__name__} own{'' if len(empty) > 1 else 's'} no parameter: a prefix in "
-                             "group_prefixes() names no module (a typo?). Fix it, or leave the group out.")
+                             f"{type(backbone).__name__} own{'' if len(empty) > 1 else 's'} no parameter: its "
+                             "modules have none. Leave the group out.")
     _assign_modules(backbone, "", prefixes, groups)
     return list(groups.values())
+
+
+def _check_prefixes(backbone: Backbone, prefixes: list[tuple[str, list[str]]]) -> None:
+    """Refuse a prefix that names no module or parameter: a typo, which would leave what it meant in another group
+    or in none."""
+    known = {name for name, _ in backbone.named_modules() if name} | {name for name, _ in backbone.named_parameters()}
+    for group, names in prefixes:
+        for prefix in names:
+            if not any(name == prefix or name.startswith(prefix + ".") for name in known):
+                top = first_five([name for name, _ in backbone.named_children()])
+                raise HeadstartError(f"Prefix '{prefix}' of layer group {group} in group_prefixes() of backbone "
+                                     f"{type(backbone).__name__} names no module or parameter (a typo?); its "
+                                     f"top-level modules are {top}. Fix the prefix, or leave it out.")
 
 
 def _assign_modules(module: nn.Module, prefix: str, prefixes, groups: dict[str, LayerGroup],
