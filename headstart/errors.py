@@ -1,5 +1,7 @@
 """The one exception type users see: a message that says what is wrong and what to do."""
 
+import os
+import sysconfig
 import traceback
 from collections.abc import Iterator
 
@@ -22,12 +24,26 @@ def short(item: str, width: int = 40) -> str:
 
 
 def raised_at(exc: BaseException) -> str:
-    """'<type>: <message> (<file>:<line>)' of an exception from a user's code, where it was raised."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    """'<type>: <message> (<file>:<line>)' of an exception from a user's code: the innermost line of the user's own
+    files, not of torch or Python's library, which the user's line called (the innermost line of all if none)."""
     if isinstance(exc, SyntaxError) and exc.filename:  # its own text names the file already
         return f"{type(exc).__name__}: {exc.msg} ({exc.filename}:{exc.lineno})"
-    where = f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+    frames = traceback.extract_tb(exc.__traceback__)
+    own = [frame for frame in frames if _users(frame.filename)] or frames
+    where = f" ({own[-1].filename}:{own[-1].lineno})" if own else ""
     return f"{type(exc).__name__}: {exc}{where}"
+
+
+def _users(filename: str) -> bool:
+    """Whether a traceback's file is the user's: not headstart's, an installed package's or Python's own."""
+    if filename.startswith("<"):  # <frozen importlib._bootstrap>, <string>
+        return False
+    path = os.path.realpath(filename)
+    return not any(path == root or path.startswith(root + os.sep) for root in _LIBRARIES)
+
+
+_LIBRARIES = {os.path.realpath(os.path.dirname(__file__))} | {
+    os.path.realpath(sysconfig.get_path(key)) for key in ("stdlib", "platstdlib", "purelib", "platlib")}
 
 
 def chain(exc: BaseException | None) -> Iterator[BaseException]:

@@ -393,6 +393,8 @@ def test_a_backbone_registered_by_name_is_saved_and_loaded_by_name(tmp_path):
     ("x = undefined_name\n", r"NameError: name 'undefined_name' is not defined \(.*broken_backbones\.py:1\)"),
     ("def make():\n    open('weights-that-are-not-here.pt')\n",
      r"factory 'broken_backbones:make' failed: FileNotFoundError: .*weights-that-are-not-here.pt.*broken_backbones.py:2"),
+    # raised inside Python's library: the line of the module that called it
+    ("import json\n\ndef make():\n    return json.loads('{')\n", r"JSONDecodeError: .*broken_backbones.py:4\)"),
 ])
 def test_a_factory_module_that_fails_is_named_with_where(tmp_path, monkeypatch, source, message):
     (tmp_path / "broken_backbones.py").write_text(source)
@@ -423,7 +425,13 @@ class _Fails(_NoFeatures):
         raise ValueError("an input of another shape than this network takes")
 
 
+class _FailsInTorch(_NoFeatures):
+    def features(self, x):
+        return self.conv(x[:, :2]).mean(dim=(2, 3))  # two channels for a convolution of three
+
+
 @pytest.mark.parametrize("backbone, error", [
+    (_FailsInTorch(), r"\(RuntimeError: .*channels.* \(.*test_backbones.py:\d+\)\)"),  # the user's line, not torch's
     (_NoFeatures(), r"Backbone _NoFeatures does not implement features\(\), which every backbone of its kind must"),
     (_Fails(), r"Backbone 'b' \(_Fails\) failed on the first 2 inputs of the data \(ValueError: an input of another "
                r"shape than this network takes \(.*test_backbones.py:\d+\)\)"),

@@ -319,6 +319,11 @@ def test_a_module_backbone_without_its_factory_or_an_empty_hf_is_refused_with_th
         load_config({"name": "x", "data": {"source": "bbc"}}, ["backbone=module:my_module"])
     with pytest.raises(HeadstartError, match=r"- backbone: hf: names no folder: give hf:<folder>"):
         load_config({"name": "x", "data": {"source": "bbc"}, "backbone": "hf:"})
+    for given, fix in (("mine/my_module.py", ", running headstart in mine or with it on PYTHONPATH"),
+                       ("my_module.py", " \\(got"), ("./my_module", " \\(got")):  # a file, which import cannot take
+        with pytest.raises(HeadstartError, match=rf"- backbone: module:{given}:make names a file: name the module as "
+                                                 rf"Python imports it, module:my_module:make{fix}"):
+            load_config({"name": "x", "data": {"source": "bbc"}}, [f"backbone=module:{given}:make"])
 
 
 def test_a_saved_config_quotes_texts_that_read_as_numbers(tmp_path):

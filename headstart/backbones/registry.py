@@ -58,8 +58,15 @@ for _name, _variant in EFFICIENTNETS.items():
 
 
 def _unnamed_factory(target: str) -> str | None:
+    """Why `target` names no factory as module:<package.module>:<function> does, or None."""
     if not (isinstance(target, str) and target.partition(":")[0] and target.partition(":")[2]):
         return f"module:{target} must name a factory as module:<package.module>:<function>"
+    module, _, function = target.partition(":")
+    if module.endswith(".py") or "/" in module or os.sep in module:  # a file, which import cannot take
+        file = Path(module if module.endswith(".py") else module + ".py")
+        folder = "" if str(file.parent) == "." else f", running headstart in {file.parent} or with it on PYTHONPATH"
+        return (f"module:{target} names a file: name the module as Python imports it, module:{file.stem}:{function}"
+                f"{folder}")
     return None
 
 
