@@ -220,18 +220,20 @@ def _table_images(path: Path, column: str | None) -> tuple[list[str], list[str]]
         raise HeadstartError(f"Column '{column}' names image files that do not exist, at {first_five(missing)}. "
                              f"Relative paths are read from the table's folder, {path.resolve().parent}: correct "
                              "them, or leave those rows out.")
+    check_images(files, origins)
     return files, cells
 
 
 def _image_inputs(item: str, image_column: str | None) -> tuple[list[str], list[str]]:
     """One argument for an image model -> (paths, names): an image file, a folder's image files, or a table's
-    column of image paths."""
+    column of image paths; refused if one of them cannot be read."""
     if not os.path.exists(item):
         raise HeadstartError(f"{shown_path(item)}: no such image file, folder or table.")
     path = Path(item)
     if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
         return _table_images(path, image_column)
     if not path.is_dir():
+        check_images([str(path)])
         return [str(path)], [str(path)]
     found = visible_files(path)
     files = [str(p) for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
@@ -241,6 +243,7 @@ def _image_inputs(item: str, image_column: str | None) -> tuple[list[str], list[
     if others:  # training reads every file of a class folder: say which ones are not predicted here
         warn(f"{len(others)} file{'s' * (len(others) > 1)} in {item} left out: no image suffix ({first_five(others)}). "
              "Name them in the command to predict them.")
+    check_images(files)
     return files, files
 
 
@@ -275,13 +278,16 @@ def unreadable_images(paths: list[str]) -> dict[int, str]:
         try:
             open_rgb(path)
         except DECODE_ERRORS as exc:
-            problems[i] = f"{shown_path(path)}: {why_unreadable(exc)}"
+            problems[i] = why_unreadable(exc)
     return problems
 
 
-def check_images(paths: list[str]) -> None:
-    """Raise a clear error naming the image files that cannot be read: the first five, and how many in all."""
-    problems = list(unreadable_images(paths).values())
+def check_images(paths: list[str], origins: list[str] | None = None) -> None:
+    """Raise a clear error naming the image files that cannot be read, by their path and, where it is another,
+    their origin (a table's row): the first five, and how many in all."""
+    names = [shown_path(path) if origin in (None, path) else f"{origin} ({path})"
+             for path, origin in zip(paths, origins or [None] * len(paths))]
+    problems = [f"{names[i]}: {why}" for i, why in unreadable_images(paths).items()]
     if problems:
         count = f"{len(problems)} of {len(paths)} images cannot be read: " if len(problems) > 1 else ""
         raise HeadstartError(f"{count}{first_five(problems, '; ')}. Give PNG, JPEG, BMP, TIFF, WebP or GIF files, "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -132,12 +133,15 @@ def test_a_loaded_model_names_an_image_it_cannot_read(tiny_run, digits_folder, t
     good = next((digits_folder / "digit0").iterdir())
     cut = tmp_path / "cut.png"
     cut.write_bytes(good.read_bytes()[:60])
-    with pytest.raises(HeadstartError, match=f"{cut} is not a readable image"):
+    with pytest.raises(HeadstartError, match=f"{cut}: not a readable image .*Give PNG"):
         headstart.load(tiny_run.model_dir).predict([str(good), str(cut)])
     with pytest.raises(HeadstartError, match=r"An input \(bytes\) is not a readable image"):
         headstart.load(tiny_run.model_dir).predict([cut.read_bytes()])  # its header is whole: it fails decoding
-    with pytest.raises(HeadstartError, match=r"^'' \(an empty path\) is not a readable image"):
+    with pytest.raises(HeadstartError, match=r"^'' \(an empty path\): no such image file\. Check the path"):
         headstart.load(tiny_run.model_dir).predict([""])
+    with pytest.raises(HeadstartError, match=rf"^gone.png: no such image file\. Check the path: a relative one is "
+                                             rf"read from the current folder, {re.escape(os.getcwd())}\.$"):
+        headstart.load(tiny_run.model_dir).predict(["gone.png"])
     # in-memory inputs are numbered, and refused before any is decoded
     model = headstart.load(tiny_run.model_dir)
     for bad, why in [(b"not an image", "Input 2 is not an image: its bytes are no PNG, JPEG, BMP, TIFF, WebP or GIF file.$"),

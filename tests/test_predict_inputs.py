@@ -122,9 +122,11 @@ def test_unreadable_tables_are_explained_by_line(tmp_path):
 
 
 def test_image_tables_give_their_column_of_paths_from_the_tables_folder(tmp_path):
+    from PIL import Image
+
     (tmp_path / "cells").mkdir()
     for name in ("cells/a.png", "b.png", "m1.png", "m2.png"):
-        (tmp_path / name).touch()
+        Image.new("L", (8, 8)).save(tmp_path / name)
     table = pd.DataFrame({"id": [7, 8], "file": ["cells/a.png", str(tmp_path / "b.png")]})
     table.to_csv(tmp_path / "batch.csv", index=False)
     elsewhere = tmp_path / "elsewhere"
@@ -152,6 +154,11 @@ def test_image_tables_give_their_column_of_paths_from_the_tables_folder(tmp_path
     (tmp_path / "texts.csv").write_text("text\nno images here\n")
     with pytest.raises(HeadstartError, match=r"In .*texts.csv no column holds image file paths"):
         gather_inputs([str(tmp_path / "texts.csv")], "image")
+    (tmp_path / "notes.png").write_text("not an image")
+    (tmp_path / "damaged.csv").write_text("file,id\nb.png,1\nnotes.png,2\n")
+    with pytest.raises(HeadstartError, match=r"^.*damaged.csv row 3 \(.*notes.png\): not an image file that can be "
+                                             r"decoded\. Give PNG"):
+        gather_inputs([str(tmp_path / "damaged.csv")], "image")
 
 
 def test_a_blank_image_argument_is_said_to_be_blank():

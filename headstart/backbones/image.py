@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 
 from headstart.backbones.base import Backbone, State
-from headstart.data.images import DECODE_ERRORS, ImageInput, shown_path, to_tensor
+from headstart.data.images import DECODE_ERRORS, ImageInput, shown_path, to_tensor, why_unreadable
 from headstart.errors import HeadstartError
 
 
@@ -36,9 +36,13 @@ class ImageBackbone(Backbone):
         try:
             return to_tensor(image, self.image_size)
         except DECODE_ERRORS as exc:
-            where = shown_path(image) if isinstance(image, (str, Path)) else f"An input ({type(image).__name__})"
-            raise HeadstartError(f"{where} is not a readable image ({type(exc).__name__}: {exc}). Give PNG, JPEG, "
-                                 "BMP, TIFF, WebP or GIF files, or their contents.") from None
+            formats = "Give PNG, JPEG, BMP, TIFF, WebP or GIF files"
+            if not isinstance(image, (str, Path)):
+                raise HeadstartError(f"An input ({type(image).__name__}) is not a readable image "
+                                     f"({type(exc).__name__}: {exc}). {formats}, or their contents.") from None
+            fix = (f"Check the path: a relative one is read from the current folder, {Path.cwd()}"
+                   if isinstance(exc, FileNotFoundError) else formats)
+            raise HeadstartError(f"{shown_path(image)}: {why_unreadable(exc)}. {fix}.") from None
 
     def begin(self, pixels: torch.Tensor) -> State:
         x = pixels.float() / 255 if pixels.dtype == torch.uint8 else pixels

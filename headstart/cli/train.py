@@ -51,12 +51,10 @@ def predict(
 ) -> None:
     """Predict labels with probabilities for images or texts."""
     from headstart.errors import short
-    from headstart.predict import check_images, gather_inputs, load
+    from headstart.predict import gather_inputs, load
 
     predictor = load(model_dir)
     items, names = gather_inputs(inputs, predictor.modality, text_column, image_column)
-    if predictor.modality == "image":
-        check_images(items)
     if not items:
         raise HeadstartError(f"No inputs found in {', '.join(inputs)}: give image files, a folder of images, texts, "
                              "or a table with rows.")

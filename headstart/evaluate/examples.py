@@ -131,7 +131,7 @@ def run_parts(run_dir: Path, config: DataConfig, labels: list[str], requested: l
         from headstart.predict import check_images
 
         try:
-            check_images(frame.loc[split["origin"], "input"].tolist())
+            check_images(frame.loc[split["origin"], "input"].tolist(), split["origin"].tolist())
         except HeadstartError as exc:
             raise HeadstartError(f"{exc} It is one of the images {run_dir} was trained and tested on, changed since: "
                                  "restore it, or evaluate on other data with --data.") from None
@@ -200,7 +200,7 @@ def other_source(config: DataConfig, source: str, labels: list[str], requested: 
             unreadable = unreadable_images(frame["input"].tolist())
             frame, skipped = frame.drop(index=frame.index[list(unreadable)]), skipped + len(unreadable)
         else:
-            check_images(frame["input"].tolist())
+            check_images(frame["input"].tolist(), frame["origin"].tolist())
     if frame.empty:
         raise HeadstartError(f"{source} has no labelled examples to evaluate on"
                              f"{f' ({skipped} skipped: no label, text or readable image)' if skipped else ''}.")
