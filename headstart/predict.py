@@ -247,14 +247,20 @@ def _image_inputs(item: str, image_column: str | None) -> tuple[list[str], list[
     return files, files
 
 
-def gather_inputs(items: Iterable[str], modality: str, text_column: str = "text",
+def gather_inputs(items: Iterable[str], modality: str, text_column: str | None = None,
                   image_column: str | None = None) -> tuple[list, list[str]]:
     """CLI arguments -> (inputs, names): image files, folders of them or tables with a column of image paths for
     image models; texts, .txt files or folders of them, or CSV / JSONL / JSON / Parquet tables with a text column
-    for text models."""
+    (`text` unless named) for text models."""
+    other, given = ("--image-column", image_column) if modality == "text" else ("--text-column", text_column)
+    if given is not None:
+        option = "--text-column" if modality == "text" else "--image-column"
+        raise HeadstartError(f"{other} {given}: this model reads {modality}s, so {other} does not apply. Name the "
+                             f"column of {modality}{' path' * (modality == 'image')}s with {option}, or leave it "
+                             "out.")
     inputs, names = [], []
     for item in items:
-        found, found_names = (_text_inputs(item, text_column) if modality == "text"
+        found, found_names = (_text_inputs(item, text_column or "text") if modality == "text"
                               else _image_inputs(item, image_column))
         inputs += found
         names += found_names

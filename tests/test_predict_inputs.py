@@ -161,6 +161,15 @@ def test_image_tables_give_their_column_of_paths_from_the_tables_folder(tmp_path
         gather_inputs([str(tmp_path / "damaged.csv")], "image")
 
 
+def test_the_column_option_of_the_other_modality_is_refused(tmp_path):
+    with pytest.raises(HeadstartError, match=r"^--text-column path: this model reads images, so --text-column does "
+                                             r"not apply\. Name the column of image paths with --image-column"):
+        gather_inputs([str(tmp_path)], "image", text_column="path")
+    with pytest.raises(HeadstartError, match=r"^--image-column id: this model reads texts, so --image-column does not "
+                                             r"apply\. Name the column of texts with --text-column"):
+        gather_inputs(["A text"], "text", image_column="id")
+
+
 def test_a_blank_image_argument_is_said_to_be_blank():
     with pytest.raises(HeadstartError, match=r"^'' \(an empty path\): no such image file, folder or table\.$"):
         gather_inputs([""], "image")

@@ -42,7 +42,7 @@ def predict(
     model_dir: Path = typer.Argument(..., help="A model folder (runs/<name>/model) or a run folder."),
     inputs: List[str] = typer.Argument(..., help="Image files, folders or tables of image paths; or texts, .txt "
                                                   "files or folders of them, CSV / JSONL / JSON / Parquet tables."),
-    text_column: str = typer.Option("text", help="Column holding the texts in table inputs."),
+    text_column: Optional[str] = typer.Option(None, help="Column holding the texts in table inputs (default: text)."),
     image_column: Optional[str] = typer.Option(None, help="Column holding image paths in table inputs (relative "
                                                           "ones from the table's folder); left out, the one column "
                                                           "of image file names."),
