@@ -13,8 +13,8 @@ from PIL import Image
 
 from headstart.config import CPU_IMAGE_BATCH
 from headstart.data.images import DECODE_ERRORS, check_input, open_rgb, shown_path, why_unreadable
-from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, check_single_values, image_path_columns, read_table,
-                                     read_text_file, row_origins, visible_files)
+from headstart.data.sources import (IMAGE_SUFFIXES, TABLE_SUFFIXES, check_paths_read_as_meant, check_single_values,
+                                     image_path_columns, read_table, read_text_file, row_origins, visible_files)
 from headstart.data.validate import visible
 from headstart.errors import HeadstartError, first_five, short
 from headstart.model.folder import load_model
@@ -215,6 +215,7 @@ def _table_images(path: Path, column: str | None) -> tuple[list[str], list[str]]
         raise HeadstartError(f"No image path in column '{column}' at {first_five(blank)}: give every row an image "
                              "file.")
     files = [str(path.parent / cell) for cell in cells]
+    check_paths_read_as_meant(path, column, cells, files)
     missing = [f"{o} ({cell})" for o, cell, file in zip(origins, cells, files) if not os.path.isfile(file)]
     if missing:
         raise HeadstartError(f"Column '{column}' names image files that do not exist, at {first_five(missing)}. "

@@ -124,6 +124,26 @@ def test_a_table_of_image_paths_relative_to_the_table(tmp_path, suffix):
     assert examples.frame["site"].tolist() == list("abcdef") and examples.metadata_columns == ["site"]
 
 
+def test_image_paths_written_from_the_current_folder_or_with_backslashes_are_named(tmp_path, monkeypatch):
+    from headstart.predict import gather_inputs
+
+    names = [f"images/{i}.png" for i in range(6)]
+    for i, name in enumerate(names):
+        write_png(tmp_path / "dataset" / name, seed=i)
+    monkeypatch.chdir(tmp_path)
+    table = pd.DataFrame({"file": [f"dataset/{name}" for name in names], "label": ["cat", "dog"] * 3})
+    from_here = write_table(table, tmp_path / "dataset" / "cells.csv")
+    windows = write_table(table.assign(file=[name.replace("/", "\\") for name in names]),
+                          tmp_path / "dataset" / "windows.csv")
+    for read in (lambda path: read_and_check(path, image_column="file"), lambda path: gather_inputs([str(path)], "image")):
+        with pytest.raises(HeadstartError, match=r"cells.csv names image files from the current folder \(first: "
+                                                 r"dataset/images/0.png\), but relative paths in a table are read "
+                                                 r"from the table's folder"):
+            read(from_here)
+        with pytest.raises(HeadstartError, match=r"windows.csv separates folders with \\ \(first: images\\0.png\)"):
+            read(windows)
+
+
 def test_image_paths_are_read_as_written(tmp_path):
     names = ["0001", "0002", "0003", "0010", "0011", "0012"]  # files without a suffix, named by number
     for i, name in enumerate(names):

@@ -7,6 +7,7 @@ import csv
 import importlib.util
 import io
 import json
+import os
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -348,6 +349,7 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
     inputs = table[input_column]
     if image_mode:
         inputs = ["" if pd.isna(p) or p == "" else str((path.parent / str(p)).resolve()) for p in inputs]
+        check_paths_read_as_meant(path, input_column, table[input_column].tolist(), inputs)
     else:
         inputs = ["" if pd.isna(t) else str(t) for t in inputs]
     frame = pd.DataFrame({
@@ -359,6 +361,23 @@ def _table_examples(path: Path, config: DataConfig) -> Examples:
     for column in config.metadata_columns:
         frame[column] = (_numbers_if_all(table[column]) if path.suffix.lower() == ".csv" else table[column]).tolist()
     return Examples("image" if image_mode else "text", frame, list(config.metadata_columns))
+
+
+def check_paths_read_as_meant(path: Path, column: str, cells: list, files: list[str]) -> None:
+    """Refuse a table's column of image paths when none of its `files` (the `cells` read from the table's folder)
+    exists but they do as written otherwise: from the current folder, or with Windows' separators."""
+    given = [(cell, file) for cell, file in zip(cells, files) if file]
+    if not given or any(os.path.exists(file) for _, file in given):
+        return
+    cell = str(given[0][0])
+    if "\\" in cell and os.path.exists(path.parent / cell.replace("\\", "/")):
+        raise HeadstartError(f"Column '{column}' of {path} separates folders with \\ (first: {cell}), which here is "
+                             "part of a file name: write the paths with / (they then work on every system).")
+    if not Path(cell).is_absolute() and os.path.exists(cell) and path.parent.resolve() != Path.cwd().resolve():
+        raise HeadstartError(f"Column '{column}' of {path} names image files from the current folder (first: {cell}), "
+                             f"but relative paths in a table are read from the table's folder, "
+                             f"{path.parent.resolve()}, where there are none of them: write them relative to it, or "
+                             "absolute.")
 
 
 # the fields that say how to read a table; folders and bundled datasets take their inputs and labels as they are
