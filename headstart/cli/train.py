@@ -29,7 +29,9 @@ def fit(
     if is_worker():
         return  # a DDP worker process: the first process reports
     results = run.results
-    table = Table(title=f"{run.config.name}: test metrics (best epoch {results['best_epoch']})")
+    # a line, not the table's title, which would wrap to the width of three columns
+    console.print(f"{run.config.name}: test metrics (best epoch {results['best_epoch']})", markup=False)
+    table = Table()
     for key in ("test_acc", "test_f1", "test_loss"):
         table.add_column(key)
     table.add_row(*(f"{results['test'][k]:.4f}" for k in ("test_acc", "test_f1", "test_loss")))

@@ -64,10 +64,11 @@ def _write_findings(run_dir: Path, problems: pd.DataFrame, leaks: pd.DataFrame, 
     write_atomic(run_dir / "data_problems.csv", problems.to_csv(index=False))
     write_atomic(run_dir / "leakage.csv", leaks.to_csv(index=False))
     if len(problems):
-        console.print(f"[yellow]Skipped {len(problems)} unusable examples[/] "
+        console.print(f"[yellow]Skipped {len(problems)} unusable example{'s' * (len(problems) > 1)}[/] "
                       + escape(f"(listed in {run_dir / 'data_problems.csv'}): {first_problems(problems)}"))
     if len(leaks):
         action = {"drop": "dropped the later copies", "report": "kept them (test scores may be optimistic)"}
-        console.print(f"[yellow]Leakage check:[/] {len(leaks)} examples duplicate one in an earlier split "
+        copies = "1 example duplicates" if len(leaks) == 1 else f"{len(leaks)} examples duplicate"
+        console.print(f"[yellow]Leakage check:[/] {copies} one in an earlier split "
                       f"({', '.join(f'{n} {k}' for k, n in leaks['kind'].value_counts().items())}); "
                       f"{action[leakage]}. Details in {escape(str(run_dir / 'leakage.csv'))}.")
