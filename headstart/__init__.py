@@ -8,17 +8,17 @@
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["fit", "load", "Run", "HeadstartError"]
+__all__ = ["fit", "load", "Run", "HeadstartError", "is_worker"]
 
 from headstart.errors import HeadstartError
 
 
 def __getattr__(name: str):
     # heavy modules (lightning, transformers) load only when used, so `import headstart` stays fast
-    if name == "fit":
-        from headstart.train.fit import fit
+    if name in ("fit", "is_worker"):
+        from headstart.train import fit
 
-        return fit
+        return getattr(fit, name)
     if name == "load":
         from headstart.predict import load
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -50,7 +51,8 @@ def test_every_process_of_a_python_script_gets_the_finished_run(tiny_config, tmp
     script = tmp_path / "train.py"
     script.write_text("import os, sys\nimport headstart\n"
                       f"run = headstart.fit({tiny_config!r})\n"
-                      "print('process', os.environ.get('LOCAL_RANK', '0'), run.test_metrics['test_acc'], flush=True)\n")
+                      "print('process', os.environ.get('LOCAL_RANK', '0'), run.test_metrics['test_acc'], "
+                      "headstart.is_worker(), flush=True)\n")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("LOCAL_RANK", None)
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -58,3 +60,61 @@ def test_every_process_of_a_python_script_gets_the_finished_run(tiny_config, tmp
     assert done.returncode == 0, done.stderr[-3000:]
     printed = sorted(line.split()[1:] for line in done.stdout.splitlines() if line.startswith("process "))
     assert [p[0] for p in printed] == ["0", "1"] and printed[0][1] == printed[1][1], done.stdout + done.stderr[-3000:]
+    assert [p[2] for p in printed] == ["False", "True"]  # what a script tests to evaluate or push once
+
+
+def test_each_launcher_s_other_processes_are_workers(monkeypatch):
+    from headstart.train.fit import is_worker
+
+    for variable in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"):
+        monkeypatch.delenv(variable, raising=False)
+    assert not is_worker()
+    for env, worker in [({"LOCAL_RANK": "1"}, True), ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, True),  # Lightning's
+                        ({"RANK": "0", "LOCAL_RANK": "0"}, False), ({"RANK": "3", "LOCAL_RANK": "1"}, True),  # torchrun
+                        ({"SLURM_PROCID": "0"}, False), ({"SLURM_PROCID": "1"}, True),  # srun, a task per device
+                        ({"SLURM_PROCID": "0", "LOCAL_RANK": "1"}, True)]:  # launched by Lightning inside a job
+        with monkeypatch.context() as m:
+            for name, value in env.items():
+                m.setenv(name, value)
+            assert is_worker() == worker, env
+
+
+def test_on_several_machines_the_others_stop_with_the_first(tiny_config, tmp_path):
+    """Two machines played on this one, started as the README says (NODE_RANK, WORLD_SIZE, MASTER_ADDR / PORT). The
+    second starts first, while the run folder still holds the run that --overwrite replaces (it used to compare its
+    split with that run's split.csv and stop); the first stops after training (it diverged), and the second must
+    stop too, not wait for results.json for ever."""
+    import socket
+
+    import headstart
+
+    headstart.fit({**tiny_config, "train": {**tiny_config["train"], "max_epochs": 1}})  # the run to replace
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    tiny_config.update(strategy={"name": "full"}, data={**tiny_config["data"], "split": {"seed": 3}})
+    tiny_config["train"].update(max_epochs=2, lr=1e8, accelerator="cpu", num_nodes=2)
+    config = tmp_path / "nodes.yaml"
+    config.write_text(yaml.safe_dump(tiny_config))
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+           "WORLD_SIZE": "2", "OMP_NUM_THREADS": "1"}
+    for variable in ("LOCAL_RANK", "RANK", "SLURM_PROCID"):
+        env.pop(variable, None)
+    command = [sys.executable, "-m", "headstart.cli", "fit", str(config), "--overwrite"]
+    logs = {rank: tmp_path / f"node{rank}.log" for rank in (0, 1)}
+    with logs[1].open("w") as log:
+        second = subprocess.Popen(command, cwd=ROOT, env={**env, "NODE_RANK": "1"}, stdout=log, stderr=log)
+    deadline = time.monotonic() + 300
+    while "Initializing distributed" not in logs[1].read_text() and second.poll() is None:  # it waits for the first
+        assert time.monotonic() < deadline, logs[1].read_text()
+        time.sleep(0.5)
+    with logs[0].open("w") as log:
+        first = subprocess.Popen(command, cwd=ROOT, env={**env, "NODE_RANK": "0"}, stdout=log, stderr=log)
+    try:
+        codes = [first.wait(timeout=300), second.wait(timeout=300)]
+    finally:
+        first.kill(), second.kill()
+    said = {rank: " ".join(log.read_text().split()) for rank, log in logs.items()}
+    assert codes == [2, 2], said
+    assert "The training diverged" in said[0]
+    assert "The first process of the run" in said[1] and "stopped before the run finished" in said[1], said[1]

@@ -709,3 +709,17 @@ def test_a_backbone_of_the_other_modality_is_named_before_it_reads_the_data(tiny
 def test_python_calls_with_the_wrong_kind_of_argument_say_so(call, message):
     with pytest.raises(headstart.HeadstartError, match=message):
         call()
+
+
+def test_a_bf16_run_reports_the_test_metrics_of_the_model_as_saved(tiny_config):
+    """The test split is scored in float32, as the saved model predicts and is served, whatever train.precision."""
+    import headstart
+
+    tiny_config["train"].update(precision="bf16-mixed", max_epochs=2)
+    run = headstart.fit(tiny_config)
+    test = run.split[run.split["split"] == "test"]
+    probabilities = headstart.load(run.model_dir).probabilities(test["origin"].tolist())
+    targets = torch.tensor([run.results["labels"].index(label) for label in test["label"]])
+    accuracy = (probabilities.argmax(1) == targets).double().mean().item()
+    assert run.test_metrics["test_acc"] == pytest.approx(accuracy, abs=1e-6)  # logged as float32
+    assert run.test_metrics["test_loss"] == pytest.approx(F.nll_loss(probabilities.log(), targets).item(), abs=1e-5)

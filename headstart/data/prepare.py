@@ -31,10 +31,10 @@ class PreparedData:
         return self.frame[self.frame["split"] == name].reset_index(drop=True)
 
 
-def prepare_data(config: DataConfig, run_dir: Path, write: bool = True) -> PreparedData:
+def prepare_data(config: DataConfig, run_dir: Path, write: bool = True, resume: bool = False) -> PreparedData:
     """Writes data_problems.csv, leakage.csv and split.csv into `run_dir` (unless `write` is false: another process
-    of the run does it). On a resumed run (split.csv already there) the split must come out the same, or the data
-    changed under the run."""
+    of the run does it). On a resumed run the split must come out as split.csv saved it, or the data changed under
+    the run."""
     examples = read_source(config)
     examples, problems = check_examples(examples, config)
     frame = split_frame(examples.frame, config.split, grouped=config.group_column is not None)
@@ -44,7 +44,9 @@ def prepare_data(config: DataConfig, run_dir: Path, write: bool = True) -> Prepa
                         "duplicates from the data, or set data.leakage: report")
     split_path = run_dir / "split.csv"
     table = manifest(frame, examples.modality)
-    if split_path.exists():  # before anything is written: a refused resume keeps the run's record of its data
+    # before anything is written: a refused resume keeps the run's record of its data. Only on resume: a new run's
+    # other processes (on other machines) may start before the first has moved aside the run it replaces
+    if resume and split_path.exists():
         saved = pd.read_csv(split_path, dtype=str, keep_default_na=False)
         # the digests of inputs came later: a split.csv without them is compared without them
         compared = [c for c in ("origin", "label", "split", "input_sha1") if c in saved.columns]

@@ -7,7 +7,7 @@ import os
 import shutil
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Union
 
@@ -18,6 +18,7 @@ from headstart.progress import warn
 from headstart.run import Run, replaced_run
 
 PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
+STOPPED = ".stopped"  # written by the first process of a run that stopped unfinished, for the others to stop too
 
 
 def _local_path(value: str) -> str:
@@ -157,7 +158,9 @@ def _remove(path: Path, ignore_errors: bool = False) -> None:
 
 
 def _remove_leftovers(run_dir: Path) -> None:
-    """Files and model copies that a kill -9 cut short in an earlier process of this run (we hold its lock)."""
+    """Files and model copies that a kill -9 cut short in an earlier process of this run (we hold its lock), and the
+    mark of an earlier attempt that stopped."""
+    (run_dir / STOPPED).unlink(missing_ok=True)
     remove_temporary(run_dir)
     remove_temporary(run_dir / "checkpoints")
     for copy in run_dir.glob(".model-*"):  # save_model's staging folder, or the replaced model set aside
@@ -206,11 +209,12 @@ def _undo_start(run_dir: Path, replacing: bool, created: list[Path]) -> bool:
 
 
 def is_worker() -> bool:
-    """True in every DDP process but the first of the first node: those find the run folder set up by it. torchrun
-    sets RANK; Lightning's own launcher sets LOCAL_RANK and, across nodes, NODE_RANK."""
-    if "RANK" in os.environ:
-        return int(os.environ["RANK"]) > 0
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0
+    """True in every DDP process but the first of the first node: those find the run folder set up by it. Lightning's
+    own launcher sets LOCAL_RANK and, across nodes, NODE_RANK; torchrun sets RANK; SLURM's srun, SLURM_PROCID (the
+    processes Lightning launches itself inherit it)."""
+    if int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0:
+        return True
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) > 0
 
 
 def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[str] = (),
@@ -243,6 +247,9 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
         except BaseException as exc:
             finished = (run_dir / "results.json").exists()  # stopped in the evaluation that follows training
             removed = resume is None and _undo_start(run_dir, replacing, created)
+            if not (finished or removed):  # the other processes, waiting for results.json, stop too
+                with suppress(OSError):  # the error that stopped the run is the one to report
+                    (run_dir / STOPPED).touch()
             if _interrupted(exc):
                 raise KeyboardInterrupt(_after_interrupt(run_dir, removed, replacing, finished)) from None
             raise
@@ -302,7 +309,8 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
     from headstart.data.prepare import prepare_data
 
     worker = is_worker()
-    data = prepare_data(config.data, run_dir, write=not worker)  # before lightning: data errors answer quickly
+    # before lightning: data errors answer quickly
+    data = prepare_data(config.data, run_dir, write=not worker, resume=resume)
     if config.evaluate.after_fit:
         from headstart.evaluate.costs import check_settings
         from headstart.evaluate.examples import check_slice_by
@@ -404,10 +412,12 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
             raise HeadstartError(f"The training diverged: the weights of its best epoch hold NaN or infinite values "
                                  f"({first_five(broken)}), so no model is saved; metrics.csv in {run_dir} shows the "
                                  f"losses. Train again with a lower train.lr (it is {train.lr:g}), with --overwrite.")
-        # the test split is scored once, by one process: a sharded test would count padded duplicates
-        tester = trainer if trainer.world_size == 1 else L.Trainer(
-            accelerator=train.accelerator, devices=1, precision=PRECISION[train.precision], logger=False,
-            enable_model_summary=False)
+        # the test split is scored once, by one process (a sharded test would count padded duplicates), on the
+        # first device the run was given, in float32: the model as it is saved and served, whatever the training's
+        # precision (under bf16 autocast a score differs by a few examples)
+        tester = L.Trainer(accelerator=train.accelerator, precision="32-true", logger=False,
+                           devices=train.devices[:1] if isinstance(train.devices, list) else 1,
+                           enable_model_summary=False, enable_checkpointing=False, default_root_dir=run_dir)
         with _interruptible():
             test = tester.test(module, verbose=False)[0]
 
@@ -425,10 +435,11 @@ def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
 
 def _wait_for_results(run_dir: Path) -> None:
     """In a worker process: wait until the first process has tested the model and written results.json, so that
-    the `Run` a script gets back in every process (Lightning runs the script once per process) is finished."""
-    first = os.getppid()  # the launcher started this process from the first one
+    the `Run` a script gets back in every process (Lightning runs the script once per process) is finished. Stop if
+    the first process says it stopped, or (on its machine) is gone."""
+    parent = os.getppid()  # on the first machine, the launcher started this process from the first one
     while not (run_dir / "results.json").exists():
-        if os.getppid() != first:
+        if (run_dir / STOPPED).exists() or os.getppid() != parent:
             raise HeadstartError(f"The first process of the run {run_dir} stopped before the run finished; see "
                                  "its output.")
         time.sleep(0.2)
