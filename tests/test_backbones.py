@@ -296,6 +296,8 @@ def _with(**attributes):
     (_with(), {"image_size": 64}, "data.image_size is 64, but backbone 'b' .* reads 16 px images"),
     (_Text(), {"image_size": 64}, r"data.image_size is 64, but backbone 'b' \(_Text\) reads texts: the image size "
                                   "applies to image backbones only"),
+    (_with(), {"max_length": 64}, r"data.max_length is 64, but backbone 'b' .* reads images: the text length "
+                                  "applies to text backbones only"),
 ])
 def test_a_backbone_breaking_the_contract_is_refused_by_name(backbone, data, error):
     from headstart.backbones.contract import check_backbone

@@ -55,7 +55,7 @@ class FineTuner(L.LightningModule):
     @property
     def padding_share(self) -> float | None:
         """Share of this epoch's training tokens that were padding (texts only)."""
-        return self._tokens[0] / self._tokens[1] if self._tokens[1] else None
+        return float(self._tokens[0]) / self._tokens[1] if self._tokens[1] else None
 
     def on_train_batch_start(self, batch, batch_index: int) -> None:
         # Dropout draws from the global generator. Seed it at the first batch, after the data loader has drawn its
@@ -85,7 +85,7 @@ class FineTuner(L.LightningModule):
         targets = batch["targets"]
         mask = batch.get("state", batch.get("inputs", {})).get("attention_mask")
         if mask is not None:
-            self._tokens[0] += int((mask == 0).sum())
+            self._tokens[0] += (mask == 0).sum()  # a tensor, read at the epoch's end: on a GPU, no wait each step
             self._tokens[1] += mask.numel()
         loss = F.cross_entropy(self._logits(batch, "train"), targets, weight=self.class_weights)
         self.log("train_loss", loss, on_step=False, on_epoch=True, batch_size=len(targets),
