@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("inputs", nargs="*", help="image files or folders, texts, .txt files or tables (default: the "
                                                   "test split of the model's run)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 8, 32])
-    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--text-column", help="column of texts in a table input (default: text)")
     args = parser.parse_args()
     full = load(args.model)
     if args.inputs:

@@ -36,7 +36,7 @@ RESULTS = ROOT / "bench" / "results" / "serve_load.json"
 SETTINGS = {"batching on": ["--max-batch-size", "32", "--max-wait-ms", "5"], "batching off": ["--max-batch-size", "1"]}
 
 
-def payloads(version, inputs: list[str], text_column: str) -> list[dict]:
+def payloads(version, inputs: list[str], text_column: str | None) -> list[dict]:
     """One JSON body per input of the source run's test split, or of `inputs`."""
     from headstart.predict import gather_inputs
 
@@ -134,7 +134,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--runtime", default="auto", help="auto, torch or a variant name (as `headstart serve`)")
     parser.add_argument("--inputs", nargs="*", default=[], help="inputs instead of the source run's test split")
-    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--text-column", help="column of texts in a table input (default: text)")
     parser.add_argument("--only", choices=list(SETTINGS), default=None, help="run one setting only")
     args = parser.parse_args()
 

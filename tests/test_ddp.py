@@ -64,19 +64,26 @@ def test_every_process_of_a_python_script_gets_the_finished_run(tiny_config, tmp
 
 
 def test_each_launcher_s_other_processes_are_workers(monkeypatch):
+    from headstart.config import TrainConfig
     from headstart.train.fit import is_worker
 
-    for variable in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID"):
+    for variable in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_NAME"):
         monkeypatch.delenv(variable, raising=False)
-    assert not is_worker()
-    for env, worker in [({"LOCAL_RANK": "1"}, True), ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, True),  # Lightning's
-                        ({"RANK": "0", "LOCAL_RANK": "0"}, False), ({"RANK": "3", "LOCAL_RANK": "1"}, True),  # torchrun
-                        ({"SLURM_PROCID": "0"}, False), ({"SLURM_PROCID": "1"}, True),  # srun, a task per device
-                        ({"SLURM_PROCID": "0", "LOCAL_RANK": "1"}, True)]:  # launched by Lightning inside a job
+    two, one = TrainConfig(devices=2), TrainConfig(devices=1)
+    slurm = {"SLURM_NTASKS": "2", "SLURM_JOB_NAME": "train"}
+    for env, train, worker in [
+            ({}, two, False), ({"LOCAL_RANK": "1"}, one, True), ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, two, True),
+            ({"RANK": "0", "LOCAL_RANK": "0"}, two, False), ({"RANK": "3", "LOCAL_RANK": "1"}, two, True),  # torchrun
+            ({**slurm, "SLURM_PROCID": "0"}, two, False), ({**slurm, "SLURM_PROCID": "1"}, two, True),  # srun
+            ({**slurm, "SLURM_PROCID": "1"}, TrainConfig(devices=[0, 1]), True),
+            ({**slurm, "SLURM_PROCID": "1"}, TrainConfig(num_nodes=2), True),
+            ({**slurm, "SLURM_PROCID": "1"}, one, False),  # tasks of a sweep, each training a run of its own
+            ({**slurm, "SLURM_PROCID": "1", "SLURM_JOB_NAME": "interactive"}, two, False),  # Lightning launches
+            ({**slurm, "SLURM_PROCID": "0", "LOCAL_RANK": "1"}, two, True)]:  # a process Lightning launched
         with monkeypatch.context() as m:
             for name, value in env.items():
                 m.setenv(name, value)
-            assert is_worker() == worker, env
+            assert is_worker(train) == worker, (env, train.devices, train.num_nodes)
 
 
 def test_on_several_machines_the_others_stop_with_the_first(tiny_config, tmp_path):

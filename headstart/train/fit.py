@@ -11,7 +11,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Union
 
-from headstart.config import RunConfig, load_config, save_config
+from headstart.config import RunConfig, TrainConfig, load_config, save_config
 from headstart.errors import HeadstartError, chain, first_five
 from headstart.files import model_lock, remove_temporary, run_lock, write_atomic
 from headstart.progress import warn
@@ -208,13 +208,33 @@ def _undo_start(run_dir: Path, replacing: bool, created: list[Path]) -> bool:
     return True
 
 
-def is_worker() -> bool:
-    """True in every DDP process but the first of the first node: those find the run folder set up by it. Lightning's
-    own launcher sets LOCAL_RANK and, across nodes, NODE_RANK; torchrun sets RANK; SLURM's srun, SLURM_PROCID (the
-    processes Lightning launches itself inherit it)."""
+def is_worker(train: TrainConfig | None = None) -> bool:
+    """True in every DDP process but the first of the first node: those find the run folder set up by it.
+    Lightning's own launcher sets LOCAL_RANK and, across nodes, NODE_RANK; torchrun sets RANK; SLURM's srun sets
+    SLURM_PROCID, which counts only for a run of several processes (a one-device run is run whole in every task): it
+    takes the run's `train` settings, or, without them, what the last `fit` in this process found."""
     if int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0:
         return True
-    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0"))) > 0
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"]) > 0
+    if train is None:
+        return _FOUND.get("worker", False)
+    return _slurm_starts(train) and int(os.environ.get("SLURM_PROCID", "0")) > 0
+
+
+def _slurm_starts(train: TrainConfig) -> bool:
+    """Whether SLURM started the processes of a run of `train`, as Lightning reads it: srun's variables, outside an
+    interactive job (named bash or interactive), for a run of several devices or nodes."""
+    if "SLURM_NTASKS" not in os.environ or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return False
+    if train.devices in ("auto", -1):  # every GPU there is
+        import torch
+
+        return train.num_nodes > 1 or train.accelerator != "cpu" and torch.cuda.device_count() > 1
+    return train.num_nodes > 1 or (len(train.devices) if isinstance(train.devices, list) else train.devices) > 1
+
+
+_FOUND: dict[str, bool] = {}  # whether fit found this process a worker: a script asks after it, without the config
 
 
 def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[str] = (),
@@ -234,8 +254,9 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
         _check_unfinished(run_dir)
         if (run_dir / "checkpoints" / "last.ckpt").exists():  # before Lightning reads it, which would fail raw
             _check_trained_with(config, run_dir, read_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
-    if is_worker():
-        return _train(config, run_dir, resume is not None)
+    _FOUND["worker"] = is_worker(config.train)
+    if _FOUND["worker"]:
+        return _train(config, run_dir, resume is not None, worker=True)
     _warn_of_settings(config)
     replacing, created = _start_folder(run_dir, resume is not None, overwrite)
     if resume is None:  # a resumed run keeps the config.yaml it was checked against, as the user left it
@@ -304,11 +325,11 @@ def _warn_of_settings(config: RunConfig) -> None:
               "applies. Set reduce_lr_patience to at most patience - 2 to use it.")
 
 
-def _train(config: RunConfig, run_dir: Path, resume: bool) -> Run:
-    """Data, model, training, the best epoch's test metrics and the model folder, in the run folder."""
+def _train(config: RunConfig, run_dir: Path, resume: bool, worker: bool = False) -> Run:
+    """Data, model, training, the best epoch's test metrics and the model folder, in the run folder (in the first
+    process; another, a `worker`, trains its share)."""
     from headstart.data.prepare import prepare_data
 
-    worker = is_worker()
     # before lightning: data errors answer quickly
     data = prepare_data(config.data, run_dir, write=not worker, resume=resume)
     if config.evaluate.after_fit:
