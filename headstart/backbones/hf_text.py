@@ -48,6 +48,11 @@ def _why(source: str, exc: Exception) -> str:
     folder = Path(source).expanduser()
     if folder.is_file():
         return f"{folder.resolve()} is a file: give the folder that holds it ({folder.resolve().parent})."
+    if "ignore_mismatched_sizes" in str(exc):  # an option headstart users never set
+        return ("the shapes of its weights differ from those its config.json describes (transformers' report above "
+                "lists them): config.json and the weights come from two different models.")
+    if not isinstance(exc, (OSError, ValueError)):  # damaged weights, in a folder or in the cache
+        return f"{type(exc).__name__}: {exc}"
     if folder.is_dir():
         if not (folder / "config.json").is_file():
             return f"the folder {folder.resolve()} has no config.json, so it holds no saved Hugging Face model."
@@ -58,11 +63,8 @@ def _why(source: str, exc: Exception) -> str:
         if '"auto_map"' in config:
             return (f"{folder.resolve()} holds a model that needs its own code (auto_map in config.json), and "
                     "headstart never runs code that comes with a model. Use an encoder transformers has built in.")
-    if folder.exists():  # transformers' own words for a missing file; the type for damaged weights
-        if "ignore_mismatched_sizes" in str(exc):  # an option headstart users never set
-            return ("the shapes of its weights differ from those config.json describes (transformers' report above "
-                    "lists them): config.json and the weights come from two different models.")
-        return str(exc) if isinstance(exc, OSError) else f"{type(exc).__name__}: {exc}"
+    if folder.exists():
+        return str(exc)
     missing = f"there is no folder {folder.resolve()}"
     if not re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", source):  # not a hub name either (`org/model`)
         return f"{missing}."
