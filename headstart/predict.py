@@ -195,8 +195,9 @@ def _text_inputs(item: str, text_column: str) -> tuple[list[str], list[str]]:
                          "model.predict([...]) from Python.")
 
 
-def _table_images(path: Path, column: str | None) -> tuple[list[str], list[str]]:
-    """A table's image paths (relative ones read from the table's folder, as training does) and their cells."""
+def _table_images(path: Path, column: str | None) -> tuple[list[str], list[str], list[str]]:
+    """A table's image paths (relative ones read from the table's folder, as training does), their cells and
+    rows."""
     table = read_table(path, [column] if column else [])
     if column is None:
         found = image_path_columns(table)
@@ -221,21 +222,19 @@ def _table_images(path: Path, column: str | None) -> tuple[list[str], list[str]]
         raise HeadstartError(f"Column '{column}' names image files that do not exist, at {first_five(missing)}. "
                              f"Relative paths are read from the table's folder, {path.resolve().parent}: correct "
                              "them, or leave those rows out.")
-    check_images(files, origins)
-    return files, cells
+    return files, cells, origins
 
 
-def _image_inputs(item: str, image_column: str | None) -> tuple[list[str], list[str]]:
-    """One argument for an image model -> (paths, names): an image file, a folder's image files, or a table's
-    column of image paths; refused if one of them cannot be read."""
+def _image_inputs(item: str, image_column: str | None) -> tuple[list[str], list[str], list[str]]:
+    """One argument for an image model -> (paths, names, origins): an image file, a folder's image files, or a
+    table's column of image paths (named as the table writes them, from its rows)."""
     if not os.path.exists(item):
         raise HeadstartError(f"{shown_path(item)}: no such image file, folder or table.")
     path = Path(item)
     if path.is_file() and path.suffix.lower() in TABLE_SUFFIXES:
         return _table_images(path, image_column)
     if not path.is_dir():
-        check_images([str(path)])
-        return [str(path)], [str(path)]
+        return [str(path)], [str(path)], [str(path)]
     found = visible_files(path)
     files = [str(p) for p in found if p.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
@@ -244,28 +243,32 @@ def _image_inputs(item: str, image_column: str | None) -> tuple[list[str], list[
     if others:  # training reads every file of a class folder: say which ones are not predicted here
         warn(f"{len(others)} file{'s' * (len(others) > 1)} in {item} left out: no image suffix ({first_five(others)}). "
              "Name them in the command to predict them.")
-    check_images(files)
-    return files, files
+    return files, files, files
 
 
 def gather_inputs(items: Iterable[str], modality: str, text_column: str | None = None,
                   image_column: str | None = None) -> tuple[list, list[str]]:
     """CLI arguments -> (inputs, names): image files, folders of them or tables with a column of image paths for
-    image models; texts, .txt files or folders of them, or CSV / JSONL / JSON / Parquet tables with a text column
-    (`text` unless named) for text models."""
+    image models (refused together if some cannot be read); texts, .txt files or folders of them, or CSV / JSONL /
+    JSON / Parquet tables with a text column (`text` unless named) for text models."""
     other, given = ("--image-column", image_column) if modality == "text" else ("--text-column", text_column)
     if given is not None:
         option = "--text-column" if modality == "text" else "--image-column"
         raise HeadstartError(f"{other} {given}: this model reads {modality}s, so {other} does not apply. Name the "
                              f"column of {modality}{' path' * (modality == 'image')}s with {option}, or leave it "
                              "out.")
-    inputs, names = [], []
+    inputs, names, origins = [], [], []
     for item in items:
-        found, found_names = (_text_inputs(item, text_column or "text") if modality == "text"
-                              else _image_inputs(item, image_column))
+        if modality == "text":
+            found, found_names = _text_inputs(item, text_column or "text")
+        else:
+            found, found_names, found_origins = _image_inputs(item, image_column)
+            origins += found_origins
         inputs += found
         names += found_names
-    if modality == "text":
+    if modality == "image":
+        check_images(inputs, origins)
+    else:
         bad = [name.strip() or repr(name) for text, name in zip(inputs, names) if not visible(text)]
         if bad:
             raise HeadstartError(f"Empty text in {first_five(bad)}: give some text to classify.")

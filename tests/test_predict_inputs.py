@@ -159,6 +159,10 @@ def test_image_tables_give_their_column_of_paths_from_the_tables_folder(tmp_path
     with pytest.raises(HeadstartError, match=r"^.*damaged.csv row 3 \(.*notes.png\): not an image file that can be "
                                              r"decoded\. Give PNG"):
         gather_inputs([str(tmp_path / "damaged.csv")], "image")
+    # every argument's unreadable images together, each named as its argument gives it
+    with pytest.raises(HeadstartError, match=r"^2 of 4 images cannot be read: .*damaged.csv row 3 \(.*notes.png\): "
+                                             r"not an image file that can be decoded; .*notes.png: not an image"):
+        gather_inputs([str(tmp_path / "damaged.csv"), str(tmp_path / "b.png"), str(tmp_path / "notes.png")], "image")
 
 
 def test_the_column_option_of_the_other_modality_is_refused(tmp_path):
