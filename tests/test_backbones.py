@@ -296,8 +296,6 @@ def _with(**attributes):
     (_with(), {"image_size": 64}, "data.image_size is 64, but backbone 'b' .* reads 16 px images"),
     (_Text(), {"image_size": 64}, r"data.image_size is 64, but backbone 'b' \(_Text\) reads texts: the image size "
                                   "applies to image backbones only"),
-    (_with(), {"max_length": 64}, r"data.max_length is 64, but backbone 'b' .* reads images: the text length "
-                                  "applies to text backbones only"),
 ])
 def test_a_backbone_breaking_the_contract_is_refused_by_name(backbone, data, error):
     from headstart.backbones.contract import check_backbone
@@ -305,6 +303,16 @@ def test_a_backbone_breaking_the_contract_is_refused_by_name(backbone, data, err
     image = np.zeros((16, 16, 3), np.uint8)
     with pytest.raises(HeadstartError, match=error):
         check_backbone(backbone, "b", DataConfig(source="unused", **data), [image, image])
+
+
+def test_a_text_length_set_for_an_image_backbone_is_said_to_be_ignored(capsys):
+    from headstart.backbones.contract import check_backbone
+
+    image = np.zeros((16, 16, 3), np.uint8)
+    check_backbone(_with(), "b", DataConfig(source="unused", max_length=64), [image, image])
+    said = " ".join(capsys.readouterr().err.split())
+    assert "data.max_length is 64, but backbone 'b' (TinyCNN) reads images: the text length applies to text " \
+           "backbones only, and is ignored." in said, said
 
 
 def test_fit_checks_the_backbone_before_training(tiny_config):

@@ -7,12 +7,13 @@ import torch
 from headstart.backbones.base import Backbone
 from headstart.config import DataConfig
 from headstart.errors import HeadstartError, raised_at
+from headstart.progress import warn
 
 HOW = "See README, 'Your own backbone'."
 
 
 def check_backbone(backbone: Backbone, name: str, data: DataConfig, sample: list) -> None:
-    """`modality` and `feature_size` set, `data.image_size` honoured (and `data.max_length` left at its default for
+    """`modality` and `feature_size` set, `data.image_size` honoured (a warning for a `data.max_length` set for
     images), and features of (n, feature_size) for the `sample` inputs; a HeadstartError naming the backbone
     otherwise."""
     who = f"'{name}' ({type(backbone).__name__})"
@@ -28,10 +29,9 @@ def check_backbone(backbone: Backbone, name: str, data: DataConfig, sample: list
         raise HeadstartError(f"data.image_size is {data.image_size}, but backbone {who} reads texts: the image size "
                              "applies to image backbones only. Leave data.image_size out (--set data.image_size=null).")
     default_length = DataConfig.model_fields["max_length"].default
-    if modality == "image" and data.max_length != default_length:
-        raise HeadstartError(f"data.max_length is {data.max_length}, but backbone {who} reads images: the text length "
-                             f"applies to text backbones only. Leave data.max_length out (--set "
-                             f"data.max_length={default_length}).")
+    if modality == "image" and data.max_length != default_length:  # a warning: a run started so can be resumed
+        warn(f"data.max_length is {data.max_length}, but backbone {who} reads images: the text length applies to text "
+             "backbones only, and is ignored.")
     reads = getattr(backbone, "image_size", None)
     if modality == "image" and data.image_size is not None and reads != data.image_size:
         raise HeadstartError(f"data.image_size is {data.image_size}, but backbone {who} reads {reads} px images: its "
