@@ -4,6 +4,7 @@ import os
 import sysconfig
 import traceback
 from collections.abc import Iterator
+from pathlib import Path
 
 
 class HeadstartError(Exception):
@@ -35,11 +36,13 @@ def raised_at(exc: BaseException) -> str:
 
 
 def _users(filename: str) -> bool:
-    """Whether a traceback's file is the user's: not headstart's, an installed package's or Python's own."""
+    """Whether a traceback's file is the user's: not headstart's, an installed package's (wherever its
+    site-packages is: another environment's, reached through PYTHONPATH) or Python's own."""
     if filename.startswith("<"):  # <frozen importlib._bootstrap>, <string>
         return False
     path = os.path.realpath(filename)
-    return not any(path == root or path.startswith(root + os.sep) for root in _LIBRARIES)
+    return not ({"site-packages", "dist-packages"} & set(Path(path).parts)
+                or any(path == root or path.startswith(root + os.sep) for root in _LIBRARIES))
 
 
 _LIBRARIES = {os.path.realpath(os.path.dirname(__file__))} | {

@@ -414,6 +414,17 @@ def test_a_factory_module_that_fails_is_named_with_where(tmp_path, monkeypatch, 
         build("module:broken_backbones:make", DataConfig(source="unused"))
 
 
+def test_a_factory_failing_in_a_package_of_another_environment_is_named_at_its_own_line(tmp_path, monkeypatch):
+    packages = tmp_path / "other-env" / "lib" / "python3.11" / "site-packages"  # reached through PYTHONPATH
+    packages.mkdir(parents=True)
+    (packages / "weights_loader.py").write_text("def load(path):\n    raise ValueError(f'no weights at {path}')\n")
+    (tmp_path / "my_backbones.py").write_text("import weights_loader\n\ndef make():\n    weights_loader.load('x')\n")
+    monkeypatch.syspath_prepend(str(packages))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(HeadstartError, match=r"ValueError: no weights at x \(.*my_backbones.py:4\)"):
+        build("module:my_backbones:make", DataConfig(source="unused"))
+
+
 class _NoFeatures(ImageBackbone):
     feature_size = 4
 
