@@ -169,7 +169,7 @@ def test_a_parameter_outside_every_group_is_named():
     ([("a", ["a"]), ("a", ["b"])], "names layer group a twice"),  # would merge both into one stage
     ([("a", ["a", "b"]), ("typo", ["c"])], "Prefix 'c' of layer group typo .* names no module or parameter"),
     # a typo beside a prefix that matches: the group is not empty, but what the typo meant went elsewhere
-    ([("a", ["a", "bb"]), ("b", ["b"])], r"Prefix 'bb' of layer group a .* top-level modules are a, b\."),
+    ([("a", ["a", "bb"]), ("b", ["b"])], r"Prefix 'bb' of layer group a .* the names at its top level are a, b\."),
     ([("a", ["a.weight", "a.bias"]), ("b", ["b"])], None),  # parameters may be named one by one
 ])
 def test_a_group_named_twice_or_a_prefix_naming_nothing_is_refused(prefixes, error, monkeypatch):
@@ -179,6 +179,14 @@ def test_a_group_named_twice_or_a_prefix_naming_nothing_is_refused(prefixes, err
         assert [len(group.params) for group in layer_groups(backbone)] == [2, 2]
         return
     with pytest.raises(HeadstartError, match=error):
+        layer_groups(backbone)
+
+
+def test_a_mistyped_prefix_is_shown_the_top_level_parameters_too(monkeypatch):
+    backbone = _Ungrouped()
+    backbone.scale = nn.Parameter(torch.ones(1))
+    monkeypatch.setattr(backbone, "group_prefixes", lambda: [("convs", ["a", "b"]), ("scale", ["scal"])])
+    with pytest.raises(HeadstartError, match=r"Prefix 'scal' .* the names at its top level are a, b, scale\."):
         layer_groups(backbone)
 
 

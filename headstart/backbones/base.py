@@ -121,8 +121,13 @@ class LayerGroup:
     modules: list[nn.Module] = field(default_factory=list)
 
 
+def _under(name: str, prefix: str) -> bool:
+    """Whether the module or parameter `name` is `prefix` or inside it."""
+    return name == prefix or name.startswith(prefix + ".")
+
+
 def _owner(name: str, prefixes: list[tuple[str, list[str]]]) -> list[str]:
-    return [group for group, pres in prefixes if any(name == p or name.startswith(p + ".") for p in pres)]
+    return [group for group, pres in prefixes if any(_under(name, p) for p in pres)]
 
 
 def layer_groups(backbone: Backbone) -> list[LayerGroup]:
@@ -168,11 +173,11 @@ def _check_prefixes(backbone: Backbone, prefixes: list[tuple[str, list[str]]]) -
     known = {name for name, _ in backbone.named_modules() if name} | {name for name, _ in backbone.named_parameters()}
     for group, names in prefixes:
         for prefix in names:
-            if not any(name == prefix or name.startswith(prefix + ".") for name in known):
-                top = first_five([name for name, _ in backbone.named_children()])
+            if not any(_under(name, prefix) for name in known):
+                top = first_five(sorted({name.split(".")[0] for name in known}))
                 raise HeadstartError(f"Prefix '{prefix}' of layer group {group} in group_prefixes() of backbone "
-                                     f"{type(backbone).__name__} names no module or parameter (a typo?); its "
-                                     f"top-level modules are {top}. Fix the prefix, or leave it out.")
+                                     f"{type(backbone).__name__} names no module or parameter (a typo?); the names "
+                                     f"at its top level are {top}. Fix the prefix, or leave it out.")
 
 
 def _assign_modules(module: nn.Module, prefix: str, prefixes, groups: dict[str, LayerGroup],
