@@ -313,12 +313,18 @@ def test_the_output_folder_may_start_with_a_tilde(monkeypatch, tmp_path):
     assert load_config(write_config(tmp_path), ["output=~/runs"]).run_dir() == tmp_path / "runs" / "demo"
 
 
-def test_a_module_backbone_without_its_factory_or_an_empty_hf_is_refused_with_the_config():
+def test_a_module_backbone_without_its_factory_or_an_empty_hf_is_refused_with_the_config(tmp_path):
     with pytest.raises(HeadstartError, match=r"- backbone: module:my_module must name a factory as "
                                              r"module:<package.module>:<function>"):
         load_config({"name": "x", "data": {"source": "bbc"}}, ["backbone=module:my_module"])
     with pytest.raises(HeadstartError, match=r"- backbone: hf: names no folder: give hf:<folder>"):
         load_config({"name": "x", "data": {"source": "bbc"}, "backbone": "hf:"})
+    (tmp_path / "src" / "pkg").mkdir(parents=True)
+    (tmp_path / "src" / "pkg" / "__init__.py").touch()
+    with pytest.raises(HeadstartError, match=rf"names a file: name the module as Python imports it, "
+                                             rf"module:pkg.my_module:make, running headstart in {tmp_path / 'src'} "):
+        load_config({"name": "x", "data": {"source": "bbc"}},
+                    [f"backbone=module:{tmp_path / 'src' / 'pkg' / 'my_module.py'}:make"])
     for given, fix in (("mine/my_module.py", ", running headstart in mine or with it on PYTHONPATH"),
                        ("my_module.py", " \\(got"), ("./my_module", " \\(got")):  # a file, which import cannot take
         with pytest.raises(HeadstartError, match=rf"- backbone: module:{given}:make names a file: name the module as "

@@ -64,9 +64,12 @@ def _unnamed_factory(target: str) -> str | None:
     module, _, function = target.partition(":")
     if module.endswith(".py") or "/" in module or os.sep in module:  # a file, which import cannot take
         file = Path(module if module.endswith(".py") else module + ".py")
-        folder = "" if str(file.parent) == "." else f", running headstart in {file.parent} or with it on PYTHONPATH"
-        return (f"module:{target} names a file: name the module as Python imports it, module:{file.stem}:{function}"
-                f"{folder}")
+        root, dotted = file.parent, [file.stem]
+        while (root / "__init__.py").is_file() and root.name not in ("", ".", ".."):  # a package's module
+            root, dotted = root.parent, [root.name, *dotted]
+        folder = "" if str(root) == "." else f", running headstart in {root} or with it on PYTHONPATH"
+        return (f"module:{target} names a file: name the module as Python imports it, "
+                f"module:{'.'.join(dotted)}:{function}{folder}")
     return None
 
 
