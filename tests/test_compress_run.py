@@ -419,6 +419,13 @@ def test_auto_refuses_a_broken_calibration_set_for_its_search_and_says_when_it_s
     with pytest.raises(HeadstartError, match=r"The calibration set \(--calibration\) is not usable: every example "
                                              r"is of one class \(digit1\)"):  # dynamic int8, but auto's search
         compress(text_model, **options)
+    # a small set of every class guides the search of dynamic int8, which takes no activation ranges from it
+    (tmp_path / "few.csv").write_text("text,label\n" + "\n".join(f"news {i},digit{i % 3}" for i in range(9)) + "\n")
+    few = {**options, "calibration_data": str(tmp_path / "few.csv")}
+    assert compress(text_model, **few)["int8"]["calibration"]["problems"] == []
+    with pytest.raises(HeadstartError, match=r"it holds 9 distinct examples; at least 32 are needed\. Its activation "
+                                             r"ranges"):
+        compress(text_model, **{**few, "method": "static"})
     monkeypatch.setattr(pipeline, "_search", lambda *args: ([], {"accuracy_drop": 100.0}, {}))  # a miss
     metrics = compress(text_model, force_calibration=True, **options)
     assert metrics["int8"]["qat"] == {"skipped": "a model folder without its run has no training split: pass the "

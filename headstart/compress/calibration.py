@@ -2,7 +2,8 @@
 
 Activation ranges come from these examples alone. A set of one class, a handful of examples, or the same example
 repeated gives ranges that clip everything else; such a set is refused with the reason (or, forced, used and
-reported as broken).
+reported as broken). Dynamic int8 calibrates nothing: there the set only guides `auto`'s search, and needs only
+every class.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ MAX_EXAMPLES = 256  # more adds calibration time, not accuracy
 BATCH = 32
 
 
-def problems(split: Split | None, labels: list[str]) -> list[str]:
-    """What is wrong with a calibration set, in words (empty when nothing is)."""
+def problems(split: Split | None, labels: list[str], calibrates: bool = True) -> list[str]:
+    """What is wrong with a calibration set, in words (empty when nothing is). One that `calibrates` (static int8's
+    activation ranges) needs `MIN_EXAMPLES` distinct examples; one that only guides `auto`'s search (dynamic int8,
+    which calibrates nothing) needs only every class."""
     if split is None or not len(split):
         return ["there is no calibration data"]
     found = []
     distinct = len({str(i) for i in split.inputs})
-    if distinct < MIN_EXAMPLES:
+    if calibrates and distinct < MIN_EXAMPLES:
         found.append(f"it holds {distinct} distinct examples; at least {MIN_EXAMPLES} are needed")
     counts = np.bincount(split.y, minlength=len(labels))
     present = [labels[c] for c in np.flatnonzero(counts)]
@@ -35,13 +38,17 @@ def problems(split: Split | None, labels: list[str]) -> list[str]:
     return found
 
 
-def check(split: Split | None, labels: list[str], origin: str, force: bool = False) -> list[str]:
-    """Raise a HeadstartError on a broken calibration set, unless forced; returns the problems found."""
-    found = problems(split, labels)
+def check(split: Split | None, labels: list[str], origin: str, force: bool = False, calibrates: bool = True
+          ) -> list[str]:
+    """Raise a HeadstartError on a broken calibration set, unless forced; returns the problems found (see
+    `problems`)."""
+    found = problems(split, labels, calibrates)
     if found and not force:
-        raise HeadstartError(f"The calibration set ({origin}) is not usable: {'; '.join(found)}. Its activation ranges "
-                             "would not cover the data the model sees. Give a calibration set with examples of every "
-                             f"class (--calibration SOURCE, at least {MIN_EXAMPLES} distinct examples), or pass "
+        why, size = (("Its activation ranges would not cover the data the model sees", f", at least {MIN_EXAMPLES} "
+                      "distinct examples") if calibrates else ("auto's search would judge the int8 cost of each "
+                                                               "layer group without some classes", ""))
+        raise HeadstartError(f"The calibration set ({origin}) is not usable: {'; '.join(found)}. {why}. Give a "
+                             f"calibration set with examples of every class (--calibration SOURCE{size}), or pass "
                              "--force-calibration to use it anyway (the report marks it broken).")
     return found
 

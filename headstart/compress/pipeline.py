@@ -134,7 +134,7 @@ def _bf16(c: Compression) -> dict:
                   "precision": "bf16"})
 
 
-def _check_val(c: Compression, why: str, force: bool) -> dict:
+def _check_val(c: Compression, why: str, force: bool, calibrates: bool) -> dict:
     """The calibration / sensitivity set's description; a broken one is refused unless `force`."""
     if c.val is None:
         if c.data.without_run_data:
@@ -146,7 +146,7 @@ def _check_val(c: Compression, why: str, force: bool) -> dict:
         raise HeadstartError(f"{why} needs calibration data, and {where}: pass --calibration SOURCE (labelled "
                              "examples of every class).")
     origin = c.data.val_origin
-    found = calibration.check(c.val, c.labels, origin, force)
+    found = calibration.check(c.val, c.labels, origin, force, calibrates)
     counts = np.bincount(c.val.y, minlength=len(c.labels)).tolist()
     return {"source": origin, "examples": len(c.val), "class_counts": dict(zip(c.labels, counts)), "problems": found}
 
@@ -279,7 +279,7 @@ def compress(path: Union[str, Path], method: str = "auto", budget: float = 1.0, 
                                                                    else "static")
             if kind == "static" or method == "auto":  # what calibrates, or decides auto's search (not dynamic qat)
                 calibration_set = _check_val(c, "quantization-aware training" if method == "qat" else
-                                             f"{method} int8", force_calibration)
+                                             f"{method} int8", force_calibration, calibrates=kind == "static")
         _tidy(model_dir)  # after a killed call
         try:
             metrics = _write(c, method, kind, calibration_set, latency, qat_epochs, qat_lr)
