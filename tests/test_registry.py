@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from headstart.errors import HeadstartError
@@ -224,7 +225,9 @@ def test_registry_cli(tiny_run, tmp_path):
     assert result.returncode == 0 and "Registered digits@2" in result.stdout, result.stderr
     assert "identical to digits@1's" in result.stdout
     Registry(reg).promote("digits", 1)
-    assert cli("registry", "promote", "digits", "2", "--registry", reg).returncode == 0
+    assert cli("registry", "promote", "digits", "2", "--to", "candidate", "--registry", reg).returncode == 0
+    promoted = cli("registry", "promote", "digits", "candidate", "--registry", reg)  # an alias names the version
+    assert promoted.returncode == 0 and "digits@2 is now production" in promoted.stdout, promoted.stderr
     listing = cli("registry", "list", "--registry", reg).stdout
     assert "digits" in listing and "2" in listing
     shown = json.loads(cli("registry", "show", "digits@production", "--registry", reg).stdout)
@@ -232,7 +235,7 @@ def test_registry_cli(tiny_run, tmp_path):
     table = cli("registry", "show", "digits", "--registry", reg).stdout
     assert "production" in table and "digits" in table
     diff = cli("registry", "diff", "digits", "1", "production", "--registry", reg).stdout
-    assert "test.test_acc" in diff and "+0.0000" in diff
+    assert "test.test_acc" in diff and "+0.0000" in diff and "different examples" not in diff
     rollback = cli("registry", "rollback", "digits", "--registry", reg)
     assert rollback.returncode == 0 and "digits@production is now version 1" in rollback.stdout
     again = cli("registry", "rollback", "digits", "--registry", reg)
@@ -322,6 +325,19 @@ def test_push_refuses_another_modality_and_diff_names_other_labels(tiny_run, tmp
     assert reg.push(renamed, "digits").meta["same_model_as"] is None  # its config.json differs
     diff = cli("registry", "diff", "digits", "1", "2", "--registry", str(reg.root))
     assert "different labels (only in v1: digit0, digit1; only in v2: zero, one)" in diff.stdout, diff.stderr
+    assert "different examples" not in diff.stdout  # the same test split
+
+
+def test_diff_says_when_the_versions_were_tested_on_different_examples(tiny_run, tmp_path):
+    reg = Registry(tmp_path / "reg")
+    reg.push(tiny_run.path, "digits")
+    other = _copy_run(tiny_run, tmp_path / "other")
+    split = pd.read_csv(other / "split.csv", dtype=str, keep_default_na=False)
+    split.loc[split["split"] == "test", "origin"] += "-elsewhere"  # another test split, the training one unchanged
+    split.to_csv(other / "split.csv", index=False)
+    reg.push(other, "digits")
+    said = " ".join(cli("registry", "diff", "digits", "1", "2", "--registry", str(reg.root)).stdout.split())
+    assert "The versions were tested on different examples (their runs' test splits differ)" in said
 
 
 def _break(run: Path, damage: str) -> None:

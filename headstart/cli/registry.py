@@ -13,6 +13,7 @@ from rich.table import Table
 from headstart.cli.app import app, console
 from headstart.errors import HeadstartError
 from headstart.registry import ALIASES
+from headstart.registry.fingerprint import same_test_data
 
 registry_app = typer.Typer(no_args_is_help=True, help="Versioned models: push, list, show, diff, promote, rollback.")
 app.add_typer(registry_app, name="registry")
@@ -123,17 +124,22 @@ def registry_diff(
                 ((va, [x for x in la if x not in lb]), (vb, [x for x in lb if x not in la])) if extra]
         console.print(f"The versions have different labels ({'; '.join(only) or 'in another order'}): their "
                       "metrics are not measured on the same classes.", highlight=False)
+    if not same_test_data(va.meta, vb.meta):
+        console.print("The versions were tested on different examples (their runs' test splits differ): test.* and "
+                      "overall.* do not compare them on the same data. To compare them on one set, `headstart "
+                      "evaluate` each run with --data on the same table.", highlight=False)
 
 
 @registry_app.command("promote")
 def registry_promote(
     name: str = typer.Argument(..., help="Model name."),
-    version: int = typer.Argument(..., help="Version number to promote."),
+    version: str = typer.Argument(..., help="Version to promote: a number, 'latest' or the other alias."),
     to: str = typer.Option("production", "--to", help="production or candidate."),
     registry: Optional[Path] = REGISTRY_OPTION,
 ) -> None:
     """Point the production or candidate alias at a version."""
-    promoted = _registry(registry).promote(name, version, to)
+    reg = _registry(registry)
+    promoted = reg.promote(name, reg.resolve(f"{name}@{version}").number, to)
     console.print(f"{promoted.spec} is now {to}.")
 
 

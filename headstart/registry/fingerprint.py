@@ -17,7 +17,7 @@ def file_digest(path: Path) -> str:
 
 def data_fingerprint(split_csv: Path) -> dict:
     """Which examples, with which labels, went into which split: a hash of the sorted (origin, label, split) rows
-    (independent of row order), and the number of examples per split."""
+    (independent of row order), one of the test rows alone, and the number of examples per split."""
     import pandas as pd
 
     try:
@@ -29,7 +29,9 @@ def data_fingerprint(split_csv: Path) -> dict:
         raise HeadstartError(f"{split_csv} has no {', '.join(missing)} column: it is not a split manifest written "
                              f"by `headstart fit`. {REWRITE}")
     rows = sorted("\t".join((r.origin, r.label, r.split)) for r in table[["origin", "label", "split"]].itertuples())
+    test = [row for row in rows if row.endswith("\ttest")]
     return {"sha256": hashlib.sha256("\n".join(rows).encode()).hexdigest(),
+            "test_sha256": hashlib.sha256("\n".join(test).encode()).hexdigest(),  # what test.* and overall.* score
             "examples": {split: int(n) for split, n in table["split"].value_counts().sort_index().items()},
             "labels": int(table["label"].nunique())}
 
@@ -38,3 +40,11 @@ def folder_digests(folder: Path) -> dict[str, str]:
     """{relative path: sha256} of every file under `folder`."""
     folder = Path(folder)
     return {str(p.relative_to(folder)): file_digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def same_test_data(a: dict, b: dict) -> bool:
+    """Whether two versions' (version.json) test metrics were measured on the same examples, by their data
+    fingerprints; for a version pushed before test rows had their own, by the whole split manifest."""
+    fa, fb = a.get("data") or {}, b.get("data") or {}
+    key = "test_sha256" if "test_sha256" in fa and "test_sha256" in fb else "sha256"
+    return fa.get(key) == fb.get(key)
