@@ -353,7 +353,11 @@ def test_ab_split_and_shadow(registry, pngs, monkeypatch):
     with client(registry, candidate="digits@candidate", mode="shadow") as api:
         answer = api.post("/predict", json={"images": [b64(pngs[0]), b64(pngs[1])]}).json()
         health = api.get("/health").json()
+        metrics = api.get("/metrics").text
     assert (health["candidate"]["version"], health["mode"], health["split"]) == (2, "shadow", None)
+    # the candidate's arm is named as the log and the prediction counts name it
+    assert 'headstart_serving_version{arm="shadow",model="digits"} 2.0' in metrics
+    assert 'arm="shadow",label=' in metrics
     assert {(p["arm"], p["version"]) for p in answer["predictions"]} == {("production", 1)}
     shadow = [row for row in rows(sqlite_url(registry)) if row.request_id == answer["request_id"]]
     assert sorted((row.arm, row.version) for row in shadow) == [("production", 1)] * 2 + [("shadow", 2)] * 2

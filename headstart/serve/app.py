@@ -121,7 +121,7 @@ class Service:
     def _gauges(self) -> None:
         self.metrics.serving.clear()
         for role, arm in self.router.arms().items():
-            self.metrics.serving.labels(self.name, role).set(arm.number)
+            self.metrics.serving.labels(self.name, self.router.label(role)).set(arm.number)
 
     async def in_db(self, function, *args):
         """Run a prediction log call on the database thread; a database that fails gets the request a 503."""

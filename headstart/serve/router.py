@@ -29,6 +29,10 @@ class Router:
             return candidate, "candidate", None
         return self.production, "production", None
 
+    def label(self, role: str) -> str:
+        """The arm a role's predictions are logged and counted as: the candidate runs as `shadow` in shadow mode."""
+        return "shadow" if role == "candidate" and self.mode == "shadow" else role
+
     def arms(self) -> dict[str, Arm]:
         return {role: arm for role, arm in (("production", self.production), ("candidate", self.candidate)) if arm}
 
