@@ -7,7 +7,11 @@ import base64
 import hashlib
 import io
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -812,3 +816,25 @@ def test_an_admin_change_that_cannot_be_served_is_undone_without_undoing_another
     state = registry.aliases("digits")
     assert state["aliases"] == {"production": 2, "candidate": 3}
     assert [(e["alias"], e["to"]) for e in state["events"]][-2:] == [("production", 2), ("candidate", 3)]
+
+
+def test_the_service_says_what_it_serves_and_refuses_candidate_options_without_one(registry, tmp_path):
+    from tests.test_cli import ROOT, cli
+
+    refused = cli("serve", "--model", "digits@production", "--split", "0.3", "--registry", str(registry.root))
+    assert refused.returncode == 2 and "--split sets how a candidate is served, and there is none" in refused.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "headstart.cli", "serve", "--model", "digits@production", "--candidate",
+               "digits@candidate", "--mode", "shadow", "--registry", str(registry.root), "--port", str(port)]
+    server = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = server.stdout.readline()
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    assert line.startswith(f"Serving digits@1 (torch) with candidate digits@2 (torch) in its shadow on "
+                           f"http://127.0.0.1:{port} "), line
+    assert f"predictions logged to sqlite:///{registry.root / 'digits' / 'predictions.sqlite'}" in line, line

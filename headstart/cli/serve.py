@@ -18,9 +18,11 @@ def serve(
     registry: Optional[Path] = REGISTRY_OPTION,
     candidate: Optional[str] = typer.Option(None, help="A second version of the same model, e.g. NAME@candidate, "
                                                        "for A/B or shadow comparison."),
-    mode: str = typer.Option("ab", help="With --candidate: ab (the candidate answers --split of the requests) or "
-                                        "shadow (production answers; the candidate also runs and is logged)."),
-    split: float = typer.Option(0.1, help="Share of requests the candidate answers in ab mode (0 to 1)."),
+    mode: Optional[str] = typer.Option(None, help="With --candidate: ab (the default: the candidate answers --split "
+                                                  "of the requests) or shadow (production answers; the candidate "
+                                                  "also runs and is logged)."),
+    split: Optional[float] = typer.Option(None, help="Share of requests the candidate answers in ab mode (0 to 1; "
+                                                     "default 0.1)."),
     db: Optional[str] = typer.Option(None, help="Prediction log database URL: sqlite:///PATH or "
                                                 "postgresql://USER:PASSWORD@HOST:PORT/DB. Default: SQLite file "
                                                 "<registry>/<name>/predictions.sqlite."),
@@ -39,13 +41,23 @@ def serve(
     import uvicorn
 
     from headstart.serve import ServeConfig, create_app
+    from headstart.serve.log import shown_url
 
-    config = ServeConfig(model=model, registry=registry, candidate=candidate, mode=mode, split=split, db=db,
-                         runtime=runtime, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
-                         max_inputs=max_inputs, max_body_mb=max_body_mb, admin_token_env=admin_token_env)
+    given = [option for option, value in (("--mode", mode), ("--split", split)) if value is not None]
+    if given and candidate is None:
+        raise HeadstartError(f"{' and '.join(given)} set{'s' * (len(given) == 1)} how a candidate is served, and "
+                             "there is none: give --candidate NAME@candidate, or leave them out.")
+    config = ServeConfig(model=model, registry=registry, candidate=candidate, mode=mode or "ab",
+                         split=0.1 if split is None else split, db=db, runtime=runtime,
+                         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_inputs=max_inputs,
+                         max_body_mb=max_body_mb, admin_token_env=admin_token_env)
     _check_port(host, port)
     service = create_app(config)  # refuses settings that cannot work before saying anything is served
-    console.print(f"Serving {model} on http://{host}:{port} (API: http://{host}:{port}/docs)")
+    arms = {role: f"{spec} ({runtime})" for role, (spec, runtime) in service.state.serving.items()}
+    both = "" if candidate is None else f" with candidate {arms['candidate']} " + (
+        "in its shadow" if config.mode == "shadow" else f"answering {config.split:.0%} of requests")
+    console.print(f"Serving {arms['production']}{both} on http://{host}:{port} (API: http://{host}:{port}/docs); "
+                  f"predictions logged to {shown_url(config.log_url())}", markup=False, soft_wrap=True)
     uvicorn.run(service, host=host, port=port, log_level="warning")
 
 

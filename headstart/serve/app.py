@@ -79,8 +79,12 @@ class ServeConfig:
         versions = {role: registry.resolve(spec) for role, spec in (("production", self.model),
                                                                     ("candidate", self.candidate)) if spec}
         check_pair(versions["production"], versions.get("candidate"))
-        PredictionLog(database_url(self.db, registry.root / name / "predictions.sqlite")).close()
+        PredictionLog(self.log_url()).close()
         return versions
+
+    def log_url(self) -> str:
+        """The prediction log's database URL: an SQLite file beside the model's versions unless `db` names one."""
+        return database_url(self.db, Registry(self.registry).root / parse_spec(self.model)[0] / "predictions.sqlite")
 
 
 class Service:
@@ -91,7 +95,7 @@ class Service:
         self.registry = Registry(config.registry)
         self.name, _ = parse_spec(config.model)
         self.metrics = metrics
-        self.log = PredictionLog(database_url(config.db, self.registry.root / self.name / "predictions.sqlite"))
+        self.log = PredictionLog(config.log_url())
         self.db = ThreadPoolExecutor(1, thread_name_prefix="prediction-log")  # one writer: SQLite wants it so
         self.reload_lock = asyncio.Lock()
         self.router: Router | None = None
@@ -250,6 +254,7 @@ def create_app(config: ServeConfig) -> FastAPI:
 
     app = FastAPI(title="headstart", version="1", lifespan=lifespan,
                   description=f"Predictions of the registered model {config.model}, every one logged.")
+    app.state.serving = {role: (version.spec, runtime) for role, (version, _, runtime) in loaded.items()}
     bearer = HTTPBearer(auto_error=False, description=f"The token in ${config.admin_token_env}.")
     max_bytes = int(config.max_body_mb * 1_000_000)
 

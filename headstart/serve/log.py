@@ -55,8 +55,8 @@ class FeedbackRow(Base):
     label: Mapped[str] = mapped_column(Text)  # class names have no length limit
 
 
-def _shown(url: str) -> str:
-    """The URL with its password masked, for error messages."""
+def shown_url(url: str) -> str:
+    """The URL with its password masked, for messages."""
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:  # not even parseable: say nothing of what it holds
@@ -85,7 +85,7 @@ class PredictionLog:
         try:
             self.engine = create_engine(url, pool_pre_ping=True)
         except Exception as exc:  # unknown dialect, missing driver, malformed URL
-            raise HeadstartError(f"--db {_shown(url)}: cannot use this database URL ({exc}). Give sqlite:///PATH or "
+            raise HeadstartError(f"--db {shown_url(url)}: cannot use this database URL ({exc}). Give sqlite:///PATH or "
                                  "postgresql://USER:PASSWORD@HOST:PORT/DATABASE.") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -94,7 +94,7 @@ class PredictionLog:
         try:
             self._open()
         except Exception as exc:
-            raise HeadstartError(f"--db {_shown(url)}: cannot open the prediction log for writing "
+            raise HeadstartError(f"--db {shown_url(url)}: cannot open the prediction log for writing "
                                  f"({driver_message(exc)}). Give a database this service can write to.") from None
 
     def _open(self) -> None:
@@ -155,7 +155,7 @@ class PredictionLog:
             self._checkpoint()
         except SQLAlchemyError as exc:  # the database went away: closing must still release what it holds
             logging.getLogger("uvicorn.error").warning("The prediction log %s could not be checkpointed on closing "
-                                                       "(%s).", _shown(self.url), type(exc).__name__)
+                                                       "(%s).", shown_url(self.url), type(exc).__name__)
         finally:
             self.engine.dispose()
 
