@@ -143,6 +143,10 @@ def test_push_refuses_pickles_and_unfinished_runs(tiny_run, tmp_path):
         reg.push(run, "digits")
     assert reg.numbers("digits") == [] and not list((tmp_path / "reg" / "digits").glob(".staging-*"))
     (run / "model" / "extra").unlink()
+    with pytest.raises(HeadstartError, match=f"{run / 'model'} is a run's model folder: push its run folder, {run}"):
+        reg.push(run / "model", "digits")
+    with pytest.raises(HeadstartError, match=f"{tmp_path / 'nothere'} does not exist: give a run folder"):
+        reg.push(tmp_path / "nothere", "digits")
     (run / "results.json").unlink()
     with pytest.raises(HeadstartError, match="not a finished run folder: results.json is missing"):
         reg.push(run, "digits")

@@ -315,6 +315,12 @@ class Registry:
         model_dir = run_dir / "model"
         if parent is not None:
             _version_number(parent, "--parent")
+        if not run_dir.is_dir():
+            raise HeadstartError(f"{run_dir} {'is a file' if run_dir.exists() else 'does not exist'}: give a run "
+                                 "folder written by `headstart fit` (runs/<name>).")
+        if (run_dir / "model.safetensors").is_file() and (run_dir.parent / "config.yaml").is_file():
+            raise HeadstartError(f"{run_dir} is a run's model folder: push its run folder, {run_dir.parent}, whose "
+                                 "config, results and split the version records too.")
         for required in (run_dir / "config.yaml", run_dir / "results.json", run_dir / "split.csv", model_dir,
                          model_dir / "config.json", model_dir / "model.safetensors"):
             if not (required.is_dir() if required == model_dir else required.is_file()):
