@@ -200,7 +200,9 @@ def test_texts_are_checked_before_any_model_runs():
 
     items = parse_json(b'{"texts": ["Shares rose", "The striker scored"]}', "text", 8)
     assert [item.text_length for item in items] == [11, 18] and len(items[0].sketch) == 32
-    for body, message in [(b'{"texts": ["ok", "  "]}', r"texts\[1\] is empty"), (b'{"texts": [3]}', "not a string"),
+    for body, message in [(b'{"texts": ["ok", "  "]}', r"texts\[1\] is empty"),
+                          (b'{"texts": [3]}', r"texts\[0\] is a number, not a string"),
+                          (b'{"texts": [null]}', r"texts\[0\] is null, not a string"),
                           (b'{"images": ["x"]}', "classifies texts, not images"),
                           (b'{"texts": ["\\ud800"]}', "unpaired UTF-16 surrogate"),
                           (b'{"texts": ["\\u00a0\\u200b"]}', r"texts\[0\] is empty \(no visible characters\)"),

@@ -117,6 +117,10 @@ def base64_items(images, max_inputs: int) -> list[Item]:
     return items
 
 
+JSON_KINDS = {bool: "true or false", int: "a number", float: "a number", dict: "an object", list: "a list",
+              type(None): "null"}  # what Python reads JSON values as, named as JSON names them
+
+
 def _strings(values, key: str, max_inputs: int, kind: str) -> list[str]:
     """`values` if it is a list of 1 to `max_inputs` strings."""
     if not isinstance(values, list):
@@ -128,7 +132,7 @@ def _strings(values, key: str, max_inputs: int, kind: str) -> list[str]:
                             "Split the request.")
     for i, value in enumerate(values):
         if not isinstance(value, str):
-            raise BadInput(422, f"{key}[{i}] is a {type(value).__name__}, not {kind}.")
+            raise BadInput(422, f"{key}[{i}] is {JSON_KINDS.get(type(value), 'something else')}, not {kind}.")
     return values
 
 
