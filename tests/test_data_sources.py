@@ -135,7 +135,8 @@ def test_image_paths_written_from_the_current_folder_or_with_backslashes_are_nam
     from_here = write_table(table, tmp_path / "dataset" / "cells.csv")
     windows = write_table(table.assign(file=[name.replace("/", "\\") for name in names]),
                           tmp_path / "dataset" / "windows.csv")
-    for read in (lambda path: read_and_check(path, image_column="file"), lambda path: gather_inputs([str(path)], "image")):
+    for read in (lambda path: read_and_check(path, image_column="file"),
+                 lambda path: gather_inputs([str(path)], "image")):
         with pytest.raises(HeadstartError, match=r"cells.csv names image files from the current folder \(first: "
                                                  r"dataset/images/0.png\), but relative paths in a table are read "
                                                  r"from the table's folder"):

@@ -428,7 +428,8 @@ def test_an_image_of_the_run_damaged_since_training_is_named(tmp_path, tiny_conf
                          "train": {**tiny_config["train"], "max_epochs": 1}})
     damaged = next((source / "digit1").iterdir())
     damaged.write_text("junk")
-    with pytest.raises(HeadstartError, match=f"{damaged}: not an image file that can be decoded.* restore it, or evaluate on other"):
+    with pytest.raises(HeadstartError, match=f"{damaged}: not an image file that can be decoded.* restore it, or "
+                                             "evaluate on other"):
         evaluate_run(run.path, progress=False)
 
 

@@ -840,3 +840,22 @@ def test_the_service_says_what_it_serves_and_refuses_candidate_options_without_o
     assert line.startswith(f"Serving digits@1 (torch) with candidate digits@2 (torch) in its shadow on "
                            f"http://127.0.0.1:{port} "), line
     assert f"predictions logged to sqlite:///{registry.root / 'digits' / 'predictions.sqlite'}" in line, line
+
+
+def test_the_readme_s_query_compares_the_arms_of_a_shadow_log(registry, pngs):
+    import re
+    import sqlite3
+
+    from tests.test_cli import ROOT
+
+    with client(registry, candidate="digits@candidate", mode="shadow") as api:
+        answer = api.post("/predict", json={"images": [b64(pngs[0]), b64(pngs[5]), b64(pngs[0])]}).json()
+        first = answer["predictions"][0]
+        other = next(label for label in ("digit0", "digit1") if label != first["label"])
+        for label in (other, first["label"]):  # a correction: the latest label counts
+            assert api.post("/feedback", json={"prediction_id": first["id"], "label": label}).status_code == 200
+    query = re.search(r"```sql\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    database = sqlite_url(registry).removeprefix("sqlite:///")
+    inputs, agreement, with_feedback, production, shadow = sqlite3.connect(database).execute(query).fetchone()
+    # versions 1 and 2 are one model: the arms agree, and both are right on the one input with feedback
+    assert (inputs, agreement, with_feedback, production, shadow) == (3, 1.0, 1, 1.0, 1.0)
