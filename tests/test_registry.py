@@ -344,6 +344,16 @@ def test_diff_says_when_the_versions_were_tested_on_different_examples(tiny_run,
     assert "The versions were tested on different examples (their runs' test splits differ)" in said
 
 
+def test_versions_pushed_before_test_rows_had_their_own_fingerprint_are_not_said_to_differ():
+    from headstart.registry.fingerprint import same_test_data
+
+    old, new = {"data": {"sha256": "a"}}, {"data": {"sha256": "b", "test_sha256": "t"}}
+    assert same_test_data(old, new) is None  # the training rows alone may differ: it cannot tell
+    assert same_test_data(old, {"data": {"sha256": "a", "test_sha256": "t"}}) is True  # the same manifest
+    assert same_test_data(new, {"data": {"sha256": "c", "test_sha256": "t"}}) is True
+    assert same_test_data(new, {"data": {"sha256": "b", "test_sha256": "u"}}) is False
+
+
 def _break(run: Path, damage: str) -> None:
     if damage == "weights":
         (run / "model" / "model.safetensors").write_text("xx\n")

@@ -485,13 +485,19 @@ def test_settings_that_cannot_work_are_refused_before_the_service_starts(registr
     for settings, message in [({"runtime": "int9"}, "no accepted variant of that name"),
                               ({"candidate": "other@candidate"}, "must be a version of the served model 'digits'"),
                               ({"db": "nosuchdb://u:secret@h/d"}, "cannot use this database URL"),
+                              ({"db": "nosuchdb://u@h/d?password=secret"}, r"nosuchdb://u@h/d\?password=\*\*\*: "
+                                                                           "cannot use this database URL"),
                               # an unencoded '@' in the password: its tail would be read as the host, and shown
                               ({"db": "postgresql://u:sec@secret@127.0.0.1:5432/d"}, "Write an '@' inside the user"),
                               ({"max_body_mb": float("nan")}, "--max-body-mb nan: give a positive finite number"),
                               ({"max_body_mb": float("inf")}, "--max-body-mb inf: give a positive"),
                               ({"max_wait_ms": -5}, "--max-wait-ms -5: give a non-negative finite number"),
                               ({"max_wait_ms": float("nan")}, "--max-wait-ms nan"),
-                              ({"max_inputs": 0}, "--max-inputs 0: give a positive")]:
+                              ({"max_inputs": 0}, "--max-inputs 0: give a positive"),
+                              ({"mode": "shadow", "split": 0.3}, "--mode and --split set how a candidate is served, "
+                                                                 "and there is none"),
+                              ({"candidate": "digits@candidate", "mode": "shadow", "split": 0.3},
+                               "--split 0.3: in shadow mode every request runs on both arms")]:
         with pytest.raises(HeadstartError, match=message) as caught:
             create_app(ServeConfig(model="digits@production", registry=registry.root, **settings))
         assert "secret" not in str(caught.value)
@@ -855,7 +861,11 @@ def test_the_readme_s_query_compares_the_arms_of_a_shadow_log(registry, pngs):
         for label in (other, first["label"]):  # a correction: the latest label counts
             assert api.post("/feedback", json={"prediction_id": first["id"], "label": label}).status_code == 200
     query = re.search(r"```sql\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
-    database = sqlite_url(registry).removeprefix("sqlite:///")
-    inputs, agreement, with_feedback, production, shadow = sqlite3.connect(database).execute(query).fetchone()
-    # versions 1 and 2 are one model: the arms agree, and both are right on the one input with feedback
-    assert (inputs, agreement, with_feedback, production, shadow) == (3, 1.0, 1, 1.0, 1.0)
+    with sqlite3.connect(sqlite_url(registry).removeprefix("sqlite:///")) as log:
+        # versions 1 and 2 are one model: the shadow is made to differ on the first input (sent twice)
+        log.execute("UPDATE predictions SET label = ? WHERE arm = 'shadow' AND input_hash = "
+                    "(SELECT input_hash FROM predictions WHERE id = ?)", (other, first["id"]))
+        inputs, agreement, with_feedback, production, shadow = log.execute(query).fetchone()
+    # the production rows of three inputs, each paired with its shadow row once; the latest feedback counts
+    assert (inputs, with_feedback, production, shadow) == (3, 1, 1.0, 0.0)
+    assert agreement == pytest.approx(1 / 3)

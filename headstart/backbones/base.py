@@ -121,13 +121,13 @@ class LayerGroup:
     modules: list[nn.Module] = field(default_factory=list)
 
 
-def _under(name: str, prefix: str) -> bool:
-    """Whether the module or parameter `name` is `prefix` or inside it."""
+def within(name: str, prefix: str) -> bool:
+    """Whether the module or parameter `name` is `prefix` or inside it (`prefix.…`)."""
     return name == prefix or name.startswith(prefix + ".")
 
 
 def _owner(name: str, prefixes: list[tuple[str, list[str]]]) -> list[str]:
-    return [group for group, pres in prefixes if any(_under(name, p) for p in pres)]
+    return [group for group, pres in prefixes if any(within(name, p) for p in pres)]
 
 
 def layer_groups(backbone: Backbone) -> list[LayerGroup]:
@@ -173,7 +173,7 @@ def _check_prefixes(backbone: Backbone, prefixes: list[tuple[str, list[str]]]) -
     known = {name for name, _ in backbone.named_modules() if name} | {name for name, _ in backbone.named_parameters()}
     for group, names in prefixes:
         for prefix in names:
-            if not any(_under(name, prefix) for name in known):
+            if not any(within(name, prefix) for name in known):
                 top = first_five(sorted({name.split(".")[0] for name in known}))
                 raise HeadstartError(f"Prefix '{prefix}' of layer group {group} in group_prefixes() of backbone "
                                      f"{type(backbone).__name__} names no module or parameter (a typo?); the names "

@@ -124,7 +124,7 @@ def registry_diff(
                 ((va, [x for x in la if x not in lb]), (vb, [x for x in lb if x not in la])) if extra]
         console.print(f"The versions have different labels ({'; '.join(only) or 'in another order'}): their "
                       "metrics are not measured on the same classes.", highlight=False)
-    if not same_test_data(va.meta, vb.meta):
+    if same_test_data(va.meta, vb.meta) is False:  # None: a version pushed before it could be told
         console.print("The versions were tested on different examples (their runs' test splits differ): test.* and "
                       "overall.* do not compare them on the same data. To compare them on one set, `headstart "
                       "evaluate` each run with --data on the same table.", highlight=False)

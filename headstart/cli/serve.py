@@ -43,14 +43,9 @@ def serve(
     from headstart.serve import ServeConfig, create_app
     from headstart.serve.log import shown_url
 
-    given = [option for option, value in (("--mode", mode), ("--split", split)) if value is not None]
-    if given and candidate is None:
-        raise HeadstartError(f"{' and '.join(given)} set{'s' * (len(given) == 1)} how a candidate is served, and "
-                             "there is none: give --candidate NAME@candidate, or leave them out.")
-    config = ServeConfig(model=model, registry=registry, candidate=candidate, mode=mode or "ab",
-                         split=0.1 if split is None else split, db=db, runtime=runtime,
-                         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, max_inputs=max_inputs,
-                         max_body_mb=max_body_mb, admin_token_env=admin_token_env)
+    config = ServeConfig(model=model, registry=registry, candidate=candidate, mode=mode, split=split, db=db,
+                         runtime=runtime, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                         max_inputs=max_inputs, max_body_mb=max_body_mb, admin_token_env=admin_token_env)
     _check_port(host, port)
     service = create_app(config)  # refuses settings that cannot work before saying anything is served
     arms = {role: f"{spec} ({runtime})" for role, (spec, runtime) in service.state.serving.items()}

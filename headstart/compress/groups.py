@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 
+from headstart.backbones.base import within
 from headstart.model.classifier import Classifier
 
 WRAPPER = "model."  # the attribute under which headstart.compress.export wraps the classifier
@@ -30,7 +31,7 @@ def node_groups(proto, model: Classifier) -> dict[str, str]:
         path = _module_path(node)
         if path is None:
             continue
-        if path == "head" or path.startswith("head."):
+        if within(path, "head"):
             out[node.name] = "head"
             continue
         if not path.startswith("backbone."):
@@ -38,8 +39,8 @@ def node_groups(proto, model: Classifier) -> dict[str, str]:
         inner = path[len("backbone."):]
         # the group one of whose prefixes holds the module; else the one group whose prefixes all lie inside it
         # (embedding groups are named by parameter, e.g. model.embeddings.word_embeddings.weight)
-        holding = [name for name, pres in prefixes if any(inner == p or inner.startswith(p + ".") for p in pres)]
-        inside = [name for name, pres in prefixes if any(p.startswith(inner + ".") for p in pres)]
+        holding = [name for name, pres in prefixes if any(within(inner, p) for p in pres)]
+        inside = [name for name, pres in prefixes if any(within(p, inner) for p in pres)]
         if len(holding) == 1:
             out[node.name] = holding[0]
         elif not holding and len(inside) == 1:

@@ -42,9 +42,11 @@ def folder_digests(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): file_digest(p) for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def same_test_data(a: dict, b: dict) -> bool:
-    """Whether two versions' (version.json) test metrics were measured on the same examples, by their data
-    fingerprints; for a version pushed before test rows had their own, by the whole split manifest."""
+def same_test_data(a: dict, b: dict) -> bool | None:
+    """Whether two versions' (version.json) test metrics were measured on the same examples, by the fingerprints of
+    their test rows; None when one was pushed before test rows had their own and the whole manifests differ (then
+    only the training rows may)."""
     fa, fb = a.get("data") or {}, b.get("data") or {}
-    key = "test_sha256" if "test_sha256" in fa and "test_sha256" in fb else "sha256"
-    return fa.get(key) == fb.get(key)
+    if "test_sha256" in fa and "test_sha256" in fb:
+        return fa["test_sha256"] == fb["test_sha256"]
+    return True if fa.get("sha256") == fb.get("sha256") else None

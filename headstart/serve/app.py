@@ -46,8 +46,8 @@ class ServeConfig:
     model: str
     registry: Path | None = None
     candidate: str | None = None
-    mode: str = "ab"
-    split: float = 0.1
+    mode: str | None = None  # ab unless given
+    split: float | None = None  # 0.1 unless given
     db: str | None = None
     runtime: str = "auto"
     max_batch_size: int = 32
@@ -56,6 +56,20 @@ class ServeConfig:
     max_body_mb: float = 10.0
     admin_token_env: str = "HEADSTART_ADMIN_TOKEN"
     seed: int | None = None
+
+    def __post_init__(self):
+        """`mode` and `split` say how a candidate is served: refused without one (and `split` in shadow mode, where
+        every request runs on both arms); their defaults are filled in here."""
+        given = [f"--{name}" for name in ("mode", "split") if getattr(self, name) is not None]
+        if given and not self.candidate:
+            raise HeadstartError(f"{' and '.join(given)} set{'s' * (len(given) == 1)} how a candidate is served, and "
+                                 f"there is none: give --candidate NAME@candidate, or leave "
+                                 f"{'it' if len(given) == 1 else 'them'} out.")
+        if self.split is not None and self.mode == "shadow":
+            raise HeadstartError(f"--split {self.split}: in shadow mode every request runs on both arms. Leave --split "
+                                 "out, or use --mode ab.")
+        self.mode = "ab" if self.mode is None else self.mode
+        self.split = 0.1 if self.split is None else self.split
 
     def check(self) -> dict[str, Version]:
         """Refuse settings that cannot work, before the service starts: options, versions (a candidate of the same
@@ -231,7 +245,8 @@ async def _shadow(service: Service, arm: Arm, items: list[Item], request_id: str
     except Exception:
         service.metrics.shadow_errors.labels(arm.name, str(arm.number)).inc()
         return []
-    return service.rows(items, results, arm, "shadow", request_id, (time.perf_counter() - start) * 1000)
+    return service.rows(items, results, arm, service.router.label("candidate"), request_id,
+                        (time.perf_counter() - start) * 1000)
 
 
 def create_app(config: ServeConfig) -> FastAPI:

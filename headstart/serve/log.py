@@ -56,11 +56,13 @@ class FeedbackRow(Base):
 
 
 def shown_url(url: str) -> str:
-    """The URL with its password masked, for messages."""
+    """The URL with its passwords masked (the user's, and libpq's password / sslpassword parameters), for messages."""
     try:
-        return make_url(url).render_as_string(hide_password=True)
+        parsed = make_url(url)
     except ArgumentError:  # not even parseable: say nothing of what it holds
         return "(the URL given)"
+    hidden = {key: "***" for key in parsed.query if key.lower() in ("password", "sslpassword")}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 def database_url(url: str | None, default: Path) -> str:
