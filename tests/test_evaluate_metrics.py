@@ -393,6 +393,25 @@ def test_no_permutation_test_when_a_group_spans_slices():
     assert gap["accuracy_p"] is None and gap["accuracy_ci"] is not None
 
 
+def test_the_summary_and_report_say_whether_the_worst_slice_differs_beyond_chance():
+    from headstart.evaluate.report import _gap_verdict
+    from headstart.evaluate.summary import summary_rows
+
+    y, proba = _predictions(n=40, seed=2)
+    groups = np.repeat(np.arange(10), 4)
+    spanning = slice_report(pd.DataFrame({"camera": ["a", "b"] * 20}), y, proba, LABELS, ["camera"], 5, 50, 0,
+                            groups)
+    alike = slice_report(pd.DataFrame({"camera": ["a", "b"] * 20}), y, proba, LABELS, ["camera"], 5, 200, 0)
+    settings = {"min_slice_size": 5, "bootstrap": 50}
+    assert "a group of the group column spans several slices" in _gap_verdict(spanning["camera"]["gap"], settings)
+    assert "evaluate.bootstrap is 0" in _gap_verdict(spanning["camera"]["gap"], {**settings, "bootstrap": 0})
+    overall = {name: 0.5 for name in ("accuracy", "macro_f1", "weighted_f1", "roc_auc", "ece")}
+    for slices, said in ((spanning, "(accuracy; untested)"), (alike, "(accuracy; no more than chance, p = ")):
+        metrics = {"overall": {**overall, "calibration": {"ece_by_chance": 0.1}}, "data": {}, "baselines": None,
+                   "slices": slices, "costs": {}, "robustness": None, "latency": None}
+        assert any(said in row[0] for row in summary_rows(metrics)), summary_rows(metrics)
+
+
 def test_no_perturbation_is_called_costliest_when_none_lowers_accuracy():
     from headstart.evaluate.summary import costliest_perturbation
 

@@ -18,7 +18,7 @@ import yaml
 
 import headstart
 from headstart.errors import HeadstartError
-from headstart.evaluate import evaluate_run
+from headstart.evaluate import evaluate_run, summary_rows
 from tests.test_cli import ROOT, cli
 
 FAST = {"bootstrap": 200, "latency": False}
@@ -370,6 +370,8 @@ def test_another_source_is_scored_where_the_runs_own_data_is_gone(binary_run, ce
     assert metrics["data"]["positive_label"] == trained_on.idxmin()  # the rarer class, from split.csv's labels
     report = (run / "evaluations" / "cells" / "report.html").read_text()
     assert "could not be read, so the baselines and the threshold chosen on validation are left out" in report
+    assert "whether these examples include some the run trained or validated on is not known" in report
+    assert ("examples the run trained or validated on", "unknown", "") in summary_rows(metrics)
     assert "false negatives" in report and "No threshold is chosen" in report  # still a two-class cost table
 
 

@@ -22,7 +22,9 @@ def _header(m: dict) -> str:
                     "inputs the run trained or validated on, so the scores are optimistic.</span>")
     if d.get("without_run_data"):
         skipped += (f" The run's own train and validation examples could not be read, so the baselines and the "
-                    f"threshold chosen on validation are left out: {escape(d['without_run_data'])}")
+                    f"threshold chosen on validation are left out, and <span class='bad'>whether these examples "
+                    f"include some the run trained or validated on is not known</span>: "
+                    f"{escape(d['without_run_data'])}")
     unit = "groups (data.group_column)" if s["bootstrap_unit"] == "group" else "examples"
     return (f"<h1>Evaluation of {escape(m['run'])}</h1><p class='muted'>{escape(d['scope'])} of "
             f"<b>{escape(str(d['source']))}</b>: {num(d['examples'], ['data', 'examples'])} {escape(d['modality'])} "
@@ -45,16 +47,19 @@ def _cards(m: dict) -> str:
     return f"<div class='cards'>{''.join(cards)}</div>"
 
 
-def _gap_verdict(gap: dict | None, min_size: int) -> str:
+def _gap_verdict(gap: dict | None, settings: dict) -> str:
     """Whether the slices differ: the permutation test's p-value, which allows for the worst and best slices being
     picked as the extremes (an interval of their difference does not)."""
     if gap is None:
-        return f"fewer than two slices have {min_size} examples (evaluate.min_slice_size), so none is ranked."
-    said = (f"worst <b class='bad'>{escape(gap['worst'])}</b>, accuracy {gap['accuracy']:+.4f} below "
+        return (f"fewer than two slices have {settings['min_slice_size']} examples (evaluate.min_slice_size), so none "
+                "is ranked.")
+    said = (f"worst <b class='bad'>{escape(gap['worst'])}</b>, accuracy {gap['accuracy']:.4f} below "
             f"{escape(gap['best'])}")
     p = gap["accuracy_p"]
     if p is None:
-        return f"{said} (no permutation test: evaluate.bootstrap is 0, or a group spans several slices)."
+        why = ("evaluate.bootstrap is 0" if not settings["bootstrap"] else
+               "a group of the group column spans several slices, so no shuffle of whole groups keeps their sizes")
+        return f"{said} (no permutation test: {why}; whether they differ beyond chance is not known)."
     if p < 0.05:  # shown to 3 significant digits, so that a p under 0.05 never reads as 0.050
         return f"<span class='bad'>{said}; p = {p:.3g}: more than chance gives, the slices differ.</span>"
     return (f"{said}; p = {p:.3g}: slices of these sizes differ this much by chance, so this is not "
@@ -67,7 +72,7 @@ def _verdicts(m: dict) -> str:
         items.append(verdict(b["gain"]["accuracy"], b["gain"]["accuracy_ci"],
                              f"Accuracy gain over {escape(b['description'])}"))
     for column, s in m["slices"].items():
-        items.append(f"Slices by <b>{escape(column)}</b>: {_gap_verdict(s['gap'], m['settings']['min_slice_size'])}")
+        items.append(f"Slices by <b>{escape(column)}</b>: {_gap_verdict(s['gap'], m['settings'])}")
     if costliest := costliest_perturbation(m):
         name, row = costliest
         items.append(f"Costliest perturbation: <b>{escape(name)}</b> ({escape(row['description'])}), "
@@ -161,7 +166,10 @@ def _slices(m: dict) -> str:
             f"Gap best ({escape(gap['best'])}) minus worst ({escape(gap['worst'])}): accuracy "
             f"{with_ci(gap, 'accuracy', ['slices', column, 'gap'], signed=True)}, macro-F1 "
             f"{with_ci(gap, 'macro_f1', ['slices', column, 'gap'], signed=True)} (intervals as if the two had been "
-            "chosen in advance; the permutation test above allows for their being the extremes). ")
+            "chosen in advance; " + ("the permutation test above allows for their being the extremes). "
+                                     if gap["accuracy_p"] is not None else
+                                     "no permutation test allows for their being the extremes: the interval "
+                                     "overstates the evidence). "))
         out += (f"<h3>{escape(column)}</h3>" + table(["slice", "examples", "classes", "accuracy [95% CI]",
                                                        "macro-F1 [95% CI]", "accuracy vs overall"], rows, classes)
                 + f"<p>{said}Slices under {m['settings']['min_slice_size']} examples are grey and not ranked.</p>"

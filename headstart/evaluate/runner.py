@@ -274,8 +274,8 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
     inputs = evaluated.test["input"].tolist()
     proba = _probabilities(predictor, inputs, batch, bars)
     if evaluated.without_run_data:
-        say(f"without the run's own data, so no baselines or threshold chosen on validation: "
-            f"{evaluated.without_run_data}")
+        say(f"without the run's own data, so no baselines or threshold chosen on validation, and no count of these "
+            f"examples the run trained or validated on: {evaluated.without_run_data}")
         val_y, val_proba = val_y[:0], proba[:0]
     else:
         say(f"predicting {len(val_y)} validation examples (for the decision threshold)")

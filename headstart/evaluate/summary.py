@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 
+BASELINE_NAMES = {"frozen_logreg": "frozen features + logistic regression", "classical": "the classical model"}
+
+
 def costliest_perturbation(metrics: dict) -> tuple[str, dict] | None:
     """(name, row) of the perturbation that lowers accuracy most; None when none lowers it."""
     if not metrics["robustness"]:
@@ -26,16 +29,21 @@ def summary_rows(metrics: dict) -> list[tuple[str, str, str]]:
     if metrics["data"].get("seen_in_training"):
         rows.append(("examples the run trained or validated on (optimistic)", str(metrics["data"]["seen_in_training"]),
                      ""))
+    elif metrics["data"].get("without_run_data"):  # the run's own data is gone: nothing to compare with
+        rows.append(("examples the run trained or validated on", "unknown", ""))
     rows.append(("ece (calibration error)", f(o["ece"]),
                  f"calibrated: <= {f(o['calibration']['ece_by_chance'])} by chance"))
     for name, b in (metrics["baselines"] or {}).items():
-        rows.append((f"gain over {name} (accuracy)", f(b["gain"]["accuracy"], True),
+        rows.append((f"gain over {BASELINE_NAMES.get(name, name)} (accuracy)", f(b["gain"]["accuracy"], True),
                      interval(b["gain"]["accuracy_ci"], True)))
     for column, s in metrics["slices"].items():
         if s["worst"] is None:  # no slice large enough to rank
             continue
-        worst = s["slices"][s["worst"]]
-        rows.append((f"worst slice {column}={s['worst']} (accuracy)", f(worst["accuracy"]), interval(worst["accuracy_ci"])))
+        worst, p = s["slices"][s["worst"]], s["gap"]["accuracy_p"]
+        differs = ("untested" if p is None else f"below the best, p = {p:.2g}" if p < 0.05 else
+                   f"no more than chance, p = {p:.2g}")
+        rows.append((f"worst slice {column}={s['worst']} (accuracy; {differs})", f(worst["accuracy"]),
+                     interval(worst["accuracy_ci"])))
     costs = metrics["costs"]
     if "chosen" in costs:
         rows.append((f"expected cost at threshold {costs['chosen']['threshold']:.3f} (0.5: "
