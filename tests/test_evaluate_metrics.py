@@ -428,3 +428,19 @@ def test_a_metrics_csv_without_epochs_gives_no_training_curves(tmp_path, text):
 
     (tmp_path / "metrics.csv").write_text(text)
     assert training_history(tmp_path) is None
+
+
+def test_latency_timed_on_a_busy_machine_is_said_to_be_an_upper_bound(monkeypatch):
+    import os
+
+    from headstart.evaluate.report import _latency
+
+    timing = {"batch1_p50_ms": 1.0, "batch1_p95_ms": 2.0, "batch32_throughput_per_s": 100.0,
+              "batch32_model_throughput_per_s": 90.0, "batch32_batch_size": 8, "model_size_mb": 1.0,
+              "weights_size_mb": 1.0, "memory_peak_mb": 10.0, "memory_before_load_mb": 5.0, "load_seconds": 0.1,
+              "fresh_process": True, "machine": "x86_64", "threads": 2, "torch": "2", "batch1_runs": 50,
+              "batch32_runs": 10}
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert "The machine was busy while timing (load average 2.50 on 2 cores)" in _latency(
+        {"latency": {**timing, "load_average": 2.5}})
+    assert "busy" not in _latency({"latency": {**timing, "load_average": 0.4}})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from html import escape
 
 from headstart.evaluate import plots
@@ -260,7 +262,12 @@ def _latency(m: dict) -> str:
         ("memory before loading the model (MB)", "memory_before_load_mb", 1), ("load time (s)", "load_seconds", 2))]
     where = ("in a fresh process" if t["fresh_process"]
              else "in the evaluating process (a backbone registered there cannot be rebuilt in another)")
-    return ("<h2>Latency and size</h2>" + table(["measure", "value"], rows)
+    busy = ""
+    if (t["load_average"] or 0) >= (os.cpu_count() or 1):  # other work took the cores: times are upper bounds
+        busy = (f"<p class='bad'>The machine was busy while timing (load average {fmt(t['load_average'], 2)} on "
+                f"{os.cpu_count()} cores): these times are upper bounds, and may even contradict each other. Time "
+                "again on a quiet machine.</p>")
+    return ("<h2>Latency and size</h2>" + busy + table(["measure", "value"], rows)
             + f"<p class='muted'>The model as served (headstart.load, Predictor.probabilities, preprocessing included) "
               f"{where} on this machine: {escape(t['machine'])}, {t['threads']} threads, torch {escape(t['torch'])}; "
               f"{t['batch1_runs']} single-example runs, {t['batch32_runs']} runs of 32 inputs. Timings vary with the "
