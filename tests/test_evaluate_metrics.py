@@ -405,11 +405,15 @@ def test_the_summary_and_report_say_whether_the_worst_slice_differs_beyond_chanc
     settings = {"min_slice_size": 5, "bootstrap": 50}
     assert "a group of the group column spans several slices" in _gap_verdict(spanning["camera"]["gap"], settings)
     assert "evaluate.bootstrap is 0" in _gap_verdict(spanning["camera"]["gap"], {**settings, "bootstrap": 0})
+    small = slice_report(pd.DataFrame({"camera": ["a", "b"] * 20}), y, proba, LABELS, ["camera"], 50, 200, 0)
     overall = {name: 0.5 for name in ("accuracy", "macro_f1", "weighted_f1", "roc_auc", "ece")}
-    for slices, said in ((spanning, "(accuracy; untested)"), (alike, "(accuracy; no more than chance, p = ")):
+    for slices, said in ((spanning, "worst slice camera=a (accuracy; untested)"),
+                         (alike, "(accuracy; no more than chance, p = "), (small, "slices by camera")):
         metrics = {"overall": {**overall, "calibration": {"ece_by_chance": 0.1}}, "data": {}, "baselines": None,
-                   "slices": slices, "costs": {}, "robustness": None, "latency": None}
+                   "slices": slices, "costs": {}, "robustness": None, "latency": None,
+                   "settings": {"min_slice_size": 50}}
         assert any(said in row[0] for row in summary_rows(metrics)), summary_rows(metrics)
+    assert ("slices by camera", "2, too small to rank", "< 2 of 50+ examples") in summary_rows(metrics)
 
 
 def test_no_perturbation_is_called_costliest_when_none_lowers_accuracy():

@@ -37,7 +37,9 @@ def summary_rows(metrics: dict) -> list[tuple[str, str, str]]:
         rows.append((f"gain over {BASELINE_NAMES.get(name, name)} (accuracy)", f(b["gain"]["accuracy"], True),
                      interval(b["gain"]["accuracy_ci"], True)))
     for column, s in metrics["slices"].items():
-        if s["worst"] is None:  # no slice large enough to rank
+        if s["worst"] is None:  # fewer than two slices large enough to rank
+            rows.append((f"slices by {column}", f"{len(s['slices'])}, too small to rank",
+                         f"< 2 of {metrics['settings']['min_slice_size']}+ examples"))
             continue
         worst, p = s["slices"][s["worst"]], s["gap"]["accuracy_p"]
         differs = ("untested" if p is None else f"below the best, p = {p:.2g}" if p < 0.05 else
