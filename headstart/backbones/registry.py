@@ -57,7 +57,7 @@ for _name, _variant in EFFICIENTNETS.items():
     register(_name, _efficientnet_lite(_variant, EFFICIENTNET_SIZES[_variant]))
 
 
-def _unnamed_factory(target: str) -> str | None:
+def _factory_problem(target: str) -> str | None:
     """Why `target` names no factory as module:<package.module>:<function> does, or None."""
     if not (isinstance(target, str) and target.partition(":")[0] and target.partition(":")[2]):
         return f"module:{target} must name a factory as module:<package.module>:<function>"
@@ -74,7 +74,7 @@ def _unnamed_factory(target: str) -> str | None:
 
 
 def _import_factory(target: str) -> Callable:
-    problem = _unnamed_factory(target)
+    problem = _factory_problem(target)
     if problem:
         raise HeadstartError(f"backbone: {problem}.")
     module_name, _, attr = target.partition(":")
@@ -124,7 +124,7 @@ def _made_by(target: str) -> Backbone:
 def unknown(name: str) -> str | None:
     """Why `name` is no backbone, or None: it is registered, or `hf:` / `module:` (those are checked when built)."""
     if name.startswith("module:"):
-        return _unnamed_factory(name[7:])
+        return _factory_problem(name[7:])
     if name.strip() == "hf:":  # would be the current folder
         return "hf: names no folder: give hf:<folder> (or a hub model in the local cache, hf:org/model)"
     if name.startswith("hf:") or name in _REGISTRY:

@@ -44,9 +44,11 @@ def check(split: Split | None, labels: list[str], origin: str, force: bool = Fal
     `problems`)."""
     found = problems(split, labels, calibrates)
     if found and not force:
-        why, size = (("Its activation ranges would not cover the data the model sees", f", at least {MIN_EXAMPLES} "
-                      "distinct examples") if calibrates else ("auto's search would judge the int8 cost of each "
-                                                               "layer group without some classes", ""))
+        if calibrates:
+            why = "Its activation ranges would not cover the data the model sees"
+            size = f", at least {MIN_EXAMPLES} distinct examples"
+        else:
+            why, size = "auto's search would judge the int8 cost of each layer group without some classes", ""
         raise HeadstartError(f"The calibration set ({origin}) is not usable: {'; '.join(found)}. {why}. Give a "
                              f"calibration set with examples of every class (--calibration SOURCE{size}), or pass "
                              "--force-calibration to use it anyway (the report marks it broken).")
