@@ -335,6 +335,8 @@ def test_grouped_examples_are_bootstrapped_by_group(tiny_run, cells_table, tmp_p
     assert grouped["overall"]["accuracy_ci"] != plain["overall"]["accuracy_ci"]
     report = (tiny_run.path / "evaluations" / "scans" / "report.html").read_text()
     assert "resamples of the groups (data.group_column)" in report
+    assert grouped["data"]["groups"] == 12 and plain["data"]["groups"] is None
+    assert "only 12 groups: the intervals are rough" in report  # a percentile bootstrap of 12 groups falls short
 
 
 def test_python_api_reads_another_source_lacking_classes(tiny_run, cells_table, tmp_path):

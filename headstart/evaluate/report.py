@@ -14,6 +14,9 @@ HEADLINE_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1":
                   "ece": "calibration error (ECE)"}
 
 
+FEW_GROUPS = 20  # fewer resampled groups than this, and percentile intervals fall short of their coverage
+
+
 def _header(m: dict) -> str:
     d, s = m["data"], m["settings"]
     positive = f" Positive class: <b>{escape(d['positive_label'])}</b>." if d["positive_label"] else ""
@@ -28,6 +31,9 @@ def _header(m: dict) -> str:
                     f"include some the run trained or validated on is not known</span>: "
                     f"{escape(d['without_run_data'])}")
     unit = "groups (data.group_column)" if s["bootstrap_unit"] == "group" else "examples"
+    if s["bootstrap_unit"] == "group" and (d.get("groups") or 0) < FEW_GROUPS:
+        unit += (f" (<span class='bad'>only {d['groups']} groups: the intervals are rough, and narrower than they "
+                 "should be</span>)")
     return (f"<h1>Evaluation of {escape(m['run'])}</h1><p class='muted'>{escape(d['scope'])} of "
             f"<b>{escape(str(d['source']))}</b>: {num(d['examples'], ['data', 'examples'])} {escape(d['modality'])} "
             f"examples, classes {escape(', '.join(d['labels']))}.{positive}{skipped} Intervals: 95% percentile "

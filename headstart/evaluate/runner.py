@@ -318,6 +318,7 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
         "data": {"source": evaluated.source, "scope": evaluated.scope, "examples": int(len(y)),
                  "skipped": evaluated.skipped, "without_run_data": evaluated.without_run_data,
                  "seen_in_training": evaluated.seen_in_training,
+                 "groups": None if groups is None else len(set(groups.tolist())),
                  "modality": evaluated.modality, "labels": labels,
                  "class_counts": {label: int((y == c).sum()) for c, label in enumerate(labels)},
                  "positive_label": None if positive is None else labels[positive]},
