@@ -459,7 +459,9 @@ time.sleep(60)
     child = int(holder.stdout.readline())
     holder.wait(timeout=60)
     try:
-        with locked(lock, timeout=0):
+        # the child closes its copy of the lock's descriptor just after the fork, once it is scheduled: on busy cores
+        # that can come after the parent's exit, so wait a little (a child keeping the lock would hold it for 60 s)
+        with locked(lock, timeout=10):
             pass
         deadline = time.monotonic() + 30
         while not (log.is_file() and log.read_text()) and time.monotonic() < deadline:
