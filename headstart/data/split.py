@@ -112,8 +112,15 @@ def input_digest(value: str, modality: str) -> str:
 
 
 def example_key(value: str, modality: str) -> str:
-    """What makes two inputs one example: the same text, or the same image file however its path is spelled."""
-    return os.path.realpath(value) if modality == "image" else str(value)
+    """What makes two inputs one example: the same text, or the same image file contents (the file however its path
+    is spelled, or a copy of it under another name)."""
+    if modality != "image":
+        return str(value)
+    try:
+        with open(value, "rb") as handle:
+            return hashlib.file_digest(handle, "sha1").hexdigest()
+    except OSError:  # unreadable (refused or skipped elsewhere): only its path can tell
+        return os.path.realpath(value)
 
 
 def count_seen(inputs: Iterable[str], seen: Iterable[str], modality: str) -> int:
