@@ -200,14 +200,16 @@ def test_broken_calibration_set_is_refused_not_used(run, digits_folder, tmp_path
     before = files(run.model_dir)
     one_class = tmp_path / "one-class"
     shutil.copytree(digits_folder / "digit1", one_class / "digit1")
-    with pytest.raises(HeadstartError, match=r"set \(--calibration\) is not usable: every example is of one class"):
+    # copies of the run's files: those of test examples are left out of calibration as the same examples
+    with pytest.raises(HeadstartError, match=r"set \(--calibration \(\d+ examples that are also test examples left "
+                                             r"out\)\) is not usable: every example is of one class"):
         compress(run.path, method="static", calibration_data=str(one_class), latency=False, progress=False)
     handful = tmp_path / "handful"
     for digit in ("digit0", "digit1", "digit2"):
         (handful / digit).mkdir(parents=True)
         for image in sorted((digits_folder / digit).glob("*.png"))[:2]:
             shutil.copy(image, handful / digit / image.name)
-    with pytest.raises(HeadstartError, match="6 distinct examples; at least 32"):
+    with pytest.raises(HeadstartError, match=r"[1-6] distinct examples; at least 32"):
         compress(run.path, method="static", calibration_data=str(handful), latency=False, progress=False)
     assert files(run.model_dir) == before
 
