@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-
 from html import escape
 
 from headstart.evaluate import plots
