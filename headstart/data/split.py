@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from functools import lru_cache
 from pathlib import PurePath
 from typing import Iterable
 
@@ -116,11 +117,20 @@ def example_key(value: str, modality: str) -> str:
     is spelled, or a copy of it under another name)."""
     if modality != "image":
         return str(value)
+    path = os.path.realpath(value)
     try:
-        with open(value, "rb") as handle:
-            return hashlib.file_digest(handle, "sha1").hexdigest()
+        found = os.stat(path)
+        return _file_digest(path, found.st_size, found.st_mtime_ns)
     except OSError:  # unreadable (refused or skipped elsewhere): only its path can tell
-        return os.path.realpath(value)
+        return path
+
+
+@lru_cache(maxsize=1 << 16)
+def _file_digest(path: str, size: int, modified: int) -> str:
+    """sha1 of a file's bytes, once per path, size and modification time: compress keys the test examples three
+    times (its calibration set, its training split and the count of examples seen in training)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha1").hexdigest()
 
 
 def count_seen(inputs: Iterable[str], seen: Iterable[str], modality: str) -> int:
