@@ -15,10 +15,14 @@ from headstart.errors import HeadstartError
 
 def __getattr__(name: str):
     # heavy modules (lightning, transformers) load only when used, so `import headstart` stays fast
-    if name in ("fit", "is_worker"):
-        from headstart.train import fit
+    if name == "fit":
+        from headstart.train.fit import fit
 
-        return getattr(fit, name)
+        return fit
+    if name == "is_worker":
+        from headstart.train.processes import is_worker
+
+        return is_worker
     if name == "load":
         from headstart.predict import load
 

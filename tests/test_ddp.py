@@ -65,7 +65,7 @@ def test_every_process_of_a_python_script_gets_the_finished_run(tiny_config, tmp
 
 def test_each_launcher_s_other_processes_are_workers(monkeypatch):
     from headstart.config import TrainConfig
-    from headstart.train.fit import is_worker
+    from headstart.train.processes import is_worker
 
     for variable in ("LOCAL_RANK", "NODE_RANK", "RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_JOB_NAME"):
         monkeypatch.delenv(variable, raising=False)

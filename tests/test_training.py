@@ -357,7 +357,7 @@ def test_a_run_that_fails_before_its_first_epoch_leaves_no_folder(tiny_config):
 
 
 def test_a_second_overwrite_keeps_the_finished_run_not_the_unfinished_one(tmp_path):
-    from headstart.train.fit import _start_folder, _undo_start
+    from headstart.train.run_folder import start_folder, undo_start
 
     run, aside = tmp_path / "x", tmp_path / ".x.replaced"
     aside.mkdir()
@@ -365,9 +365,9 @@ def test_a_second_overwrite_keeps_the_finished_run_not_the_unfinished_one(tmp_pa
     (run / "checkpoints").mkdir(parents=True)
     (run / "config.yaml").write_text("")
     (run / "checkpoints" / "last.ckpt").write_bytes(b"")  # its replacement, stopped after an epoch
-    assert _start_folder(run, resume=False, overwrite=True) == (True, [])
+    assert start_folder(run, resume=False, overwrite=True) == (True, [])
     assert (aside / "results.json").is_file() and not (run / "checkpoints" / "last.ckpt").exists()
-    assert _undo_start(run, replacing=True, created=[])  # the third run stops before its first epoch ends
+    assert undo_start(run, replacing=True, created=[])  # the third run stops before its first epoch ends
     assert (run / "results.json").is_file() and not aside.exists()
 
 

@@ -22,7 +22,8 @@ def fit(
     overwrite: bool = typer.Option(False, help="Replace an existing run folder of the same name."),
 ) -> None:
     """Train a model: head first, then gradual unfreezing; writes runs/<name>/ with the best model."""
-    from headstart.train.fit import fit as run_fit, is_worker
+    from headstart.train.fit import fit as run_fit
+    from headstart.train.processes import is_worker
 
     with on_interrupt():  # fit says what the interrupt left behind
         run = run_fit(config, set_, resume=resume, overwrite=overwrite)

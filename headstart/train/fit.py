@@ -3,238 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import time
 import warnings
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Union
+from typing import Union
 
-from headstart.config import RunConfig, TrainConfig, load_config, save_config
+from headstart.config import RunConfig, save_config
 from headstart.errors import HeadstartError, chain, first_five
-from headstart.files import model_lock, remove_temporary, run_lock, write_atomic
+from headstart.files import run_lock, write_atomic
 from headstart.progress import warn
 from headstart.run import Run, replaced_run
+from headstart.train.processes import STOPPED, found_worker, wait_for_results
+from headstart.train.resume import check_trained_with, check_unfinished, read_checkpoint, run_config
+from headstart.train.run_folder import remove_leftovers, remove_run, start_folder, undo_start
 
 PRECISION = {"32": "32-true", "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed"}
-STOPPED = ".stopped"  # written by the first process of a run that stopped unfinished, for the others to stop too
-
-
-def _local_path(value: str) -> str:
-    """A relative path that exists here, made absolute; anything else (a bundled name, a hub name) as it is."""
-    path = Path(value).expanduser()
-    return os.path.abspath(path) if not path.is_absolute() and path.exists() else value
-
-
-def anchored(config: RunConfig) -> RunConfig:
-    """The config with a relative `data.source` and `hf:` folder made absolute, so that the run's saved config
-    reads the same data from any directory (`headstart evaluate`, `compress`, `--resume` elsewhere)."""
-    from headstart.data.sources import BUNDLED
-
-    data = config.data
-    if data.source not in BUNDLED:
-        data = data.model_copy(update={"source": _local_path(data.source)})
-    backbone = config.backbone
-    if backbone.startswith("hf:"):
-        backbone = "hf:" + _local_path(backbone[3:])
-    return config.model_copy(update={"data": data, "backbone": backbone})
-
-
-def _run_config(config, overrides, resume) -> RunConfig:
-    if resume is None:
-        return anchored(load_config(config, overrides))
-    saved_path = Path(resume) / "config.yaml"
-    if not saved_path.is_file():
-        what = ("does not exist" if not Path(resume).exists() else "is a file, not a run folder"
-                if not Path(resume).is_dir() else "has no config.yaml, so it is not a run folder")
-        raise HeadstartError(f"--resume {resume}: it {what}. Give the folder `headstart fit` wrote (runs/<name>), "
-                             "as printed when the run stopped.")
-    saved = load_config(saved_path)
-    if config is not None or overrides:
-        asked = load_config(config if config is not None else saved, overrides)
-        # a run saved with relative paths, resumed from where it was started, is the same config
-        changed = _differences(anchored(saved).model_dump(mode="json"), anchored(asked).model_dump(mode="json"))
-        changed = [name for name in changed if name != "output"]  # where runs are kept, not how this one trains
-        if changed:
-            raise HeadstartError(f"The config given differs from the one {resume} was started with in "
-                                 f"{', '.join(changed)}. A resumed run continues with its saved config.yaml: drop "
-                                 "the config changes, or start a new run.")
-    return saved
-
-
-def _differences(saved: dict, asked: dict, prefix: str = "") -> list[str]:
-    """Dotted names of the fields whose values differ between two dumped configs."""
-    out = []
-    for key in saved.keys() | asked.keys():
-        a, b = saved.get(key), asked.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b:
-            out.append(f"{prefix}{key}")
-    return sorted(out)
-
-
-def _check_trained_with(config: RunConfig, run_dir: Path, checkpoint: dict) -> None:
-    """Refuse to resume when config.yaml no longer says what the run trained with (edited by hand): the model would
-    not load, or train on with settings config.yaml does not show."""
-    from headstart.train.module import CONFIG_KEY
-
-    trained = checkpoint.get(CONFIG_KEY)  # absent from checkpoints of older versions
-    if not isinstance(trained, dict):
-        return
-    now = config.model_dump(mode="json")
-    # where runs are kept, and the evaluation after training, change nothing of what was trained
-    changed = [name for name in _differences(trained, now) if name != "output" and not name.startswith("evaluate.")]
-    if changed:
-        shown = "; ".join(f"{name}: {_at(now, name)!r} there, {_at(trained, name)!r} in training"
-                          for name in changed[:5])
-        raise HeadstartError(f"--resume {run_dir}: its config.yaml was changed since the run started ({shown}). A "
-                             "resumed run continues as it began: put those values back, or start a new run with the "
-                             "changed config.")
-
-
-def _at(dump: dict, name: str) -> Any:
-    """The value of a dotted field name in a dumped config (None where it has none)."""
-    for key in name.split("."):
-        dump = dump.get(key) if isinstance(dump, dict) else None
-    return dump
-
-
-def _check_unfinished(run_dir: Path) -> None:
-    """--resume on a finished run has nothing to continue: say so instead of redoing its test and model."""
-    results = run_dir / "results.json"
-    if results.is_file():
-        raise HeadstartError(f"--resume {run_dir}: the run has already finished (its results.json is written), so "
-                             f"there is nothing to continue. Its model is {run_dir / 'model'}; `headstart evaluate "
-                             f"{run_dir}` scores it again; a new run needs another name (--set name=...) or "
-                             "--overwrite.")
-    last, history = run_dir / "checkpoints" / "last.ckpt", run_dir / "metrics.csv"
-    epochs = len(history.read_text().splitlines()) - 1 if history.is_file() else 0
-    # a run killed in its first epoch has no checkpoint yet, and starts again (its row may be written: Lightning
-    # saves checkpoints after the epoch's other callbacks)
-    first = epochs <= 1 and not any((run_dir / "checkpoints").glob("*.ckpt"))
-    if epochs > 0 and not last.exists() and not first:
-        raise HeadstartError(f"--resume {run_dir}: metrics.csv lists {epochs} trained epoch{'s' * (epochs != 1)}, "
-                             f"but the last checkpoint {last} is missing, so there is nothing to continue from. "
-                             "Restore the file, or start the run again with --overwrite.")
-
-
-def read_checkpoint(path: Path) -> dict:
-    """A checkpoint written by `headstart fit`, read with `torch.load(weights_only=True)`: one that holds other
-    objects (which only unpickling could rebuild), is damaged, or is not a training checkpoint is refused, naming
-    the file."""
-    import pickle
-
-    import torch
-
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # garbage makes the unpickler fail in many ways (KeyError, EOFError, ...)
-        # torch's message runs to a page; its first sentence names the problem (after this prefix for an object)
-        why = str(exc).split("WeightsUnpickler error: ", 1)[-1].strip().split("\n")[0].split(". ")[0]
-        if not (why and isinstance(exc, (pickle.UnpicklingError, RuntimeError))):
-            why = "it is damaged, or not a PyTorch checkpoint"
-        raise _unreadable(path, why) from None
-    if not (isinstance(checkpoint, dict) and {"state_dict", "epoch", "pytorch-lightning_version"} <= set(checkpoint)):
-        raise _unreadable(path, "a PyTorch file, but not a training checkpoint: a model's weights alone, say")
-    return checkpoint
-
-
-def _unreadable(path: Path, why: str) -> HeadstartError:
-    return HeadstartError(f"{path} is not a checkpoint headstart can read safely ({why}). Checkpoints are read with "
-                          "torch.load(weights_only=True), which holds only tensors and plain values, so a file that "
-                          "needs unpickling, or a damaged one, is refused. Put back the checkpoint the run wrote, or "
-                          "start the run again with --overwrite.")
-
-
-def _remove(path: Path, ignore_errors: bool = False) -> None:
-    """Delete a run folder if there is one, or only the link when it is a symbolic link to one (rmtree refuses
-    links)."""
-    if path.is_symlink():
-        path.unlink()
-    elif path.exists():
-        shutil.rmtree(path, ignore_errors=ignore_errors)
-
-
-def _remove_leftovers(run_dir: Path) -> None:
-    """Files and model copies that a kill -9 cut short in an earlier process of this run (we hold its lock), and the
-    mark of an earlier attempt that stopped."""
-    (run_dir / STOPPED).unlink(missing_ok=True)
-    remove_temporary(run_dir)
-    remove_temporary(run_dir / "checkpoints")
-    for copy in run_dir.glob(".model-*"):  # save_model's staging folder, or the replaced model set aside
-        _remove(copy, ignore_errors=True)
-
-
-def _start_folder(run_dir: Path, resume: bool, overwrite: bool) -> tuple[bool, list[Path]]:
-    """Create the run folder; return whether it replaces a run (--overwrite) and the folders above it that had to
-    be created. The old run is moved aside: it is deleted only once the new run has finished, and put back if the
-    new one stops before its first epoch ends."""
-    replacing = run_dir.exists() and not resume
-    if replacing:
-        if not overwrite:
-            raise HeadstartError(f"Run folder {run_dir} already exists. Continue it with --resume {run_dir}, give "
-                                 "the run another name (--set name=...), or replace it with --overwrite (in Python: "
-                                 "resume=, a config with another name, or overwrite=True).")
-        if not (run_dir / "config.yaml").is_file():
-            raise HeadstartError(f"{run_dir} already exists and is not a headstart run (it has no config.yaml), so "
-                                 "--overwrite leaves it alone: it replaces runs only. Give the run another name "
-                                 "(--set name=...) or output folder (--set output=...).")
-        # not a run that another process is training or evaluating, nor a model being compressed or pushed
-        with run_lock(run_dir), model_lock(run_dir / "model"):
-            if replaced_run(run_dir).exists() and not (run_dir / "results.json").exists():
-                _remove(run_dir)  # an unfinished replacement: the finished run set aside stays the one to keep
-            else:
-                _remove(replaced_run(run_dir), ignore_errors=True)
-                run_dir.rename(replaced_run(run_dir))
-    created = [folder for folder in run_dir.parents if not folder.exists()]  # the deepest first
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return replacing, created
-
-
-def _undo_start(run_dir: Path, replacing: bool, created: list[Path]) -> bool:
-    """After a failure: remove a run folder that has no finished epoch, so it does not block the next try, with the
-    folders created for it, and put back the run it replaced. True if it was removed; a run with a checkpoint
-    stays, for --resume."""
-    if (run_dir / "checkpoints" / "last.ckpt").exists():
-        return False
-    _remove(run_dir, ignore_errors=True)  # while another error is on its way
-    for folder in created:
-        if folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-    if replacing:
-        replaced_run(run_dir).rename(run_dir)
-    return True
-
-
-def is_worker(train: TrainConfig | None = None) -> bool:
-    """True in every DDP process but the first of the first node: those find the run folder set up by it.
-    Lightning's own launcher sets LOCAL_RANK and, across nodes, NODE_RANK; torchrun sets RANK; SLURM's srun sets
-    SLURM_PROCID, which counts only for a run of several processes (a one-device run is run whole in every task): it
-    takes the run's `train` settings, or, without them, what the last `fit` in this process found."""
-    if int(os.environ.get("LOCAL_RANK", "0")) > 0 or int(os.environ.get("NODE_RANK", "0")) > 0:
-        return True
-    if "RANK" in os.environ:
-        return int(os.environ["RANK"]) > 0
-    if train is None:
-        return _FOUND.get("worker", False)
-    return _slurm_starts(train) and int(os.environ.get("SLURM_PROCID", "0")) > 0
-
-
-def _slurm_starts(train: TrainConfig) -> bool:
-    """Whether SLURM started the processes of a run of `train`, as Lightning reads it: srun's variables, outside an
-    interactive job (named bash or interactive), for a run of several devices or nodes."""
-    if "SLURM_NTASKS" not in os.environ or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
-        return False
-    if train.devices in ("auto", -1):  # every GPU there is
-        import torch
-
-        return train.num_nodes > 1 or train.accelerator != "cpu" and torch.cuda.device_count() > 1
-    return train.num_nodes > 1 or (len(train.devices) if isinstance(train.devices, list) else train.devices) > 1
-
-
-_FOUND: dict[str, bool] = {}  # whether fit found this process a worker: a script asks after it, without the config
 
 
 def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[str] = (),
@@ -248,26 +31,25 @@ def fit(config: Union[str, Path, dict, RunConfig, None] = None, overrides: list[
     if isinstance(overrides, (str, dict)):
         raise HeadstartError(f"overrides is a list of 'key.sub=value' strings, e.g. ['train.max_epochs=5'], not a "
                              f"{type(overrides).__name__}.")
-    config = _run_config(config, overrides, resume)
+    config = run_config(config, overrides, resume)
     run_dir = Path(resume) if resume is not None else config.run_dir()  # a resumed run stays where it is now
     if resume is not None:
-        _check_unfinished(run_dir)
+        check_unfinished(run_dir)
         if (run_dir / "checkpoints" / "last.ckpt").exists():  # before Lightning reads it, which would fail raw
-            _check_trained_with(config, run_dir, read_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
-    _FOUND["worker"] = is_worker(config.train)
-    if _FOUND["worker"]:
+            check_trained_with(config, run_dir, read_checkpoint(run_dir / "checkpoints" / "last.ckpt"))
+    if found_worker(config.train):
         return _train(config, run_dir, resume is not None, worker=True)
     _warn_of_settings(config)
-    replacing, created = _start_folder(run_dir, resume is not None, overwrite)
+    replacing, created = start_folder(run_dir, resume is not None, overwrite)
     if resume is None:  # a resumed run keeps the config.yaml it was checked against, as the user left it
         save_config(config, run_dir / "config.yaml")
     with run_lock(run_dir):  # to the end of its evaluation
-        _remove_leftovers(run_dir)
+        remove_leftovers(run_dir)
         try:
             run = _train(config, run_dir, resume is not None)
         except BaseException as exc:
             finished = (run_dir / "results.json").exists()  # stopped in the evaluation that follows training
-            removed = resume is None and _undo_start(run_dir, replacing, created)
+            removed = resume is None and undo_start(run_dir, replacing, created)
             if not (finished or removed):  # the other processes, waiting for results.json, stop too
                 with suppress(OSError):  # the error that stopped the run is the one to report
                     (run_dir / STOPPED).touch()
@@ -421,7 +203,7 @@ def _train(config: RunConfig, run_dir: Path, resume: bool, worker: bool = False)
         finally:
             cache.close()
         if not trainer.is_global_zero:
-            _wait_for_results(run_dir)
+            wait_for_results(run_dir)
             return Run(run_dir)
         best_path, best_epoch = run_dir / "checkpoints" / "best.ckpt", None
         if best_path.exists():
@@ -448,22 +230,10 @@ def _train(config: RunConfig, run_dir: Path, resume: bool, worker: bool = False)
                "unfreeze_events": unfreezing.events, "labels": data.labels,
                "examples": {name: int((data.frame["split"] == name).sum()) for name in ("train", "val", "test")}}
     write_atomic(run_dir / "results.json", json.dumps(summary, indent=2))  # the mark of a finished run
-    _remove(replaced_run(run_dir), ignore_errors=True)  # now, not after the evaluation, which a kill -9 may cut short
+    remove_run(replaced_run(run_dir), ignore_errors=True)  # now, not after the evaluation, which a kill -9 may cut short
     if config.evaluate.after_fit:
         _evaluate(run_dir)
     return Run(run_dir)
-
-
-def _wait_for_results(run_dir: Path) -> None:
-    """In a worker process: wait until the first process has tested the model and written results.json, so that
-    the `Run` a script gets back in every process (Lightning runs the script once per process) is finished. Stop if
-    the first process says it stopped, or (on its machine) is gone."""
-    parent = os.getppid()  # on the first machine, the launcher started this process from the first one
-    while not (run_dir / "results.json").exists():
-        if (run_dir / STOPPED).exists() or os.getppid() != parent:
-            raise HeadstartError(f"The first process of the run {run_dir} stopped before the run finished; see "
-                                 "its output.")
-        time.sleep(0.2)
 
 
 def _evaluate(run_dir: Path) -> None:
