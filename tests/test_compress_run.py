@@ -189,10 +189,11 @@ def test_damaged_variant_files_are_named_not_tracebacks(compressed, tmp_path):
     onnx_file.write_bytes(onnx_file.read_bytes()[:500])  # truncated
     (variants / "bf16" / "model.safetensors").write_bytes(b"not safetensors" * 10)
     (variants / "fp32-onnx" / "variant.json").write_text('{"format": "headstart-variant", "name": ')
-    for name, file in (("int8-static", "model.onnx"), ("bf16", "model.safetensors"), ("fp32-onnx", "variant.json")):
-        with pytest.raises(HeadstartError, match=rf"{name}/{file} is damaged .*Run `headstart compress` again"):
+    for name, file, why in (("int8-static", "model.onnx", "is damaged"), ("bf16", "model.safetensors", "is damaged"),
+                            ("fp32-onnx", "variant.json", "is not valid JSON")):
+        with pytest.raises(HeadstartError, match=rf"{name}/{file} {why} .*Run `headstart compress` again"):
             load_variant(variants / name)
-    with pytest.raises(HeadstartError, match="fp32-onnx/variant.json is damaged"):
+    with pytest.raises(HeadstartError, match="fp32-onnx/variant.json is not valid JSON"):
         list_variants(model)
 
 

@@ -45,13 +45,6 @@ class StateStore:
     def __contains__(self, key: tuple[int, int]) -> bool:
         return key in self._memory or key in self._disk
 
-    def __len__(self) -> int:
-        return len(self._memory) + len(self._disk)
-
-    @property
-    def spilled(self) -> bool:
-        return bool(self._disk)
-
     def put(self, key: tuple[int, int], state: State) -> None:
         if key in self:
             return

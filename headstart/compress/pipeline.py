@@ -21,12 +21,13 @@ import torch
 from headstart.compress import calibration
 from headstart.compress.data import CompressData, load_data, resolve
 from headstart.compress.export import export_onnx, max_logit_difference
-from headstart.compress.groups import group_order, int8_groups, node_groups
+from headstart.compress.groups import group_order, int8_groups, node_groups, nodes_of
 from headstart.compress.score import HEADLINE, onnx_probabilities, scores, size_mb
 from headstart.compress.variants import write_manifest
 from headstart.errors import HeadstartError
 from headstart.progress import reporter
 from headstart.files import COMPRESS_LOCK as LOCK, NoLocks, locked, share_like_umask
+from headstart.json_safe import json_safe
 
 METHODS = ("auto", "dynamic", "static", "qat", "bf16")
 MAX_LOGIT_DIFFERENCE = 1e-3  # ONNX Runtime against PyTorch, float32
@@ -102,7 +103,7 @@ class Compression:
                                                f"of {self.budget:g}.")
         self.rows[name] = row
         if name != "fp32-pytorch":
-            write_manifest(self.root / name, {"name": name, **{k: v for k, v in row.items() if k != "folder"}})
+            write_manifest(self.root / name, {"name": name, **row})
         self.say(f"{name}: accuracy {row['accuracy']:.4f} (drop {row['accuracy_drop']:+.2f} points), agreement "
                  f"{row['agreement']:.4f}, {size:.1f} MB: {'accepted' if row['accepted'] else 'REJECTED'}")
         return row
@@ -212,7 +213,7 @@ def _int8(c: Compression, kind: str, calibration_set: dict | None, fp32_onnx: Pa
     rows = []
     if method != "qat":
         name = f"int8-{kind}"
-        path = quantize(c.fresh(name) / "model.onnx", sorted(n for n, g in groups.items() if g in float_groups))
+        path = quantize(c.fresh(name) / "model.onnx", nodes_of(groups, float_groups))
         if float_groups:
             c.say(f"{name}: kept in float (most sensitive first): {', '.join(float_groups)}")
         rows.append(c.onnx_variant(name, path, {"method": described, "precision": "int8", "float_groups": float_groups,
@@ -227,7 +228,7 @@ def _int8(c: Compression, kind: str, calibration_set: dict | None, fp32_onnx: Pa
         from headstart.compress.qat import quantization_aware_training
         from headstart.run import Run
 
-        trained = quantization_aware_training(c.model, c.data.train, [], qat_epochs,
+        trained = quantization_aware_training(c.model, c.data.train, qat_epochs,
                                               Run(c.data.run_dir).config.train.batch_size, qat_lr, say=c.say)
         qat_onnx, _, qat_groups = c.export(trained, c.work / "qat" / "model.onnx")
         path = quantizer(qat_onnx, c.work / "qat-ranges.json")(c.fresh("int8-qat") / "model.onnx", [])
@@ -259,7 +260,7 @@ def compress(path: Union[str, Path], method: str = "auto", budget: float = 1.0, 
              progress: Union[bool, Callable[[str], None]] = True) -> dict:
     """Write the compressed variants of a run's (or a model folder's) model into <model>/variants/ and compare
     them with the full model on the test split; writes variants/metrics.json and variants/report.html and returns
-    the metrics. The new set replaces the previous one only once complete. See README, "Compression"."""
+    the metrics. The new set replaces the previous one only once complete. See README, "Compress"."""
     from headstart.model.folder import read_model_config
 
     _check_options(method, budget, qat_epochs, qat_lr)
@@ -400,12 +401,10 @@ def _time(c: Compression) -> None:
 
 
 def _metrics(c: Compression, method: str, int8: dict | None) -> dict:
-    from headstart.evaluate.runner import _clean
-
     base = c.rows["fp32-pytorch"]
     for row in c.rows.values():
         row["size_ratio"] = base["size_mb"] / row["size_mb"]
-    return _clean({
+    return json_safe({
         "schema": "headstart-compression", "version": 1, "model": str(c.model_dir),
         "data": {"source": c.data.source, "scope": c.data.scope, "examples": len(c.data.test), "labels": c.labels,
                  "without_run_data": c.data.without_run_data, "seen_in_training": c.data.seen_in_training},

@@ -4,7 +4,7 @@ then exported and quantized as usual; ONNX Runtime rounds them as training did.
 
 Simulated (fake) quantization, with straight-through gradients, matches the exported schemes: weights of Linear
 and Conv layers int8 symmetric per output channel, embedding tables int8 per row, and the inputs of Linear and
-Conv layers uint8 per tensor over the batch's range. Layer groups kept in float are left alone.
+Conv layers uint8 per tensor over the batch's range.
 """
 
 from __future__ import annotations
@@ -22,17 +22,12 @@ from headstart.model.classifier import Classifier
 
 
 class FakeQuantWeight(nn.Module):
-    """Symmetric int8 rounding along `axis` (output channels; rows of an embedding table)."""
-
-    def __init__(self, axis: int = 0):
-        super().__init__()
-        self.axis = axis
+    """Symmetric int8 rounding per output channel (per row of an embedding table): along the weight's first axis."""
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        dims = [d for d in range(weight.dim()) if d != self.axis]
-        scale = (weight.detach().abs().amax(dim=dims) / 127).clamp(min=1e-12)
+        scale = (weight.detach().abs().amax(dim=list(range(1, weight.dim()))) / 127).clamp(min=1e-12)
         zero = torch.zeros_like(scale, dtype=torch.int32)
-        return torch.fake_quantize_per_channel_affine(weight, scale.float(), zero, self.axis, -127, 127)
+        return torch.fake_quantize_per_channel_affine(weight, scale.float(), zero, 0, -127, 127)
 
 
 def fake_quant_input(_module: nn.Module, args: tuple) -> tuple:
@@ -44,19 +39,14 @@ def fake_quant_input(_module: nn.Module, args: tuple) -> tuple:
     return (torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, 255), *args[1:])
 
 
-def _float_params(model: Classifier, float_groups: list[str]) -> set[int]:
-    return {id(p) for group in model.groups if group.name in float_groups for p in group.params}
-
-
-def add_fake_quantization(model: Classifier, float_groups: list[str] = ()) -> list:
-    """Fake-quantize the weights (and the inputs) of the model's Linear, Conv and Embedding layers outside
-    `float_groups`, in place. Returns the input hooks, to remove after training."""
-    kept = _float_params(model, list(float_groups))
+def add_fake_quantization(model: Classifier) -> list:
+    """Fake-quantize the weights (and the inputs) of the model's Linear, Conv and Embedding layers, in place.
+    Returns the input hooks, to remove after training."""
     hooks = []
     for module in list(model.modules()):
-        if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)) or id(module.weight) in kept:
+        if not isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)):
             continue
-        parametrize.register_parametrization(module, "weight", FakeQuantWeight(0))
+        parametrize.register_parametrization(module, "weight", FakeQuantWeight())
         if not isinstance(module, nn.Embedding):  # embedding lookups take token ids
             hooks.append(module.register_forward_pre_hook(fake_quant_input))
     return hooks
@@ -71,7 +61,7 @@ def remove_fake_quantization(model: Classifier, hooks: list) -> None:
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
 
 
-def quantization_aware_training(model: Classifier, train: Split, float_groups: list[str] = (), epochs: int = 2,
+def quantization_aware_training(model: Classifier, train: Split, epochs: int = 2,
                                 batch_size: int = 32, lr: float = 2e-5, seed: int = 0,
                                 say: Callable[[str], None] = lambda message: None) -> Classifier:
     """A fine-tuned copy of `model`, trained `epochs` epochs on `train` with fake quantization (BatchNorm
@@ -81,7 +71,7 @@ def quantization_aware_training(model: Classifier, train: Split, float_groups: l
     model = copy.deepcopy(model).eval()
     for param in model.parameters():
         param.requires_grad_(True)
-    hooks = add_fake_quantization(model, float_groups)
+    hooks = add_fake_quantization(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
     rng = np.random.default_rng(seed)
     steps = (len(train) + batch_size - 1) // batch_size

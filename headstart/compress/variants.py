@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from headstart.errors import HeadstartError
+from headstart.files import read_json_object
 from headstart.predict import Predictor
 
 FORMAT = "headstart-variant"
@@ -35,8 +36,12 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
 
 def damaged(path: Path, why: str) -> HeadstartError:
     """The error for a variant file that cannot be read."""
-    return HeadstartError(f"{path} is damaged ({why}). Run `headstart compress` again (on the run that made "
-                          f"{Path(path).parents[2]}, or on that model folder) to write the variants anew.")
+    return HeadstartError(f"{path} is damaged ({why}). {_compress_again(path)}")
+
+
+def _compress_again(path: Path) -> str:
+    return (f"Run `headstart compress` again (on the run that made {Path(path).parents[2]}, or on that model "
+            "folder) to write the variants anew.")
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -44,12 +49,7 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise HeadstartError(f"{folder} is not a compressed variant: it has no {MANIFEST}. Variants live in "
                              "<model>/variants/<name>/, written by `headstart compress`.")
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise damaged(path, f"not valid JSON: {exc}") from None
-    if not isinstance(manifest, dict):
-        raise damaged(path, "not a JSON object")
+    manifest = read_json_object(path, _compress_again(path))
     if manifest.get("format") != FORMAT:
         raise HeadstartError(f"{path} is not a headstart variant manifest (format is {manifest.get('format')!r}).")
     missing = [key for key in REQUIRED if key not in manifest]
@@ -87,12 +87,12 @@ def preprocessing_backbone(model_dir: Path, config: dict):
 class OnnxModel:
     """An ONNX Runtime session called like the classifier: prepared batch in, logits out."""
 
-    def __init__(self, path: Path, backbone, threads: int | None = None):
+    def __init__(self, path: Path, backbone):
         from headstart.compress.export import session
 
         self.backbone = backbone
         try:
-            self.session = session(path, threads)
+            self.session = session(path)
         except Exception as exc:  # ONNX Runtime's errors (InvalidProtobuf, NoSuchFile, Fail) are plain Exceptions
             raise damaged(path, f"ONNX Runtime cannot open it: {str(exc).splitlines()[0]}") from None
 
@@ -117,7 +117,7 @@ class Bf16Model:
 class VariantPredictor(Predictor):
     """A compressed variant with `Predictor`'s interface: `probabilities(inputs)` and `predict(inputs)`."""
 
-    def __init__(self, folder: Path, force: bool = False, threads: int | None = None):
+    def __init__(self, folder: Path, force: bool = False):
         from headstart.model.folder import check_label_order, load_model, read_model_config, trained_labels
 
         self.folder = Path(folder).resolve()  # its model folder is two levels up, whatever the path given
@@ -133,7 +133,7 @@ class VariantPredictor(Predictor):
         if runtime == "onnxruntime":  # the ONNX file has no labels: check config.json against the full weights
             weights = self.model_dir / "model.safetensors"
             check_label_order(self.model_dir, self.labels, trained_labels(weights), weights)
-            self.model = OnnxModel(self.folder / "model.onnx", preprocessing_backbone(self.model_dir, config), threads)
+            self.model = OnnxModel(self.folder / "model.onnx", preprocessing_backbone(self.model_dir, config))
         elif runtime == "torch":
             weights = self.folder / "model.safetensors"
             try:

@@ -48,7 +48,7 @@ def prepare_data(config: DataConfig, run_dir: Path, write: bool = True, resume: 
     # other processes (on other machines) may start before the first has moved aside the run it replaces
     if resume and split_path.exists():
         saved = pd.read_csv(split_path, dtype=str, keep_default_na=False)
-        # the digests of inputs came later: a split.csv without them is compared without them
+        # a split.csv without the inputs' digests is compared without them
         compared = [c for c in ("origin", "label", "split", "input_sha1") if c in saved.columns]
         if saved[compared].values.tolist() != table[compared].values.tolist():
             raise HeadstartError(f"The data of {config.source} no longer gives the split saved in {split_path}: the "

@@ -65,9 +65,8 @@ def table(header: list[str], rows: list[list[str]], row_classes: list[str] | Non
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def image(png_base64: str, alt: str, width: int | None = None) -> str:
-    size = f" width='{width}'" if width else ""
-    return f"<img class='plot' alt='{escape(alt)}'{size} src='data:image/png;base64,{png_base64}'>"
+def image(png_base64: str, alt: str) -> str:
+    return f"<img class='plot' alt='{escape(alt)}' src='data:image/png;base64,{png_base64}'>"
 
 
 def verdict(gain: float | None, interval: list | None, what: str) -> str:

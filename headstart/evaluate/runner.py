@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import difflib
 import json
-import math
 import os
 import re
 from pathlib import Path
@@ -14,8 +13,10 @@ from typing import Callable, Iterable, Union
 import numpy as np
 
 from headstart.config import EvaluateConfig
+from headstart.data.sources import TABLE_SUFFIXES
 from headstart.errors import HeadstartError
 from headstart.files import remove_temporary, replacing_all, run_lock
+from headstart.json_safe import json_safe
 from headstart.progress import reporter
 
 SCHEMA = "headstart-evaluation"
@@ -95,26 +96,11 @@ def _data_config(config, source: str | None, updates: dict, modality: str):
         except ValidationError as exc:
             raise explain(exc, "The data section with the --set data.* values (read= in Python)", ("data",)) from None
     suffix = Path(source or "").suffix.lower()
-    if source and modality == "image" and data.image_column is None and suffix in {".csv", ".jsonl", ".json", ".parquet"}:
+    if source and modality == "image" and data.image_column is None and suffix in TABLE_SUFFIXES:
         raise HeadstartError(f"{source} is a table and the model reads images: name its image-path column with "
                              "--set data.image_column=COLUMN (and the label column with --set data.label_column=COLUMN "
                              "if it is not 'label').")
     return data
-
-
-def _clean(value):
-    """JSON-safe: numpy scalars to Python, NaN and infinities to None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def _probabilities(predictor, inputs: list, batch_size: int, progress: bool) -> np.ndarray:
@@ -313,7 +299,7 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
         say("latency: timing the served model in a fresh process")
         latency = measure(run.model_dir, inputs)
 
-    metrics = _clean({
+    metrics = json_safe({
         "schema": SCHEMA, "version": VERSION, "run": config.name,
         "data": {"source": evaluated.source, "scope": evaluated.scope, "examples": int(len(y)),
                  "skipped": evaluated.skipped, "without_run_data": evaluated.without_run_data,

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 
 from headstart.backbones.registry import rebuild
 from headstart.errors import HeadstartError, first_five
-from headstart.files import fsync_path, share_like_umask, sync_tree
+from headstart.files import fsync_path, read_json_object, share_like_umask, sync_tree
 from headstart.model.classifier import Classifier
 
 FORMAT = "headstart-model"
@@ -90,13 +90,9 @@ def read_model_config(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise HeadstartError(f"{folder} is not a headstart model folder: it has no config.json. Give the folder "
                              "written by `headstart fit` (runs/<name>/model).")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HeadstartError(f"{path} is not valid JSON ({exc}); the model folder is damaged.") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise HeadstartError(f'{path} is not a headstart model config: it is not a JSON object with "format": '
-                             f'"{FORMAT}".')
+    config = read_json_object(path, "The model folder is damaged.")
+    if config.get("format") != FORMAT:
+        raise HeadstartError(f'{path} is not a headstart model config: it has no "format": "{FORMAT}".')
     return config
 
 
@@ -172,7 +168,7 @@ def load_model(folder: Path, weights: Path | None = None) -> Classifier:
         raise HeadstartError(f"{folder} has no model.safetensors: the model folder is incomplete.")
     try:
         with safe_open(str(weights), "pt") as handle:  # one read: the header's label order, then the tensors
-            trained = json.loads((handle.metadata() or {}).get("labels", "null"))  # null: saved before labels were
+            trained = json.loads((handle.metadata() or {}).get("labels", "null"))  # null: no order to check
             state = {key: handle.get_tensor(key) for key in handle.keys()}
         missing, unexpected = model.load_state_dict(state, strict=False)
     except (SafetensorError, OSError, ValueError) as exc:  # ValueError: a header that is not JSON

@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from headstart.backbones.base import Backbone
 from headstart.cache.prefix import PrefixCache
 from headstart.cache.store import collate_states
+from headstart.data.augment import epoch_seed
 
 
 class ExampleDataset(Dataset):
@@ -64,7 +65,7 @@ class EpochSampler(Sampler[int]):
         return self.size
 
     def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
         if self.weights is None:
             return iter(torch.randperm(self.size, generator=generator).tolist())
         return iter(torch.multinomial(self.weights, self.size, replacement=True, generator=generator).tolist())
@@ -86,7 +87,7 @@ class LengthBuckets(Sampler[list[int]]):
         for start in range(0, len(indices), span):
             chunk = sorted(indices[start:start + span], key=self.lengths.__getitem__)
             batches += [chunk[i:i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        generator = torch.Generator().manual_seed(self.order.seed * 100_003 + self.order.epoch + 1)
+        generator = torch.Generator().manual_seed(epoch_seed(self.order.seed, self.order.epoch) + 1)
         return iter([batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()])
 
 

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from headstart.cache.prefix import PrefixCache
 from headstart.config import RunConfig
-from headstart.data.augment import augment_batch
+from headstart.data.augment import augment_batch, epoch_seed
 from headstart.evaluate.metrics import accuracy, macro_f1
 from headstart.model.classifier import Classifier
 from headstart.train.optim import build_optimizer
@@ -61,7 +61,7 @@ class FineTuner(L.LightningModule):
         # Dropout draws from the global generator. Seed it at the first batch, after the data loader has drawn its
         # own seed (which a resumed run does at another moment), so every epoch replays exactly.
         if batch_index == 0:
-            torch.manual_seed(self.config.train.seed * 100_003 + self.current_epoch)
+            torch.manual_seed(epoch_seed(self.config.train.seed, self.current_epoch))
 
     def _logits(self, batch, split: str) -> torch.Tensor:
         """Logits of a batch: from cached states, or from raw inputs (recording the frozen prefix's output when
