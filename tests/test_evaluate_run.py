@@ -52,6 +52,16 @@ def binary_run(cells_table, tmp_path_factory):
                           "output": str(tmp_path_factory.mktemp("binary-runs"))})
 
 
+def test_a_damaged_metrics_json_is_named_with_what_to_run(tiny_run, tiny_metrics, tmp_path):
+    from headstart.run import Run
+
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_run.path, copy)
+    (copy / "metrics.json").write_text('{"overall": ')  # cut short
+    with pytest.raises(HeadstartError, match=rf"metrics.json is not valid JSON .*`headstart evaluate {copy}`"):
+        Run(copy).evaluation
+
+
 def test_report_and_metrics_are_written_with_stable_keys(tiny_run, tiny_metrics):
     assert (tiny_run.path / "report.html").is_file()
     saved = json.loads((tiny_run.path / "metrics.json").read_text())
