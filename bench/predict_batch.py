@@ -22,7 +22,8 @@ import torch
 
 from headstart.compress.variants import list_variants, load_any_variant
 from headstart.evaluate.examples import run_parts
-from headstart.predict import gather_inputs, load
+from headstart.inputs import gather_inputs
+from headstart.predict import load
 from headstart.run import Run
 
 OUT = Path(__file__).resolve().parents[1] / "bench" / "results"

@@ -38,7 +38,7 @@ SETTINGS = {"batching on": ["--max-batch-size", "32", "--max-wait-ms", "5"], "ba
 
 def payloads(version, inputs: list[str], text_column: str | None) -> list[dict]:
     """One JSON body per input of the source run's test split, or of `inputs`."""
-    from headstart.predict import gather_inputs
+    from headstart.inputs import gather_inputs
 
     modality = version.meta["modality"]
     if inputs:

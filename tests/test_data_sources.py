@@ -125,7 +125,7 @@ def test_a_table_of_image_paths_relative_to_the_table(tmp_path, suffix):
 
 
 def test_image_paths_written_from_the_current_folder_or_with_backslashes_are_named(tmp_path, monkeypatch):
-    from headstart.predict import gather_inputs
+    from headstart.inputs import gather_inputs
 
     names = [f"images/{i}.png" for i in range(6)]
     for i, name in enumerate(names):

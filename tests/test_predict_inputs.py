@@ -1,4 +1,4 @@
-"""What `headstart predict` makes of its arguments (headstart/predict.py, gather_inputs): files, folders and tables
+"""What `headstart predict` makes of its arguments (headstart/inputs.py, gather_inputs): files, folders and tables
 are read, texts are classified as they are, and a path that cannot be read is refused instead of classified."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from headstart.errors import HeadstartError
-from headstart.predict import gather_inputs
+from headstart.inputs import gather_inputs
 
 TEXTS = ["The central bank raised rates.", "The striker scored twice."]
 

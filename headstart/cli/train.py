@@ -54,7 +54,8 @@ def predict(
 ) -> None:
     """Predict labels with probabilities for images or texts."""
     from headstart.errors import short
-    from headstart.predict import gather_inputs, load
+    from headstart.inputs import gather_inputs
+    from headstart.predict import load
 
     predictor = load(model_dir)
     items, names = gather_inputs(inputs, predictor.modality, text_column, image_column)

@@ -128,7 +128,7 @@ def run_parts(run_dir: Path, config: DataConfig, labels: list[str], requested: l
         raise HeadstartError(f"split.csv holds labels the model does not know: {', '.join(unknown)}.")
     _check_same_examples(split, frame.loc[split["origin"]], examples.modality, split_path, config.source)
     if examples.modality == "image":
-        from headstart.predict import check_images
+        from headstart.inputs import check_images
 
         try:
             check_images(frame.loc[split["origin"], "input"].tolist(), split["origin"].tolist())
@@ -194,7 +194,7 @@ def other_source(config: DataConfig, source: str, labels: list[str], requested: 
         raise HeadstartError(f"{source} holds labels the model was not trained on: {', '.join(map(str, unknown[:10]))}. "
                              f"The model knows: {', '.join(labels)}. Remove those rows or map their labels.")
     if examples.modality == "image":
-        from headstart.predict import check_images, unreadable_images
+        from headstart.inputs import check_images, unreadable_images
 
         if config.bad_inputs == "skip":  # as fit skips them
             unreadable = unreadable_images(frame["input"].tolist())
