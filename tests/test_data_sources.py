@@ -331,6 +331,29 @@ def test_data_labels_are_read_as_the_data_s_labels_are(tmp_path):
     assert problems.empty and sorted(set(examples.frame["label"])) == ["false", "true"]
 
 
+def test_labels_and_groups_lose_surrounding_spaces_and_case_variants_are_named(tmp_path, capsys):
+    labels = ["tech", "tech ", " tech", "tech", "Tech", "Tech", "Tech", "sport", "sport", "sport"]
+    patients = ["p1", "p1 ", " p1", "p2", "p2", "P2", "p3", "p3", "p3", "p3"]
+    table = pd.DataFrame({"text": [f"note number {i}" for i in range(10)], "label": labels, "patient": patients})
+    examples, _ = read_and_check(write_table(table, tmp_path / "notes.csv"), group_column="patient")
+    assert examples.frame["label"].tolist()[:3] == ["tech"] * 3 and examples.frame["group"].tolist()[:3] == ["p1"] * 3
+    said = " ".join(capsys.readouterr().err.split())
+    assert "The labels 'tech' (4) and 'Tech' (3) differ only in case: they are separate classes." in said
+    assert "The group column 'patient' holds 'p2' (2) and 'P2' (1), which differ only in case" in said
+    with pytest.raises(HeadstartError, match=r"Classes 'Tech' \(2\) .* 'tech', 'Tech' differ only in case: if they "
+                                             r"are one class, write them alike"):
+        read_and_check(write_table(table.drop(index=[5]).assign(patient=None), tmp_path / "fewer.csv"))
+
+
+def test_a_text_column_of_numbers_only_is_refused_as_the_wrong_column(tmp_path):
+    table = TEXTS.assign(priority=[1, 2, 3, 1, 2, 3])
+    with pytest.raises(HeadstartError, match=r"The texts of .*notes.csv \(column 'priority'\) are all numbers \(3 "
+                                             r"different: '1', '2', '3'\).*Name the column of texts with "
+                                             r"data.text_column"):
+        read_and_check(write_table(table, tmp_path / "notes.csv"), text_column="priority")
+    read_and_check(write_table(table.assign(text=["1", "2", "3 goals", "4", "5", "6"]), tmp_path / "some.csv"))
+
+
 def test_csv_metadata_is_read_as_written(tmp_path):
     table = TEXTS.assign(site=["NA", "EU", "None", "", "NA", "EU"], code=["001", "002", "000", "001", "002", "000"],
                          score=["0.5", "1", "", "2.25", "3", "1e-05"])

@@ -157,6 +157,22 @@ def test_handle_leaks_drops_reports_or_refuses(text_split):
         handle_leaks(sport_copies_only, leaks, "drop")
 
 
+def test_identical_inputs_with_other_labels_are_listed_whatever_their_splits(tmp_path, capsys):
+    from headstart.data.prepare import prepare_data
+
+    texts = [f"a short note about topic {i}" for i in range(30)]
+    labels = ["sport", "business", "tech"] * 10
+    table = pd.DataFrame({"text": texts + [texts[0], texts[1], texts[2]], "label": labels + ["tech", "business", "sport"]})
+    table.to_csv(tmp_path / "notes.csv", index=False)
+    prepare_data(DataConfig(source=str(tmp_path / "notes.csv"), leakage="report"), tmp_path)
+    conflicts = pd.read_csv(tmp_path / "label_conflicts.csv")
+    assert conflicts[["origin", "label", "same_input_as", "its_label"]].values.tolist() == [
+        ["notes.csv row 32", "tech", "notes.csv row 2", "sport"], ["notes.csv row 34", "sport", "notes.csv row 4", "tech"]]
+    said = " ".join(capsys.readouterr().err.split())
+    assert ("Label conflicts: 2 examples repeat an earlier example's input with another label: notes.csv row 32 "
+            "('tech') repeats notes.csv row 2 ('sport')") in said
+
+
 def scene(variant, size=96):
     """A natural-looking picture: smooth colour gradients under a few flat shapes; `variant` moves the shapes."""
     y, x = np.mgrid[0:size, 0:size].astype(float)

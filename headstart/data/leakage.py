@@ -1,4 +1,5 @@
-"""Leakage check: exact and near duplicates across train, validation and test.
+"""Leakage check: exact and near duplicates across train, validation and test; and identical inputs labelled
+differently, in any splits.
 
 Texts are near duplicates when equal after normalisation; images when their perceptual hashes (256-bit dHash) differ
 in at most `NEAR_BITS` bits. A duplicate pair across two splits lets the model be tested on what it trained on.
@@ -16,6 +17,7 @@ from headstart.errors import HeadstartError
 
 NEAR_BITS = 2
 COLUMNS = ["kind", "origin", "split", "duplicate_of", "duplicate_split", "distance"]
+CONFLICT_COLUMNS = ["origin", "label", "split", "same_input_as", "its_label", "its_split"]
 
 
 def _pairs_by_key(frame: pd.DataFrame, column: str, kind: str) -> list[tuple]:
@@ -71,6 +73,18 @@ def find_leaks(frame: pd.DataFrame, modality: str) -> pd.DataFrame:
         hashed = frame[frame["near"].map(len) > 0].reset_index(drop=True)  # flat images have no hash to compare
         pairs += _near_image_pairs(hashed, exact_origins) if len(hashed) else []
     return pd.DataFrame(pairs, columns=COLUMNS)
+
+
+def find_label_conflicts(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per example whose input is identical to an earlier example's (in the data's order) with another
+    label: the model is taught both answers, and a test copy counts one of them wrong."""
+    pairs = []
+    labelled = frame[frame.groupby("exact", sort=False)["label"].transform("nunique") > 1]
+    for _, rows in labelled.groupby("exact", sort=False):
+        first = rows.iloc[0]
+        pairs += [(row.origin, row.label, row.split, first["origin"], first["label"], first["split"])
+                  for row in rows.iloc[1:].itertuples() if row.label != first["label"]]
+    return pd.DataFrame(pairs, columns=CONFLICT_COLUMNS)
 
 
 def handle_leaks(frame: pd.DataFrame, leaks: pd.DataFrame, action: str) -> pd.DataFrame:

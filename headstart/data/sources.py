@@ -278,16 +278,17 @@ def image_path_columns(table: pd.DataFrame) -> list[str]:
 
 
 def as_text(column) -> list:
-    """Values as strings, blanks (missing, or only spaces) as None. A whole number is written without '.0' whatever
-    its type (1, 1.0 and Decimal('1.0') are one label, one group), and so are texts when all of them read like
-    0.0, 1.0 (a float export); booleans as JSON writes them (true, false)."""
-    texts = [v for v in column if isinstance(v, str) and v.strip()]
+    """Values as strings without surrounding spaces ('tech ' and ' tech', after a CSV's comma, are 'tech'), blanks
+    (missing, or only spaces) as None. A whole number is written without '.0' whatever its type (1, 1.0 and
+    Decimal('1.0') are one label, one group), and so are texts when all of them read like 0.0, 1.0 (a float export);
+    booleans as JSON writes them (true, false)."""
+    texts = [v.strip() for v in column if isinstance(v, str) and v.strip()]
     float_export = bool(texts) and all(re.fullmatch(r"-?\d+\.0+", t) for t in texts)
 
     def one(value) -> str | None:
         if isinstance(value, str):
-            value = value.split(".")[0] if float_export else value
-            return value if value.strip() else None
+            value = value.strip()
+            return (value.split(".")[0] if float_export else value) or None
         if value is None or pd.isna(value):
             return None
         if isinstance(value, (bool, np.bool_)):

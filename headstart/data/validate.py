@@ -20,8 +20,10 @@ from headstart.config import DataConfig
 from headstart.data.images import DECODE_ERRORS, fingerprint, why_unreadable
 from headstart.data.sources import Examples, as_text
 from headstart.errors import HeadstartError, first_five, short
+from headstart.progress import warn
 
 MIN_PER_CLASS = 3  # one example in each of train, val and test
+NUMBER = re.compile(r"[-+]?(\d+([.,]\d*)?|[.,]\d+)([eE][-+]?\d+)?")
 # Unicode categories drawing nothing: controls, format characters (zero-width space...), unassigned, separators
 INVISIBLE = {"Cc", "Cf", "Cn", "Zs", "Zl", "Zp"}
 
@@ -97,8 +99,44 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
                              "Fix or remove them, or set data.bad_inputs: skip to train without them.")
     labelled = report.assign(label=[frame["label"].iat[i] for i in rows])  # whose class a skipped example was
     frame = frame.drop(index=list(problems)).reset_index(drop=True)
+    if examples.modality == "text":
+        _check_texts_are_words(frame["input"], config)
+    _warn_of_case_variants(frame, config)
     _check_classes(frame, config, labelled, [*(allowed or []), *classes])
     return Examples(examples.modality, frame, examples.metadata_columns), report
+
+
+def _check_texts_are_words(texts: pd.Series, config: DataConfig) -> None:
+    """Refuse a text column of numbers only (a score, a priority): the wrong column, not texts to classify."""
+    if len(texts) and all(NUMBER.fullmatch(text.strip()) for text in texts):
+        column = f" (column '{config.text_column}')" if not Path(config.source).expanduser().is_dir() else ""
+        shown = ", ".join(map(repr, pd.unique(texts)[:5]))
+        raise HeadstartError(f"The texts of {config.source}{column} are all numbers ({texts.nunique()} different: "
+                             f"{shown}), not words a text model can read. Name the column of texts with "
+                             "data.text_column.")
+
+
+def case_variants(values: pd.Series) -> list[list[str]]:
+    """The values that differ only in case ('Tech', 'tech'), most frequent first, each set once."""
+    counts = values.value_counts()
+    by_key: dict[str, list[str]] = {}
+    for value in counts.index:
+        by_key.setdefault(str(value).casefold(), []).append(value)
+    return [names for names in by_key.values() if len(names) > 1]
+
+
+def _warn_of_case_variants(frame: pd.DataFrame, config: DataConfig) -> None:
+    """Labels, or groups, that differ only in case are told apart: said, as they are more often one written two
+    ways ('A' and 'a' may be two classes, so it is not refused)."""
+    for column, what, effect in (
+            ("label", "The labels {}", "separate classes"),
+            ("group", f"The group column '{config.group_column}' holds {{}}, which",
+             "separate groups, whose examples may fall in different splits")):
+        counts = frame[column].value_counts()
+        for names in case_variants(frame[column].dropna()):
+            listed = " and ".join(f"'{short(name)}' ({counts[name]})" for name in names)
+            warn(f"{what.format(listed)} differ only in case: they are {effect}. If they are one, write them alike "
+                 f"in {config.source}.")
 
 
 def first_problems(problems: pd.DataFrame, shown: int = 3) -> str:
@@ -139,6 +177,9 @@ def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFram
             f" Column '{config.label_column}' holds {len(counts)} different values in {len(frame)} examples: check "
             "that data.label_column names the column of labels.")
         after = _skipped(skipped[skipped["label"].isin(small.index)])
+        variants = [names for names in case_variants(frame["label"]) if set(names) & set(small.index)]
+        alike = "".join(f" {', '.join(map(repr, names))} differ only in case: if they are one class, write them "
+                        "alike." for names in variants[:3])
         raise HeadstartError(f"Classes {listed} in {config.source} have fewer than {MIN_PER_CLASS} usable examples"
                              f"{after}, too few to appear in train, validation and test. Add examples, or remove "
-                             f"the class (from data.labels too, if it is listed there).{wrong_column}")
+                             f"the class (from data.labels too, if it is listed there).{alike}{wrong_column}")
