@@ -309,9 +309,15 @@ def test_a_run_that_diverges_saves_no_model_and_says_so(tiny_config):
 
 def test_refuses_to_overwrite_a_run(tiny_config):
     tiny_config["train"]["max_epochs"] = 1
-    headstart.fit(tiny_config)
-    with pytest.raises(headstart.HeadstartError, match=r"already exists.*--overwrite \(in Python: resume=, a config "
+    run = headstart.fit(tiny_config)
+    # finished: nothing to resume
+    with pytest.raises(headstart.HeadstartError, match=r"already holds a finished run .*`headstart evaluate .*` "
+                                                        r"scores it again.*--overwrite \(in Python: a config "
                                                         r"with another name, or overwrite=True\)"):
+        headstart.fit(tiny_config)
+    (run.path / "results.json").unlink()  # as if stopped before its test
+    with pytest.raises(headstart.HeadstartError, match=r"already exists. Continue it with --resume .*--overwrite "
+                                                        r"\(in Python: resume=, a config with another name"):
         headstart.fit(tiny_config)
     assert pd.read_csv(f"{tiny_config['output']}/tiny/metrics.csv").shape[0] == 1
 

@@ -37,6 +37,11 @@ def start_folder(run_dir: Path, resume: bool, overwrite: bool) -> tuple[bool, li
     new one stops before its first epoch ends."""
     replacing = run_dir.exists() and not resume
     if replacing:
+        if not overwrite and (run_dir / "results.json").is_file():
+            raise HeadstartError(f"Run folder {run_dir} already holds a finished run (its model: {run_dir / 'model'}; "
+                                 f"`headstart evaluate {run_dir}` scores it again). Give the new run another name "
+                                 "(--set name=...), or replace the old one with --overwrite (in Python: a config with "
+                                 "another name, or overwrite=True).")
         if not overwrite:
             raise HeadstartError(f"Run folder {run_dir} already exists. Continue it with --resume {run_dir}, give "
                                  "the run another name (--set name=...), or replace it with --overwrite (in Python: "
