@@ -67,7 +67,7 @@ def test_report_and_metrics_are_written_with_stable_keys(tiny_run, tiny_metrics)
     saved = json.loads((tiny_run.path / "metrics.json").read_text())
     assert saved == tiny_metrics == tiny_run.evaluation
     assert {"schema", "version", "run", "data", "settings", "overall", "roc", "costs", "slices", "baselines",
-            "robustness", "failures", "latency", "training"} == set(saved)
+            "baselines_left_out", "robustness", "failures", "latency", "training"} == set(saved)
     overall = saved["overall"]
     for name in ("accuracy", "macro_f1", "weighted_f1", "roc_auc"):
         low, high = overall[f"{name}_ci"]

@@ -128,3 +128,26 @@ def test_rows_of_another_source_without_visible_text_are_skipped(tmp_path):
                      encoding="utf-8")
     _, frame, skipped = other_source(DataConfig(source=str(table)), str(table), ["business", "sport"], [], "text")
     assert frame["input"].tolist() == ["Shares rose", "The striker scored"] and skipped == 1
+
+
+def test_a_run_whose_hf_folder_is_gone_is_evaluated_without_its_frozen_baseline(tmp_path, capsys):
+    from tests.test_compress_quantize import tiny_bert_folder, topic_texts
+
+    bert = tiny_bert_folder(tmp_path / "bert")
+    texts, labels = topic_texts(12)
+    pd.DataFrame({"text": texts, "label": labels}).to_csv(tmp_path / "notes.csv", index=False)
+    run = headstart.fit({"name": "notes", "data": {"source": str(tmp_path / "notes.csv"), "max_length": 16},
+                         "backbone": f"hf:{bert}", "strategy": {"name": "feature_extraction"},
+                         "train": {"max_epochs": 1, "lr": 0.01}, "evaluate": {"after_fit": False},
+                         "output": str(tmp_path / "runs")})
+    new = pd.DataFrame({"text": texts[:6] + ["  ", "a vote in parliament"], "label": labels[:6] + ["sport", None]})
+    new.to_csv(tmp_path / "new.csv", index=False)
+    bert.rename(tmp_path / "elsewhere")  # the pretrained encoder is not on this machine; the model folder is whole
+    capsys.readouterr()
+    metrics = run.evaluate(str(tmp_path / "new.csv"), bootstrap=20, latency=False, robustness=False)
+    assert "cannot be loaded here" in metrics["baselines_left_out"]["frozen_logreg"]
+    assert list(metrics["baselines"]) == ["classical"] and metrics["data"]["skipped"] == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert "Skipped 2 of the 8 examples of" in said and "new.csv row 8 (empty text), new.csv row 9 (no label)" in said
+    report = (run.path / "evaluations" / "new" / "report.html").read_text()
+    assert "Left out: frozen features + logistic regression, as the pretrained backbone cannot be loaded" in report

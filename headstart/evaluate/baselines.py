@@ -101,11 +101,9 @@ def frozen_features(backbone, inputs: list, batch_size: int, bf16: bool = False,
     return torch.cat(chunks).numpy().astype(np.float64)
 
 
-def frozen_logreg(config: RunConfig, data: EvalData, progress: bool = False) -> Baseline:
-    """Logistic regression on the pretrained, frozen backbone's features; `progress`: bars while they are computed."""
-    from headstart.backbones.registry import build
-
-    backbone = build(config.backbone, config.data)
+def frozen_logreg(config: RunConfig, data: EvalData, backbone, progress: bool = False) -> Baseline:
+    """Logistic regression on the features of the run's pretrained `backbone`, frozen; `progress`: bars while they
+    are computed."""
     batch = config.train.eval_batch(backbone.modality == "image")
     bf16 = config.train.precision == "bf16-mixed"  # the run's own precision
     return _fit_on_splits(_logreg, lambda inputs: frozen_features(backbone, inputs, batch, bf16, progress), data,

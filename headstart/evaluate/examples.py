@@ -14,7 +14,8 @@ from headstart.config import RESERVED_COLUMNS, DataConfig
 from headstart.data.sources import TABLE_FIELDS, TABLE_SUFFIXES, Examples, read_source
 from headstart.data.split import count_seen, input_digest
 from headstart.data.validate import visible
-from headstart.errors import HeadstartError
+from headstart.errors import HeadstartError, first_five
+from headstart.progress import warn
 
 # metadata columns sliced by without being asked: the environment or domain an example comes from
 ENVIRONMENT_COLUMNS = ("environment", "domain", "env")
@@ -182,13 +183,12 @@ def other_source(config: DataConfig, source: str, labels: list[str], requested: 
     examples = _read(config.model_copy(update=update), requested, option)
     check_modality(modality, examples.modality, source, option)
     frame = examples.frame
-    usable = frame["label"].notna() & (frame["label"].astype(str).str.strip() != "")
-    if examples.modality == "text":
-        usable &= frame["input"].astype(str).map(visible)
-    else:
-        usable &= frame["input"] != ""  # a blank image path
-    skipped = int((~usable).sum())
-    frame = frame[usable]
+    labelled = frame["label"].notna() & (frame["label"].astype(str).str.strip() != "")
+    has_input = frame["input"].astype(str).map(visible) if examples.modality == "text" else frame["input"] != ""
+    no_input = "empty text" if examples.modality == "text" else "no image path"
+    why = {origin: "no label" if not label_ok else no_input
+           for origin, label_ok, input_ok in zip(frame["origin"], labelled, has_input) if not (label_ok and input_ok)}
+    frame = frame[labelled & has_input]
     unknown = sorted(set(frame["label"]) - set(labels))
     if unknown:
         raise HeadstartError(f"{source} holds labels the model was not trained on: {', '.join(map(str, unknown[:10]))}. "
@@ -198,14 +198,18 @@ def other_source(config: DataConfig, source: str, labels: list[str], requested: 
 
         if config.bad_inputs == "skip":  # as fit skips them
             unreadable = unreadable_images(frame["input"].tolist())
-            frame, skipped = frame.drop(index=frame.index[list(unreadable)]), skipped + len(unreadable)
+            why.update({frame["origin"].iat[i]: problem for i, problem in unreadable.items()})
+            frame = frame.drop(index=frame.index[list(unreadable)])
         else:
             check_images(frame["input"].tolist(), frame["origin"].tolist())
+    listed = first_five([f"{origin} ({problem})" for origin, problem in why.items()])
     if frame.empty:
         raise HeadstartError(f"{source} has no labelled examples to evaluate on"
-                             f"{f' ({skipped} skipped: no label, text or readable image)' if skipped else ''}.")
+                             f"{f' ({len(why)} skipped: {listed})' if why else ''}.")
+    if why:
+        warn(f"Skipped {len(why)} of the {len(why) + len(frame)} examples of {source}: {listed}.")
     frame = frame.drop(columns=[c for c in ("exact", "near") if c in frame.columns])
-    return examples, _with_targets(frame, labels), skipped
+    return examples, _with_targets(frame, labels), len(why)
 
 
 def load(run_dir: Path, config: DataConfig, labels: list[str], modality: str, requested: list[str],

@@ -7,7 +7,7 @@ from html import escape
 
 from headstart.evaluate import plots
 from headstart.evaluate.html import ci, fmt, image, num, page, table, verdict, with_ci
-from headstart.evaluate.summary import costliest_perturbation
+from headstart.evaluate.summary import BASELINE_NAMES, costliest_perturbation
 
 HEADLINE_NAMES = {"accuracy": "accuracy", "macro_f1": "macro-F1", "weighted_f1": "weighted-F1", "roc_auc": "ROC-AUC",
                   "ece": "calibration error (ECE)"}
@@ -204,6 +204,8 @@ def _baselines(m: dict) -> str:
             + table(["model", "accuracy", "macro-F1", "weighted-F1", "ROC-AUC", "gain in accuracy", "gain in macro-F1"], rows)
             + "<p class='muted'>Gains are the fine-tuned model minus the baseline, with paired bootstrap intervals "
               "(the same resampled examples for both).</p>"
+            + "".join(f"<p class='bad'>Left out: {escape(BASELINE_NAMES.get(name, name))}, as {escape(why)}</p>"
+                      for name, why in (m.get("baselines_left_out") or {}).items())
             + image(plots.interval_bars(labels, [s["accuracy"] for s in sources], [s.get("accuracy_ci") for s in sources],
                                         "accuracy against baselines", "accuracy"), "baselines"))
 

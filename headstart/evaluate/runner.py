@@ -110,13 +110,23 @@ def _probabilities(predictor, inputs: list, batch_size: int, progress: bool) -> 
     return proba / proba.sum(1, keepdims=True)  # float32 softmax sums to 1 only within ~1e-7
 
 
-def _baselines(config, data, y, proba, samples, seed, positive, say, bars: bool, groups) -> tuple[dict, dict]:
+def _baselines(config, data, y, proba, samples, seed, positive, say, bars: bool,
+               groups) -> tuple[dict, dict, dict]:
+    """The baselines' scores and gains, the model's bootstrap draws, and {baseline: why} for those left out."""
+    from headstart.backbones.registry import build
     from headstart.evaluate import baselines
     from headstart.evaluate.bootstrap import bootstrap, interval, metric_functions
     from headstart.evaluate.metrics import HEADLINE, headline
 
-    say("baseline: frozen backbone + logistic regression")
-    fitted = {"frozen_logreg": baselines.frozen_logreg(config, data, bars)}
+    fitted, left_out = {}, {}
+    try:  # the pretrained weights, which the model folder does not hold: gone with an hf: folder or a module
+        backbone = build(config.backbone, config.data)
+    except HeadstartError as exc:
+        left_out["frozen_logreg"] = f"the pretrained backbone cannot be loaded here: {exc}"
+        say(f"baseline left out: frozen backbone + logistic regression ({left_out['frozen_logreg']})")
+    else:
+        say("baseline: frozen backbone + logistic regression")
+        fitted["frozen_logreg"] = baselines.frozen_logreg(config, data, backbone, bars)
     say("baseline: classical model")
     fitted["classical"] = baselines.classical(data)
     probas = {"model": proba, **{name: baseline.proba for name, baseline in fitted.items()}}
@@ -135,7 +145,7 @@ def _baselines(config, data, y, proba, samples, seed, positive, say, bars: bool,
             row["gain"][f"{metric}_ci"] = interval(boot["model"][metric] - boot[name][metric]) \
                 if boot and defined else None
         out[name] = row
-    return out, boot.get("model", {})
+    return out, boot.get("model", {}), left_out
 
 
 def output_dir(run_dir: Path, source: str | None, output: Path | None) -> Path:
@@ -274,9 +284,9 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
     point = full_report(y, proba, labels, positive)
     point["calibration"]["ece_by_chance"] = ece_by_chance(proba, CHANCE_DRAWS, seed)
     boot = {}
-    baselines = None
+    baselines, left_out = None, {}
     if settings.baselines and not evaluated.without_run_data:
-        baselines, model_boot = _baselines(config, evaluated, y, proba, samples, seed, positive, say, bars, groups)
+        baselines, model_boot, left_out = _baselines(config, evaluated, y, proba, samples, seed, positive, say, bars, groups)
         boot.update(model_boot)
     elif samples:
         boot.update(bootstrap(y, {"model": proba}, metric_functions(GAIN_METRICS, positive), samples, seed,
@@ -317,6 +327,7 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
         "costs": cost_report(settings.costs, labels, positive, y, proba, val_y, val_proba, samples, seed, groups),
         "slices": slices,
         "baselines": baselines,
+        "baselines_left_out": left_out,
         "robustness": robustness,
         "failures": {"confused_pairs": confused_pairs(y, proba, labels),
                      "confident_mistakes": confident_mistakes(evaluated.test, y, proba, labels, evaluated.modality)},
