@@ -338,11 +338,23 @@ def test_labels_and_groups_lose_surrounding_spaces_and_case_variants_are_named(t
     examples, _ = read_and_check(write_table(table, tmp_path / "notes.csv"), group_column="patient")
     assert examples.frame["label"].tolist()[:3] == ["tech"] * 3 and examples.frame["group"].tolist()[:3] == ["p1"] * 3
     said = " ".join(capsys.readouterr().err.split())
-    assert "The labels 'tech' (4) and 'Tech' (3) differ only in case: they are separate classes." in said
-    assert "The group column 'patient' holds 'p2' (2) and 'P2' (1), which differ only in case" in said
+    assert "Labels differ only in case ('tech' (4) and 'Tech' (3)): they are separate classes." in said
+    assert "Values of the group column 'patient' differ only in case ('p2' (2) and 'P2' (1)): they are separate" in said
+    ids = table.assign(patient=[f"id{i}" for i in range(5)] + [f"ID{i}" for i in range(5)])
+    read_and_check(write_table(ids, tmp_path / "ids.csv"), group_column="patient")
+    said = " ".join(capsys.readouterr().err.split())  # one warning per column, naming three sets
+    assert said.count("Values of the group column") == 1 and "'ID2' (1); and 2 more sets)" in said
     with pytest.raises(HeadstartError, match=r"Classes 'Tech' \(2\) .* 'tech', 'Tech' differ only in case: if they "
                                              r"are one class, write them alike"):
         read_and_check(write_table(table.drop(index=[5]).assign(patient=None), tmp_path / "fewer.csv"))
+
+
+def test_class_folder_names_lose_surrounding_spaces_as_labels_do(tmp_path):
+    for i, (label, text) in enumerate(zip(["sport ", "business"] * 3, TEXTS["text"])):
+        (tmp_path / label).mkdir(exist_ok=True)
+        (tmp_path / label / f"{i}.txt").write_text(text)
+    examples, problems = read_and_check(tmp_path, labels=["sport", "business"])
+    assert problems.empty and sorted(set(examples.frame["label"])) == ["business", "sport"]
 
 
 def test_a_text_column_of_numbers_only_is_refused_as_the_wrong_column(tmp_path):
@@ -351,7 +363,16 @@ def test_a_text_column_of_numbers_only_is_refused_as_the_wrong_column(tmp_path):
                                              r"different: '1', '2', '3'\).*Name the column of texts with "
                                              r"data.text_column"):
         read_and_check(write_table(table, tmp_path / "notes.csv"), text_column="priority")
+    with pytest.raises(HeadstartError, match=r"are all numbers \(6 different: '1,000,000', '-.5', '3.5e2', '\+1', "):
+        read_and_check(write_table(TEXTS.assign(text=["1,000,000", "-.5", "3.5e2", "+1", "10,000.50", "7 "]),
+                                   tmp_path / "amounts.csv"))
     read_and_check(write_table(table.assign(text=["1", "2", "3 goals", "4", "5", "6"]), tmp_path / "some.csv"))
+    for i, (label, text) in enumerate(zip(TEXTS["label"], ["12", "7", "3", "4", "1,000", "2"])):
+        (tmp_path / "folder" / label).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "folder" / label / f"{i}.txt").write_text(text + "\n")
+    with pytest.raises(HeadstartError, match=r"The .txt files of .*folder hold only numbers \(6 different: '7', "
+                                             r"'4'.*put the texts to classify in them"):
+        read_and_check(tmp_path / "folder")
 
 
 def test_csv_metadata_is_read_as_written(tmp_path):

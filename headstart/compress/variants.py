@@ -40,6 +40,7 @@ def damaged(path: Path, why: str) -> HeadstartError:
 
 
 def _compress_again(path: Path) -> str:
+    """What to run to write a damaged variant file anew."""
     return (f"Run `headstart compress` again (on the run that made {Path(path).parents[2]}, or on that model "
             "folder) to write the variants anew.")
 

@@ -38,11 +38,6 @@ def augment_batch(images: torch.Tensor, seeds: list[int], max_degrees: float = 1
     return images.clamp(0, 1)
 
 
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of an epoch's draws (example order, batch order, dropout) from the run's seed."""
-    return seed * 100_003 + epoch
-
-
 def example_seed(*parts: int) -> int:
     """A seed for one example's augmentation from (run seed, epoch or view, example index, ...)."""
     seed = 0

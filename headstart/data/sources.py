@@ -108,12 +108,12 @@ def _read_folder(root: Path) -> Examples:
     rows, suffixes = [], set()
     for folder in classes:
         for path in visible_files(folder):
-            rows.append({"input": str(path), "label": folder.name, "origin": str(path)})
+            rows.append({"input": str(path), "label": folder.name.strip(), "origin": str(path)})
             suffixes.add(path.suffix.lower())
     if not rows:
         raise HeadstartError(f"The class folders in {root} are empty: put image or .txt files in them.")
     filled = {row["label"] for row in rows}
-    empty = [folder.name for folder in classes if folder.name not in filled]
+    empty = [folder.name for folder in classes if folder.name.strip() not in filled]
     if empty:
         which = f"Class folders {', '.join(empty)} in {root} hold" if len(empty) > 1 else \
             f"Class folder {empty[0]} in {root} holds"

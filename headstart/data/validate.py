@@ -23,7 +23,7 @@ from headstart.errors import HeadstartError, first_five, short
 from headstart.progress import warn
 
 MIN_PER_CLASS = 3  # one example in each of train, val and test
-NUMBER = re.compile(r"[-+]?(\d+([.,]\d*)?|[.,]\d+)([eE][-+]?\d+)?")
+NUMBER = re.compile(r"[-+]?(\d{1,3}(,\d{3})+(\.\d*)?|\d+([.,]\d*)?|[.,]\d+)([eE][-+]?\d+)?")  # 1,000.5 3.5e2 -.5
 # Unicode categories drawing nothing: controls, format characters (zero-width space...), unassigned, separators
 INVISIBLE = {"Cc", "Cf", "Cn", "Zs", "Zl", "Zp"}
 
@@ -108,17 +108,18 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
 
 def _check_texts_are_words(texts: pd.Series, config: DataConfig) -> None:
     """Refuse a text column of numbers only (a score, a priority): the wrong column, not texts to classify."""
-    if len(texts) and all(NUMBER.fullmatch(text.strip()) for text in texts):
-        column = f" (column '{config.text_column}')" if not Path(config.source).expanduser().is_dir() else ""
-        shown = ", ".join(map(repr, pd.unique(texts)[:5]))
-        raise HeadstartError(f"The texts of {config.source}{column} are all numbers ({texts.nunique()} different: "
-                             f"{shown}), not words a text model can read. Name the column of texts with "
-                             "data.text_column.")
+    texts = texts.str.strip()
+    if len(texts) and all(NUMBER.fullmatch(text) for text in texts):
+        shown = f"{texts.nunique()} different: {', '.join(map(repr, pd.unique(texts)[:5]))}"
+        if Path(config.source).expanduser().is_dir():
+            raise HeadstartError(f"The .txt files of {config.source} hold only numbers ({shown}), not words a text "
+                                 "model can read: put the texts to classify in them.")
+        raise HeadstartError(f"The texts of {config.source} (column '{config.text_column}') are all numbers ({shown}), "
+                             "not words a text model can read. Name the column of texts with data.text_column.")
 
 
-def case_variants(values: pd.Series) -> list[list[str]]:
-    """The values that differ only in case ('Tech', 'tech'), most frequent first, each set once."""
-    counts = values.value_counts()
+def case_variants(counts: pd.Series) -> list[list[str]]:
+    """The values of `counts` (a value_counts) that differ only in case ('Tech', 'tech'), most frequent first."""
     by_key: dict[str, list[str]] = {}
     for value in counts.index:
         by_key.setdefault(str(value).casefold(), []).append(value)
@@ -127,16 +128,19 @@ def case_variants(values: pd.Series) -> list[list[str]]:
 
 def _warn_of_case_variants(frame: pd.DataFrame, config: DataConfig) -> None:
     """Labels, or groups, that differ only in case are told apart: said, as they are more often one written two
-    ways ('A' and 'a' may be two classes, so it is not refused)."""
+    ways ('A' and 'a' may be two classes, so it is not refused). One warning per column, naming three sets."""
     for column, what, effect in (
-            ("label", "The labels {}", "separate classes"),
-            ("group", f"The group column '{config.group_column}' holds {{}}, which",
+            ("label", "Labels", "separate classes"),
+            ("group", f"Values of the group column '{config.group_column}'",
              "separate groups, whose examples may fall in different splits")):
         counts = frame[column].value_counts()
-        for names in case_variants(frame[column].dropna()):
-            listed = " and ".join(f"'{short(name)}' ({counts[name]})" for name in names)
-            warn(f"{what.format(listed)} differ only in case: they are {effect}. If they are one, write them alike "
-                 f"in {config.source}.")
+        variants = case_variants(counts)
+        if variants:
+            listed = "; ".join(" and ".join(f"'{short(name)}' ({counts[name]})" for name in names)
+                               for names in variants[:3])
+            more = f"; and {len(variants) - 3} more sets" if len(variants) > 3 else ""
+            warn(f"{what} differ only in case ({listed}{more}): they are {effect}. If they are one, write them "
+                 f"alike in {config.source}.")
 
 
 def first_problems(problems: pd.DataFrame, shown: int = 3) -> str:
@@ -177,7 +181,7 @@ def _check_classes(frame: pd.DataFrame, config: DataConfig, skipped: pd.DataFram
             f" Column '{config.label_column}' holds {len(counts)} different values in {len(frame)} examples: check "
             "that data.label_column names the column of labels.")
         after = _skipped(skipped[skipped["label"].isin(small.index)])
-        variants = [names for names in case_variants(frame["label"]) if set(names) & set(small.index)]
+        variants = [names for names in case_variants(frame["label"].value_counts()) if set(names) & set(small.index)]
         alike = "".join(f" {', '.join(map(repr, names))} differ only in case: if they are one class, write them "
                         "alike." for names in variants[:3])
         raise HeadstartError(f"Classes {listed} in {config.source} have fewer than {MIN_PER_CLASS} usable examples"

@@ -10,7 +10,11 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from headstart.backbones.base import Backbone
 from headstart.cache.prefix import PrefixCache
 from headstart.cache.store import collate_states
-from headstart.data.augment import epoch_seed
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of an epoch's draws (example order, batch order, dropout) from the run's seed."""
+    return seed * 100_003 + epoch
 
 
 class ExampleDataset(Dataset):

@@ -8,9 +8,10 @@ import torch.nn.functional as F
 
 from headstart.cache.prefix import PrefixCache
 from headstart.config import RunConfig
-from headstart.data.augment import augment_batch, epoch_seed
+from headstart.data.augment import augment_batch
 from headstart.evaluate.metrics import accuracy, macro_f1
 from headstart.model.classifier import Classifier
+from headstart.train.loaders import epoch_seed
 from headstart.train.optim import build_optimizer
 
 MODES = {"val_loss": "min", "val_acc": "max", "val_f1": "max"}
