@@ -144,9 +144,10 @@ def test_a_config_json_that_is_not_a_json_object_is_named(tiny_run, tmp_path):
     import shutil
 
     folder = shutil.copytree(tiny_run.model_dir, tmp_path / "model")
-    for text in (b"[]", b'{"format": "headstart-model", "x": "\xff"}'):
+    for text, why in ((b"[]", "holds a JSON list, not an object"),
+                      (b'{"format": "headstart-model", "x": "\xff"}', "is not valid JSON")):
         (folder / "config.json").write_bytes(text)
-        with pytest.raises(HeadstartError, match="config.json is not"):
+        with pytest.raises(HeadstartError, match=f"config.json {why}.* The model folder is damaged"):
             load_model(folder)
 
 
