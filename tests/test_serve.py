@@ -826,18 +826,52 @@ def test_an_admin_change_that_cannot_be_served_is_undone_without_undoing_another
     assert [(e["alias"], e["to"]) for e in state["events"]][-2:] == [("production", 2), ("candidate", 3)]
 
 
+def serve_in_a_process(registry: Registry, *options: str) -> tuple[subprocess.Popen, int]:
+    """`headstart serve` of digits@production on a free port, its output (stdout and stderr) piped."""
+    from tests.test_cli import ROOT
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "headstart.cli", "serve", "--model", "digits@production", *options,
+               "--registry", str(registry.root), "--port", str(port)]
+    server = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"},
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return server, port
+
+
+def test_a_second_ctrl_c_stops_the_service_at_once_without_a_traceback_and_keeps_the_log(registry, pngs):
+    import signal
+    import sqlite3
+    import urllib.request
+
+    server, port = serve_in_a_process(registry)
+    try:
+        server.stdout.readline()  # said before the socket is bound
+        for _ in range(300):
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", json.dumps(
+            {"images": [b64(pngs[0])]}).encode(), {"content-type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        server.send_signal(signal.SIGINT)
+        server.send_signal(signal.SIGINT)
+        output = server.communicate(timeout=60)[0]
+    finally:
+        server.kill()
+    assert "Traceback" not in output and "CancelledError" not in output, output
+    with sqlite3.connect(sqlite_url(registry).removeprefix("sqlite:///")) as log:
+        assert log.execute("SELECT id FROM predictions").fetchall() == [(answer["predictions"][0]["id"],)]
+
+
 def test_the_service_says_what_it_serves_and_refuses_candidate_options_without_one(registry, tmp_path):
     from tests.test_cli import ROOT, cli
 
     refused = cli("serve", "--model", "digits@production", "--split", "0.3", "--registry", str(registry.root))
     assert refused.returncode == 2 and "--split sets how a candidate is served, and there is none" in refused.stderr
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    command = [sys.executable, "-m", "headstart.cli", "serve", "--model", "digits@production", "--candidate",
-               "digits@candidate", "--mode", "shadow", "--registry", str(registry.root), "--port", str(port)]
-    server = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "300"},
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    server, port = serve_in_a_process(registry, "--candidate", "digits@candidate", "--mode", "shadow")
     try:
         line = server.stdout.readline()
     finally:

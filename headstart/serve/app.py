@@ -15,7 +15,7 @@ import time
 import re
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -129,12 +129,15 @@ class Service:
         self._gauges()
 
     async def stop(self) -> None:
-        for arm in self.router.arms().values():
-            arm.retire()
-            arm.close()  # even with requests in flight (a forced shutdown): they are answered or refused
-            await arm.closed
-        self.db.shutdown(wait=True)
-        self.log.close()
+        """Answer or refuse the requests in flight, then close the prediction log once its writes are done."""
+        try:
+            for arm in self.router.arms().values():
+                arm.retire()
+                arm.close()  # even with requests in flight (a forced shutdown): they are answered or refused
+                await arm.closed
+        finally:  # the log is closed even when a second Ctrl-C cancels the wait
+            self.db.shutdown(wait=True)
+            self.log.close()
 
     def _gauges(self) -> None:
         self.metrics.serving.clear()
@@ -264,7 +267,9 @@ def create_app(config: ServeConfig) -> FastAPI:
         app.state.service = service
         try:
             yield
-        finally:
+        except asyncio.CancelledError:  # a second Ctrl-C: uvicorn exits at once and cancels every task
+            pass
+        with suppress(asyncio.CancelledError):  # a task stop waits for was cancelled: nothing more to wait for
             await service.stop()
 
     app = FastAPI(title="headstart", version="1", lifespan=lifespan,
