@@ -488,7 +488,9 @@ def test_quantization_aware_training_variant(run):
     assert metrics["int8"]["qat"] == {"epochs": 1, "lr": 1e-3, "examples": train}
 
 
-def test_cli_compress_prints_tables_that_read_at_80_columns(run, digits_folder):
+def test_cli_compress_prints_tables_that_read_at_80_columns(compressed, digits_folder):
+    run, _ = compressed
+    assert any(v["name"].startswith("int8-") for v in list_variants(run.model_dir))  # of an earlier call
     result = CliRunner().invoke(app, ["compress", str(run.path), "--method", "bf16", "--no-latency", "--data",
                                       str(digits_folder)], env={"COLUMNS": "80"})
     assert result.exit_code == 0, result.output

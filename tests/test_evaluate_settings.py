@@ -65,6 +65,9 @@ def test_valid_settings_pass_and_the_missing_model_is_reported(run_folder):
 def test_data_settings_for_another_source_change_only_the_fields_named(run_folder):
     from headstart.evaluate.runner import _data_config
 
-    config = load_config(run_folder / "config.yaml")
+    config = load_config({"name": "demo", "data": {"source": "bbc", "label_column": "topic",
+                                                   "split": {"train": 0.6, "val": 0.2, "test": 0.2}}})
     data = _data_config(config, "other.csv", {"split": {"seed": 3}, "text_column": "body"}, "text")
-    assert (data.split.seed, data.split.train, data.text_column) == (3, 0.7, "body")
+    # the run's own values, not the defaults, where nothing is named
+    assert (data.split.seed, data.split.train, data.split.val, data.text_column, data.label_column) == (
+        3, 0.6, 0.2, "body", "topic")

@@ -61,12 +61,15 @@ def test_bbc_model_predicts_without_the_run(bbc_run, tmp_path):
                            "The goalkeeper saved a penalty in the final minute of the match."]}).to_json(
         table, orient="records", lines=True)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, "-m", "headstart.cli", "predict", str(moved), str(table),
-                             "--text-column", "body", "--json"], env=env, capture_output=True, text=True, timeout=600)
+    try:
+        result = subprocess.run([sys.executable, "-m", "headstart.cli", "predict", str(moved), str(table),
+                                 "--text-column", "body", "--json"], env=env, capture_output=True, text=True,
+                                timeout=600)
+    finally:  # back for the tests that follow
+        moved.rename(bbc_run.model_dir)
     assert result.returncode == 0, result.stderr
     labels = [json.loads(line)["label"] for line in result.stdout.splitlines()]
     assert labels == ["business", "sports"]
-    moved.rename(bbc_run.model_dir)
 
 
 @pytest.fixture(scope="module")
