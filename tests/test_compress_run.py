@@ -46,6 +46,15 @@ def compressed(run):
     return run, run.compress(method="auto", budget=1.0, progress=False)
 
 
+def test_a_variant_given_as_a_model_folder_says_how_to_use_it(compressed):
+    run, _ = compressed
+    variant = run.model_dir / "variants" / "int8-static"
+    with pytest.raises(HeadstartError, match=rf"is a compressed variant, not a model folder: .*load_variant.*"
+                                             rf"`headstart serve --runtime int8-static`.*takes the model folder, "
+                                             rf"{run.model_dir}"):
+        headstart.load(variant)
+
+
 def test_variants_folder_describes_itself(compressed):
     run, metrics = compressed
     root = run.model_dir / "variants"

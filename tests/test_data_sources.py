@@ -461,10 +461,62 @@ def test_arrays_of_other_types_give_the_pixels_a_file_would(tmp_path):
     for array in (dark.astype(np.int64), dark.astype(np.float32) / 255, dark.astype(np.float64) / 255,
                   dark.astype(np.float32)):  # floats of 0..255 too, as `astype` gives them
         assert torch.equal(to_tensor(array, 16), from_file), array.dtype
-    wide = (dark.astype(np.uint16) - 20) * 600  # 16-bit values: scaled over their range, as 16-bit files are
-    assert to_tensor(wide, 24).max() == 255 and to_tensor(wide, 24).min() == 0
+    wide = (dark.astype(np.uint16) - 20) * 600  # 16-bit grey values: scaled over their range, as 16-bit files are
+    assert to_tensor(wide[..., 0], 24).max() == 255 and to_tensor(wide[..., 0], 24).min() == 0
+    # 16-bit colour: the high byte of each value, as Pillow reads a 16-bit colour PNG
+    assert torch.equal(to_tensor(wide, 24), torch.from_numpy((wide >> 8).astype(np.uint8)).permute(2, 0, 1))
+    rounded = dark.astype(np.float32) / 255
+    rounded[0, 0, 0] = 1.0000001  # a resampled image's rounding error: still an image of 0..1
+    assert torch.equal(to_tensor(np.clip(rounded, 0, 1), 24), to_tensor(rounded, 24))
     Image.fromarray(dark[..., 0].astype(np.uint16)).save(tmp_path / "dark16.png")  # a dark 16-bit file, and its
     assert torch.equal(to_tensor(dark[..., 0].astype(np.uint16), 24), to_tensor(tmp_path / "dark16.png", 24))  # array
+
+
+def test_transparent_pixels_are_composited_on_white_whatever_colour_they_hide(tmp_path):
+    from headstart.data.images import open_rgb
+
+    shape = np.zeros((16, 16), np.uint8)
+    shape[4:12, 4:12] = 255
+    under_black, under_white = np.zeros((16, 16, 4), np.uint8), np.full((16, 16, 4), 255, np.uint8)
+    for pixels in (under_black, under_white):
+        pixels[..., :3][shape > 0] = 40  # a dark square, opaque; elsewhere transparent over black or white
+        pixels[..., 3] = shape
+    Image.fromarray(under_black).save(tmp_path / "a.png")
+    Image.fromarray(under_white).save(tmp_path / "b.png")
+    seen = [np.asarray(open_rgb(source)) for source in (tmp_path / "a.png", tmp_path / "b.png", under_black,
+                                                         Image.fromarray(under_white), (tmp_path / "a.png").read_bytes())]
+    assert all(np.array_equal(pixels, seen[0]) for pixels in seen)  # the picture a viewer shows, whatever is hidden
+    assert seen[0][0, 0].tolist() == [255, 255, 255] and seen[0][8, 8].tolist() == [40, 40, 40]
+    Image.fromarray(shape, "L").convert("LA").save(tmp_path / "grey.png")
+    assert np.asarray(open_rgb(tmp_path / "grey.png")).shape == (16, 16, 3)
+
+
+def test_empty_and_oversized_image_files_are_named_with_what_to_do(tmp_path, monkeypatch):
+    from headstart.data.images import DECODE_ERRORS, open_rgb, why_unreadable
+
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 400 pixels: over twice the limit, refused as a bomb
+    said = []
+    for path in (tmp_path / "empty.jpg", tmp_path / "big.png"):
+        with pytest.raises(DECODE_ERRORS) as caught:
+            open_rgb(path)
+        said.append(why_unreadable(caught.value))
+    assert said[0] == "an empty file (0 bytes)"
+    assert said[1].startswith("too large to decode safely (") and said[1].endswith("downscale it below 0 million pixels")
+
+
+def test_folders_behind_symbolic_links_are_read_and_a_broken_link_is_named(tmp_path):
+    for i in range(4):
+        write_png(tmp_path / "data" / "a" / f"{i}.png", seed=i)
+        write_png(tmp_path / "more" / f"{i}.png", seed=10 + i)
+    (tmp_path / "data" / "b").mkdir()
+    (tmp_path / "data" / "b" / "linked").symlink_to(tmp_path / "more", target_is_directory=True)
+    (tmp_path / "more" / "loop").symlink_to(tmp_path / "more", target_is_directory=True)  # read once
+    (tmp_path / "data" / "a" / "gone.png").symlink_to(tmp_path / "nothere.png")
+    examples, problems = read_and_check(tmp_path / "data")
+    assert (examples.frame["label"] == "b").sum() == 4 and len(examples.frame) == 8
+    assert problems.values.tolist() == [[str(tmp_path / "data" / "a" / "gone.png"), "no such image file"]]
 
 
 def test_array_layouts_are_read_or_refused_by_their_shape():

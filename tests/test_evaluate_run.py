@@ -353,6 +353,11 @@ def test_grouped_examples_are_bootstrapped_by_group(tiny_run, cells_table, tmp_p
     assert "resamples of the groups (data.group_column)" in report
     assert grouped["data"]["groups"] == 12 and plain["data"]["groups"] is None
     assert "only 12 groups: the intervals are rough" in report  # a percentile bootstrap of 12 groups falls short
+    table.loc[3, "writer"] = None  # one blank group: skipped and named, not a switch to resampling examples
+    table.to_csv(tmp_path / "scans.csv", index=False)
+    blank = tiny_run.evaluate(str(tmp_path / "scans.csv"), read={"image_column": "path", "group_column": "writer"},
+                              **settings)
+    assert blank["settings"]["bootstrap_unit"] == "group" and blank["data"]["skipped"] == 1
 
 
 def test_python_api_reads_another_source_lacking_classes(tiny_run, cells_table, tmp_path):

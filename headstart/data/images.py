@@ -20,6 +20,11 @@ ImageInput = Union[str, Path, bytes, Image.Image, np.ndarray]  # bytes: an image
 FORMATS = ("PNG", "JPEG", "BMP", "TIFF", "WEBP", "GIF")
 
 DECODE_ERRORS = (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError, SyntaxError)
+FLOAT_SLACK = 1e-3  # resampling leaves floats of a 0..1 image a rounding error outside it
+
+
+class EmptyFile(ValueError):
+    """An image file of 0 bytes."""
 
 
 def shown_path(path: str | Path) -> str:
@@ -31,8 +36,13 @@ def why_unreadable(exc: BaseException) -> str:
     """What one of DECODE_ERRORS raised while reading an image file says of the file, for a report naming it."""
     if isinstance(exc, FileNotFoundError):
         return "no such image file"
+    if isinstance(exc, EmptyFile):
+        return "an empty file (0 bytes)"
     if isinstance(exc, UnidentifiedImageError):
         return "not an image file that can be decoded"
+    if isinstance(exc, Image.DecompressionBombError):
+        return (f"too large to decode safely ({exc}); downscale it below {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} "
+                "million pixels")
     return f"not a readable image ({type(exc).__name__}: {exc})"
 
 
@@ -48,13 +58,15 @@ def _eight_bit(image: Image.Image) -> Image.Image:
 
 def _array_eight_bit(array: np.ndarray) -> np.ndarray:
     """uint8 pixels of an array as a file would give them: floats within 0..1 times 255, other values within 0..255
-    as they are (`pixels.astype(np.float32)` is the file's image), anything wider (raw sensor values) scaled over its
-    own range, as 16-bit files are. uint16 arrays are what 16-bit files decode to, so they are scaled however dark
-    they are."""
+    as they are (`pixels.astype(np.float32)` is the file's image); uint16 colour arrays their high byte, as Pillow
+    reads 16-bit colour files; grey uint16 arrays and anything wider (raw sensor values) scaled over their own range,
+    as 16-bit grey files are, however dark they are."""
+    if array.dtype == np.uint16 and array.ndim == 3:
+        return (array >> 8).astype(np.uint8)
     values = array.astype(np.float64)
     low, high = (values.min(), values.max()) if values.size else (0.0, 0.0)
-    if np.issubdtype(array.dtype, np.floating) and 0 <= low and high <= 1:
-        values = values * 255
+    if np.issubdtype(array.dtype, np.floating) and -FLOAT_SLACK <= low and high <= 1 + FLOAT_SLACK:
+        values = np.clip(values, 0, 1) * 255
     elif array.dtype == np.uint16 or not (0 <= low and high <= 255):
         values = (values - low) * (255 / (high - low)) if high > low else values * 0
     return values.round().astype(np.uint8)
@@ -96,19 +108,30 @@ def open_file(source: str | Path | bytes) -> Image.Image:
         return Image.open(io.BytesIO(source) if isinstance(source, bytes) else source, formats=FORMATS)
 
 
+def _on_white(image: Image.Image) -> Image.Image:
+    """An image with transparency composited on white, as viewers and Hugging Face's image processors show it: the
+    colours stored under transparent pixels are not the picture."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image
+
+
 def open_eight_bit(image: ImageInput) -> Image.Image:
-    """An 8-bit PIL image from a path, a file's bytes or a PIL image (turned upright by their EXIF orientation) or
-    an HxW / HxWxC array (see `_array_eight_bit`)."""
+    """An 8-bit PIL image without transparency from a path, a file's bytes or a PIL image (turned upright by their
+    EXIF orientation) or an HxW / HxWxC array (see `_array_eight_bit`)."""
     if isinstance(image, np.ndarray):
         image = checked_array(image)
-        return _eight_bit(Image.fromarray(image if image.dtype == np.uint8 else _array_eight_bit(image)))
+        return _on_white(_eight_bit(Image.fromarray(image if image.dtype == np.uint8 else _array_eight_bit(image))))
     if isinstance(image, Image.Image):  # Image.open(path) keeps the file's EXIF: upright, as the path would be
-        return _eight_bit(_upright(image))
+        return _on_white(_eight_bit(_upright(image)))
     if not isinstance(image, (str, Path, bytes)):
         raise _not_an_input(image)
+    if len(image) == 0 if isinstance(image, bytes) else Path(image).is_file() and Path(image).stat().st_size == 0:
+        raise EmptyFile("an empty file")
     with open_file(image) as img:
         img.load()
-        return _eight_bit(_upright(img))
+        return _on_white(_eight_bit(_upright(img)))
 
 
 def check_input(image: ImageInput) -> None:

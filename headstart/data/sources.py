@@ -90,9 +90,18 @@ BUNDLED = {"bbc": _bbc, "elpv": _elpv}
 
 def visible_files(folder: Path) -> list[Path]:
     """The files under `folder`, sorted, hidden ones (.DS_Store, ._*) and those in hidden folders
-    (.ipynb_checkpoints) left out: what a class folder holds."""
-    return [p for p in sorted(folder.rglob("*"))
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    (.ipynb_checkpoints) left out: what a class folder holds. Folders behind symbolic links are read too, each real
+    folder once; a broken link is listed, so that reading it names it as missing."""
+    found, seen = [], set()
+    for root, folders, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:  # a link back up the tree, or a second link to one folder
+            folders[:] = []
+            continue
+        seen.add(real)
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found += [Path(root, name) for name in files if not name.startswith(".")]
+    return sorted(found)
 
 
 def _read_folder(root: Path) -> Examples:

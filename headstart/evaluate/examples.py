@@ -174,8 +174,8 @@ def _check_same_examples(split: pd.DataFrame, now: pd.DataFrame, modality: str, 
 def other_source(config: DataConfig, source: str, labels: list[str], requested: list[str], modality: str,
                  option: str = "--data") -> tuple[Examples, pd.DataFrame, int]:
     """Every usable example of another source (given with `option`), read with the run's column settings; data of
-    another `modality` than the model's is refused first, then rows without a label, text or image path are
-    skipped, unknown labels refused, and unreadable images skipped or refused as `data.bad_inputs` says."""
+    another `modality` than the model's is refused first, then rows without a label, text, image path or (with a
+    group column) group are skipped, unknown labels refused, and unreadable images skipped or refused as `data.bad_inputs` says."""
     update = {"source": source}
     if Path(source).suffix.lower() not in TABLE_SUFFIXES:  # a folder or bundled dataset: its own columns
         update.update(metadata_columns=[], group_column=None,
@@ -186,9 +186,13 @@ def other_source(config: DataConfig, source: str, labels: list[str], requested: 
     labelled = frame["label"].notna() & (frame["label"].astype(str).str.strip() != "")
     has_input = frame["input"].astype(str).map(visible) if examples.modality == "text" else frame["input"] != ""
     no_input = "empty text" if examples.modality == "text" else "no image path"
-    why = {origin: "no label" if not label_ok else no_input
-           for origin, label_ok, input_ok in zip(frame["origin"], labelled, has_input) if not (label_ok and input_ok)}
-    frame = frame[labelled & has_input]
+    # with a group column, a blank group would make the bootstrap resample examples, not groups: skipped as in fit
+    grouped = frame["group"].notna() | frame["group"].isna().all()
+    no_group = f"no value in the group column '{config.group_column}'"
+    why = {origin: "no label" if not label_ok else no_input if not input_ok else no_group
+           for origin, label_ok, input_ok, group_ok in zip(frame["origin"], labelled, has_input, grouped)
+           if not (label_ok and input_ok and group_ok)}
+    frame = frame[labelled & has_input & grouped]
     unknown = sorted(set(frame["label"]) - set(labels))
     if unknown:
         raise HeadstartError(f"{source} holds labels the model was not trained on: {', '.join(map(str, unknown[:10]))}. "

@@ -87,6 +87,11 @@ def weights_metadata(model: Classifier) -> dict[str, str]:
 
 def read_model_config(folder: Path) -> dict[str, Any]:
     path = Path(folder) / "config.json"
+    if not path.is_file() and (Path(folder) / "variant.json").is_file():
+        raise HeadstartError(f"{folder} is a compressed variant, not a model folder: predict with it in Python "
+                             "(headstart.compress.load_variant), or push its model to the registry and serve it with "
+                             f"`headstart serve --runtime {Path(folder).name}`; `headstart predict` takes the model "
+                             f"folder, {Path(folder).parent.parent}.")
     if not path.is_file():
         raise HeadstartError(f"{folder} is not a headstart model folder: it has no config.json. Give the folder "
                              "written by `headstart fit` (runs/<name>/model).")
