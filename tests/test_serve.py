@@ -867,7 +867,7 @@ def test_a_second_ctrl_c_stops_the_service_at_once_without_a_traceback_and_keeps
 
 
 def test_the_service_says_what_it_serves_and_refuses_candidate_options_without_one(registry, tmp_path):
-    from tests.test_cli import ROOT, cli
+    from tests.test_cli import cli
 
     refused = cli("serve", "--model", "digits@production", "--split", "0.3", "--registry", str(registry.root))
     assert refused.returncode == 2 and "--split sets how a candidate is served, and there is none" in refused.stderr
