@@ -3,6 +3,7 @@ before training (headstart/data/sources.py, headstart/data/validate.py)."""
 
 import io
 import json
+import os
 from decimal import Decimal
 
 import numpy as np
@@ -463,8 +464,9 @@ def test_arrays_of_other_types_give_the_pixels_a_file_would(tmp_path):
         assert torch.equal(to_tensor(array, 16), from_file), array.dtype
     wide = (dark.astype(np.uint16) - 20) * 600  # 16-bit grey values: scaled over their range, as 16-bit files are
     assert to_tensor(wide[..., 0], 24).max() == 255 and to_tensor(wide[..., 0], 24).min() == 0
-    # 16-bit colour: the high byte of each value, as Pillow reads a 16-bit colour PNG
+    # 16-bit colour: the high byte of each value, as Pillow reads a 16-bit colour PNG; 8-bit values as they are
     assert torch.equal(to_tensor(wide, 24), torch.from_numpy((wide >> 8).astype(np.uint8)).permute(2, 0, 1))
+    assert torch.equal(to_tensor(dark.astype(np.uint16), 16), from_file)
     rounded = dark.astype(np.float32) / 255
     rounded[0, 0, 0] = 1.0000001  # a resampled image's rounding error: still an image of 0..1
     assert torch.equal(to_tensor(np.clip(rounded, 0, 1), 24), to_tensor(rounded, 24))
@@ -514,9 +516,17 @@ def test_folders_behind_symbolic_links_are_read_and_a_broken_link_is_named(tmp_p
     (tmp_path / "data" / "b" / "linked").symlink_to(tmp_path / "more", target_is_directory=True)
     (tmp_path / "more" / "loop").symlink_to(tmp_path / "more", target_is_directory=True)  # read once
     (tmp_path / "data" / "a" / "gone.png").symlink_to(tmp_path / "nothere.png")
+    os.mkfifo(tmp_path / "data" / "a" / "pipe.png")  # not a file: reading it would wait for ever
     examples, problems = read_and_check(tmp_path / "data")
     assert (examples.frame["label"] == "b").sum() == 4 and len(examples.frame) == 8
     assert problems.values.tolist() == [[str(tmp_path / "data" / "a" / "gone.png"), "no such image file"]]
+    for i, (label, text) in enumerate(zip(TEXTS["label"], TEXTS["text"])):
+        (tmp_path / "texts" / label).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "texts" / label / f"{i}.txt").write_text(text)
+    (tmp_path / "texts" / "sport" / "gone.txt").symlink_to(tmp_path / "nothere.txt")
+    examples, problems = read_and_check(tmp_path / "texts")
+    assert len(examples.frame) == 6
+    assert problems.values.tolist() == [[str(tmp_path / "texts" / "sport" / "gone.txt"), "no such file (a broken link)"]]
 
 
 def test_array_layouts_are_read_or_refused_by_their_shape():

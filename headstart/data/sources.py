@@ -91,16 +91,18 @@ BUNDLED = {"bbc": _bbc, "elpv": _elpv}
 def visible_files(folder: Path) -> list[Path]:
     """The files under `folder`, sorted, hidden ones (.DS_Store, ._*) and those in hidden folders
     (.ipynb_checkpoints) left out: what a class folder holds. Folders behind symbolic links are read too, each real
-    folder once; a broken link is listed, so that reading it names it as missing."""
+    folder once, a real one before a link to it; a broken link is listed, so that reading it names it as missing."""
     found, seen = [], set()
     for root, folders, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
-        if real in seen:  # a link back up the tree, or a second link to one folder
+        if real in seen:  # a link back up the tree, or a second way to one folder
             folders[:] = []
             continue
         seen.add(real)
-        folders[:] = [name for name in folders if not name.startswith(".")]
-        found += [Path(root, name) for name in files if not name.startswith(".")]
+        folders[:] = sorted((name for name in folders if not name.startswith(".")),
+                            key=lambda name: (os.path.islink(os.path.join(root, name)), name))
+        paths = (Path(root, name) for name in files if not name.startswith("."))
+        found += [p for p in paths if p.is_file() or not p.exists()]  # not a pipe or a device, whose read would hang
     return sorted(found)
 
 
@@ -129,7 +131,8 @@ def _read_folder(root: Path) -> Examples:
         raise HeadstartError(f"{which} no files: a class needs examples. Put its files there, or remove the folder.")
     if ".txt" in suffixes and not suffixes & IMAGE_SUFFIXES:  # texts; another file (desktop.ini) has no text: None
         for row in rows:
-            row["input"] = read_text_file(Path(row["input"])) if row["input"].lower().endswith(".txt") else None
+            path = Path(row["input"])
+            row["input"] = read_text_file(path) if path.suffix.lower() == ".txt" and path.exists() else None
         return Examples("text", pd.DataFrame(rows).assign(group=None), [])
     return Examples("image", pd.DataFrame(rows).assign(group=None), [])
 

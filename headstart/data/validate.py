@@ -71,8 +71,10 @@ def check_examples(examples: Examples, config: DataConfig) -> tuple[Examples, pd
     classes = pd.unique(frame["label"].drop(index=list(problems)))  # those whose every example is unusable too
     if examples.modality == "text":
         for i, text in enumerate(frame["input"]):
-            if not isinstance(text, str):  # a folder's file that is not .txt
-                problems.setdefault(i, "not a .txt file, in a folder of text files")
+            if not isinstance(text, str):  # a folder's file that is not .txt, or a broken link
+                missing = not Path(frame["origin"].iat[i]).exists()
+                problems.setdefault(i, "no such file (a broken link)" if missing else
+                                    "not a .txt file, in a folder of text files")
             elif not visible(text):
                 problems.setdefault(i, "empty text")
         texts = [t if isinstance(t, str) else "" for t in frame["input"]]

@@ -269,8 +269,9 @@ def create_app(config: ServeConfig) -> FastAPI:
             yield
         except asyncio.CancelledError:  # a second Ctrl-C: uvicorn exits at once and cancels every task
             pass
-        with suppress(asyncio.CancelledError):  # a task stop waits for was cancelled: nothing more to wait for
-            await service.stop()
+        finally:
+            with suppress(asyncio.CancelledError):  # a task stop waits for was cancelled: nothing more to wait for
+                await service.stop()
 
     app = FastAPI(title="headstart", version="1", lifespan=lifespan,
                   description=f"Predictions of the registered model {config.model}, every one logged.")
