@@ -59,8 +59,8 @@ def _eight_bit(image: Image.Image) -> Image.Image:
 def _array_eight_bit(array: np.ndarray) -> np.ndarray:
     """uint8 pixels of an array as a file would give them: floats within 0..1 times 255, other values within 0..255
     as they are (`pixels.astype(np.float32)` is the file's image); uint16 colour arrays with values above 255 their
-    high byte, as Pillow reads 16-bit colour files; grey uint16 arrays and anything wider (raw sensor values) scaled over their own range,
-    as 16-bit grey files are, however dark they are."""
+    high byte, as Pillow reads 16-bit colour files; grey uint16 arrays and anything wider (raw sensor values) scaled
+    over their own range, as 16-bit grey files are, however dark they are."""
     if array.dtype == np.uint16 and array.ndim == 3:  # 8-bit values in uint16 (`astype`) are read as they are
         return (array >> 8 if array.max() > 255 else array).astype(np.uint8)
     values = array.astype(np.float64)

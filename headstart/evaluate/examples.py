@@ -175,7 +175,8 @@ def other_source(config: DataConfig, source: str, labels: list[str], requested: 
                  option: str = "--data") -> tuple[Examples, pd.DataFrame, int]:
     """Every usable example of another source (given with `option`), read with the run's column settings; data of
     another `modality` than the model's is refused first, then rows without a label, text, image path or (with a
-    group column) group are skipped, unknown labels refused, and unreadable images skipped or refused as `data.bad_inputs` says."""
+    group column) group are skipped, unknown labels refused, and unreadable images skipped or refused as
+    `data.bad_inputs` says."""
     update = {"source": source}
     if Path(source).suffix.lower() not in TABLE_SUFFIXES:  # a folder or bundled dataset: its own columns
         update.update(metadata_columns=[], group_column=None,

@@ -286,7 +286,8 @@ def _evaluate_run(run_dir, data, slice_by, output, overrides, read, progress) ->
     boot = {}
     baselines, left_out = None, {}
     if settings.baselines and not evaluated.without_run_data:
-        baselines, model_boot, left_out = _baselines(config, evaluated, y, proba, samples, seed, positive, say, bars, groups)
+        baselines, model_boot, left_out = _baselines(config, evaluated, y, proba, samples, seed, positive, say, bars,
+                                                     groups)
         boot.update(model_boot)
     elif samples:
         boot.update(bootstrap(y, {"model": proba}, metric_functions(GAIN_METRICS, positive), samples, seed,

@@ -37,7 +37,8 @@ def summary_rows(metrics: dict) -> list[tuple[str, str, str]]:
         rows.append((f"gain over {BASELINE_NAMES.get(name, name)} (accuracy)", f(b["gain"]["accuracy"], True),
                      interval(b["gain"]["accuracy_ci"], True)))
     for name in metrics.get("baselines_left_out") or {}:
-        rows.append((f"gain over {BASELINE_NAMES.get(name, name)} (accuracy)", "left out", "backbone not loadable here"))
+        rows.append((f"gain over {BASELINE_NAMES.get(name, name)} (accuracy)", "left out",
+                     "backbone not loadable here"))
     for column, s in metrics["slices"].items():
         if s["worst"] is None:  # fewer than two slices large enough to rank
             rows.append((f"slices by {column}", f"{len(s['slices'])}, too small to rank",

@@ -230,7 +230,8 @@ def _train(config: RunConfig, run_dir: Path, resume: bool, worker: bool = False)
                "unfreeze_events": unfreezing.events, "labels": data.labels,
                "examples": {name: int((data.frame["split"] == name).sum()) for name in ("train", "val", "test")}}
     write_atomic(run_dir / "results.json", json.dumps(summary, indent=2))  # the mark of a finished run
-    remove_run(replaced_run(run_dir), ignore_errors=True)  # now, not after the evaluation, which a kill -9 may cut short
+    # now, not after the evaluation, which a kill -9 may cut short
+    remove_run(replaced_run(run_dir), ignore_errors=True)
     if config.evaluate.after_fit:
         _evaluate(run_dir)
     return Run(run_dir)
