@@ -57,9 +57,16 @@ class Predictor:
             _check_texts(inputs)
         else:
             _check_in_memory_images(inputs)
-        out = []
+        from headstart.backbones.image import UnreadableInput
+
+        out, start = [], 0
         for chunk in in_batches(inputs, self.batch_size if batch_size is None else batch_size, progress):
-            out.append(self.model(**self.model.backbone.prepare(chunk)).float().softmax(-1))
+            try:
+                batch = self.model.backbone.prepare(chunk)
+            except UnreadableInput as exc:  # numbered as the caller gave it, not by its place in the batch
+                raise HeadstartError(f"Input {start + exc.position} {exc.detail}") from None
+            out.append(self.model(**batch).float().softmax(-1))
+            start += len(chunk)
         return torch.cat(out) if out else torch.empty(0, len(self.labels))
 
     def _as_list(self, inputs) -> list:

@@ -135,8 +135,9 @@ def test_a_loaded_model_names_an_image_it_cannot_read(tiny_run, digits_folder, t
     cut.write_bytes(good.read_bytes()[:60])
     with pytest.raises(HeadstartError, match=f"{cut}: not a readable image .*Give PNG"):
         headstart.load(tiny_run.model_dir).predict([str(good), str(cut)])
-    with pytest.raises(HeadstartError, match=r"An input \(bytes\) is not a readable image"):
-        headstart.load(tiny_run.model_dir).predict([cut.read_bytes()])  # its header is whole: it fails decoding
+    whole, cut_bytes = good.read_bytes(), cut.read_bytes()  # its header is whole: it fails decoding, numbered
+    with pytest.raises(HeadstartError, match=r"^Input 10 \(bytes\) is not a readable image \(OSError: .*Give PNG"):
+        headstart.load(tiny_run.model_dir).predict([whole] * 10 + [cut_bytes], batch_size=4)
     with pytest.raises(HeadstartError, match=r"^'' \(an empty path\): no such image file\. Check the path"):
         headstart.load(tiny_run.model_dir).predict([""])
     with pytest.raises(HeadstartError, match=rf"^gone.png: no such image file\. Check the path: a relative one is "

@@ -12,6 +12,15 @@ from headstart.data.images import DECODE_ERRORS, ImageInput, shown_path, to_tens
 from headstart.errors import HeadstartError
 
 
+class UnreadableInput(HeadstartError):
+    """An in-memory input (bytes, an image, an array) that cannot be decoded, at `position` in its batch: its
+    message names it as "An input"; `detail` is the rest, for a caller that knows its number."""
+
+    def __init__(self, position: int, detail: str):
+        super().__init__(f"An input {detail}")
+        self.position, self.detail = position, detail
+
+
 class ImageBackbone(Backbone):
     """Base for image backbones. Batches hold `pixels`: uint8 (B, 3, S, S), or float in [0, 1] once augmented.
 
@@ -30,16 +39,16 @@ class ImageBackbone(Backbone):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def prepare(self, inputs: list[ImageInput]) -> dict[str, torch.Tensor]:
-        return {"pixels": torch.stack([self._pixels(image) for image in inputs])}
+        return {"pixels": torch.stack([self._pixels(image, i) for i, image in enumerate(inputs)])}
 
-    def _pixels(self, image: ImageInput) -> torch.Tensor:
+    def _pixels(self, image: ImageInput, position: int) -> torch.Tensor:
         try:
             return to_tensor(image, self.image_size)
         except DECODE_ERRORS as exc:
             formats = "Give PNG, JPEG, BMP, TIFF, WebP or GIF files"
             if not isinstance(image, (str, Path)):
-                raise HeadstartError(f"An input ({type(image).__name__}) is not a readable image "
-                                     f"({type(exc).__name__}: {exc}). {formats}, or their contents.") from None
+                raise UnreadableInput(position, f"({type(image).__name__}) is {why_unreadable(exc)}. {formats}, or "
+                                                "their contents.") from None
             fix = (f"Check the path: a relative one is read from the current folder, {Path.cwd()}"
                    if isinstance(exc, FileNotFoundError) else formats)
             raise HeadstartError(f"{shown_path(image)}: {why_unreadable(exc)}. {fix}.") from None
