@@ -533,7 +533,11 @@ def test_array_layouts_are_read_or_refused_by_their_shape():
     from headstart.backbones.image import ImageBackbone
 
     grey = np.random.default_rng(0).integers(0, 256, (24, 24)).astype(np.uint8)
-    pixels = ImageBackbone(16, (0.5,) * 3, (0.25,) * 3)._pixels
+    backbone = ImageBackbone(16, (0.5,) * 3, (0.25,) * 3)
+
+    def pixels(image):
+        return backbone.prepare([image])["pixels"][0]
+
     assert torch.equal(pixels(grey[..., None]), pixels(grey))  # (H, W, 1): one grey channel
     assert torch.equal(pixels(grey > 127), pixels(np.where(grey > 127, 255, 0).astype(np.uint8)))  # True is white
     for bad, why in [(np.stack([grey] * 3), r"not of shape \(3, 24, 24\) \(a channels-first array"),
