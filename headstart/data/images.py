@@ -127,9 +127,13 @@ def open_eight_bit(image: ImageInput) -> Image.Image:
         return _on_white(_eight_bit(_upright(image)))
     if not isinstance(image, (str, Path, bytes)):
         raise _not_an_input(image)
-    if len(image) == 0 if isinstance(image, bytes) else Path(image).is_file() and Path(image).stat().st_size == 0:
-        raise EmptyFile("an empty file")
-    with open_file(image) as img:
+    try:
+        img = open_file(image)
+    except UnidentifiedImageError:  # said apart only once it failed: no stat on the way of every image read
+        if len(image) == 0 if isinstance(image, bytes) else Path(image).stat().st_size == 0:
+            raise EmptyFile("an empty file") from None
+        raise
+    with img:
         img.load()
         return _on_white(_eight_bit(_upright(img)))
 
